@@ -1,0 +1,75 @@
+//! The `sedna` command line.
+
+mod plugin;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::plugin::{PluginStore, Runtime, RuntimeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "sedna",
+    version,
+    about = "Incremental learning on edge devices, with plugins as WebAssembly components"
+)]
+pub struct Cli {
+    /// The data directory (plugin store, compiled-component cache, job state).
+    #[arg(long, global = true, env = "SEDNA_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect, validate and store plugins (WebAssembly components).
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// What the commands share: the data directory and, made on first use, the runtime.
+pub struct Context {
+    home: PathBuf,
+}
+
+impl Context {
+    fn store(&self) -> anyhow::Result<PluginStore> {
+        PluginStore::open(&self.home)
+    }
+
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(self.home.join("cache")),
+            ..RuntimeConfig::default()
+        })
+    }
+}
+
+/// Runs the command line; errors are printed with their causes and exit with 1.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEDNA_LOG")
+                .unwrap_or_else(|_| "sedna=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let context = Context {
+        home: cli.home.unwrap_or_else(PluginStore::default_home),
+    };
+    let result = match cli.command {
+        Command::Plugin(command) => command.run(&context),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,153 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::cache::{CacheOutcome, ComponentCache};
+use super::error::{Cause, PluginError};
+use super::host::HostState;
+use super::store::Source;
+
+/// How the process's engine is sized. One knob, `max_instances`, sizes the pooling
+/// allocator; everything else has a default that suits edge devices.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Plugin instances alive at once across all plugins (each idle pooled instance
+    /// counts). Past it, instantiation fails with a clear error.
+    pub max_instances: u32,
+    /// Where precompiled components are kept; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// How often the epoch advances: the granularity of call deadlines.
+    pub epoch_tick: Duration,
+    /// Use the pooling allocator (fast instantiation); off, memory is mapped per instance.
+    pub pooling: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_instances: 256,
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(10),
+            pooling: true,
+        }
+    }
+}
+
+/// The process's one wasmtime engine, its linker and its component cache.
+///
+/// Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: ComponentCache,
+    config: RuntimeConfig,
+    max_idle_instances: usize,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20);
+        if config.pooling {
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
+                config.max_instances,
+            )));
+        }
+        let engine = Engine::new(&wasm)?;
+        start_epoch_ticker(&engine, config.epoch_tick);
+        let linker = HostState::linker(&engine)?;
+        let cache = ComponentCache::new(config.cache_dir.clone());
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache,
+                config,
+                max_idle_instances: std::thread::available_parallelism()
+                    .map_or(2, |n| n.get().max(2)),
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    pub fn cache(&self) -> &ComponentCache {
+        &self.inner.cache
+    }
+
+    /// Compiles a plugin's component, or takes it from the cache.
+    pub fn compile(&self, source: &Source) -> Result<(Component, CacheOutcome), PluginError> {
+        self.inner
+            .cache
+            .get(&self.inner.engine, source)
+            .map_err(|e| {
+                PluginError::new(&source.name, "compile", Cause::Invalid(format!("{e:#}")))
+            })
+    }
+
+    /// Idle instances a plugin keeps for the next calls: enough for every core to call.
+    pub(crate) fn max_idle_instances(&self) -> usize {
+        self.inner.max_idle_instances
+    }
+
+    /// Epoch ticks that make up `deadline`, rounded up.
+    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        let tick = self.inner.config.epoch_tick.as_nanos().max(1);
+        deadline.as_nanos().div_ceil(tick).max(1) as u64
+    }
+}
+
+/// Limits for the pooling allocator, generous enough for components built by
+/// componentize-py and componentize-js (many core instances and large tables).
+fn pooling(max_instances: u32) -> PoolingAllocationConfig {
+    let mut p = PoolingAllocationConfig::new();
+    p.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 8)
+        .total_memories(max_instances * 2)
+        .total_tables(max_instances * 4)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(8)
+        .max_tables_per_component(16)
+        .max_memories_per_module(2)
+        .table_elements(200_000)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+    p
+}
+
+/// Advances the engine's epoch every `tick` until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sedna-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("cannot start the epoch thread");
+}

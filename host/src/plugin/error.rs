@@ -1,0 +1,64 @@
+use std::time::Duration;
+
+/// A plugin failed: which plugin, in which call, and why.
+///
+/// The host never dies of a plugin's failure: the failed instance is dropped and the
+/// next call runs on a fresh one.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{plugin}`: `{call}` {cause}")]
+pub struct PluginError {
+    pub plugin: String,
+    pub call: String,
+    pub cause: Cause,
+}
+
+impl PluginError {
+    pub fn new(plugin: &str, call: &str, cause: Cause) -> Self {
+        PluginError {
+            plugin: plugin.to_string(),
+            call: call.to_string(),
+            cause,
+        }
+    }
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Cause {
+    #[error(
+        "did not finish within its deadline of {0:?} (raise the plugin's deadline if it needs longer)"
+    )]
+    Timeout(Duration),
+    #[error("exceeded its memory cap of {} MiB (raise the plugin's memory cap if it needs more)", .0 >> 20)]
+    OutOfMemory(u64),
+    #[error("overflowed its call stack (unbounded recursion?)")]
+    StackOverflow,
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The plugin itself refused, e.g. `init` returned an error for a bad parameter.
+    #[error("failed: {0}")]
+    Refused(String),
+    #[error("does not implement world `{world}`: {detail}")]
+    WrongWorld { world: String, detail: String },
+    #[error("is not a usable WebAssembly component: {0}")]
+    Invalid(String),
+    /// The host could not serve the call (out of instance slots, a file it could not open).
+    #[error("could not run: {0}")]
+    Host(String),
+}
+
+impl Cause {
+    /// A short stable name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::Timeout(_) => "timeout",
+            Cause::OutOfMemory(_) => "out_of_memory",
+            Cause::StackOverflow => "stack_overflow",
+            Cause::Trap(_) => "trap",
+            Cause::Refused(_) => "refused",
+            Cause::WrongWorld { .. } => "wrong_world",
+            Cause::Invalid(_) => "invalid",
+            Cause::Host(_) => "host",
+        }
+    }
+}

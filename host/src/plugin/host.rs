@@ -1,0 +1,210 @@
+//! What a plugin instance's store holds, and the host functions every world imports.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::sandbox::Sandbox;
+use super::worlds::log::{self, Level};
+use super::worlds::types;
+
+/// Longest log message a plugin can emit in one call; the rest is cut.
+const MAX_LOG_MESSAGE: usize = 4096;
+/// How much of a plugin's stdout and stderr is kept to explain a trap.
+const OUTPUT_TAIL: usize = 4096;
+
+/// The data of one plugin instance's store (opaque outside the runtime).
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) budget: Budget,
+    plugin: Arc<str>,
+    pub(crate) output: OutputTail,
+}
+
+impl HostState {
+    pub(crate) fn new(plugin: Arc<str>, sandbox: &Sandbox) -> anyhow::Result<Self> {
+        let output = OutputTail::default();
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(output.clone())
+            .stderr(output.clone());
+        sandbox.grant_dirs(&mut wasi)?;
+        Ok(HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            budget: Budget::new(sandbox.memory),
+            plugin,
+            output,
+        })
+    }
+
+    /// The linker every world shares: WASI 0.2 (sandboxed by each store's context) and
+    /// the `log` interface.
+    pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(linker)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let mut end = message.len().min(MAX_LOG_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (plugin, message) = (&*self.plugin, &message[..end]);
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// Caps an instance's linear memory and remembers whether the cap was hit, so that the
+/// trap that follows a refused growth is reported as out-of-memory.
+pub(crate) struct Budget {
+    pub(crate) memory_cap: u64,
+    pub(crate) memory_exceeded: bool,
+}
+
+/// Table elements one instance may have (function tables of large runtimes included).
+const MAX_TABLE_ELEMENTS: usize = 200_000;
+
+impl Budget {
+    fn new(memory_cap: u64) -> Self {
+        Budget {
+            memory_cap,
+            memory_exceeded: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Budget {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_cap {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// The last few KiB a plugin wrote to stdout or stderr: a panic message explains a trap.
+#[derive(Clone, Default)]
+pub(crate) struct OutputTail(Arc<Mutex<VecDeque<u8>>>);
+
+impl OutputTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut tail = self.0.lock().unwrap();
+        tail.extend(bytes);
+        let excess = tail.len().saturating_sub(OUTPUT_TAIL);
+        tail.drain(..excess);
+    }
+
+    /// Takes what was written since the last call, as text.
+    pub(crate) fn take(&self) -> String {
+        let bytes: Vec<u8> = self.0.lock().unwrap().drain(..).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl IsTerminal for OutputTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for OutputTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for OutputTail {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(OUTPUT_TAIL)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for OutputTail {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for OutputTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

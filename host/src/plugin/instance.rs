@@ -1,0 +1,205 @@
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::InstancePre;
+use wasmtime::{Store, Trap};
+
+use super::engine::Runtime;
+use super::error::{Cause, PluginError};
+use super::host::HostState;
+use super::sandbox::Sandbox;
+use super::store::Source;
+use super::worlds::{self, types::Param};
+
+/// A WIT world the host can drive: how its bindings are made and initialised.
+pub trait World: Send + Sync + 'static {
+    /// The world's name in `wit/`, e.g. `hard-example-miner`.
+    const NAME: &'static str;
+    /// The interface a component of this world exports, e.g. `sedna:plugin/mining@0.1.0`.
+    const EXPORT: &'static str;
+    type Pre: Send + Sync;
+    type Bindings: Send;
+
+    /// Type-checks the component's exports against the world, once per load.
+    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings>;
+    fn init(
+        bindings: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &[Param],
+    ) -> wasmtime::Result<Result<(), String>>;
+}
+
+/// A live, initialised instance of a plugin: its own store, memory and WASI context.
+pub struct Instance<W: World> {
+    store: Store<HostState>,
+    bindings: W::Bindings,
+}
+
+/// One plugin loaded for world `W`, with its parameters and sandbox.
+///
+/// Calls take an idle instance from a small pool (or make a fresh one) so that threads
+/// call in parallel. An instance whose call failed is dropped, never reused: the next
+/// call runs on a fresh instance, initialised with the same parameters.
+pub struct Plugin<W: World> {
+    name: Arc<str>,
+    sha256: String,
+    runtime: Runtime,
+    pre: W::Pre,
+    params: Vec<Param>,
+    sandbox: Sandbox,
+    idle: Mutex<Vec<Instance<W>>>,
+}
+
+impl<W: World> Plugin<W> {
+    /// Compiles (or takes from the cache), links and type-checks the component, then
+    /// instantiates and initialises it once: a plugin that cannot start is refused here.
+    pub fn load(
+        runtime: &Runtime,
+        source: &Source,
+        params: Vec<Param>,
+        sandbox: Sandbox,
+    ) -> Result<Self, PluginError> {
+        let pre = Self::check(runtime, source)?;
+        let plugin = Plugin {
+            name: source.name.as_str().into(),
+            sha256: source.sha256.clone(),
+            runtime: runtime.clone(),
+            pre,
+            params,
+            sandbox,
+            idle: Mutex::new(Vec::new()),
+        };
+        let first = plugin.instantiate()?;
+        plugin.idle.lock().unwrap().push(first);
+        Ok(plugin)
+    }
+
+    /// Checks that the component implements `W` with only the imports the host provides.
+    pub(crate) fn check(runtime: &Runtime, source: &Source) -> Result<W::Pre, PluginError> {
+        let (component, _) = runtime.compile(source)?;
+        let wrong_world = |e: wasmtime::Error| {
+            let exports = super::inspect::exported_names(runtime, &component);
+            let mut detail = format!("{e:#}");
+            if let Some((world, _)) = worlds::ALL
+                .iter()
+                .find(|(_, export)| exports.iter().any(|e| e == export))
+            {
+                detail.push_str(&format!("; it is a `{world}` component"));
+            } else if !exports.is_empty() {
+                detail.push_str(&format!("; it exports {}", exports.join(", ")));
+            }
+            PluginError::new(
+                &source.name,
+                "load",
+                Cause::WrongWorld {
+                    world: W::NAME.to_string(),
+                    detail,
+                },
+            )
+        };
+        let instance_pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        W::pre(instance_pre).map_err(wrong_world)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// A fresh instance, initialised with the plugin's parameters.
+    pub fn instantiate(&self) -> Result<Instance<W>, PluginError> {
+        let state = HostState::new(self.name.clone(), &self.sandbox).map_err(|e| {
+            PluginError::new(&self.name, "instantiate", Cause::Host(format!("{e:#}")))
+        })?;
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|state| &mut state.budget);
+        store.set_epoch_deadline(self.runtime.deadline_ticks(self.sandbox.deadline));
+        let bindings = W::instantiate(&self.pre, &mut store)
+            .map_err(|e| self.failure("instantiate", e, &mut store))?;
+        match W::init(&bindings, &mut store, &self.params) {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Err(reason)) => Err(PluginError::new(&self.name, "init", Cause::Refused(reason))),
+            Err(e) => Err(self.failure("init", e, &mut store)),
+        }
+    }
+
+    /// Runs one call on an idle instance (or a fresh one) under the call deadline.
+    pub(crate) fn call<R>(
+        &self,
+        call: &str,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let idle = self.idle.lock().unwrap().pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self.instantiate()?,
+        };
+        let store = &mut instance.store;
+        store.set_epoch_deadline(self.runtime.deadline_ticks(self.sandbox.deadline));
+        match f(&instance.bindings, store) {
+            Ok(answer) => {
+                let mut idle = self.idle.lock().unwrap();
+                if idle.len() < self.runtime.max_idle_instances() {
+                    idle.push(instance);
+                }
+                Ok(answer)
+            }
+            Err(e) => Err(self.failure(call, e, store)),
+        }
+    }
+
+    /// Turns a wasmtime error into a typed cause, with what the plugin last printed.
+    fn failure(
+        &self,
+        call: &str,
+        error: wasmtime::Error,
+        store: &mut Store<HostState>,
+    ) -> PluginError {
+        let state = store.data();
+        let printed = state.output.take();
+        let cause = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Cause::Timeout(self.sandbox.deadline),
+            Some(Trap::StackOverflow) => Cause::StackOverflow,
+            _ if state.budget.memory_exceeded => Cause::OutOfMemory(state.budget.memory_cap),
+            Some(trap) => Cause::Trap(with_output(trap.to_string(), &printed)),
+            None => Cause::Trap(with_output(format!("{error:#}"), &printed)),
+        };
+        tracing::debug!(plugin = %self.name, call, "plugin call failed: {error:?}");
+        PluginError::new(&self.name, call, cause)
+    }
+}
+
+/// Appends the meaningful lines of what the plugin printed (a panic message, say).
+fn with_output(message: String, printed: &str) -> String {
+    let lines: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with"))
+        .collect();
+    if lines.is_empty() {
+        message
+    } else {
+        format!("{message}; the plugin printed: {}", lines.join(" "))
+    }
+}

@@ -1,0 +1,35 @@
+//! The component runtime: loading, caching, sandboxing and hot-swapping plugins.
+//!
+//! - [`Runtime`]: the process's one wasmtime engine (component model, pooling allocator,
+//!   epoch interruption) with its precompiled-component cache.
+//! - [`Plugin`]: one plugin loaded for one world, with its parameters and sandbox; calls
+//!   run on a pool of instances, and a failed call never harms the next one.
+//! - [`Slot`]: a hot-swappable plugin; `replace` loads and smoke-tests the new version
+//!   before swapping it in atomically.
+//! - [`PluginStore`]: the content-addressed store of uploaded plugins plus the built-ins.
+//! - [`inspect`]: what a component file is and which world it implements.
+
+mod cache;
+mod engine;
+mod error;
+mod host;
+pub mod inspect;
+mod instance;
+mod sandbox;
+mod slot;
+mod store;
+pub mod worlds;
+
+pub use cache::{CacheOutcome, ComponentCache};
+pub use engine::{Runtime, RuntimeConfig};
+pub use error::{Cause, PluginError};
+pub use host::HostState;
+pub use instance::{Instance, Plugin, World};
+pub use sandbox::{DirGrant, Sandbox};
+pub use slot::Slot;
+pub use store::{BUILTINS, Builtin, PluginStore, Source, StoredPlugin};
+pub use worlds::types::{Detection, Metric, Param, Prediction};
+pub use worlds::{Hem, TriggerCondition};
+
+/// The WIT package every plugin implements.
+pub const WIT_PACKAGE: &str = "sedna:plugin@0.1.0";

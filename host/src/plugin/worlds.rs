@@ -1,0 +1,134 @@
+//! One wrapper per WIT world: its bindings, how to instantiate and initialise it, and its
+//! typed calls.
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::error::PluginError;
+use super::host::HostState;
+use super::instance::{Plugin, World};
+
+mod hem_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "hard-example-miner",
+        additional_derives: [PartialEq],
+    });
+}
+
+mod trigger_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "trigger-condition",
+        with: {
+            "sedna:plugin/types": super::hem_bindings::sedna::plugin::types,
+            "sedna:plugin/log": super::hem_bindings::sedna::plugin::log,
+        },
+    });
+}
+
+pub use hem_bindings::sedna::plugin::{log, types};
+use types::{Metric, Param, Prediction};
+
+/// The `hard-example-miner` world: decides which frames are worth labelling.
+pub struct Hem;
+
+impl World for Hem {
+    const NAME: &'static str = "hard-example-miner";
+    const EXPORT: &'static str = "sedna:plugin/mining@0.1.0";
+    type Pre = hem_bindings::HardExampleMinerPre<HostState>;
+    type Bindings = hem_bindings::HardExampleMiner;
+
+    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        Self::Pre::new(pre)
+    }
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(&mut *store)
+    }
+
+    fn init(
+        bindings: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &[Param],
+    ) -> wasmtime::Result<Result<(), String>> {
+        bindings.sedna_plugin_mining().call_init(store, params)
+    }
+}
+
+impl Plugin<Hem> {
+    /// `true` when the frame is a hard example.
+    pub fn is_hard_example(&self, prediction: &Prediction) -> Result<bool, PluginError> {
+        self.call("is-hard-example", |b, s| {
+            b.sedna_plugin_mining().call_is_hard_example(s, prediction)
+        })
+    }
+
+    /// One decision per prediction, in order, in one call.
+    pub fn is_hard_example_batch(
+        &self,
+        predictions: &[Prediction],
+    ) -> Result<Vec<bool>, PluginError> {
+        self.call("is-hard-example-batch", |b, s| {
+            let answers = b
+                .sedna_plugin_mining()
+                .call_is_hard_example_batch(s, predictions)?;
+            wasmtime::ensure!(
+                answers.len() == predictions.len(),
+                "it returned {} answers for {} predictions",
+                answers.len(),
+                predictions.len()
+            );
+            Ok(answers)
+        })
+    }
+}
+
+/// The `trigger-condition` world: decides from the job's statistics whether to act.
+pub struct TriggerCondition;
+
+impl World for TriggerCondition {
+    const NAME: &'static str = "trigger-condition";
+    const EXPORT: &'static str = "sedna:plugin/condition@0.1.0";
+    type Pre = trigger_bindings::TriggerConditionPre<HostState>;
+    type Bindings = trigger_bindings::TriggerCondition;
+
+    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        Self::Pre::new(pre)
+    }
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(&mut *store)
+    }
+
+    fn init(
+        bindings: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &[Param],
+    ) -> wasmtime::Result<Result<(), String>> {
+        bindings.sedna_plugin_condition().call_init(store, params)
+    }
+}
+
+impl Plugin<TriggerCondition> {
+    /// `Ok(Ok(holds))` when the plugin could decide; `Ok(Err(why))` when it says it cannot
+    /// (for example a metric is missing): the plugin itself is fine then.
+    pub fn evaluate(&self, stats: &[Metric]) -> Result<Result<bool, String>, PluginError> {
+        self.call("evaluate", |b, s| {
+            b.sedna_plugin_condition().call_evaluate(s, stats)
+        })
+    }
+}
+
+/// The worlds a component can implement, by name and exported interface.
+pub const ALL: &[(&str, &str)] = &[
+    (Hem::NAME, Hem::EXPORT),
+    (TriggerCondition::NAME, TriggerCondition::EXPORT),
+    ("estimator", "sedna:plugin/estimation@0.1.0"),
+];

@@ -1,0 +1,213 @@
+//! The `sedna plugin` commands, run as a user runs them.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn sedna(home: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sedna"))
+        .args(args)
+        .env("SEDNA_HOME", home)
+        .env_remove("SEDNA_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn inspect_names_the_world_imports_and_exports() {
+    let home = tempfile::tempdir().unwrap();
+    let out = sedna(home.path(), &["plugin", "inspect", FIXTURE_HEM_HOSTILE]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("worlds:  hard-example-miner"), "{text}");
+    assert!(text.contains("sedna:plugin/mining@0.1.0"), "{text}");
+    assert!(text.contains("sedna:plugin/log@0.1.0"), "{text}");
+    assert!(
+        text.contains(&fixture(FIXTURE_HEM_HOSTILE).sha256),
+        "{text}"
+    );
+
+    let out = sedna(
+        home.path(),
+        &["plugin", "inspect", "--json", FIXTURE_TRIGGER_ALWAYS],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["worlds"], serde_json::json!(["trigger-condition"]));
+    assert!(json["size"].as_u64().unwrap() > 1000);
+}
+
+#[test]
+fn validate_spells_out_a_mismatch() {
+    let home = tempfile::tempdir().unwrap();
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "validate",
+            FIXTURE_HEM_HOSTILE,
+            "--world",
+            "hard-example-miner",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("implements `hard-example-miner`"));
+
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "validate",
+            FIXTURE_TRIGGER_ALWAYS,
+            "--world",
+            "hard-example-miner",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not implement world `hard-example-miner`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sedna:plugin/mining@0.1.0") && err.contains("trigger-condition"),
+        "{err}"
+    );
+
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "validate",
+            FIXTURE_HEM_HOSTILE,
+            "--world",
+            "no-such-world",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the worlds are hard-example-miner, trigger-condition"),
+        "{}",
+        stderr(&out)
+    );
+
+    let junk = home.path().join("junk.wasm");
+    std::fs::write(&junk, "not a component").unwrap();
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "validate",
+            junk.to_str().unwrap(),
+            "--world",
+            "hard-example-miner",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a usable WebAssembly component"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "validate",
+            "/no/such.wasm",
+            "--world",
+            "hard-example-miner",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot read plugin file /no/such.wasm"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn add_list_and_remove_stored_plugins() {
+    let home = tempfile::tempdir().unwrap();
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "add",
+            FIXTURE_HEM_HOSTILE,
+            "--name",
+            "hostile",
+            "--version",
+            "1.0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("added hostile@1.0 (hard-example-miner"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = sedna(home.path(), &["plugin", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"IBT") && names.contains(&"hostile"),
+        "{names:?}"
+    );
+
+    // The wrong world, a bad name, a built-in's name: refused, nothing stored.
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "add",
+            FIXTURE_TRIGGER_ALWAYS,
+            "--name",
+            "t",
+            "--world",
+            "hard-example-miner",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = sedna(
+        home.path(),
+        &["plugin", "add", FIXTURE_HEM_HOSTILE, "--name", "../evil"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not valid"), "{}", stderr(&out));
+    let out = sedna(
+        home.path(),
+        &["plugin", "add", FIXTURE_HEM_HOSTILE, "--name", "IBT"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("built-in"), "{}", stderr(&out));
+
+    let out = sedna(home.path(), &["plugin", "rm", "hostile@1.0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sedna(home.path(), &["plugin", "rm", "hostile@1.0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no stored plugin `hostile@1.0`"),
+        "{}",
+        stderr(&out)
+    );
+    let text = stdout(&sedna(home.path(), &["plugin", "list"]));
+    assert!(text.contains("IBT") && !text.contains("hostile"), "{text}");
+}

@@ -1,0 +1,278 @@
+//! Hostile plugins fail with a typed error within twice their deadline, and the host goes
+//! on serving good plugins.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sedna::plugin::{
+    Builtin, Cause, DirGrant, Hem, Plugin, PluginError, Sandbox, TriggerCondition,
+};
+
+const DEADLINE_MS: u64 = 300;
+
+fn hostile(mode: &str) -> Result<Plugin<Hem>, PluginError> {
+    hostile_in(mode, sandbox(DEADLINE_MS))
+}
+
+fn hostile_in(mode: &str, sandbox: Sandbox) -> Result<Plugin<Hem>, PluginError> {
+    Plugin::load(
+        runtime(),
+        &fixture(FIXTURE_HEM_HOSTILE),
+        params(&[("mode", mode)]),
+        sandbox,
+    )
+}
+
+/// The built-in IBT plugin still answers correctly on the same runtime.
+fn good_plugin_still_serves() {
+    let ibt = Plugin::<Hem>::load(
+        runtime(),
+        &Builtin::find("IBT").unwrap().source(),
+        Vec::new(),
+        Sandbox::default(),
+    )
+    .unwrap();
+    assert!(ibt.is_hard_example(&frame(&[0.2, 0.3, 0.9])).unwrap());
+    assert!(!ibt.is_hard_example(&frame(&[0.9, 0.95])).unwrap());
+}
+
+/// Calls the misbehaving plugin twice (a failed instance must not poison the next call)
+/// and checks the cause and the time each call took.
+fn assert_call_fails(mode: &str, expected: impl Fn(&Cause) -> bool) {
+    assert_call_fails_in(mode, sandbox(DEADLINE_MS), expected)
+}
+
+fn assert_call_fails_in(mode: &str, sandbox: Sandbox, expected: impl Fn(&Cause) -> bool) {
+    let plugin = hostile_in(mode, sandbox).unwrap();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let err = plugin.is_hard_example(&frame(&[0.5])).unwrap_err();
+        let took = started.elapsed();
+        assert!(expected(&err.cause), "mode {mode}: unexpected {err}");
+        assert_eq!(err.call, "is-hard-example");
+        assert!(
+            err.to_string().contains("fixture-hem-hostile") || err.plugin.ends_with(".wasm"),
+            "{err}"
+        );
+        assert!(
+            took < Duration::from_millis(2 * DEADLINE_MS),
+            "mode {mode} took {took:?}"
+        );
+    }
+    good_plugin_still_serves();
+}
+
+#[test]
+fn an_infinite_loop_times_out() {
+    assert_call_fails(
+        "loop",
+        |c| matches!(c, Cause::Timeout(d) if *d == Duration::from_millis(DEADLINE_MS)),
+    );
+}
+
+#[test]
+fn a_memory_bomb_hits_the_cap() {
+    // A small cap keeps the test quick: filling 256 MiB takes about as long as the deadline.
+    let capped = Sandbox {
+        memory: 32 << 20,
+        ..sandbox(DEADLINE_MS)
+    };
+    assert_call_fails_in(
+        "bomb",
+        capped,
+        |c| matches!(c, Cause::OutOfMemory(cap) if *cap == 32 << 20),
+    );
+}
+
+#[test]
+fn a_memory_bomb_hits_the_default_cap_within_the_default_deadline() {
+    let plugin = hostile_in("bomb", Sandbox::default()).unwrap();
+    let started = Instant::now();
+    let err = plugin.is_hard_example(&frame(&[0.5])).unwrap_err();
+    assert!(
+        matches!(err.cause, Cause::OutOfMemory(cap) if cap == 256 << 20),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < 2 * Sandbox::default().deadline,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn unbounded_recursion_overflows_the_stack() {
+    assert_call_fails("recurse", |c| matches!(c, Cause::StackOverflow));
+}
+
+#[test]
+fn a_panic_is_a_trap_with_its_message() {
+    assert_call_fails(
+        "panic",
+        |c| matches!(c, Cause::Trap(m) if m.contains("panics on purpose")),
+    );
+}
+
+#[test]
+fn a_trap_in_init_refuses_the_plugin() {
+    let err = hostile("trap-init")
+        .err()
+        .expect("a plugin that traps in init must be refused");
+    assert_eq!(err.call, "init");
+    assert!(
+        matches!(&err.cause, Cause::Trap(m) if m.contains("init refuses to start")),
+        "{err}"
+    );
+    good_plugin_still_serves();
+}
+
+#[test]
+fn a_loop_in_init_times_out() {
+    let started = Instant::now();
+    let err = hostile("loop-init")
+        .err()
+        .expect("a plugin that loops in init must be refused");
+    assert_eq!(err.call, "init");
+    assert!(matches!(err.cause, Cause::Timeout(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(2 * DEADLINE_MS));
+    good_plugin_still_serves();
+}
+
+#[test]
+fn a_component_of_another_world_is_refused_with_the_mismatch() {
+    let err = Plugin::<Hem>::load(
+        runtime(),
+        &fixture(FIXTURE_TRIGGER_ALWAYS),
+        Vec::new(),
+        Sandbox::default(),
+    )
+    .err()
+    .expect("a trigger component is not a HEM");
+    match &err.cause {
+        Cause::WrongWorld { world, detail } => {
+            assert_eq!(world, "hard-example-miner");
+            assert!(detail.contains("sedna:plugin/mining@0.1.0"), "{detail}");
+            assert!(detail.contains("trigger-condition"), "{detail}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // And the trigger component works as what it is.
+    let trigger = Plugin::<TriggerCondition>::load(
+        runtime(),
+        &fixture(FIXTURE_TRIGGER_ALWAYS),
+        Vec::new(),
+        Sandbox::default(),
+    )
+    .unwrap();
+    assert_eq!(trigger.evaluate(&[]).unwrap(), Ok(true));
+    let fail = [sedna::plugin::Metric {
+        name: "fail".into(),
+        values: vec![1.0],
+    }];
+    assert!(trigger.evaluate(&fail).unwrap().is_err());
+    good_plugin_still_serves();
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let source = sedna::plugin::Source::new("junk", b"not wasm at all".to_vec());
+    let err = Plugin::<Hem>::load(runtime(), &source, Vec::new(), Sandbox::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err.cause, Cause::Invalid(_)), "{err}");
+}
+
+#[test]
+fn files_are_reachable_only_inside_a_granted_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let granted = root.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("ok.txt"), "fine").unwrap();
+    std::fs::write(root.path().join("secret.txt"), "secret").unwrap();
+    let read = |path: &str, dirs: Vec<DirGrant>| {
+        Plugin::<Hem>::load(
+            runtime(),
+            &fixture(FIXTURE_HEM_HOSTILE),
+            params(&[("mode", "read"), ("path", path)]),
+            Sandbox {
+                dirs,
+                ..sandbox(DEADLINE_MS)
+            },
+        )
+    };
+    let grant = || vec![DirGrant::read_only(&granted, "/data")];
+
+    read("/data/ok.txt", grant()).expect("a granted file is readable");
+    for path in [
+        "/etc/passwd",
+        "/data/../secret.txt",
+        "../secret.txt",
+        "/data/../../etc/passwd",
+    ] {
+        let err = read(path, grant())
+            .err()
+            .unwrap_or_else(|| panic!("{path} was readable"));
+        assert!(
+            matches!(&err.cause, Cause::Refused(m) if m.contains("cannot read")),
+            "{path}: {err}"
+        );
+    }
+    let err = read("/data/ok.txt", Vec::new())
+        .err()
+        .expect("nothing is readable without a grant");
+    assert!(matches!(&err.cause, Cause::Refused(_)), "{err}");
+    good_plugin_still_serves();
+}
+
+#[test]
+fn a_granted_directory_is_read_only_unless_stated() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |writable: bool| {
+        Plugin::<Hem>::load(
+            runtime(),
+            &fixture(FIXTURE_HEM_HOSTILE),
+            params(&[("mode", "write"), ("path", "/out/new.txt")]),
+            Sandbox {
+                dirs: vec![DirGrant {
+                    writable,
+                    ..DirGrant::read_only(dir.path(), "/out")
+                }],
+                ..sandbox(DEADLINE_MS)
+            },
+        )
+    };
+    let err = write(false)
+        .err()
+        .expect("a read-only grant must refuse writes");
+    assert!(
+        matches!(&err.cause, Cause::Refused(m) if m.contains("cannot write")),
+        "{err}"
+    );
+    assert!(!dir.path().join("new.txt").exists());
+    write(true).expect("a writable grant accepts writes");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("new.txt")).unwrap(),
+        "written by a plugin"
+    );
+}
+
+#[test]
+fn granting_a_missing_directory_is_a_clear_error() {
+    let err = Plugin::<Hem>::load(
+        runtime(),
+        &fixture(FIXTURE_HEM_HOSTILE),
+        Vec::new(),
+        Sandbox {
+            dirs: vec![DirGrant::read_only("/no/such/dir", "/data")],
+            ..Sandbox::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err.cause, Cause::Host(m) if m.contains("/no/such/dir")),
+        "{err}"
+    );
+}

@@ -1,0 +1,176 @@
+//! IBT hard-example mining, Sedna's `IBT` algorithm.
+//!
+//! A frame is hard when the share of its boxes whose score is at most `threshold_box` is at
+//! least `1 - threshold_img`. A frame with no boxes is not hard; neither is one with a score
+//! outside [0, 1] (Sedna's rule; the plugin logs it once).
+
+use std::cell::Cell;
+
+wit_bindgen::generate!({
+    world: "hard-example-miner",
+    path: "../../wit",
+});
+
+use exports::sedna::plugin::mining::Guest;
+use sedna::plugin::log::{Level, log};
+use sedna::plugin::types::{Detection, Param, Prediction};
+
+/// The two thresholds, each in [0, 1]. Kept in f64, as Sedna's Python floats are, so
+/// that decisions on the boundary (1 box of 10 with `threshold_img` 0.9) agree.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+    pub img: f64,
+    pub boxes: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            img: 0.5,
+            boxes: 0.5,
+        }
+    }
+}
+
+impl Thresholds {
+    /// Reads `threshold_img` and `threshold_box`; a missing key keeps its default.
+    pub fn from_params(params: &[Param]) -> Result<Self, String> {
+        let mut t = Thresholds::default();
+        for p in params {
+            let slot = match p.key.as_str() {
+                "threshold_img" => &mut t.img,
+                "threshold_box" => &mut t.boxes,
+                _ => continue,
+            };
+            *slot = parse_unit(&p.key, &p.value)?;
+        }
+        Ok(t)
+    }
+
+    /// The decision for one frame's boxes, or `None` when a score is outside [0, 1].
+    pub fn is_hard(&self, boxes: &[Detection]) -> Option<bool> {
+        if boxes.is_empty() {
+            return Some(false);
+        }
+        let mut uncertain = 0usize;
+        for b in boxes {
+            if !(0.0..=1.0).contains(&b.score) {
+                return None;
+            }
+            if f64::from(b.score) <= self.boxes {
+                uncertain += 1;
+            }
+        }
+        Some(uncertain as f64 / boxes.len() as f64 >= 1.0 - self.img)
+    }
+}
+
+fn parse_unit(key: &str, value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "parameter `{key}` is {value:?}: expected a number in [0, 1]"
+        )),
+    }
+}
+
+thread_local! {
+    static CONFIG: Cell<Thresholds> = Cell::new(Thresholds::default());
+    static WARNED_SCORE: Cell<bool> = const { Cell::new(false) };
+}
+
+struct Ibt;
+
+impl Guest for Ibt {
+    fn init(params: Vec<Param>) -> Result<(), String> {
+        CONFIG.set(Thresholds::from_params(&params)?);
+        Ok(())
+    }
+
+    fn is_hard_example(prediction: Prediction) -> bool {
+        let boxes = match &prediction {
+            Prediction::Detections(boxes) => boxes,
+            Prediction::ClassScores(_) => return false,
+        };
+        CONFIG.get().is_hard(boxes).unwrap_or_else(|| {
+            if !WARNED_SCORE.replace(true) {
+                log(
+                    Level::Warn,
+                    "a box score is outside [0, 1]: such frames are not hard examples",
+                );
+            }
+            false
+        })
+    }
+
+    fn is_hard_example_batch(predictions: Vec<Prediction>) -> Vec<bool> {
+        predictions.into_iter().map(Self::is_hard_example).collect()
+    }
+}
+
+// Only a component exports: a native build (for unit tests and clippy) links no exports.
+#[cfg(target_family = "wasm")]
+export!(Ibt);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxes(scores: &[f32]) -> Vec<Detection> {
+        scores
+            .iter()
+            .map(|&score| Detection {
+                x_min: 0.0,
+                y_min: 0.0,
+                x_max: 1.0,
+                y_max: 1.0,
+                score,
+                label: 0,
+            })
+            .collect()
+    }
+
+    fn param(key: &str, value: &str) -> Param {
+        Param {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_share_of_uncertain_boxes() {
+        let t = Thresholds {
+            img: 0.9,
+            boxes: 0.9,
+        };
+        // 1 of 2 boxes uncertain: 0.5 >= 0.1.
+        assert_eq!(t.is_hard(&boxes(&[0.95, 0.5])), Some(true));
+        assert_eq!(t.is_hard(&boxes(&[0.95, 0.99])), Some(false));
+        // A score equal to threshold_box counts as uncertain.
+        assert_eq!(t.is_hard(&boxes(&[0.9])), Some(true));
+        assert_eq!(t.is_hard(&[]), Some(false));
+        assert_eq!(t.is_hard(&boxes(&[0.5, 1.5])), None);
+        // 1 uncertain box of 10 is a share of 0.1 >= 1 - 0.9, as in Python's floats.
+        let mut ten = vec![0.95; 9];
+        ten.push(0.5);
+        assert_eq!(t.is_hard(&boxes(&ten)), Some(true));
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        let t = Thresholds::from_params(&[param("threshold_img", "0.25"), param("other", "x")]);
+        assert_eq!(
+            t,
+            Ok(Thresholds {
+                img: 0.25,
+                boxes: 0.5
+            })
+        );
+        let err = Thresholds::from_params(&[param("threshold_box", "1.5")]).unwrap_err();
+        assert!(
+            err.contains("threshold_box") && err.contains("1.5"),
+            "{err}"
+        );
+        assert!(Thresholds::from_params(&[param("threshold_img", "high")]).is_err());
+    }
+}
