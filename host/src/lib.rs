@@ -5,4 +5,5 @@
 //! WebAssembly components defined by the WIT contract in `wit/`.
 
 pub mod cli;
+pub mod learn;
 pub mod plugin;

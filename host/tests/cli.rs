@@ -26,6 +26,7 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn inspect_names_the_world_imports_and_exports() {
     let home = tempfile::tempdir().unwrap();
+    let trigger = builtin_file(home.path(), "HardExampleRatio");
     let out = sedna(home.path(), &["plugin", "inspect", FIXTURE_HEM_HOSTILE]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -37,10 +38,7 @@ fn inspect_names_the_world_imports_and_exports() {
         "{text}"
     );
 
-    let out = sedna(
-        home.path(),
-        &["plugin", "inspect", "--json", FIXTURE_TRIGGER_ALWAYS],
-    );
+    let out = sedna(home.path(), &["plugin", "inspect", "--json", &trigger]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["worlds"], serde_json::json!(["trigger-condition"]));
     assert!(json["size"].as_u64().unwrap() > 1000);
@@ -49,6 +47,7 @@ fn inspect_names_the_world_imports_and_exports() {
 #[test]
 fn validate_spells_out_a_mismatch() {
     let home = tempfile::tempdir().unwrap();
+    let trigger = builtin_file(home.path(), "HardExampleRatio");
     let out = sedna(
         home.path(),
         &[
@@ -67,7 +66,7 @@ fn validate_spells_out_a_mismatch() {
         &[
             "plugin",
             "validate",
-            FIXTURE_TRIGGER_ALWAYS,
+            &trigger,
             "--world",
             "hard-example-miner",
         ],
@@ -140,6 +139,7 @@ fn validate_spells_out_a_mismatch() {
 #[test]
 fn add_list_and_remove_stored_plugins() {
     let home = tempfile::tempdir().unwrap();
+    let trigger = builtin_file(home.path(), "HardExampleRatio");
     let out = sedna(
         home.path(),
         &[
@@ -178,7 +178,7 @@ fn add_list_and_remove_stored_plugins() {
         &[
             "plugin",
             "add",
-            FIXTURE_TRIGGER_ALWAYS,
+            &trigger,
             "--name",
             "t",
             "--world",
@@ -210,4 +210,87 @@ fn add_list_and_remove_stored_plugins() {
     );
     let text = stdout(&sedna(home.path(), &["plugin", "list"]));
     assert!(text.contains("IBT") && !text.contains("hostile"), "{text}");
+}
+
+#[test]
+fn plugin_test_prints_one_decision_per_line_and_reports_bad_lines() {
+    let home = tempfile::tempdir().unwrap();
+    let input = home.path().join("predictions.jsonl");
+    std::fs::write(
+        &input,
+        "[[0,0,10,10,0.95,1],[5,5,9,9,0.2,2]]\n\n[[0,0,10,10,0.95,1]]\n[[1,2,3]]\n{\"class_scores\": [0.5, 0.5]}\n",
+    )
+    .unwrap();
+    let input = input.to_str().unwrap();
+
+    let out = sedna(home.path(), &["plugin", "test", "IBT", "--input", input]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a bad line fails the run at the end"
+    );
+    assert_eq!(stdout(&out), "1: hard\n3: not hard\n5: not hard\n");
+    let err = stderr(&out);
+    assert!(err.contains("predictions.jsonl:4: box 0 is not"), "{err}");
+    assert!(err.contains("3 decisions, 1 bad lines"), "{err}");
+
+    // Parameters change the decisions; --json prints objects.
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "test",
+            "IBT",
+            "--input",
+            input,
+            "--param",
+            "threshold_img=0.1",
+            "--json",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0], serde_json::json!({"line": 1, "hard": false}));
+    assert_eq!(lines.len(), 3);
+
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "test",
+            "IBT",
+            "--input",
+            input,
+            "--param",
+            "threshold_img",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("KEY=VALUE"), "{}", stderr(&out));
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "test",
+            "IBT",
+            "--input",
+            input,
+            "--param",
+            "threshold_img=9",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("threshold_img"), "{}", stderr(&out));
+    let out = sedna(
+        home.path(),
+        &["plugin", "test", "NoSuchPlugin", "--input", input],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no plugin named `NoSuchPlugin`"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -6,9 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sedna::plugin::{
-    Builtin, Cause, DirGrant, Hem, Plugin, PluginError, Sandbox, TriggerCondition,
-};
+use sedna::plugin::{Cause, DirGrant, Hem, Plugin, PluginError, Sandbox, TriggerCondition};
 
 const DEADLINE_MS: u64 = 300;
 
@@ -27,13 +25,8 @@ fn hostile_in(mode: &str, sandbox: Sandbox) -> Result<Plugin<Hem>, PluginError> 
 
 /// The built-in IBT plugin still answers correctly on the same runtime.
 fn good_plugin_still_serves() {
-    let ibt = Plugin::<Hem>::load(
-        runtime(),
-        &Builtin::find("IBT").unwrap().source(),
-        Vec::new(),
-        Sandbox::default(),
-    )
-    .unwrap();
+    let ibt =
+        Plugin::<Hem>::load(runtime(), &builtin("IBT"), Vec::new(), Sandbox::default()).unwrap();
     assert!(ibt.is_hard_example(&frame(&[0.2, 0.3, 0.9])).unwrap());
     assert!(!ibt.is_hard_example(&frame(&[0.9, 0.95])).unwrap());
 }
@@ -144,7 +137,7 @@ fn a_loop_in_init_times_out() {
 fn a_component_of_another_world_is_refused_with_the_mismatch() {
     let err = Plugin::<Hem>::load(
         runtime(),
-        &fixture(FIXTURE_TRIGGER_ALWAYS),
+        &trigger_component(),
         Vec::new(),
         Sandbox::default(),
     )
@@ -161,17 +154,26 @@ fn a_component_of_another_world_is_refused_with_the_mismatch() {
     // And the trigger component works as what it is.
     let trigger = Plugin::<TriggerCondition>::load(
         runtime(),
-        &fixture(FIXTURE_TRIGGER_ALWAYS),
-        Vec::new(),
+        &trigger_component(),
+        params(&[("window", "2"), ("ratio", "0.4")]),
         Sandbox::default(),
     )
     .unwrap();
-    assert_eq!(trigger.evaluate(&[]).unwrap(), Ok(true));
-    let fail = [sedna::plugin::Metric {
-        name: "fail".into(),
-        values: vec![1.0],
-    }];
-    assert!(trigger.evaluate(&fail).unwrap().is_err());
+    let recent = |values: &[f64]| {
+        [sedna::plugin::Metric {
+            name: "hard_examples".into(),
+            values: values.to_vec(),
+        }]
+    };
+    assert_eq!(
+        trigger.evaluate(&recent(&[0.0, 1.0, 1.0])).unwrap(),
+        Ok(true)
+    );
+    assert_eq!(
+        trigger.evaluate(&recent(&[1.0, 0.0, 0.0])).unwrap(),
+        Ok(false)
+    );
+    assert!(trigger.evaluate(&[]).unwrap().is_err());
     good_plugin_still_serves();
 }
 

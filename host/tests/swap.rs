@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::*;
-use sedna::plugin::{Builtin, Cause, Hem, Plugin, Prediction, Slot};
+use sedna::plugin::{Cause, Hem, Plugin, Prediction, Slot};
 
 fn answering(answer: bool) -> Vec<sedna::plugin::Param> {
     params(&[
@@ -60,7 +60,7 @@ fn swaps_under_load_never_fail_or_mix_versions() {
                 .replace_with(&hostile, params(&[("mode", "trap-init")]), sandbox(1000))
                 .unwrap_err();
             assert!(matches!(err.cause, Cause::Trap(_)), "{err}");
-            let err = slot.replace(&fixture(FIXTURE_TRIGGER_ALWAYS)).unwrap_err();
+            let err = slot.replace(&trigger_component()).unwrap_err();
             assert!(matches!(err.cause, Cause::WrongWorld { .. }), "{err}");
             assert_eq!(slot.get().is_hard_example(&frame(&[0.5])).unwrap(), answer);
         }
@@ -77,7 +77,7 @@ fn swaps_under_load_never_fail_or_mix_versions() {
 
 #[test]
 fn replace_keeps_the_slot_parameters() {
-    let ibt = Builtin::find("IBT").unwrap().source();
+    let ibt = builtin("IBT");
     // threshold_box 0.1: a box scored 0.3 is confident, so the frame is not hard.
     let strict = params(&[("threshold_box", "0.1")]);
     let slot =

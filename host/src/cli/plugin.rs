@@ -1,12 +1,14 @@
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 use super::Context;
 use crate::plugin::inspect::{self, Inspection};
-use crate::plugin::{Source, worlds};
+use crate::plugin::{Hem, Param, Plugin, Sandbox, Source, json, worlds};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -42,6 +44,22 @@ pub enum PluginCommand {
     },
     /// Remove NAME@VERSION from the plugin store.
     Rm { reference: String },
+    /// Run a hard-example miner over predictions (one JSON per line) and print one
+    /// decision per line; a bad line is reported with its number and the run goes on.
+    Test {
+        /// A `.wasm` file, a stored NAME@VERSION or a built-in name (`IBT`).
+        plugin: String,
+        /// Predictions, one per line: `[[x1, y1, x2, y2, score, label], ...]` or
+        /// `{"class_scores": [...]}`.
+        #[arg(long)]
+        input: PathBuf,
+        /// A parameter for the plugin's `init`; repeat for more.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl PluginCommand {
@@ -112,9 +130,67 @@ impl PluginCommand {
                 context.store()?.remove(name, version)?;
                 println!("removed {reference}");
             }
+            PluginCommand::Test {
+                plugin,
+                input,
+                params,
+                json,
+            } => return test(context, &plugin, &input, &params, json),
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn test(
+    context: &Context,
+    plugin: &str,
+    input: &Path,
+    params: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let params = params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((key, value)) => Ok(Param {
+                key: key.to_string(),
+                value: value.to_string(),
+            }),
+            None => bail!("--param {p:?}: write it as KEY=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let source = context.store()?.resolve(plugin)?;
+    let miner = Plugin::<Hem>::load(&context.runtime()?, &source, params, Sandbox::default())?;
+    let file = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let (mut decisions, mut bad) = (0usize, 0usize);
+    let mut out = std::io::stdout().lock();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let number = index + 1;
+        let line = line.with_context(|| format!("{}:{number}: cannot read", input.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let decision = json::parse_prediction(&line)
+            .and_then(|p| miner.is_hard_example(&p).map_err(|e| e.to_string()));
+        match decision {
+            Ok(hard) if json => writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "line": number, "hard": hard })
+            )?,
+            Ok(hard) => writeln!(out, "{number}: {}", if hard { "hard" } else { "not hard" })?,
+            Err(e) => {
+                bad += 1;
+                eprintln!("{}:{number}: {e}", input.display());
+                continue;
+            }
+        }
+        decisions += 1;
+    }
+    if bad > 0 {
+        eprintln!("{decisions} decisions, {bad} bad lines");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn single_world(inspection: &Inspection, file: &std::path::Path) -> anyhow::Result<String> {

@@ -15,6 +15,7 @@ mod error;
 mod host;
 pub mod inspect;
 mod instance;
+pub mod json;
 mod sandbox;
 mod slot;
 mod store;

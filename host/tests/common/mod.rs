@@ -4,7 +4,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sedna::plugin::{Detection, Param, Prediction, Runtime, RuntimeConfig, Sandbox, Source};
+use sedna::plugin::{
+    Builtin, Detection, Param, Prediction, Runtime, RuntimeConfig, Sandbox, Source,
+};
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
@@ -16,6 +18,23 @@ pub fn runtime() -> &'static Runtime {
 
 pub fn fixture(path: &str) -> Source {
     Source::from_file(path.as_ref()).unwrap()
+}
+
+/// A built-in plugin's source, by its name.
+pub fn builtin(name: &str) -> Source {
+    Builtin::find(name).unwrap().source()
+}
+
+/// A trigger-condition component: the wrong world for a HEM slot.
+pub fn trigger_component() -> Source {
+    builtin("HardExampleRatio")
+}
+
+/// Writes a built-in plugin to `dir` as a `.wasm` file, as a user would have it.
+pub fn builtin_file(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, Builtin::find(name).unwrap().wasm).unwrap();
+    path.display().to_string()
 }
 
 pub fn params(pairs: &[(&str, &str)]) -> Vec<Param> {

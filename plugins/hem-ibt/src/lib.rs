@@ -6,14 +6,8 @@
 
 use std::cell::Cell;
 
-wit_bindgen::generate!({
-    world: "hard-example-miner",
-    path: "../../wit",
-});
-
-use exports::sedna::plugin::mining::Guest;
-use sedna::plugin::log::{Level, log};
-use sedna::plugin::types::{Detection, Param, Prediction};
+use sedna_plugin_sdk::Params;
+use sedna_plugin_sdk::hem::{Detection, Guest, Level, Param, Prediction, log};
 
 /// The two thresholds, each in [0, 1]. Kept in f64, as Sedna's Python floats are, so
 /// that decisions on the boundary (1 box of 10 with `threshold_img` 0.9) agree.
@@ -35,16 +29,12 @@ impl Default for Thresholds {
 impl Thresholds {
     /// Reads `threshold_img` and `threshold_box`; a missing key keeps its default.
     pub fn from_params(params: &[Param]) -> Result<Self, String> {
-        let mut t = Thresholds::default();
-        for p in params {
-            let slot = match p.key.as_str() {
-                "threshold_img" => &mut t.img,
-                "threshold_box" => &mut t.boxes,
-                _ => continue,
-            };
-            *slot = parse_unit(&p.key, &p.value)?;
-        }
-        Ok(t)
+        let params = Params::new(params);
+        let default = Thresholds::default();
+        Ok(Thresholds {
+            img: params.unit("threshold_img", default.img)?,
+            boxes: params.unit("threshold_box", default.boxes)?,
+        })
     }
 
     /// The decision for one frame's boxes, or `None` when a score is outside [0, 1].
@@ -65,21 +55,13 @@ impl Thresholds {
     }
 }
 
-fn parse_unit(key: &str, value: &str) -> Result<f64, String> {
-    match value.trim().parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "parameter `{key}` is {value:?}: expected a number in [0, 1]"
-        )),
-    }
-}
-
 thread_local! {
     static CONFIG: Cell<Thresholds> = Cell::new(Thresholds::default());
     static WARNED_SCORE: Cell<bool> = const { Cell::new(false) };
 }
 
-struct Ibt;
+/// The component's exports.
+pub struct Ibt;
 
 impl Guest for Ibt {
     fn init(params: Vec<Param>) -> Result<(), String> {
@@ -110,7 +92,7 @@ impl Guest for Ibt {
 
 // Only a component exports: a native build (for unit tests and clippy) links no exports.
 #[cfg(target_family = "wasm")]
-export!(Ibt);
+sedna_plugin_sdk::hem::export_hem!(Ibt);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,3 @@
+//! The learning loop: dataset monitor, triggers, the train/eval/deploy round.
+
+pub mod trigger;

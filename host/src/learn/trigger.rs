@@ -1,0 +1,552 @@
+//! Sedna's train and deploy triggers: conditions on metrics, a daily time window and a
+//! check period; plus conditions written as `trigger-condition` plugins. All must hold
+//! (AND) for the trigger to fire.
+//!
+//! Unlike Sedna: `checkPeriodSeconds` is honoured; a metric that has several values (one
+//! per class) used without an index is an error, not a silent 0; a missing metric makes
+//! the condition false and says why.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::plugin::{Metric, Plugin, TriggerCondition};
+
+/// Two values closer than this are equal.
+const EPSILON: f64 = 1e-6;
+/// Conditions one trigger may hold: a bounded list (Sedna's is unbounded).
+pub const MAX_CONDITIONS: usize = 16;
+
+/// A comparison, written as a symbol or its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Operator {
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    Le,
+    Lt,
+}
+
+impl Operator {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        let equal = (value - threshold).abs() <= EPSILON;
+        match self {
+            Operator::Gt => value > threshold && !equal,
+            Operator::Ge => value > threshold || equal,
+            Operator::Eq => equal,
+            Operator::Ne => !equal,
+            Operator::Le => value < threshold || equal,
+            Operator::Lt => value < threshold && !equal,
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Operator::Gt => ">",
+            Operator::Ge => ">=",
+            Operator::Eq => "==",
+            Operator::Ne => "!=",
+            Operator::Le => "<=",
+            Operator::Lt => "<",
+        }
+    }
+}
+
+impl FromStr for Operator {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.trim() {
+            ">" | "gt" => Operator::Gt,
+            ">=" | "ge" => Operator::Ge,
+            "=" | "==" | "eq" => Operator::Eq,
+            "!=" | "ne" => Operator::Ne,
+            "<=" | "le" => Operator::Le,
+            "<" | "lt" => Operator::Lt,
+            other => {
+                return Err(format!(
+                    "unknown operator {other:?}: use one of > >= = == != <= < or gt ge eq ne le lt"
+                ));
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for Operator {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// A metric by name, or one value of a per-class metric: `precision_delta[2]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MetricRef {
+    pub name: String,
+    pub index: Option<usize>,
+}
+
+impl FromStr for MetricRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("metric {s:?} is not `name` or `name[index]`");
+        let (name, index) = match s.strip_suffix(']').and_then(|s| s.split_once('[')) {
+            Some((name, index)) => (
+                name,
+                Some(index.trim().parse::<usize>().map_err(|_| bad())?),
+            ),
+            None => (s, None),
+        };
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Err(bad());
+        }
+        Ok(MetricRef {
+            name: name.to_string(),
+            index,
+        })
+    }
+}
+
+impl TryFrom<String> for MetricRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for MetricRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "{}[{i}]", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// `metric operator threshold`, as Sedna's `condition`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Condition {
+    pub operator: Operator,
+    pub threshold: f64,
+    pub metric: MetricRef,
+}
+
+impl Condition {
+    /// `Ok((holds, why))`, or `Err(why)` when the metric cannot be read.
+    pub fn evaluate(&self, stats: &[Metric]) -> Result<(bool, String), String> {
+        let metric = &self.metric;
+        let Some(found) = stats.iter().find(|m| m.name == metric.name) else {
+            return Err(format!("the metric `{}` is not available yet", metric.name));
+        };
+        let value = match (metric.index, found.values.as_slice()) {
+            (None, [value]) => *value,
+            (None, values) => {
+                return Err(format!(
+                    "the metric `{}` has {} values (one per class): name one as `{}[index]`",
+                    metric.name,
+                    values.len(),
+                    metric.name
+                ));
+            }
+            (Some(i), values) => *values.get(i).ok_or_else(|| {
+                format!(
+                    "the metric `{}` has {} values, so `{metric}` does not exist",
+                    metric.name,
+                    values.len()
+                )
+            })?,
+        };
+        let holds = self.operator.holds(value, self.threshold);
+        Ok((
+            holds,
+            format!(
+                "{metric} {value} {} {} is {holds}",
+                self.operator.symbol(),
+                self.threshold
+            ),
+        ))
+    }
+}
+
+/// A time of day, `HH:MM`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ClockTime {
+    minutes: u16,
+}
+
+impl ClockTime {
+    pub fn new(hour: u16, minute: u16) -> Option<Self> {
+        (hour < 24 && minute < 60).then_some(ClockTime {
+            minutes: hour * 60 + minute,
+        })
+    }
+
+    /// The local time now.
+    pub fn now() -> Self {
+        use chrono::Timelike;
+        let now = chrono::Local::now();
+        ClockTime::new(now.hour() as u16, now.minute() as u16).expect("a valid time of day")
+    }
+}
+
+impl FromStr for ClockTime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("time {s:?} is not HH:MM (00:00 to 23:59)");
+        let (h, m) = s.trim().split_once(':').ok_or_else(bad)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(bad());
+        }
+        ClockTime::new(h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?).ok_or_else(bad)
+    }
+}
+
+impl TryFrom<String> for ClockTime {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for ClockTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.minutes / 60, self.minutes % 60)
+    }
+}
+
+/// A daily window in local time, both ends included; it wraps past midnight when
+/// `start` is after `end` (22:00 to 06:00).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+pub struct Timer {
+    pub start: ClockTime,
+    pub end: ClockTime,
+}
+
+impl Timer {
+    pub fn contains(&self, now: ClockTime) -> bool {
+        if self.start <= self.end {
+            self.start <= now && now <= self.end
+        } else {
+            now >= self.start || now <= self.end
+        }
+    }
+}
+
+/// Whether a trigger fired, and why (or why not), for the job's status and log.
+#[derive(Debug, PartialEq)]
+pub struct Decision {
+    pub fire: bool,
+    pub reasons: Vec<String>,
+}
+
+/// Conditions, an optional time window and plugin conditions: all must hold.
+pub struct Trigger {
+    pub timer: Option<Timer>,
+    pub conditions: Vec<Condition>,
+    pub plugins: Vec<Plugin<TriggerCondition>>,
+}
+
+impl Trigger {
+    /// Checks what can be checked before the job runs: a bounded list of conditions, and
+    /// no per-class metric (`per_class`) used without an index.
+    pub fn validate(&self, per_class: &[&str]) -> Result<(), String> {
+        if self.conditions.len() + self.plugins.len() > MAX_CONDITIONS {
+            return Err(format!(
+                "a trigger holds at most {MAX_CONDITIONS} conditions"
+            ));
+        }
+        for c in &self.conditions {
+            if c.metric.index.is_none() && per_class.contains(&c.metric.name.as_str()) {
+                return Err(format!(
+                    "the metric `{0}` has one value per class: name one as `{0}[index]` (Sedna silently compared 0)",
+                    c.metric.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates everything (so that the status says every reason) at local time `now`.
+    pub fn evaluate(&self, stats: &[Metric], now: ClockTime) -> Decision {
+        let mut fire = true;
+        let mut reasons = Vec::new();
+        if let Some(timer) = &self.timer {
+            let inside = timer.contains(now);
+            fire &= inside;
+            reasons.push(format!(
+                "time {now} within {} to {} is {inside}",
+                timer.start, timer.end
+            ));
+        }
+        for condition in &self.conditions {
+            let (holds, why) = condition.evaluate(stats).unwrap_or_else(|why| (false, why));
+            fire &= holds;
+            reasons.push(why);
+        }
+        for plugin in &self.plugins {
+            let (holds, why) = match plugin.evaluate(stats) {
+                Ok(Ok(holds)) => (holds, format!("plugin `{}` is {holds}", plugin.name())),
+                Ok(Err(why)) => (
+                    false,
+                    format!("plugin `{}` cannot decide: {why}", plugin.name()),
+                ),
+                Err(e) => (false, e.to_string()),
+            };
+            fire &= holds;
+            reasons.push(why);
+        }
+        Decision { fire, reasons }
+    }
+}
+
+/// When a trigger is next due: every `period`, measured on a clock the caller passes in
+/// (tests inject one; the job passes `Instant::now()`).
+pub struct CheckSchedule {
+    period: Duration,
+    next: Option<Instant>,
+}
+
+impl CheckSchedule {
+    pub fn new(period: Duration) -> Self {
+        CheckSchedule { period, next: None }
+    }
+
+    /// `true` (and the next check is scheduled) when a check is due at `now`.
+    pub fn due(&mut self, now: Instant) -> bool {
+        match self.next {
+            Some(next) if now < next => false,
+            _ => {
+                self.next = Some(now + self.period);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(name: &str, values: &[f64]) -> Metric {
+        Metric {
+            name: name.into(),
+            values: values.to_vec(),
+        }
+    }
+
+    fn condition(metric: &str, operator: &str, threshold: f64) -> Condition {
+        Condition {
+            operator: operator.parse().unwrap(),
+            threshold,
+            metric: metric.parse().unwrap(),
+        }
+    }
+
+    fn at(s: &str) -> ClockTime {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_operator_by_symbol_and_name() {
+        let cases = [
+            ((">", "gt"), [false, false, true]),
+            ((">=", "ge"), [false, true, true]),
+            (("==", "eq"), [false, true, false]),
+            (("!=", "ne"), [true, false, true]),
+            (("<=", "le"), [true, true, false]),
+            (("<", "lt"), [true, false, false]),
+        ];
+        for ((symbol, name), expected) in cases {
+            for op in [symbol, name] {
+                let op: Operator = op.parse().unwrap();
+                // Below, equal within 1e-6, above the threshold 500.
+                let got = [499.0, 500.0 + 1e-7, 501.0].map(|v| op.holds(v, 500.0));
+                assert_eq!(got, expected, "{symbol}/{name}");
+            }
+        }
+        assert_eq!("=".parse::<Operator>().unwrap(), Operator::Eq);
+        let err = "=>".parse::<Operator>().unwrap_err();
+        assert!(
+            err.contains("unknown operator \"=>\"") && err.contains("gt ge eq"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metrics_by_name_and_index() {
+        let stats = [
+            metric("num_of_samples", &[612.0]),
+            metric("precision_delta", &[0.05, 0.2, 0.15]),
+        ];
+        let (holds, why) = condition("num_of_samples", ">", 500.0)
+            .evaluate(&stats)
+            .unwrap();
+        assert!(holds);
+        assert_eq!(why, "num_of_samples 612 > 500 is true");
+        assert!(
+            condition("precision_delta[1]", ">", 0.1)
+                .evaluate(&stats)
+                .unwrap()
+                .0
+        );
+        assert!(
+            !condition("precision_delta[0]", ">", 0.1)
+                .evaluate(&stats)
+                .unwrap()
+                .0
+        );
+        let err = condition("precision_delta", ">", 0.1)
+            .evaluate(&stats)
+            .unwrap_err();
+        assert!(
+            err.contains("3 values") && err.contains("precision_delta[index]"),
+            "{err}"
+        );
+        let err = condition("precision_delta[3]", ">", 0.1)
+            .evaluate(&stats)
+            .unwrap_err();
+        assert!(err.contains("`precision_delta[3]` does not exist"), "{err}");
+        let err = condition("recall", ">", 0.1).evaluate(&stats).unwrap_err();
+        assert!(err.contains("`recall` is not available"), "{err}");
+        for bad in ["", "a[", "a[x]", "a b", "[1]"] {
+            assert!(bad.parse::<MetricRef>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_metric_makes_the_trigger_false_and_says_why() {
+        let trigger = Trigger {
+            timer: None,
+            conditions: vec![condition("num_of_samples", ">", 500.0)],
+            plugins: Vec::new(),
+        };
+        let decision = trigger.evaluate(&[], at("12:00"));
+        assert!(!decision.fire);
+        assert!(
+            decision.reasons[0].contains("num_of_samples"),
+            "{:?}",
+            decision.reasons
+        );
+    }
+
+    #[test]
+    fn timers_are_inclusive_and_wrap_past_midnight() {
+        let day = Timer {
+            start: at("02:00"),
+            end: at("20:00"),
+        };
+        assert!(
+            day.contains(at("02:00")) && day.contains(at("20:00")) && day.contains(at("12:30"))
+        );
+        assert!(!day.contains(at("01:59")) && !day.contains(at("20:01")));
+        let night = Timer {
+            start: at("22:00"),
+            end: at("06:00"),
+        };
+        assert!(
+            night.contains(at("23:59"))
+                && night.contains(at("00:00"))
+                && night.contains(at("06:00"))
+        );
+        assert!(
+            !night.contains(at("12:00"))
+                && !night.contains(at("21:59"))
+                && !night.contains(at("06:01"))
+        );
+        for bad in ["24:00", "12:60", "2:00", "noon", "12-00"] {
+            let err = bad.parse::<ClockTime>().unwrap_err();
+            assert!(err.contains("HH:MM"), "{err}");
+        }
+    }
+
+    #[test]
+    fn all_conditions_and_the_timer_must_hold() {
+        let trigger = Trigger {
+            timer: Some(Timer {
+                start: at("02:00"),
+                end: at("20:00"),
+            }),
+            conditions: vec![
+                condition("num_of_samples", ">", 500.0),
+                condition("map", ">=", 0.5),
+            ],
+            plugins: Vec::new(),
+        };
+        let stats = [metric("num_of_samples", &[501.0]), metric("map", &[0.5])];
+        assert!(trigger.evaluate(&stats, at("10:00")).fire);
+        let outside = trigger.evaluate(&stats, at("21:00"));
+        assert!(!outside.fire);
+        assert_eq!(
+            outside.reasons[0],
+            "time 21:00 within 02:00 to 20:00 is false"
+        );
+        let low = [metric("num_of_samples", &[501.0]), metric("map", &[0.4])];
+        assert!(!trigger.evaluate(&low, at("10:00")).fire);
+    }
+
+    #[test]
+    fn per_class_metrics_need_an_index_when_the_job_loads() {
+        let trigger = Trigger {
+            timer: None,
+            conditions: vec![condition("precision_delta", ">", 0.1)],
+            plugins: Vec::new(),
+        };
+        let err = trigger
+            .validate(&["precision_delta", "recall"])
+            .unwrap_err();
+        assert!(err.contains("precision_delta[index]"), "{err}");
+        let indexed = Trigger {
+            conditions: vec![condition("precision_delta[0]", ">", 0.1)],
+            ..trigger
+        };
+        indexed.validate(&["precision_delta"]).unwrap();
+        let many = Trigger {
+            conditions: vec![condition("a", ">", 0.0); MAX_CONDITIONS + 1],
+            ..indexed
+        };
+        assert!(many.validate(&[]).is_err());
+    }
+
+    #[test]
+    fn checks_run_once_per_period() {
+        let start = Instant::now();
+        let mut schedule = CheckSchedule::new(Duration::from_secs(60));
+        assert!(schedule.due(start), "the first check is due at once");
+        assert!(!schedule.due(start + Duration::from_secs(59)));
+        assert!(schedule.due(start + Duration::from_secs(60)));
+        assert!(!schedule.due(start + Duration::from_secs(61)));
+        // A late check reschedules from when it ran.
+        assert!(schedule.due(start + Duration::from_secs(300)));
+        assert!(!schedule.due(start + Duration::from_secs(359)));
+        assert!(schedule.due(start + Duration::from_secs(360)));
+    }
+
+    #[test]
+    fn conditions_deserialize_as_sedna_writes_them() {
+        let c: Condition = serde_json::from_str(
+            r#"{"operator": "ge", "threshold": 0.1, "metric": "precision_delta[2]"}"#,
+        )
+        .unwrap();
+        assert_eq!(c, condition("precision_delta[2]", ">=", 0.1));
+        let t: Timer = serde_json::from_str(r#"{"start": "22:00", "end": "06:00"}"#).unwrap();
+        assert!(t.contains(at("23:00")));
+        let err = serde_json::from_str::<Condition>(
+            r#"{"operator": "~", "threshold": 1, "metric": "m"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown operator"), "{err}");
+    }
+}

@@ -1,0 +1,129 @@
+//! Bindings and helpers for Sedna plugins written in Rust.
+//!
+//! A hard-example miner implements [`hem::Guest`] and exports itself with
+//! [`hem::export_hem!`]; a trigger condition implements [`trigger::Guest`] and uses
+//! [`trigger::export_trigger!`]. [`Params`] reads Sedna's key/value parameters with errors that
+//! name the key, the value and the accepted range.
+
+/// The `hard-example-miner` world.
+pub mod hem {
+    wit_bindgen::generate!({
+        world: "hard-example-miner",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_hem",
+        default_bindings_module: "sedna_plugin_sdk::hem",
+    });
+
+    pub use exports::sedna::plugin::mining::Guest;
+    pub use sedna::plugin::log::{Level, log};
+    pub use sedna::plugin::types::{Detection, Param, Prediction};
+}
+
+/// The `trigger-condition` world.
+pub mod trigger {
+    wit_bindgen::generate!({
+        world: "trigger-condition",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_trigger",
+        default_bindings_module: "sedna_plugin_sdk::trigger",
+        with: {
+            "sedna:plugin/types@0.1.0": crate::hem::sedna::plugin::types,
+            "sedna:plugin/log@0.1.0": crate::hem::sedna::plugin::log,
+        },
+    });
+
+    pub use crate::hem::sedna::plugin::types::Metric;
+    pub use crate::hem::{Level, Param, log};
+    pub use exports::sedna::plugin::condition::Guest;
+}
+
+use hem::Param;
+
+/// A plugin's parameters, as Sedna passes them: strings by key. The last value of a
+/// repeated key wins.
+pub struct Params<'a>(&'a [Param]);
+
+impl<'a> Params<'a> {
+    pub fn new(params: &'a [Param]) -> Self {
+        Params(params)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|p| p.key == key)
+            .map(|p| p.value.trim())
+    }
+
+    /// A number in `[min, max]`; `default` when the key is missing.
+    pub fn number(&self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, String> {
+        let Some(value) = self.get(key) else {
+            return Ok(default);
+        };
+        match value.parse::<f64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(format!(
+                "parameter `{key}` is {value:?}: expected a number in [{min}, {max}]"
+            )),
+        }
+    }
+
+    /// A number in [0, 1] (a threshold, a ratio); `default` when the key is missing.
+    pub fn unit(&self, key: &str, default: f64) -> Result<f64, String> {
+        self.number(key, default, 0.0, 1.0)
+    }
+
+    /// A whole number in `[min, max]`; `default` when the key is missing.
+    pub fn integer(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, String> {
+        let Some(value) = self.get(key) else {
+            return Ok(default);
+        };
+        match value.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(format!(
+                "parameter `{key}` is {value:?}: expected a whole number in [{min}, {max}]"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<Param> {
+        pairs
+            .iter()
+            .map(|(k, v)| Param {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn numbers_are_parsed_and_range_checked() {
+        let p = params(&[
+            ("a", " 0.25 "),
+            ("b", "1.5"),
+            ("c", "x"),
+            ("n", "7"),
+            ("a", "0.75"),
+        ]);
+        let p = Params::new(&p);
+        assert_eq!(p.unit("a", 0.5), Ok(0.75));
+        assert_eq!(p.unit("missing", 0.5), Ok(0.5));
+        let err = p.unit("b", 0.5).unwrap_err();
+        assert!(
+            err.contains("`b`") && err.contains("1.5") && err.contains("[0, 1]"),
+            "{err}"
+        );
+        assert!(p.unit("c", 0.5).is_err());
+        assert_eq!(p.integer("n", 1, 1, 10), Ok(7));
+        assert!(p.integer("n", 1, 1, 5).is_err());
+        assert!(p.integer("a", 1, 0, 5).is_err());
+    }
+}
