@@ -20,53 +20,7 @@ fn classes(probabilities: &[f32]) -> Prediction {
 
 #[test]
 fn ibt_reproduces_the_shared_vectors() {
-    let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../../tests/vectors/ibt.json")).unwrap();
-    for case in vectors["cases"].as_array().unwrap() {
-        let pairs: Vec<(String, String)> = case["params"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-            .collect();
-        let pairs: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let ibt = load("IBT", &pairs).unwrap();
-        let prediction =
-            sedna::plugin::json::parse_prediction(&case["prediction"].to_string()).unwrap();
-        let expected = case["hard"].as_bool().unwrap();
-        assert_eq!(
-            decide(&ibt, prediction.clone()),
-            expected,
-            "{}",
-            case["name"]
-        );
-        // The batch call agrees with the single one.
-        assert_eq!(
-            ibt.is_hard_example_batch(&[prediction.clone(), prediction])
-                .unwrap(),
-            vec![expected; 2]
-        );
-    }
-}
-
-#[test]
-fn ibt_refuses_bad_parameters_naming_them() {
-    let bad: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(include_str!("../../tests/vectors/ibt-bad-params.json")).unwrap();
-    for params in bad {
-        let (key, value) = params.iter().next().unwrap();
-        let err = load("IBT", &[(key, value.as_str().unwrap())])
-            .err()
-            .expect("bad parameter accepted");
-        assert_eq!(err.call, "init");
-        assert!(
-            matches!(&err.cause, Cause::Refused(m) if m.contains(key.as_str()) && m.contains("[0, 1]")),
-            "{err}"
-        );
-    }
+    assert_ibt_vectors(runtime(), &builtin("IBT"));
 }
 
 /// IBT as Sedna's Python states it, written plainly.

@@ -2,6 +2,7 @@
 
 mod plugin;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,6 +58,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| "sedna=info,warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let context = Context {

@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sedna::plugin::{
-    Builtin, Detection, Param, Prediction, Runtime, RuntimeConfig, Sandbox, Source,
+    Builtin, Cause, Detection, Hem, Param, Plugin, Prediction, Runtime, RuntimeConfig, Sandbox,
+    Source,
 };
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
@@ -71,4 +72,58 @@ pub fn frame(scores: &[f32]) -> Prediction {
             })
             .collect(),
     )
+}
+
+/// Checks an IBT implementation against the shared vectors in `tests/vectors/`: every
+/// decision (single and batch) and every refused parameter.
+pub fn assert_ibt_vectors(runtime: &Runtime, source: &Source) {
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("../../../tests/vectors/ibt.json")).unwrap();
+    for case in vectors["cases"].as_array().unwrap() {
+        let params: Vec<Param> = case["params"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, value)| Param {
+                key: key.clone(),
+                value: value.as_str().unwrap().to_string(),
+            })
+            .collect();
+        let ibt = Plugin::<Hem>::load(runtime, source, params, Sandbox::default()).unwrap();
+        let prediction =
+            sedna::plugin::json::parse_prediction(&case["prediction"].to_string()).unwrap();
+        let expected = case["hard"].as_bool().unwrap();
+        let name = format!("{}: {}", source.name, case["name"]);
+        assert_eq!(
+            ibt.is_hard_example(&prediction).unwrap(),
+            expected,
+            "{name}"
+        );
+        let batch = ibt
+            .is_hard_example_batch(&[prediction.clone(), prediction])
+            .unwrap();
+        assert_eq!(batch, vec![expected; 2], "{name} (batch)");
+    }
+    let bad: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(include_str!("../../../tests/vectors/ibt-bad-params.json")).unwrap();
+    for params in bad {
+        let (key, value) = params.iter().next().unwrap();
+        let err = Plugin::<Hem>::load(
+            runtime,
+            source,
+            params_of(key, value.as_str().unwrap()),
+            Sandbox::default(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{}: {key}={value} accepted", source.name));
+        assert_eq!(err.call, "init");
+        assert!(
+            matches!(&err.cause, Cause::Refused(m) if m.contains(key.as_str()) && m.contains("[0, 1]")),
+            "{err}"
+        );
+    }
+}
+
+fn params_of(key: &str, value: &str) -> Vec<Param> {
+    params(&[(key, value)])
 }
