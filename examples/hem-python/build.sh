@@ -9,7 +9,8 @@ if ! command -v componentize-py >/dev/null 2>&1; then
     echo "componentize-py is missing: install it with: pip install componentize-py==$version" >&2
     exit 3
 fi
-mkdir -p "$out"
-cd "$here"
-export PYTHONDONTWRITEBYTECODE=1
+mkdir -p "$out/hem-python-src"
+# Build from a copy, so that Python's bytecode caches land in OUT_DIR, not in the source.
+cp "$here/ibt.py" "$out/hem-python-src/"
+cd "$out/hem-python-src"
 componentize-py -d "$here/../../wit" -w hard-example-miner componentize ibt -o "$out/hem-python.wasm"
