@@ -261,6 +261,26 @@ fn a_granted_directory_is_read_only_unless_stated() {
 }
 
 #[test]
+fn there_are_no_sockets() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let err = Plugin::<Hem>::load(
+        runtime(),
+        &fixture(FIXTURE_HEM_HOSTILE),
+        params(&[("mode", "connect"), ("address", &address)]),
+        sandbox(DEADLINE_MS),
+    )
+    .err()
+    .expect("a plugin must not open a socket");
+    assert!(
+        matches!(&err.cause, Cause::Refused(m) if m.contains("cannot connect")),
+        "{err}"
+    );
+    assert!(listener.accept().is_err(), "nothing may have connected");
+}
+
+#[test]
 fn granting_a_missing_directory_is_a_clear_error() {
     let err = Plugin::<Hem>::load(
         runtime(),
