@@ -30,34 +30,49 @@ mod trigger_bindings {
 pub use hem_bindings::sedna::plugin::{log, types};
 use types::{Metric, Param, Prediction};
 
+/// Implements [`World`] for a world whose exported interface starts with
+/// `init(list<param>) -> result<_, string>`.
+macro_rules! world {
+    ($world:ident, $name:literal, $export:literal, $pre:ty, $bindings:ty, $interface:ident) => {
+        impl World for $world {
+            const NAME: &'static str = $name;
+            const EXPORT: &'static str = $export;
+            type Pre = $pre;
+            type Bindings = $bindings;
+
+            fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+                <$pre>::new(pre)
+            }
+
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Self::Bindings> {
+                pre.instantiate(&mut *store)
+            }
+
+            fn init(
+                bindings: &Self::Bindings,
+                store: &mut Store<HostState>,
+                params: &[Param],
+            ) -> wasmtime::Result<Result<(), String>> {
+                bindings.$interface().call_init(store, params)
+            }
+        }
+    };
+}
+
 /// The `hard-example-miner` world: decides which frames are worth labelling.
 pub struct Hem;
 
-impl World for Hem {
-    const NAME: &'static str = "hard-example-miner";
-    const EXPORT: &'static str = "sedna:plugin/mining@0.1.0";
-    type Pre = hem_bindings::HardExampleMinerPre<HostState>;
-    type Bindings = hem_bindings::HardExampleMiner;
-
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        Self::Pre::new(pre)
-    }
-
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(&mut *store)
-    }
-
-    fn init(
-        bindings: &Self::Bindings,
-        store: &mut Store<HostState>,
-        params: &[Param],
-    ) -> wasmtime::Result<Result<(), String>> {
-        bindings.sedna_plugin_mining().call_init(store, params)
-    }
-}
+world!(
+    Hem,
+    "hard-example-miner",
+    "sedna:plugin/mining@0.1.0",
+    hem_bindings::HardExampleMinerPre<HostState>,
+    hem_bindings::HardExampleMiner,
+    sedna_plugin_mining
+);
 
 impl Plugin<Hem> {
     /// `true` when the frame is a hard example.
@@ -90,31 +105,14 @@ impl Plugin<Hem> {
 /// The `trigger-condition` world: decides from the job's statistics whether to act.
 pub struct TriggerCondition;
 
-impl World for TriggerCondition {
-    const NAME: &'static str = "trigger-condition";
-    const EXPORT: &'static str = "sedna:plugin/condition@0.1.0";
-    type Pre = trigger_bindings::TriggerConditionPre<HostState>;
-    type Bindings = trigger_bindings::TriggerCondition;
-
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        Self::Pre::new(pre)
-    }
-
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(&mut *store)
-    }
-
-    fn init(
-        bindings: &Self::Bindings,
-        store: &mut Store<HostState>,
-        params: &[Param],
-    ) -> wasmtime::Result<Result<(), String>> {
-        bindings.sedna_plugin_condition().call_init(store, params)
-    }
-}
+world!(
+    TriggerCondition,
+    "trigger-condition",
+    "sedna:plugin/condition@0.1.0",
+    trigger_bindings::TriggerConditionPre<HostState>,
+    trigger_bindings::TriggerCondition,
+    sedna_plugin_condition
+);
 
 impl Plugin<TriggerCondition> {
     /// `Ok(Ok(holds))` when the plugin could decide; `Ok(Err(why))` when it says it cannot
