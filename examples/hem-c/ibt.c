@@ -170,18 +170,19 @@ static void warn_score_once(void) {
 
 static bool decide(const exports_sedna_plugin_mining_prediction_t *prediction) {
     if (prediction->tag != SEDNA_PLUGIN_TYPES_PREDICTION_DETECTIONS) return false;
-    const sedna_plugin_types_list_detection_t *boxes = &prediction->val.detections;
-    if (boxes->len == 0) return false;
+    // Boxes come as columns; IBT needs only the scores.
+    const hard_example_miner_list_f32_t *scores = &prediction->val.detections.scores;
+    if (scores->len == 0) return false;
     size_t uncertain = 0;
-    for (size_t i = 0; i < boxes->len; i++) {
-        float score = boxes->ptr[i].score;
+    for (size_t i = 0; i < scores->len; i++) {
+        float score = scores->ptr[i];
         if (!(score >= 0.0f && score <= 1.0f)) {  // NaN is outside too
             warn_score_once();
             return false;
         }
         if ((double)score <= threshold_box) uncertain++;
     }
-    return (double)uncertain / (double)boxes->len >= 1.0 - threshold_img;
+    return (double)uncertain / (double)scores->len >= 1.0 - threshold_img;
 }
 
 bool exports_sedna_plugin_mining_is_hard_example(

@@ -7,7 +7,8 @@
 // is not hard, nor is one with a score outside [0, 1] (logged once), nor a classification.
 //
 // How componentize-js maps the WIT types to JavaScript:
-//   - a `record` is a plain object with camelCase fields (`xMin`, ..., `score`, `label`);
+//   - a `record` is a plain object with camelCase fields (`boxes`, `scores`, `labels`);
+//   - a `list<f32>` is a Float32Array;
 //   - a `variant` is `{ tag, val }` with the case name as the tag (`'detections'`);
 //   - an `enum` is its case name as a string (`'warn'`);
 //   - `result<_, string>`: returning normally is `ok`, throwing a string is `err(string)`;
@@ -55,14 +56,13 @@ function unit(params, key, fallback) {
   return number;
 }
 
-// The decision for one frame's boxes, or `undefined` when a score is outside [0, 1].
-function isHard(boxes) {
-  if (boxes.length === 0) {
+// The decision for one frame's box scores, or `undefined` when one is outside [0, 1].
+function isHard(scores) {
+  if (scores.length === 0) {
     return false;
   }
   let uncertain = 0;
-  for (const box of boxes) {
-    const score = box.score;
+  for (const score of scores) {
     if (!(score >= 0 && score <= 1)) {
       return undefined;
     }
@@ -70,7 +70,7 @@ function isHard(boxes) {
       uncertain += 1;
     }
   }
-  return uncertain / boxes.length >= 1 - thresholdImg;
+  return uncertain / scores.length >= 1 - thresholdImg;
 }
 
 function isHardExample(prediction) {
@@ -78,7 +78,8 @@ function isHardExample(prediction) {
     // `class-scores`: IBT is defined on boxes only.
     return false;
   }
-  const hard = isHard(prediction.val);
+  // Boxes come as columns (`boxes`, `scores`, `labels`); IBT needs only the scores.
+  const hard = isHard(prediction.val.scores);
   if (hard === undefined) {
     if (!warnedScore) {
       warnedScore = true;

@@ -31,16 +31,16 @@ def unit(key: str, value: str) -> float:
 
 def is_hard(prediction: Prediction) -> bool:
     global warned_about_scores
-    if not isinstance(prediction, Prediction_Detections) or not prediction.value:
+    if not isinstance(prediction, Prediction_Detections) or not prediction.value.scores:
         return False
-    boxes = prediction.value
-    if any(not 0.0 <= b.score <= 1.0 for b in boxes):
+    scores = prediction.value.scores  # boxes come as columns; IBT needs only the scores
+    if any(not 0.0 <= s <= 1.0 for s in scores):
         if not warned_about_scores:
             warned_about_scores = True
             log.log(log.Level.WARN, "a box score is outside [0, 1]: such frames are not hard examples")
         return False
-    uncertain = sum(1 for b in boxes if b.score <= thresholds["threshold_box"])
-    return uncertain / len(boxes) >= 1.0 - thresholds["threshold_img"]
+    uncertain = sum(1 for s in scores if s <= thresholds["threshold_box"])
+    return uncertain / len(scores) >= 1.0 - thresholds["threshold_img"]
 
 
 class Mining(exports.Mining):

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sedna::plugin::{Cause, Detection, Hem, Plugin, Prediction, Sandbox};
+use sedna::plugin::{Cause, Detections, Hem, Plugin, Prediction, Sandbox};
 
 fn load(name: &str, pairs: &[(&str, &str)]) -> Result<Plugin<Hem>, sedna::plugin::PluginError> {
     Plugin::load(runtime(), &builtin(name), params(pairs), Sandbox::default())
@@ -184,13 +184,10 @@ fn edge_only_and_cloud_only_are_constant() {
 fn detections_carry_every_field_across_the_boundary() {
     // A box exactly on threshold_box with a large label index survives the trip.
     let ibt = load("IBT", &[("threshold_box", "0.25"), ("threshold_img", "0")]).unwrap();
-    let exact = Prediction::Detections(vec![Detection {
-        x_min: -1.0,
-        y_min: 1e6,
-        x_max: 0.0,
-        y_max: 2e6,
-        score: 0.25,
-        label: u32::MAX,
-    }]);
+    let exact = Prediction::Detections(Detections::from_rows([(
+        [-1.0, 1e6, 0.0, 2e6],
+        0.25,
+        u32::MAX,
+    )]));
     assert!(decide(&ibt, exact));
 }

@@ -129,6 +129,20 @@ impl<W: World> Plugin<W> {
 
     /// A fresh instance, initialised with the plugin's parameters.
     pub fn instantiate(&self) -> Result<Instance<W>, PluginError> {
+        let Instance {
+            mut store,
+            bindings,
+        } = self.instantiate_uninitialised()?;
+        match W::init(&bindings, &mut store, &self.params) {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Err(reason)) => Err(PluginError::new(&self.name, "init", Cause::Refused(reason))),
+            Err(e) => Err(self.failure("init", e, &mut store)),
+        }
+    }
+
+    /// A fresh instance whose `init` has not run: only for measuring instantiation.
+    #[doc(hidden)]
+    pub fn instantiate_uninitialised(&self) -> Result<Instance<W>, PluginError> {
         let state = HostState::new(self.name.clone(), &self.sandbox).map_err(|e| {
             PluginError::new(&self.name, "instantiate", Cause::Host(format!("{e:#}")))
         })?;
@@ -137,11 +151,7 @@ impl<W: World> Plugin<W> {
         store.set_epoch_deadline(self.runtime.deadline_ticks(self.sandbox.deadline));
         let bindings = W::instantiate(&self.pre, &mut store)
             .map_err(|e| self.failure("instantiate", e, &mut store))?;
-        match W::init(&bindings, &mut store, &self.params) {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
-            Ok(Err(reason)) => Err(PluginError::new(&self.name, "init", Cause::Refused(reason))),
-            Err(e) => Err(self.failure("init", e, &mut store)),
-        }
+        Ok(Instance { store, bindings })
     }
 
     /// Runs one call on an idle instance (or a fresh one) under the call deadline.

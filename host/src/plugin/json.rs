@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::worlds::types::{Detection, Prediction};
+use super::worlds::types::{Detections, Prediction};
 
 const SHAPE: &str = "expected a list of boxes [x1, y1, x2, y2, score, label], {\"boxes\": [...]} or {\"class_scores\": [...]}";
 
@@ -28,20 +28,18 @@ pub fn parse_prediction(text: &str) -> Result<Prediction, String> {
     }
 }
 
-fn detections(boxes: &[Value]) -> Result<Prediction, String> {
-    boxes
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            detection(b).ok_or_else(|| {
-                format!("box {i} is not [x1, y1, x2, y2, score, label] with a whole label")
-            })
-        })
-        .collect::<Result<_, _>>()
-        .map(Prediction::Detections)
+fn detections(rows: &[Value]) -> Result<Prediction, String> {
+    let mut detections = Detections::default();
+    for (i, row) in rows.iter().enumerate() {
+        let (corners, score, label) = row_of(row).ok_or_else(|| {
+            format!("box {i} is not [x1, y1, x2, y2, score, label] with a whole label")
+        })?;
+        detections.push(corners, score, label);
+    }
+    Ok(Prediction::Detections(detections))
 }
 
-fn detection(value: &Value) -> Option<Detection> {
+fn row_of(value: &Value) -> Option<([f32; 4], f32, u32)> {
     let fields = value.as_array()?;
     if !(5..=6).contains(&fields.len()) {
         return None;
@@ -51,14 +49,7 @@ fn detection(value: &Value) -> Option<Detection> {
         Some(label) => u32::try_from(label.as_u64()?).ok()?,
         None => 0,
     };
-    Some(Detection {
-        x_min: n(0)?,
-        y_min: n(1)?,
-        x_max: n(2)?,
-        y_max: n(3)?,
-        score: n(4)?,
-        label,
-    })
+    Some(([n(0)?, n(1)?, n(2)?, n(3)?], n(4)?, label))
 }
 
 fn number(value: &Value) -> Option<f32> {
@@ -68,10 +59,10 @@ fn number(value: &Value) -> Option<f32> {
 /// The JSON form `parse_prediction` reads back.
 pub fn prediction_to_json(prediction: &Prediction) -> Value {
     match prediction {
-        Prediction::Detections(boxes) => Value::Array(
-            boxes
-                .iter()
-                .map(|b| json!([b.x_min, b.y_min, b.x_max, b.y_max, b.score, b.label]))
+        Prediction::Detections(detections) => Value::Array(
+            detections
+                .rows()
+                .map(|([x1, y1, x2, y2], score, label)| json!([x1, y1, x2, y2, score, label]))
                 .collect(),
         ),
         Prediction::ClassScores(scores) => json!({ "class_scores": scores }),

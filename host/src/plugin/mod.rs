@@ -29,7 +29,7 @@ pub use instance::{Instance, Plugin, World};
 pub use sandbox::{DirGrant, Sandbox};
 pub use slot::Slot;
 pub use store::{BUILTINS, Builtin, PluginStore, Source, StoredPlugin};
-pub use worlds::types::{Detection, Metric, Param, Prediction};
+pub use worlds::types::{Detections, Metric, Param, Prediction};
 pub use worlds::{Hem, TriggerCondition};
 
 /// The WIT package every plugin implements.

@@ -28,7 +28,52 @@ mod trigger_bindings {
 }
 
 pub use hem_bindings::sedna::plugin::{log, types};
-use types::{Metric, Param, Prediction};
+use types::{Detections, Metric, Param, Prediction};
+
+impl Default for Detections {
+    fn default() -> Self {
+        Detections {
+            boxes: Vec::new(),
+            scores: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+}
+
+impl Detections {
+    /// Appends one box: corners `[x1, y1, x2, y2]`, score and class index.
+    pub fn push(&mut self, corners: [f32; 4], score: f32, label: u32) {
+        self.boxes.extend_from_slice(&corners);
+        self.scores.push(score);
+        self.labels.push(label);
+    }
+
+    /// From Sedna's rows `([x1, y1, x2, y2], score, label)`.
+    pub fn from_rows(rows: impl IntoIterator<Item = ([f32; 4], f32, u32)>) -> Self {
+        let mut detections = Detections::default();
+        for (corners, score, label) in rows {
+            detections.push(corners, score, label);
+        }
+        detections
+    }
+
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// The boxes as Sedna's rows; columns of unequal length end at the shortest.
+    pub fn rows(&self) -> impl Iterator<Item = ([f32; 4], f32, u32)> + '_ {
+        self.boxes
+            .chunks_exact(4)
+            .zip(&self.scores)
+            .zip(&self.labels)
+            .map(|((corners, &score), &label)| (corners.try_into().unwrap(), score, label))
+    }
+}
 
 /// Implements [`World`] for a world whose exported interface starts with
 /// `init(list<param>) -> result<_, string>`.

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sedna::plugin::{
-    Builtin, Cause, Detection, Hem, Param, Plugin, Prediction, Runtime, RuntimeConfig, Sandbox,
+    Builtin, Cause, Detections, Hem, Param, Plugin, Prediction, Runtime, RuntimeConfig, Sandbox,
     Source,
 };
 
@@ -58,20 +58,12 @@ pub fn sandbox(deadline_ms: u64) -> Sandbox {
 
 /// A frame with one box per score.
 pub fn frame(scores: &[f32]) -> Prediction {
-    Prediction::Detections(
+    Prediction::Detections(Detections::from_rows(
         scores
             .iter()
             .enumerate()
-            .map(|(i, &score)| Detection {
-                x_min: i as f32,
-                y_min: 0.0,
-                x_max: i as f32 + 10.0,
-                y_max: 10.0,
-                score,
-                label: 1,
-            })
-            .collect(),
-    )
+            .map(|(i, &score)| ([i as f32, 0.0, i as f32 + 10.0, 10.0], score, 1)),
+    ))
 }
 
 /// Checks an IBT implementation against the shared vectors in `tests/vectors/`: every

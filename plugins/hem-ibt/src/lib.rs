@@ -7,7 +7,7 @@
 use std::cell::Cell;
 
 use sedna_plugin_sdk::Params;
-use sedna_plugin_sdk::hem::{Detection, Guest, Level, Param, Prediction, log};
+use sedna_plugin_sdk::hem::{Guest, Level, Param, Prediction, log};
 
 /// The two thresholds, each in [0, 1]. Kept in f64, as Sedna's Python floats are, so
 /// that decisions on the boundary (1 box of 10 with `threshold_img` 0.9) agree.
@@ -37,21 +37,21 @@ impl Thresholds {
         })
     }
 
-    /// The decision for one frame's boxes, or `None` when a score is outside [0, 1].
-    pub fn is_hard(&self, boxes: &[Detection]) -> Option<bool> {
-        if boxes.is_empty() {
+    /// The decision for one frame's box scores, or `None` when a score is outside [0, 1].
+    pub fn is_hard(&self, scores: &[f32]) -> Option<bool> {
+        if scores.is_empty() {
             return Some(false);
         }
         let mut uncertain = 0usize;
-        for b in boxes {
-            if !(0.0..=1.0).contains(&b.score) {
+        for &score in scores {
+            if !(0.0..=1.0).contains(&score) {
                 return None;
             }
-            if f64::from(b.score) <= self.boxes {
+            if f64::from(score) <= self.boxes {
                 uncertain += 1;
             }
         }
-        Some(uncertain as f64 / boxes.len() as f64 >= 1.0 - self.img)
+        Some(uncertain as f64 / scores.len() as f64 >= 1.0 - self.img)
     }
 }
 
@@ -70,11 +70,11 @@ impl Guest for Ibt {
     }
 
     fn is_hard_example(prediction: Prediction) -> bool {
-        let boxes = match &prediction {
-            Prediction::Detections(boxes) => boxes,
+        let scores = match &prediction {
+            Prediction::Detections(detections) => &detections.scores,
             Prediction::ClassScores(_) => return false,
         };
-        CONFIG.get().is_hard(boxes).unwrap_or_else(|| {
+        CONFIG.get().is_hard(scores).unwrap_or_else(|| {
             if !WARNED_SCORE.replace(true) {
                 log(
                     Level::Warn,
@@ -98,20 +98,6 @@ sedna_plugin_sdk::hem::export_hem!(Ibt);
 mod tests {
     use super::*;
 
-    fn boxes(scores: &[f32]) -> Vec<Detection> {
-        scores
-            .iter()
-            .map(|&score| Detection {
-                x_min: 0.0,
-                y_min: 0.0,
-                x_max: 1.0,
-                y_max: 1.0,
-                score,
-                label: 0,
-            })
-            .collect()
-    }
-
     fn param(key: &str, value: &str) -> Param {
         Param {
             key: key.into(),
@@ -126,16 +112,16 @@ mod tests {
             boxes: 0.9,
         };
         // 1 of 2 boxes uncertain: 0.5 >= 0.1.
-        assert_eq!(t.is_hard(&boxes(&[0.95, 0.5])), Some(true));
-        assert_eq!(t.is_hard(&boxes(&[0.95, 0.99])), Some(false));
+        assert_eq!(t.is_hard(&[0.95, 0.5]), Some(true));
+        assert_eq!(t.is_hard(&[0.95, 0.99]), Some(false));
         // A score equal to threshold_box counts as uncertain.
-        assert_eq!(t.is_hard(&boxes(&[0.9])), Some(true));
+        assert_eq!(t.is_hard(&[0.9]), Some(true));
         assert_eq!(t.is_hard(&[]), Some(false));
-        assert_eq!(t.is_hard(&boxes(&[0.5, 1.5])), None);
+        assert_eq!(t.is_hard(&[0.5, 1.5]), None);
         // 1 uncertain box of 10 is a share of 0.1 >= 1 - 0.9, as in Python's floats.
         let mut ten = vec![0.95; 9];
         ten.push(0.5);
-        assert_eq!(t.is_hard(&boxes(&ten)), Some(true));
+        assert_eq!(t.is_hard(&ten), Some(true));
     }
 
     #[test]

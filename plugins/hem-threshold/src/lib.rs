@@ -5,18 +5,18 @@
 use std::cell::Cell;
 
 use sedna_plugin_sdk::Params;
-use sedna_plugin_sdk::hem::{Detection, Guest, Param, Prediction};
+use sedna_plugin_sdk::hem::{Guest, Param, Prediction};
 
 thread_local! {
     static THRESHOLD: Cell<f64> = const { Cell::new(0.5) };
 }
 
-/// The decision for one frame's boxes.
-pub fn is_hard(boxes: &[Detection], threshold: f64) -> bool {
-    if boxes.is_empty() {
+/// The decision for one frame's box scores.
+pub fn is_hard(scores: &[f32], threshold: f64) -> bool {
+    if scores.is_empty() {
         return false;
     }
-    let mean = boxes.iter().map(|b| f64::from(b.score)).sum::<f64>() / boxes.len() as f64;
+    let mean = scores.iter().map(|&s| f64::from(s)).sum::<f64>() / scores.len() as f64;
     mean < threshold
 }
 
@@ -31,7 +31,7 @@ impl Guest for Threshold {
 
     fn is_hard_example(prediction: Prediction) -> bool {
         match prediction {
-            Prediction::Detections(boxes) => is_hard(&boxes, THRESHOLD.get()),
+            Prediction::Detections(detections) => is_hard(&detections.scores, THRESHOLD.get()),
             Prediction::ClassScores(_) => false,
         }
     }

@@ -17,7 +17,7 @@ pub mod hem {
 
     pub use exports::sedna::plugin::mining::Guest;
     pub use sedna::plugin::log::{Level, log};
-    pub use sedna::plugin::types::{Detection, Param, Prediction};
+    pub use sedna::plugin::types::{Detections, Param, Prediction};
 }
 
 /// The `trigger-condition` world.
