@@ -30,6 +30,8 @@ mod trigger_bindings {
 pub use hem_bindings::sedna::plugin::{log, types};
 use types::{Detections, Metric, Param, Prediction};
 
+// bindgen's `additional_derives` would apply to every type, and variants cannot derive it.
+#[allow(clippy::derivable_impls)]
 impl Default for Detections {
     fn default() -> Self {
         Detections {
