@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p sedna --bench hem_vs_python` (needs `python3` on the PATH).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use sedna::plugin::{
 };
 
 const FRAMES: usize = 10_000;
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 21;
 const BOXES: usize = 16;
 
 /// The same pseudo-random scores in Rust and in the Python script (a linear congruence).
@@ -44,15 +44,65 @@ def ibt(boxes, threshold_img=0.5, threshold_box=0.5):
     uncertain = [s for s in scores if s <= threshold_box]
     return len(uncertain) / len(boxes) >= 1 - threshold_img
 
-frames = json.load(sys.stdin)
-times = []
-for _ in range(int(sys.argv[1])):
+frames = json.loads(sys.stdin.readline())
+# One round per request, so that the host interleaves its rounds with ours.
+for _ in sys.stdin:
     start = time.perf_counter_ns()
-    decisions = [ibt(f) for f in frames]
-    times.append((time.perf_counter_ns() - start) / len(frames))
-times.sort()
-print(json.dumps({"ns_per_frame": times[len(times) // 2], "hard": sum(decisions)}))
+    hard = sum(1 for f in frames if ibt(f))
+    elapsed = time.perf_counter_ns() - start
+    print(json.dumps({"ns_per_frame": elapsed / len(frames), "hard": hard}), flush=True)
 "#;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The Python loop, kept running: each request times one round over all frames.
+struct PythonLoop {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl PythonLoop {
+    fn start(frames: &[Vec<f32>]) -> Self {
+        let rows: Vec<Vec<[f32; 6]>> = frames
+            .iter()
+            .map(|scores| {
+                scores
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| [i as f32, 0.0, i as f32 + 8.0, 8.0, s, (i % 4) as f32])
+                    .collect()
+            })
+            .collect();
+        let mut child = Command::new("python3")
+            .args(["-c", PYTHON])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("this benchmark needs python3 on the PATH");
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", serde_json::to_string(&rows).unwrap()).unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        PythonLoop { child, lines }
+    }
+
+    /// Nanoseconds per frame and the number of hard frames, for one round.
+    fn round(&mut self) -> (f64, usize) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "go").unwrap();
+        let line = self
+            .lines
+            .next()
+            .expect("the Python loop's answer")
+            .unwrap();
+        let result: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (
+            result["ns_per_frame"].as_f64().unwrap(),
+            result["hard"].as_u64().unwrap() as usize,
+        )
+    }
+}
 
 fn main() {
     let frames = scores();
@@ -64,7 +114,6 @@ fn main() {
             )))
         })
         .collect();
-
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let ibt = Plugin::<Hem>::load(
         &runtime,
@@ -73,22 +122,22 @@ fn main() {
         Sandbox::default(),
     )
     .unwrap();
-    let mut ours = Vec::new();
-    let mut hard = 0;
+    let mut python = PythonLoop::start(&frames);
+
+    // Rounds interleave the three loops, and ratios are taken round by round, so that
+    // load from elsewhere on a shared machine weighs on both sides alike.
+    let (mut single, mut batched, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut single_ratio, mut batched_ratio) = (Vec::new(), Vec::new());
+    let mut agree = true;
     for _ in 0..ROUNDS {
         let start = Instant::now();
-        hard = predictions
+        let hard = predictions
             .iter()
             .filter(|p| ibt.is_hard_example(p).unwrap())
             .count();
-        ours.push(start.elapsed().as_nanos() as f64 / FRAMES as f64);
-    }
-    ours.sort_by(f64::total_cmp);
-    let ours = ours[ROUNDS / 2];
+        let ours = start.elapsed().as_nanos() as f64 / FRAMES as f64;
 
-    // The same decisions in batches of 32 frames, as a worker that mines per batch calls.
-    let mut batched = Vec::new();
-    for _ in 0..ROUNDS {
+        // Batches of 32 frames, as a worker that mines per batch would call.
         let start = Instant::now();
         let batch_hard: usize = predictions
             .chunks(32)
@@ -100,51 +149,38 @@ fn main() {
                     .count()
             })
             .sum();
-        assert_eq!(batch_hard, hard);
-        batched.push(start.elapsed().as_nanos() as f64 / FRAMES as f64);
+        let ours_batched = start.elapsed().as_nanos() as f64 / FRAMES as f64;
+
+        let (python_ns, python_hard) = python.round();
+        agree &= hard == python_hard && batch_hard == python_hard;
+        single.push(ours);
+        batched.push(ours_batched);
+        theirs.push(python_ns);
+        single_ratio.push(python_ns / ours);
+        batched_ratio.push(python_ns / ours_batched);
     }
-    batched.sort_by(f64::total_cmp);
-    let batched = batched[ROUNDS / 2];
+    drop(python.child.stdin.take());
+    python.child.wait().unwrap();
 
-    let boxes: Vec<Vec<[f32; 6]>> = frames
-        .iter()
-        .map(|scores| {
-            scores
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| [i as f32, 0.0, i as f32 + 8.0, 8.0, s, (i % 4) as f32])
-                .collect()
-        })
-        .collect();
-    let mut python = Command::new("python3")
-        .args(["-c", PYTHON, &ROUNDS.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("this benchmark needs python3 on the PATH");
-    python
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&boxes).unwrap().as_bytes())
-        .unwrap();
-    let output = python.wait_with_output().unwrap();
-    let result: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("the Python loop's result");
-    let theirs = result["ns_per_frame"].as_f64().unwrap();
-
-    println!("HEM decision per frame, {BOXES} boxes, median of {ROUNDS} rounds of {FRAMES} frames");
-    println!("  IBT component (one call per frame): {ours:>8.0} ns");
-    println!("  IBT in plain Python:                {theirs:>8.0} ns");
-    println!("  IBT component, batches of 32:       {batched:>8.0} ns");
     println!(
-        "  ratio (Python / component):         {:>8.1}x one call per frame, {:.1}x batched",
-        theirs / ours,
-        theirs / batched
+        "HEM decision per frame, {BOXES} boxes, {FRAMES} frames a round, medians of {ROUNDS} rounds"
     );
     println!(
-        "  decisions agree: {} (hard frames: {hard} and {})",
-        result["hard"] == hard,
-        result["hard"]
+        "  IBT component, one call per frame: {:>8.0} ns",
+        median(single)
     );
+    println!(
+        "  IBT component, batches of 32:      {:>8.0} ns",
+        median(batched)
+    );
+    println!(
+        "  IBT in plain Python:               {:>8.0} ns",
+        median(theirs)
+    );
+    println!(
+        "  ratio Python / component (round by round): {:.1}x one call per frame, {:.1}x batched",
+        median(single_ratio),
+        median(batched_ratio)
+    );
+    println!("  decisions agree on every frame count: {agree}");
 }
