@@ -15,6 +15,17 @@ fn sedna(home: &std::path::Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `sedna ARGS`, expecting exit code 1 and `expected` in what it printed on stderr.
+fn assert_fails(home: &std::path::Path, args: &[&str], expected: &str) {
+    let out = sedna(home, args);
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    assert!(
+        stderr(&out).contains(expected),
+        "{args:?}: {}",
+        stderr(&out)
+    );
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -82,7 +93,7 @@ fn validate_spells_out_a_mismatch() {
         "{err}"
     );
 
-    let out = sedna(
+    assert_fails(
         home.path(),
         &[
             "plugin",
@@ -91,17 +102,12 @@ fn validate_spells_out_a_mismatch() {
             "--world",
             "no-such-world",
         ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("the worlds are hard-example-miner, trigger-condition"),
-        "{}",
-        stderr(&out)
+        "the worlds are hard-example-miner, trigger-condition",
     );
 
     let junk = home.path().join("junk.wasm");
     std::fs::write(&junk, "not a component").unwrap();
-    let out = sedna(
+    assert_fails(
         home.path(),
         &[
             "plugin",
@@ -110,15 +116,10 @@ fn validate_spells_out_a_mismatch() {
             "--world",
             "hard-example-miner",
         ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("not a usable WebAssembly component"),
-        "{}",
-        stderr(&out)
+        "not a usable WebAssembly component",
     );
 
-    let out = sedna(
+    assert_fails(
         home.path(),
         &[
             "plugin",
@@ -127,12 +128,7 @@ fn validate_spells_out_a_mismatch() {
             "--world",
             "hard-example-miner",
         ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("cannot read plugin file /no/such.wasm"),
-        "{}",
-        stderr(&out)
+        "cannot read plugin file /no/such.wasm",
     );
 }
 
@@ -186,27 +182,23 @@ fn add_list_and_remove_stored_plugins() {
         ],
     );
     assert_eq!(out.status.code(), Some(1));
-    let out = sedna(
+    assert_fails(
         home.path(),
         &["plugin", "add", FIXTURE_HEM_HOSTILE, "--name", "../evil"],
+        "not valid",
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not valid"), "{}", stderr(&out));
-    let out = sedna(
+    assert_fails(
         home.path(),
         &["plugin", "add", FIXTURE_HEM_HOSTILE, "--name", "IBT"],
+        "built-in",
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("built-in"), "{}", stderr(&out));
 
     let out = sedna(home.path(), &["plugin", "rm", "hostile@1.0"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = sedna(home.path(), &["plugin", "rm", "hostile@1.0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("no stored plugin `hostile@1.0`"),
-        "{}",
-        stderr(&out)
+    assert_fails(
+        home.path(),
+        &["plugin", "rm", "hostile@1.0"],
+        "no stored plugin `hostile@1.0`",
     );
     let text = stdout(&sedna(home.path(), &["plugin", "list"]));
     assert!(text.contains("IBT") && !text.contains("hostile"), "{text}");
@@ -255,7 +247,7 @@ fn plugin_test_prints_one_decision_per_line_and_reports_bad_lines() {
     assert_eq!(lines[0], serde_json::json!({"line": 1, "hard": false}));
     assert_eq!(lines.len(), 3);
 
-    let out = sedna(
+    assert_fails(
         home.path(),
         &[
             "plugin",
@@ -266,10 +258,9 @@ fn plugin_test_prints_one_decision_per_line_and_reports_bad_lines() {
             "--param",
             "threshold_img",
         ],
+        "KEY=VALUE",
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("KEY=VALUE"), "{}", stderr(&out));
-    let out = sedna(
+    assert_fails(
         home.path(),
         &[
             "plugin",
@@ -280,17 +271,11 @@ fn plugin_test_prints_one_decision_per_line_and_reports_bad_lines() {
             "--param",
             "threshold_img=9",
         ],
+        "threshold_img",
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("threshold_img"), "{}", stderr(&out));
-    let out = sedna(
+    assert_fails(
         home.path(),
         &["plugin", "test", "NoSuchPlugin", "--input", input],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("no plugin named `NoSuchPlugin`"),
-        "{}",
-        stderr(&out)
+        "no plugin named `NoSuchPlugin`",
     );
 }
