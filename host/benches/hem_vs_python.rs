@@ -34,16 +34,27 @@ fn scores() -> Vec<Vec<f32>> {
 const PYTHON: &str = r#"
 import json, sys, time
 
-def ibt(boxes, threshold_img=0.5, threshold_box=0.5):
-    # Sedna's IBT rule: the share of uncertain boxes against 1 - threshold_img.
-    if not boxes or not all(len(b) > 4 for b in boxes):
-        return False
-    scores = [b[4] for b in boxes if 0 <= b[4] <= 1]
-    if len(scores) != len(boxes):
-        return False
-    uncertain = [s for s in scores if s <= threshold_box]
-    return len(uncertain) / len(boxes) >= 1 - threshold_img
+class IBT:
+    # Shaped as Sedna's IBTFilter is: a filter object called once per frame, a range check
+    # as a class method per box, and the scores converted with float().
+    def __init__(self, threshold_img=0.5, threshold_box=0.5):
+        self.threshold_img = float(threshold_img)
+        self.threshold_box = float(threshold_box)
 
+    @classmethod
+    def in_unit_range(cls, value):
+        return 0 <= float(value) <= 1
+
+    def __call__(self, boxes):
+        if not (boxes and all(len(b) > 4 for b in boxes)):
+            return False
+        scores = [b[4] for b in boxes if self.in_unit_range(b[4])]
+        if len(scores) != len(boxes):
+            return False
+        uncertain = [float(s) for s in scores if float(s) <= self.threshold_box]
+        return len(uncertain) / len(boxes) >= 1 - self.threshold_img
+
+ibt = IBT()
 frames = json.loads(sys.stdin.readline())
 # One round per request, so that the host interleaves its rounds with ours.
 for _ in sys.stdin:
