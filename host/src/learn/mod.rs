@@ -1,3 +1,4 @@
 //! The learning loop: dataset monitor, triggers, the train/eval/deploy round.
 
+pub mod dataset;
 pub mod trigger;
