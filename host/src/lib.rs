@@ -4,6 +4,7 @@
 //! algorithms (estimators, hard-example miners, trigger conditions) as sandboxed
 //! WebAssembly components defined by the WIT contract in `wit/`.
 
+pub mod api;
 pub mod cli;
 pub mod learn;
 pub mod plugin;

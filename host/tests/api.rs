@@ -1,0 +1,168 @@
+//! Sedna's resources load as the quick start writes them, and every bad input is an error
+//! that names the file, the document, the field and the fix.
+
+use std::path::{Path, PathBuf};
+
+use sedna::api::{self, ApiError};
+
+const QUICK_START: &str = include_str!("data/quick-start.yaml");
+
+fn quick_start_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/quick-start.yaml")
+}
+
+/// The quick start with one edit applied, parsed as `job.yaml`.
+fn parse_edited(from: &str, to: &str) -> Result<api::Resources, ApiError> {
+    assert!(
+        QUICK_START.contains(from),
+        "the quick start has no {from:?}"
+    );
+    api::parse(Path::new("job.yaml"), &QUICK_START.replacen(from, to, 1))
+}
+
+fn assert_error(from: &str, to: &str, field: &str, says: &str) {
+    let err = parse_edited(from, to).expect_err(&format!("{to:?} was accepted"));
+    assert_eq!(err.field.as_deref(), Some(field), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "job.yaml: document 4 (IncrementalLearningJob helmet-detection-demo), field `"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(says), "{text}");
+}
+
+#[test]
+fn the_quick_start_loads_as_written() {
+    let resources = api::load(&[quick_start_path()]).unwrap();
+    assert_eq!(resources.datasets.len(), 1);
+    assert_eq!(resources.models.len(), 2);
+    let job = &resources.jobs[0];
+    assert_eq!(job.metadata.name, "helmet-detection-demo");
+    let spec = &job.spec;
+    assert_eq!(spec.dataset.train_prob, 0.8);
+    assert_eq!(spec.train_spec.trigger.check_period_seconds, 60);
+    let timer = spec.train_spec.trigger.timer.unwrap();
+    assert_eq!(
+        (timer.start.to_string(), timer.end.to_string()),
+        ("02:00".into(), "20:00".into())
+    );
+    assert_eq!(
+        spec.train_spec.trigger.condition.metric.name,
+        "num_of_samples"
+    );
+    assert_eq!(spec.deploy_spec.hard_example_mining.name, "IBT");
+    assert_eq!(spec.deploy_spec.hard_example_mining.parameters.len(), 2);
+    assert!(spec.deploy_spec.model.hot_update_enabled);
+    let train = spec.train_spec.template.parameters();
+    let names: Vec<&str> = train.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "batch_size",
+            "epochs",
+            "input_shape",
+            "class_names",
+            "nms_threshold",
+            "obj_threshold"
+        ]
+    );
+    assert_eq!(train[3].value, "person,helmet,helmet-on,helmet-off");
+    let infer = spec.deploy_spec.template.parameters();
+    assert!(
+        infer
+            .iter()
+            .any(|p| p.key == "video_url" && p.value == "file://video/video.mp4")
+    );
+    assert_eq!(spec.output_dir, "/output");
+}
+
+#[test]
+fn bad_fields_name_their_path_and_the_fix() {
+    assert_error(
+        "operator: \">\"\n        threshold: 500",
+        "operator: \"=>\"\n        threshold: 500",
+        "spec.trainSpec.trigger.condition.operator",
+        "unknown operator \"=>\"",
+    );
+    assert_error(
+        "start: 02:00",
+        "start: 2am",
+        "spec.trainSpec.trigger.timer.start",
+        "HH:MM",
+    );
+    assert_error(
+        "threshold: 500",
+        "threshold: many",
+        "spec.trainSpec.trigger.condition.threshold",
+        "invalid type",
+    );
+    assert_error(
+        "metric: num_of_samples",
+        "metric: num_of_samples[x]",
+        "spec.trainSpec.trigger.condition.metric",
+        "name[index]",
+    );
+    assert_error(
+        "trainProb: 0.8",
+        "trainProb: 1.5",
+        "spec.dataset.trainProb",
+        "(0, 1]",
+    );
+    assert_error(
+        "hotUpdateEnabled: true",
+        "hotUpdateEnabled: maybe",
+        "spec.deploySpec.model.hotUpdateEnabled",
+        "invalid type",
+    );
+    assert_error(
+        "  outputDir: \"/output\"",
+        "  outputdir: \"/output\"",
+        "spec.outputdir",
+        "unknown field `outputdir`, expected one of",
+    );
+    assert_error(
+        "  initialModel:\n    name: \"initial-model\"",
+        "  initialModel:\n    name: \"no-such-model\"",
+        "spec.initialModel.name",
+        "no Model named \"no-such-model\"",
+    );
+}
+
+#[test]
+fn a_missing_field_names_where_it_belongs() {
+    let err = parse_edited("  outputDir: \"/output\"\n", "").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec"), "{err}");
+    assert!(err.message.contains("missing field `outputDir`"), "{err}");
+}
+
+#[test]
+fn documents_that_are_not_sedna_resources() {
+    let err = parse_edited("kind: Dataset", "kind: Datasets").unwrap_err();
+    assert_eq!((err.document, err.field.as_deref()), (1, Some("kind")));
+    assert!(
+        err.message
+            .contains("Dataset, Model or IncrementalLearningJob"),
+        "{err}"
+    );
+    let err = parse_edited("apiVersion: sedna.io/v1alpha1", "apiVersion: sedna.io/v1").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("write `apiVersion: sedna.io/v1alpha1`"),
+        "{err}"
+    );
+    let err = parse_edited("  format: \"txt\"", "  format: \"xml\"").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.format"), "{err}");
+    assert!(
+        err.message.contains("txt") && err.message.contains("csv"),
+        "{err}"
+    );
+    let err = api::parse(Path::new("x.yaml"), "kind: [unclosed").unwrap_err();
+    assert!(err.message.contains("not valid YAML"), "{err}");
+    let err = api::load(&[PathBuf::from("/no/such/job.yaml")]).unwrap_err();
+    assert!(
+        err.to_string().contains("/no/such/job.yaml") && err.message.contains("cannot read"),
+        "{err}"
+    );
+}
