@@ -8,6 +8,7 @@
 //!   before swapping it in atomically.
 //! - [`PluginStore`]: the content-addressed store of uploaded plugins plus the built-ins.
 //! - [`inspect`]: what a component file is and which world it implements.
+//! - [`json`]: predictions as JSON lines (`sedna plugin test`, hard-example records).
 
 mod cache;
 mod engine;
@@ -31,6 +32,3 @@ pub use slot::Slot;
 pub use store::{BUILTINS, Builtin, PluginStore, Source, StoredPlugin};
 pub use worlds::types::{Detections, Metric, Param, Prediction};
 pub use worlds::{Hem, TriggerCondition};
-
-/// The WIT package every plugin implements.
-pub const WIT_PACKAGE: &str = "sedna:plugin@0.1.0";
