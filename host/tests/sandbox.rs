@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sedna::plugin::{Cause, DirGrant, Hem, Plugin, PluginError, Sandbox, TriggerCondition};
+use sedna::plugin::{Cause, DirGrant, Hem, Plugin, PluginError, Sandbox};
 
 const DEADLINE_MS: u64 = 300;
 
@@ -152,19 +152,8 @@ fn a_component_of_another_world_is_refused_with_the_mismatch() {
         other => panic!("unexpected {other}"),
     }
     // And the trigger component works as what it is.
-    let trigger = Plugin::<TriggerCondition>::load(
-        runtime(),
-        &trigger_component(),
-        params(&[("window", "2"), ("ratio", "0.4")]),
-        Sandbox::default(),
-    )
-    .unwrap();
-    let recent = |values: &[f64]| {
-        [sedna::plugin::Metric {
-            name: "hard_examples".into(),
-            values: values.to_vec(),
-        }]
-    };
+    let trigger = hard_example_ratio("2", "0.4");
+    let recent = |values: &[f64]| [metric("hard_examples", values)];
     assert_eq!(
         trigger.evaluate(&recent(&[0.0, 1.0, 1.0])).unwrap(),
         Ok(true)

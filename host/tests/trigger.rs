@@ -4,24 +4,10 @@ mod common;
 
 use common::*;
 use sedna::learn::trigger::{Condition, Trigger};
-use sedna::plugin::{Metric, Plugin, Sandbox, TriggerCondition};
-
-fn metric(name: &str, values: &[f64]) -> Metric {
-    Metric {
-        name: name.into(),
-        values: values.to_vec(),
-    }
-}
 
 #[test]
 fn builtin_and_plugin_conditions_must_all_hold() {
-    let ratio = Plugin::<TriggerCondition>::load(
-        runtime(),
-        &trigger_component(),
-        params(&[("window", "4"), ("ratio", "0.5")]),
-        Sandbox::default(),
-    )
-    .unwrap();
+    let ratio = hard_example_ratio("4", "0.5");
     let samples: Condition =
         serde_json::from_str(r#"{"operator": ">", "threshold": 500, "metric": "num_of_samples"}"#)
             .unwrap();

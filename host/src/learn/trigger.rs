@@ -19,6 +19,20 @@ const EPSILON: f64 = 1e-6;
 /// Conditions one trigger may hold: a bounded list (Sedna's is unbounded).
 pub const MAX_CONDITIONS: usize = 16;
 
+/// Lets serde read these types from strings through their `FromStr`, keeping its errors.
+macro_rules! from_string {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+    )*};
+}
+
+from_string!(Operator, MetricRef, ClockTime);
+
 /// A comparison, written as a symbol or its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -76,13 +90,6 @@ impl FromStr for Operator {
     }
 }
 
-impl TryFrom<String> for Operator {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
 /// A metric by name, or one value of a per-class metric: `precision_delta[2]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(try_from = "String")]
@@ -115,13 +122,6 @@ impl FromStr for MetricRef {
             name: name.to_string(),
             index,
         })
-    }
-}
-
-impl TryFrom<String> for MetricRef {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
     }
 }
 
@@ -211,13 +211,6 @@ impl FromStr for ClockTime {
             return Err(bad());
         }
         ClockTime::new(h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?).ok_or_else(bad)
-    }
-}
-
-impl TryFrom<String> for ClockTime {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
     }
 }
 

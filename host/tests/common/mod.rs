@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sedna::plugin::{
-    Builtin, Cause, Detections, Hem, Param, Plugin, Prediction, Runtime, RuntimeConfig, Sandbox,
-    Source,
+    Builtin, Cause, Detections, Hem, Metric, Param, Plugin, Prediction, Runtime, RuntimeConfig,
+    Sandbox, Source, TriggerCondition,
 };
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
@@ -29,6 +29,24 @@ pub fn builtin(name: &str) -> Source {
 /// A trigger-condition component: the wrong world for a HEM slot.
 pub fn trigger_component() -> Source {
     builtin("HardExampleRatio")
+}
+
+/// The built-in `HardExampleRatio` trigger condition with these parameters.
+pub fn hard_example_ratio(window: &str, ratio: &str) -> Plugin<TriggerCondition> {
+    Plugin::load(
+        runtime(),
+        &trigger_component(),
+        params(&[("window", window), ("ratio", ratio)]),
+        Sandbox::default(),
+    )
+    .unwrap()
+}
+
+pub fn metric(name: &str, values: &[f64]) -> Metric {
+    Metric {
+        name: name.into(),
+        values: values.to_vec(),
+    }
 }
 
 /// Writes a built-in plugin to `dir` as a `.wasm` file, as a user would have it.

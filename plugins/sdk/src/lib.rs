@@ -39,6 +39,9 @@ pub mod trigger {
     pub use exports::sedna::plugin::condition::Guest;
 }
 
+use std::fmt::Display;
+use std::str::FromStr;
+
 use hem::Param;
 
 /// A plugin's parameters, as Sedna passes them: strings by key. The last value of a
@@ -60,15 +63,7 @@ impl<'a> Params<'a> {
 
     /// A number in `[min, max]`; `default` when the key is missing.
     pub fn number(&self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, String> {
-        let Some(value) = self.get(key) else {
-            return Ok(default);
-        };
-        match value.parse::<f64>() {
-            Ok(v) if (min..=max).contains(&v) => Ok(v),
-            _ => Err(format!(
-                "parameter `{key}` is {value:?}: expected a number in [{min}, {max}]"
-            )),
-        }
+        self.parsed(key, default, min, max, "a number")
     }
 
     /// A number in [0, 1] (a threshold, a ratio); `default` when the key is missing.
@@ -78,13 +73,20 @@ impl<'a> Params<'a> {
 
     /// A whole number in `[min, max]`; `default` when the key is missing.
     pub fn integer(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, String> {
+        self.parsed(key, default, min, max, "a whole number")
+    }
+
+    fn parsed<T>(&self, key: &str, default: T, min: T, max: T, what: &str) -> Result<T, String>
+    where
+        T: FromStr + PartialOrd + Display,
+    {
         let Some(value) = self.get(key) else {
             return Ok(default);
         };
-        match value.parse::<u64>() {
-            Ok(v) if (min..=max).contains(&v) => Ok(v),
+        match value.parse::<T>() {
+            Ok(v) if min <= v && v <= max => Ok(v),
             _ => Err(format!(
-                "parameter `{key}` is {value:?}: expected a whole number in [{min}, {max}]"
+                "parameter `{key}` is {value:?}: expected {what} in [{min}, {max}]"
             )),
         }
     }
