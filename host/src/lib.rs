@@ -6,5 +6,6 @@
 
 pub mod api;
 pub mod cli;
+pub mod infer;
 pub mod learn;
 pub mod plugin;

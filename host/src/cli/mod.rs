@@ -30,6 +30,8 @@ enum Command {
     /// Inspect, validate and store plugins (WebAssembly components).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Show what this host runs on: the ONNX backend, its version and library, the data directory.
+    Doctor,
 }
 
 /// What the commands share: the data directory and, made on first use, the runtime.
@@ -50,6 +52,21 @@ impl Context {
     }
 }
 
+fn doctor(context: &Context) -> anyhow::Result<ExitCode> {
+    println!("sedna {}", env!("CARGO_PKG_VERSION"));
+    println!("data directory: {}", context.home.display());
+    let backend = crate::infer::backend().map_err(anyhow::Error::msg)?;
+    println!("onnx backend: {} {}", backend.kind, backend.version);
+    if let Some(library) = &backend.library {
+        println!("onnx library: {}", library.display());
+    }
+    if let Some(why) = &backend.fallback {
+        println!("onnx runtime not used: {why}");
+        println!("to use it: {}", crate::infer::backend::HOW_TO_GET_ORT);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs the command line; errors are printed with their causes and exit with 1.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -66,6 +83,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Plugin(command) => command.run(&context),
+        Command::Doctor => doctor(&context),
     };
     match result {
         Ok(code) => code,

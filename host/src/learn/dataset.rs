@@ -13,6 +13,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::infer::{Label, Sample};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// How much of the index's beginning identifies it: a different beginning means the file
@@ -24,23 +26,6 @@ const HEAD: usize = 4096;
 pub enum Format {
     Txt,
     Csv,
-}
-
-/// One labelled sample.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// 1-based line number in the index.
-    pub line: u64,
-    pub image: PathBuf,
-    pub label: Label,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Label {
-    /// Boxes `[x1, y1, x2, y2]` with a class index each.
-    Boxes(Vec<([f32; 4], u32)>),
-    /// A class, by name or index as the index writes it.
-    Class(String),
 }
 
 /// A line that is not a sample, and why.

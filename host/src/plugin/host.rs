@@ -14,6 +14,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::sandbox::Sandbox;
+use super::worlds::inference;
 use super::worlds::log::{self, Level};
 use super::worlds::types;
 
@@ -25,8 +26,11 @@ const OUTPUT_TAIL: usize = 4096;
 /// The data of one plugin instance's store (opaque outside the runtime).
 pub struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(crate) budget: Budget,
+    pub(crate) sandbox: Sandbox,
+    /// Bytes held by this instance's host-side tensors (capped like its memory).
+    pub(crate) tensor_bytes: u64,
     plugin: Arc<str>,
     pub(crate) output: OutputTail,
 }
@@ -45,17 +49,23 @@ impl HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             budget: Budget::new(sandbox.memory),
+            sandbox: sandbox.clone(),
+            tensor_bytes: 0,
             plugin,
             output,
         })
     }
 
-    /// The linker every world shares: WASI 0.2 (sandboxed by each store's context) and
-    /// the `log` interface.
+    /// The linker every world shares: WASI 0.2 (sandboxed by each store's context), the
+    /// `log` interface and, for estimators, `inference`.
     pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        inference::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )?;

@@ -10,7 +10,7 @@ use super::error::{Cause, PluginError};
 use super::instance::Plugin;
 use super::instance::World;
 use super::store::Source;
-use super::worlds::{self, Hem, TriggerCondition};
+use super::worlds::{self, Estimator, Hem, TriggerCondition};
 
 #[derive(Debug, Serialize)]
 pub struct Inspection {
@@ -62,13 +62,10 @@ pub fn validate(
     match world {
         Hem::NAME => Plugin::<Hem>::check(runtime, source).map(drop),
         TriggerCondition::NAME => Plugin::<TriggerCondition>::check(runtime, source).map(drop),
+        Estimator::NAME => Plugin::<Estimator>::check(runtime, source).map(drop),
         _ => {
             let known: Vec<&str> = worlds::ALL.iter().map(|(w, _)| *w).collect();
-            let detail = if known.contains(&world) {
-                "the host cannot run this world yet".to_string()
-            } else {
-                format!("no such world; the worlds are {}", known.join(", "))
-            };
+            let detail = format!("no such world; the worlds are {}", known.join(", "));
             Err(PluginError::new(
                 &source.name,
                 "validate",

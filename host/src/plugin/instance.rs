@@ -179,6 +179,17 @@ impl<W: World> Plugin<W> {
         }
     }
 
+    /// A call whose answer is `result<T, string>`: the plugin's own error is `Refused`
+    /// (and its instance, which did not fail, serves the next call).
+    pub(crate) fn call_refusable<R>(
+        &self,
+        call: &str,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, PluginError> {
+        self.call(call, f)?
+            .map_err(|why| PluginError::new(&self.name, call, Cause::Refused(why)))
+    }
+
     /// Turns a wasmtime error into a typed cause, with what the plugin last printed.
     fn failure(
         &self,

@@ -1,16 +1,20 @@
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// What one plugin may use. Every call gets `deadline` of CPU time, each instance
-/// `memory` bytes of linear memory; there is never a socket, and there are no files but
-/// the directories in `dirs`.
+/// `memory` bytes of linear memory (and as much again in host-held tensors); there is
+/// never a socket, and there are no files but the directories in `dirs`.
 #[derive(Clone, Debug)]
 pub struct Sandbox {
     pub deadline: Duration,
     pub memory: u64,
     pub dirs: Vec<DirGrant>,
+    /// Models an estimator may load by name (`base`, `deployed`, ...), and their files.
+    pub models: Vec<(String, PathBuf)>,
+    /// Threads one model run on the host may use.
+    pub threads: usize,
 }
 
 impl Default for Sandbox {
@@ -19,6 +23,8 @@ impl Default for Sandbox {
             deadline: Duration::from_secs(1),
             memory: 256 << 20,
             dirs: Vec::new(),
+            models: Vec::new(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -42,6 +48,30 @@ impl DirGrant {
 }
 
 impl Sandbox {
+    /// The host path behind a path the plugin sees, when a grant covers it (a writable
+    /// one for `write`). `..` is refused, and so is a symbolic link leading outside.
+    pub(crate) fn host_path(&self, guest: &str, write: bool) -> Option<PathBuf> {
+        let guest = Path::new(guest);
+        if guest.components().any(|c| c == Component::ParentDir) {
+            return None;
+        }
+        self.dirs
+            .iter()
+            .filter(|grant| grant.writable || !write)
+            .find_map(|grant| {
+                let rest = guest.strip_prefix(&grant.guest_path).ok()?;
+                let root = grant.host_path.canonicalize().ok()?;
+                let path = root.join(rest);
+                // The file itself may not exist yet when writing: check its directory.
+                let real = match path.canonicalize() {
+                    Ok(real) => real,
+                    Err(_) if write => path.parent()?.canonicalize().ok()?.join(path.file_name()?),
+                    Err(_) => return None,
+                };
+                real.starts_with(&root).then_some(real)
+            })
+    }
+
     pub(crate) fn grant_dirs(&self, wasi: &mut WasiCtxBuilder) -> anyhow::Result<()> {
         for grant in &self.dirs {
             let perms = if grant.writable {

@@ -1,12 +1,16 @@
 //! One wrapper per WIT world: its bindings, how to instantiate and initialise it, and its
 //! typed calls.
 
+use std::sync::Arc;
+
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{InstancePre, Resource};
 
 use super::error::PluginError;
 use super::host::HostState;
+use super::inference::Dataset;
 use super::instance::{Plugin, World};
+use crate::infer::{Frame, Sample};
 
 mod hem_bindings {
     wasmtime::component::bindgen!({
@@ -27,6 +31,25 @@ mod trigger_bindings {
     });
 }
 
+mod estimator_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "estimator",
+        imports: { "sedna:plugin/inference": trappable },
+        with: {
+            "sedna:plugin/types": super::hem_bindings::sedna::plugin::types,
+            "sedna:plugin/log": super::hem_bindings::sedna::plugin::log,
+            "sedna:plugin/inference.error": crate::infer::InferError,
+            "sedna:plugin/inference.tensor": crate::infer::Tensor,
+            "sedna:plugin/inference.frame": crate::plugin::inference::FrameHandle,
+            "sedna:plugin/inference.dataset": crate::plugin::inference::Dataset,
+            "sedna:plugin/inference.graph": crate::plugin::inference::Graph,
+            "sedna:plugin/inference.graph-execution-context": crate::plugin::inference::ExecutionContext,
+        },
+    });
+}
+
+pub use estimator_bindings::sedna::plugin::inference;
 pub use hem_bindings::sedna::plugin::{log, types};
 use types::{Detections, Metric, Param, Prediction};
 
@@ -171,9 +194,86 @@ impl Plugin<TriggerCondition> {
     }
 }
 
+/// The `estimator` world: predicts, evaluates and trains a model through the host's
+/// `inference` interface.
+pub struct Estimator;
+
+world!(
+    Estimator,
+    "estimator",
+    "sedna:plugin/estimation@0.1.0",
+    estimator_bindings::EstimatorPre<HostState>,
+    estimator_bindings::Estimator,
+    sedna_plugin_estimation
+);
+
+impl Plugin<Estimator> {
+    /// The model's prediction for one frame; the frame is lent, not copied.
+    pub fn predict(&self, frame: &Arc<Frame>) -> Result<Prediction, PluginError> {
+        self.call_refusable("predict", |b, s| {
+            let handle = s.data_mut().table.push(frame.clone())?;
+            let borrowed = Resource::new_borrow(handle.rep());
+            let answer = b.sedna_plugin_estimation().call_predict(&mut *s, borrowed);
+            s.data_mut().table.delete(handle)?;
+            answer
+        })
+    }
+
+    /// Metrics of the loaded model on `samples` (per-class lists and scalars).
+    pub fn evaluate(&self, samples: &Arc<[Sample]>) -> Result<Vec<Metric>, PluginError> {
+        self.call_refusable("evaluate", |b, s| {
+            let handle = s.data_mut().table.push(Dataset(samples.clone()))?;
+            let borrowed = Resource::new_borrow(handle.rep());
+            let answer = b.sedna_plugin_estimation().call_evaluate(&mut *s, borrowed);
+            s.data_mut().table.delete(handle)?;
+            answer
+        })
+    }
+
+    /// Fine-tunes the loaded model on `train` (validating on `valid`); returns at least
+    /// `loss` per epoch. The trained model stays in the instance until `save`.
+    pub fn train(
+        &self,
+        train: &Arc<[Sample]>,
+        valid: Option<&Arc<[Sample]>>,
+    ) -> Result<Vec<Metric>, PluginError> {
+        self.call_refusable("train", |b, s| {
+            let train = s.data_mut().table.push(Dataset(train.clone()))?;
+            let valid = match valid {
+                Some(valid) => Some(s.data_mut().table.push(Dataset(valid.clone()))?),
+                None => None,
+            };
+            let answer = b.sedna_plugin_estimation().call_train(
+                &mut *s,
+                Resource::new_borrow(train.rep()),
+                valid.as_ref().map(|v| Resource::new_borrow(v.rep())),
+            );
+            s.data_mut().table.delete(train)?;
+            if let Some(valid) = valid {
+                s.data_mut().table.delete(valid)?;
+            }
+            answer
+        })
+    }
+
+    /// Loads a model the sandbox names or grants.
+    pub fn load_model(&self, model: &str) -> Result<(), PluginError> {
+        self.call_refusable("load", |b, s| {
+            b.sedna_plugin_estimation().call_load(s, model)
+        })
+    }
+
+    /// Writes the current model to `path`, a path the plugin sees in a writable grant.
+    pub fn save(&self, path: &str) -> Result<(), PluginError> {
+        self.call_refusable("save", |b, s| {
+            b.sedna_plugin_estimation().call_save(s, path)
+        })
+    }
+}
+
 /// The worlds a component can implement, by name and exported interface.
 pub const ALL: &[(&str, &str)] = &[
     (Hem::NAME, Hem::EXPORT),
     (TriggerCondition::NAME, TriggerCondition::EXPORT),
-    ("estimator", "sedna:plugin/estimation@0.1.0"),
+    (Estimator::NAME, Estimator::EXPORT),
 ];

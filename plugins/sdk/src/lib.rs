@@ -2,7 +2,8 @@
 //!
 //! A hard-example miner implements [`hem::Guest`] and exports itself with
 //! [`hem::export_hem!`]; a trigger condition implements [`trigger::Guest`] and uses
-//! [`trigger::export_trigger!`]. [`Params`] reads Sedna's key/value parameters with errors that
+//! [`trigger::export_trigger!`]; an estimator implements [`estimator::Guest`] and uses
+//! [`estimator::export_estimator!`]. [`Params`] reads Sedna's key/value parameters with errors that
 //! name the key, the value and the accepted range.
 
 /// The `hard-example-miner` world.
@@ -37,6 +38,27 @@ pub mod trigger {
     pub use crate::hem::sedna::plugin::types::Metric;
     pub use crate::hem::{Level, Param, log};
     pub use exports::sedna::plugin::condition::Guest;
+}
+
+/// The `estimator` world: the host's `inference` interface (models, sessions, frames,
+/// tensors and datasets held by handle) and the `estimation` exports.
+pub mod estimator {
+    wit_bindgen::generate!({
+        world: "estimator",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_estimator",
+        default_bindings_module: "sedna_plugin_sdk::estimator",
+        with: {
+            "sedna:plugin/types@0.1.0": crate::hem::sedna::plugin::types,
+            "sedna:plugin/log@0.1.0": crate::hem::sedna::plugin::log,
+        },
+    });
+
+    pub use crate::hem::sedna::plugin::types::{Metric, Prediction};
+    pub use crate::hem::{Detections, Level, Param, log};
+    pub use exports::sedna::plugin::estimation::Guest;
+    pub use sedna::plugin::inference;
 }
 
 use std::fmt::Display;

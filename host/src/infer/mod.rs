@@ -1,0 +1,51 @@
+//! Inference on the host: the ONNX backend, models and sessions, and image
+//! pre-processing. Large data (pixels, tensors, sessions) stays here; plugins hold it by
+//! handle through the `inference` interface.
+
+pub mod backend;
+pub mod builder;
+pub mod image;
+pub mod model;
+pub mod sample;
+pub mod tensor;
+
+pub use backend::{Backend, BackendKind, backend};
+pub use builder::{Attr, ModelBuilder};
+pub use image::{Frame, Layout, Preprocess};
+pub use model::{Model, Session, SessionOptions, ValueSpec};
+pub use sample::{Label, Sample};
+pub use tensor::Tensor;
+
+/// What went wrong, in the categories of the `inference` interface's `error-code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A caller passed a bad argument: a shape, a name, an index.
+    InvalidArgument,
+    /// A model or an image could not be decoded.
+    InvalidEncoding,
+    /// The runtime failed while running a model.
+    Runtime,
+    /// The model or the operation is not supported.
+    Unsupported,
+    /// No file, model, tensor or sample by that name.
+    NotFound,
+}
+
+/// An inference error naming its subject (a model's path, an image's path, a tensor).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{subject}: {message}")]
+pub struct InferError {
+    pub kind: ErrorKind,
+    pub subject: String,
+    pub message: String,
+}
+
+impl InferError {
+    pub fn new(kind: ErrorKind, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        InferError {
+            kind,
+            subject: subject.into(),
+            message: message.into(),
+        }
+    }
+}

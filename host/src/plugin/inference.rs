@@ -1,0 +1,446 @@
+//! The host side of the `inference` interface: models, sessions, frames, tensors and
+//! datasets live here and the estimator holds them by handle. Pixels never enter the
+//! guest; only what it asks to read (outputs, trainable weights) is copied in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::Resource;
+
+use super::host::HostState;
+use super::worlds::inference::{
+    self, ErrorCode, NamedTensor, Placement, Preprocess as WitPreprocess, TensorType, ValueInfo,
+};
+use super::worlds::types::Detections;
+use crate::infer::{
+    ErrorKind, Frame, InferError, Label, Layout, Model, Preprocess, Sample, Session,
+    SessionOptions, Tensor,
+};
+
+/// A model the guest holds (the `graph` resource).
+pub struct Graph(Arc<Model>);
+
+/// A session the guest holds (the `graph-execution-context` resource).
+pub struct ExecutionContext(Session);
+
+/// A labelled data set the guest holds (the `dataset` resource).
+pub struct Dataset(pub(crate) Arc<[Sample]>);
+
+/// A frame the guest holds (the `frame` resource): shared, never copied.
+pub type FrameHandle = Arc<Frame>;
+
+/// Bytes of host memory an instance's tensors may hold, beyond its linear memory: the
+/// same cap as its memory, so a plugin cannot grow the host without bound.
+impl HostState {
+    fn account(&mut self, tensor: &Tensor) -> Result<(), InferError> {
+        let bytes = (tensor.len() * 4) as u64;
+        if self.tensor_bytes + bytes > self.sandbox.memory {
+            return Err(InferError::new(
+                ErrorKind::InvalidArgument,
+                "tensor",
+                format!(
+                    "the plugin's tensors would exceed its memory cap of {} MiB",
+                    self.sandbox.memory >> 20
+                ),
+            ));
+        }
+        self.tensor_bytes += bytes;
+        Ok(())
+    }
+
+    fn push_tensor(
+        &mut self,
+        tensor: Tensor,
+    ) -> wasmtime::Result<Result<Resource<Tensor>, Resource<InferError>>> {
+        match self.account(&tensor) {
+            Ok(()) => Ok(Ok(self.table.push(tensor)?)),
+            Err(e) => Ok(Err(self.table.push(e)?)),
+        }
+    }
+
+    fn take_tensors(&mut self, named: Vec<NamedTensor>) -> wasmtime::Result<Vec<(String, Tensor)>> {
+        named
+            .into_iter()
+            .map(|NamedTensor { name, tensor }| {
+                let tensor = self.table.delete(tensor)?;
+                self.tensor_bytes -= (tensor.len() * 4) as u64;
+                Ok((name, tensor))
+            })
+            .collect()
+    }
+
+    fn push_tensors(
+        &mut self,
+        tensors: Vec<(String, Tensor)>,
+    ) -> wasmtime::Result<Result<Vec<NamedTensor>, Resource<InferError>>> {
+        let mut named = Vec::with_capacity(tensors.len());
+        for (name, tensor) in tensors {
+            match self.push_tensor(tensor)? {
+                Ok(tensor) => named.push(NamedTensor { name, tensor }),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(named))
+    }
+
+    fn fail<T>(&mut self, error: InferError) -> wasmtime::Result<Result<T, Resource<InferError>>> {
+        Ok(Err(self.table.push(error)?))
+    }
+
+    fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            intra_threads: self.sandbox.threads,
+        }
+    }
+
+    /// The host path of a model the guest names: a model the job names, or a path in a
+    /// granted directory.
+    fn model_path(&self, name: &str) -> Result<PathBuf, InferError> {
+        if let Some((_, path)) = self.sandbox.models.iter().find(|(n, _)| n == name) {
+            return Ok(path.clone());
+        }
+        self.sandbox.host_path(name, false).ok_or_else(|| {
+            let named: Vec<&str> = self
+                .sandbox
+                .models
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            InferError::new(
+                ErrorKind::NotFound,
+                name,
+                format!(
+                    "not a model the job names ({}) nor a path in a directory it grants",
+                    if named.is_empty() {
+                        "none".to_string()
+                    } else {
+                        named.join(", ")
+                    }
+                ),
+            )
+        })
+    }
+}
+
+impl inference::Host for HostState {
+    fn load_by_name(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<Graph>, Resource<InferError>>> {
+        match self.model_path(&name).and_then(|path| Model::load(&path)) {
+            Ok(model) => Ok(Ok(self.table.push(Graph(Arc::new(model)))?)),
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+impl inference::HostError for HostState {
+    fn code(&mut self, error: Resource<InferError>) -> wasmtime::Result<ErrorCode> {
+        Ok(match self.table.get(&error)?.kind {
+            ErrorKind::InvalidArgument => ErrorCode::InvalidArgument,
+            ErrorKind::InvalidEncoding => ErrorCode::InvalidEncoding,
+            ErrorKind::Runtime => ErrorCode::RuntimeError,
+            ErrorKind::Unsupported => ErrorCode::UnsupportedOperation,
+            ErrorKind::NotFound => ErrorCode::NotFound,
+        })
+    }
+
+    fn data(&mut self, error: Resource<InferError>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&error)?.to_string())
+    }
+
+    fn drop(&mut self, error: Resource<InferError>) -> wasmtime::Result<()> {
+        self.table.delete(error)?;
+        Ok(())
+    }
+}
+
+impl inference::HostTensor for HostState {
+    fn new(
+        &mut self,
+        dimensions: Vec<u32>,
+        ty: TensorType,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Resource<Tensor>> {
+        wasmtime::ensure!(
+            ty == TensorType::Fp32,
+            "tensor type {ty:?} is not supported: the host's tensors are FP32"
+        );
+        let values = data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let dims = dimensions.iter().map(|&d| d as usize).collect();
+        let tensor = Tensor::new("tensor", dims, values).map_err(wasmtime::Error::msg)?;
+        self.account(&tensor).map_err(wasmtime::Error::msg)?;
+        Ok(self.table.push(tensor)?)
+    }
+
+    fn dimensions(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self
+            .table
+            .get(&tensor)?
+            .dims
+            .iter()
+            .map(|&d| d as u32)
+            .collect())
+    }
+
+    fn ty(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<TensorType> {
+        self.table.get(&tensor)?;
+        Ok(TensorType::Fp32)
+    }
+
+    fn data(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self
+            .table
+            .get(&tensor)?
+            .data
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect())
+    }
+
+    fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
+        let tensor = self.table.delete(tensor)?;
+        self.tensor_bytes -= (tensor.len() * 4) as u64;
+        Ok(())
+    }
+}
+
+impl inference::HostFrame for HostState {
+    fn width(&mut self, frame: Resource<FrameHandle>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&frame)?.width())
+    }
+
+    fn height(&mut self, frame: Resource<FrameHandle>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&frame)?.height())
+    }
+
+    fn to_tensor(
+        &mut self,
+        frame: Resource<FrameHandle>,
+        spec: WitPreprocess,
+    ) -> wasmtime::Result<Result<Resource<Tensor>, Resource<InferError>>> {
+        let frame = self.table.get(&frame)?.clone();
+        let tensor = preprocess(&spec).and_then(|spec| frame.to_tensor(&spec));
+        match tensor {
+            Ok(tensor) => self.push_tensor(tensor),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn placement(
+        &mut self,
+        frame: Resource<FrameHandle>,
+        spec: WitPreprocess,
+    ) -> wasmtime::Result<Placement> {
+        let frame = self.table.get(&frame)?;
+        let fit = Preprocess {
+            width: spec.width,
+            height: spec.height,
+            letterbox: spec.letterbox,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            layout: Layout::Nchw,
+        }
+        .fit(frame.width(), frame.height());
+        Ok(Placement {
+            scale_x: fit.scale_x,
+            scale_y: fit.scale_y,
+            pad_x: fit.pad_x as f32,
+            pad_y: fit.pad_y as f32,
+        })
+    }
+
+    fn drop(&mut self, frame: Resource<FrameHandle>) -> wasmtime::Result<()> {
+        self.table.delete(frame)?;
+        Ok(())
+    }
+}
+
+fn preprocess(spec: &WitPreprocess) -> Result<Preprocess, InferError> {
+    let channels = |name: &str, values: &[f32]| -> Result<[f32; 3], InferError> {
+        values.try_into().map_err(|_| {
+            InferError::new(
+                ErrorKind::InvalidArgument,
+                "preprocess",
+                format!("`{name}` needs 3 values (R, G, B), not {}", values.len()),
+            )
+        })
+    };
+    Ok(Preprocess {
+        width: spec.width,
+        height: spec.height,
+        letterbox: spec.letterbox,
+        mean: channels("mean", &spec.mean)?,
+        std: channels("std", &spec.std)?,
+        layout: match spec.layout {
+            inference::Layout::Nchw => Layout::Nchw,
+            inference::Layout::Nhwc => Layout::Nhwc,
+        },
+    })
+}
+
+impl inference::HostDataset for HostState {
+    fn len(&mut self, dataset: Resource<Dataset>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&dataset)?.0.len() as u32)
+    }
+
+    fn frame(
+        &mut self,
+        dataset: Resource<Dataset>,
+        index: u32,
+    ) -> wasmtime::Result<Result<Resource<FrameHandle>, Resource<InferError>>> {
+        let frame = sample(self.table.get(&dataset)?, index).and_then(|s| Frame::open(&s.image));
+        match frame {
+            Ok(frame) => Ok(Ok(self.table.push(Arc::new(frame))?)),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn label(
+        &mut self,
+        dataset: Resource<Dataset>,
+        index: u32,
+    ) -> wasmtime::Result<Result<inference::Label, Resource<InferError>>> {
+        let label = sample(self.table.get(&dataset)?, index).map(|s| match &s.label {
+            Label::Boxes(boxes) => inference::Label::Boxes(Detections::from_rows(
+                boxes.iter().map(|&(corners, class)| (corners, 1.0, class)),
+            )),
+            Label::Class(class) => inference::Label::Class(class.clone()),
+        });
+        match label {
+            Ok(label) => Ok(Ok(label)),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn drop(&mut self, dataset: Resource<Dataset>) -> wasmtime::Result<()> {
+        self.table.delete(dataset)?;
+        Ok(())
+    }
+}
+
+fn sample(dataset: &Dataset, index: u32) -> Result<&Sample, InferError> {
+    dataset.0.get(index as usize).ok_or_else(|| {
+        InferError::new(
+            ErrorKind::InvalidArgument,
+            "dataset",
+            format!(
+                "sample {index} is out of range (the dataset has {})",
+                dataset.0.len()
+            ),
+        )
+    })
+}
+
+fn value_infos(specs: &[crate::infer::ValueSpec]) -> Vec<ValueInfo> {
+    specs
+        .iter()
+        .map(|spec| ValueInfo {
+            name: spec.name.clone(),
+            dimensions: spec.dims.iter().map(|d| d.map(|d| d as u32)).collect(),
+        })
+        .collect()
+}
+
+impl inference::HostGraph for HostState {
+    fn inputs(&mut self, graph: Resource<Graph>) -> wasmtime::Result<Vec<ValueInfo>> {
+        Ok(value_infos(self.table.get(&graph)?.0.inputs()))
+    }
+
+    fn outputs(&mut self, graph: Resource<Graph>) -> wasmtime::Result<Vec<ValueInfo>> {
+        Ok(value_infos(self.table.get(&graph)?.0.outputs()))
+    }
+
+    fn metadata(&mut self, graph: Resource<Graph>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.table.get(&graph)?.0.metadata().into_iter().collect())
+    }
+
+    fn weights(
+        &mut self,
+        graph: Resource<Graph>,
+        names: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<NamedTensor>, Resource<InferError>>> {
+        match self.table.get(&graph)?.0.weights(&names) {
+            Ok(weights) => self.push_tensors(weights),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn with_weights(
+        &mut self,
+        graph: Resource<Graph>,
+        weights: Vec<NamedTensor>,
+    ) -> wasmtime::Result<Result<Resource<Graph>, Resource<InferError>>> {
+        let weights = self.take_tensors(weights)?;
+        match self.table.get(&graph)?.0.with_weights(&weights) {
+            Ok(model) => Ok(Ok(self.table.push(Graph(Arc::new(model)))?)),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn init_execution_context(
+        &mut self,
+        graph: Resource<Graph>,
+        extra_outputs: Vec<String>,
+    ) -> wasmtime::Result<Result<Resource<ExecutionContext>, Resource<InferError>>> {
+        let model = self.table.get(&graph)?.0.clone();
+        let options = self.session_options();
+        let session = if extra_outputs.is_empty() {
+            model.session(&options)
+        } else {
+            model
+                .with_outputs(&extra_outputs)
+                .and_then(|m| m.session(&options))
+        };
+        match session {
+            Ok(session) => Ok(Ok(self.table.push(ExecutionContext(session))?)),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn save(
+        &mut self,
+        graph: Resource<Graph>,
+        path: String,
+    ) -> wasmtime::Result<Result<(), Resource<InferError>>> {
+        let Some(host_path) = self.sandbox.host_path(&path, true) else {
+            return self.fail(InferError::new(
+                ErrorKind::NotFound,
+                &path,
+                "not in a directory the job grants for writing",
+            ));
+        };
+        match self.table.get(&graph)?.0.save(&host_path) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => self.fail(InferError { subject: path, ..e }),
+        }
+    }
+
+    fn drop(&mut self, graph: Resource<Graph>) -> wasmtime::Result<()> {
+        self.table.delete(graph)?;
+        Ok(())
+    }
+}
+
+impl inference::HostGraphExecutionContext for HostState {
+    fn compute(
+        &mut self,
+        context: Resource<ExecutionContext>,
+        inputs: Vec<NamedTensor>,
+    ) -> wasmtime::Result<Result<Vec<NamedTensor>, Resource<InferError>>> {
+        let inputs = self.take_tensors(inputs)?;
+        let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        match self.table.get_mut(&context)?.0.run(&named) {
+            Ok(outputs) => self.push_tensors(outputs),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn drop(&mut self, context: Resource<ExecutionContext>) -> wasmtime::Result<()> {
+        self.table.delete(context)?;
+        Ok(())
+    }
+}
