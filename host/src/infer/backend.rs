@@ -121,7 +121,7 @@ fn find_onnxruntime() -> Result<PathBuf, String> {
     }
     let beside_exe = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().and_then(|dir| library_in(dir)));
+        .and_then(|exe| exe.parent().and_then(library_in));
     beside_exe
         .or_else(pip_package)
         .ok_or_else(|| "ONNX Runtime was not found".to_string())

@@ -12,11 +12,14 @@ use sedna_plugin_sdk::estimator::{Detections, Guest, Level, Metric, Param, Predi
 
 use crate::conventions::{Conventions, Head, Port};
 use crate::decode::{self, Candidate};
-use crate::metrics;
+use crate::metrics::{self, Truth};
 use crate::train::{self, GridSample, Schedule};
 
 /// The job parameter naming the model to load at `init` (Sedna's `MODEL_URL`).
 const MODEL_URL: &str = "model_url";
+
+/// An output's dimensions and values.
+type Output = (Vec<u32>, Vec<f32>);
 
 struct Loaded {
     conventions: Conventions,
@@ -110,7 +113,7 @@ impl Loaded {
         context: &GraphExecutionContext,
         frame: &Frame,
         wanted: &[&str],
-    ) -> Result<Vec<(Vec<u32>, Vec<f32>)>, String> {
+    ) -> Result<Vec<Output>, String> {
         let input = frame.to_tensor(&self.preprocess()).map_err(describe)?;
         let outputs = context
             .compute(vec![NamedTensor {
@@ -450,7 +453,7 @@ fn candidates(found: &Detections) -> Vec<Candidate> {
         .collect()
 }
 
-fn boxes(truth: &Detections) -> Vec<([f32; 4], u32)> {
+fn boxes(truth: &Detections) -> Truth {
     truth
         .boxes
         .chunks_exact(4)

@@ -21,12 +21,12 @@ pub struct DetectionReport {
     pub support: Vec<u64>,
 }
 
-/// `images` pairs each image's predictions with its ground truth (corners and class),
-/// both in the same pixels.
-pub fn detection(
-    images: &[(Vec<Candidate>, Vec<([f32; 4], u32)>)],
-    classes: usize,
-) -> DetectionReport {
+/// Ground-truth boxes: corners and class.
+pub type Truth = Vec<([f32; 4], u32)>;
+
+/// `images` pairs each image's predictions with its ground truth, both in the same
+/// pixels.
+pub fn detection(images: &[(Vec<Candidate>, Truth)], classes: usize) -> DetectionReport {
     let mut support = vec![0u64; classes];
     for (_, truth) in images {
         for &(_, class) in truth {
@@ -156,10 +156,10 @@ pub fn classification(pairs: &[(usize, usize)], classes: usize) -> Classificatio
         f1: Vec::new(),
         support: Vec::new(),
     };
-    for c in 0..classes {
-        let predicted: u64 = (0..classes).map(|a| confusion[a][c]).sum();
-        let actual: u64 = confusion[c].iter().sum();
-        let hit = confusion[c][c] as f64;
+    for (c, row) in confusion.iter().enumerate() {
+        let predicted: u64 = confusion.iter().map(|r| r[c]).sum();
+        let actual: u64 = row.iter().sum();
+        let hit = row[c] as f64;
         let precision = if predicted == 0 {
             0.0
         } else {
