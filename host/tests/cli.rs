@@ -5,6 +5,7 @@ mod common;
 use std::process::{Command, Output};
 
 use common::*;
+use sedna::plugin::Prediction;
 
 fn sedna(home: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sedna"))
@@ -277,5 +278,71 @@ fn plugin_test_prints_one_decision_per_line_and_reports_bad_lines() {
         home.path(),
         &["plugin", "test", "NoSuchPlugin", "--input", input],
         "no plugin named `NoSuchPlugin`",
+    );
+}
+
+#[test]
+fn predict_prints_one_prediction_per_image_that_plugin_test_reads() {
+    let home = tempfile::tempdir().unwrap();
+    let model = home.path().join("colours.onnx");
+    models::classifier().save(&model).unwrap();
+    let images = models::colour_samples(home.path(), 0, 2);
+    let broken = home.path().join("broken.jpg");
+    std::fs::write(&broken, b"not a jpeg").unwrap();
+    let paths: Vec<String> = images
+        .iter()
+        .map(|s| s.image.display().to_string())
+        .chain([broken.display().to_string()])
+        .collect();
+    let mut args = vec!["predict", model.to_str().unwrap()];
+    args.extend(paths.iter().map(String::as_str));
+    let out = sedna(home.path(), &args);
+    assert_eq!(out.status.code(), Some(1), "one image is broken");
+    assert!(
+        stderr(&out).contains("broken.jpg: cannot decode the image"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("2 predictions, 1 images skipped"),
+        "{}",
+        stderr(&out)
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let Prediction::ClassScores(scores) = sedna::plugin::json::parse_prediction(line).unwrap()
+        else {
+            panic!("class scores: {line}");
+        };
+        assert_eq!(scores.len(), 2);
+    }
+
+    // The output feeds a hard-example miner as it is.
+    let predictions = home.path().join("predictions.jsonl");
+    std::fs::write(&predictions, lines.join("\n")).unwrap();
+    let out = sedna(
+        home.path(),
+        &[
+            "plugin",
+            "test",
+            "CrossEntropy",
+            "--input",
+            predictions.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2);
+
+    assert_fails(
+        home.path(),
+        &[
+            "predict",
+            model.to_str().unwrap(),
+            &paths[0],
+            "--param",
+            "class_names=only-one",
+        ],
+        "holds 2 values for 1 classes",
     );
 }

@@ -3,133 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::models::*;
 use common::*;
-use sedna::infer::{Attr, Frame, Label, Model, ModelBuilder, Sample, Tensor};
+use sedna::infer::{Frame, Label, Model, Sample};
 use sedna::plugin::{Cause, DirGrant, Estimator, Metric, Plugin, Prediction, Sandbox};
-
-/// 8 filters of 8x8 pixels, even over the patch: a stand-in for a pretrained backbone's
-/// colour features. Filters 0-2 answer to one colour more than the other two, 3-5 to
-/// the opposite, 6-7 to brightness.
-fn colour_filters() -> Tensor {
-    let data = (0..8 * 3 * 64)
-        .map(|i| {
-            let (filter, channel) = (i / 192, (i / 64) % 3);
-            let weight = match filter {
-                0..=2 if channel == filter => 1.0,
-                0..=2 => -0.5,
-                3..=5 if channel == filter - 3 => -1.0,
-                3..=5 => 0.5,
-                _ => 1.0 / 3.0,
-            };
-            weight / 64.0
-        })
-        .collect();
-    Tensor::new("backbone.w", vec![8, 3, 8, 8], data).unwrap()
-}
-
-/// Input 64x32; a stride-8 conv makes 8 features per 8x8 cell (a 4x8 grid); a 1x1 conv
-/// head gives the grid head's 5 + 2 channels. The head starts from small arbitrary
-/// weights: the untrained model finds nothing useful.
-fn detector(metadata: &[(&str, &str)]) -> Model {
-    let weights = |dims: &[usize], salt: f32, scale: f32| {
-        let len = dims.iter().product();
-        let data = (0..len)
-            .map(|i| ((i as f32 + salt) * 1.37).sin() * scale)
-            .collect();
-        Tensor::new("w", dims.to_vec(), data).unwrap()
-    };
-    let mut builder = ModelBuilder::new("grid-detector");
-    builder
-        .input("image", &[Some(1), Some(3), Some(32), Some(64)])
-        .weight("backbone.w", &colour_filters())
-        .weight("backbone.b", &weights(&[8], 1.0, 0.1))
-        .weight("head.w", &weights(&[7, 8, 1, 1], 2.0, 0.3))
-        .weight("head.b", &weights(&[7], 3.0, 0.3))
-        .node(
-            "Conv",
-            &["image", "backbone.w", "backbone.b"],
-            &["conv"],
-            &[Attr::Ints("strides", vec![8, 8])],
-        )
-        .node("Relu", &["conv"], &["features"], &[])
-        .node("Conv", &["features", "head.w", "head.b"], &["grid"], &[])
-        .output("grid", &[Some(1), Some(7), Some(4), Some(8)]);
-    for (key, value) in metadata {
-        builder.metadata(key, value);
-    }
-    builder.build().unwrap()
-}
-
-const CONVENTIONS: &[(&str, &str)] = &[
-    ("sedna.task", "detection"),
-    ("sedna.class_names", "red,blue"),
-    ("sedna.features", "features"),
-    ("sedna.trainable", "head.w,head.b"),
-];
-
-/// A 64x32 grey image (with a little texture) holding 1-3 cell-aligned 8x8 squares,
-/// red for class 0 and blue for class 1; `scale` enlarges the whole picture.
-fn scene(seed: u64, scale: u32) -> (Frame, Vec<([f32; 4], u32)>) {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
-    let (w, h) = (64 * scale, 32 * scale);
-    let mut pixels: Vec<u8> = (0..w * h)
-        .flat_map(|i| {
-            let v = 120 + ((i * 7) % 17) as u8;
-            [v, v, v]
-        })
-        .collect();
-    let mut boxes = Vec::new();
-    let mut used = Vec::new();
-    for _ in 0..1 + next(3) {
-        let cell = next(32) as u32;
-        if used.contains(&cell) {
-            continue;
-        }
-        used.push(cell);
-        let class = next(2) as u32;
-        let (x0, y0) = ((cell % 8) * 8 * scale, (cell / 8) * 8 * scale);
-        let colour = if class == 0 {
-            [220, 30, 30]
-        } else {
-            [30, 30, 220]
-        };
-        for y in y0..y0 + 8 * scale {
-            for x in x0..x0 + 8 * scale {
-                let at = ((y * w + x) * 3) as usize;
-                pixels[at..at + 3].copy_from_slice(&colour);
-            }
-        }
-        let corners = [x0, y0, x0 + 8 * scale, y0 + 8 * scale].map(|v| v as f32);
-        boxes.push((corners, class));
-    }
-    (Frame::from_rgb("scene", w, h, pixels).unwrap(), boxes)
-}
-
-/// Writes `count` scenes as PNGs into `dir` and returns them as samples.
-fn dataset(dir: &Path, first_seed: u64, count: u64) -> Arc<[Sample]> {
-    (first_seed..first_seed + count)
-        .map(|seed| {
-            let (frame, boxes) = scene(seed, 1);
-            let image = dir.join(format!("scene-{seed}.png"));
-            frame.pixels().save(&image).unwrap();
-            Sample {
-                line: seed + 1,
-                image,
-                label: Label::Boxes(boxes),
-            }
-        })
-        .collect()
-}
 
 struct Job {
     dir: tempfile::TempDir,
@@ -243,6 +124,45 @@ fn training_on_the_device_raises_held_out_map_and_the_saved_model_predicts_the_s
     for (a, b) in big_found.boxes.iter().zip(&scaled) {
         assert!((a - b).abs() < 4.0, "{:?} vs {scaled:?}", big_found.boxes);
     }
+}
+
+#[test]
+fn a_classifier_predicts_class_scores_and_learns_from_named_labels() {
+    let job = Job::new(&classifier());
+    let estimator = job
+        .estimator(&[
+            ("epochs", "20"),
+            ("learning_rate", "0.5"),
+            ("batch_size", "4"),
+        ])
+        .unwrap();
+    let train = colour_samples(job.dir.path(), 0, 24);
+    let held_out = colour_samples(job.dir.path(), 100, 12);
+    let before = metric(&estimator.evaluate(&held_out).unwrap(), "accuracy")[0];
+    let report = estimator.train(&train, None).unwrap();
+    let loss = metric(&report, "loss");
+    assert!(loss.last().unwrap() < &loss[0], "{loss:?}");
+    let after = estimator.evaluate(&held_out).unwrap();
+    assert_eq!(
+        metric(&after, "accuracy"),
+        [1.0],
+        "accuracy {before} -> {after:?}"
+    );
+    assert!(
+        before < 0.2,
+        "the untrained head is wrong on purpose: {before}"
+    );
+    assert_eq!(metric(&after, "recall"), [1.0, 1.0]);
+
+    let (frame, _) = (Frame::open(&held_out[1].image).unwrap(), ());
+    let Prediction::ClassScores(scores) = estimator.predict(&Arc::new(frame)).unwrap() else {
+        panic!("a classifier predicts class scores");
+    };
+    assert!(
+        (scores.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+        "softmax: {scores:?}"
+    );
+    assert!(scores[1] > 0.5, "sample 101 is blue: {scores:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The `sedna` command line.
 
 mod plugin;
+mod predict;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::plugin::{PluginStore, Runtime, RuntimeConfig};
+use crate::plugin::{Param, PluginStore, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,9 @@ enum Command {
     /// Inspect, validate and store plugins (WebAssembly components).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run an estimator on images and print one prediction per line (the input
+    /// `sedna plugin test` reads).
+    Predict(predict::Predict),
     /// Show what this host runs on: the ONNX backend, its version and library, the data directory.
     Doctor,
 }
@@ -50,6 +54,20 @@ impl Context {
             ..RuntimeConfig::default()
         })
     }
+}
+
+/// `KEY=VALUE` arguments as plugin parameters.
+fn parse_params(params: &[String]) -> anyhow::Result<Vec<Param>> {
+    params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((key, value)) => Ok(Param {
+                key: key.to_string(),
+                value: value.to_string(),
+            }),
+            None => anyhow::bail!("--param {p:?}: write it as KEY=VALUE"),
+        })
+        .collect()
 }
 
 fn doctor(context: &Context) -> anyhow::Result<ExitCode> {
@@ -83,6 +101,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Plugin(command) => command.run(&context),
+        Command::Predict(predict) => predict.run(&context),
         Command::Doctor => doctor(&context),
     };
     match result {

@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use super::Context;
 use crate::plugin::inspect::{self, Inspection};
-use crate::plugin::{Hem, Param, Plugin, Sandbox, Source, json, worlds};
+use crate::plugin::{Hem, Plugin, Sandbox, Source, json, worlds};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -148,16 +148,7 @@ fn test(
     params: &[String],
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let params = params
-        .iter()
-        .map(|p| match p.split_once('=') {
-            Some((key, value)) => Ok(Param {
-                key: key.to_string(),
-                value: value.to_string(),
-            }),
-            None => bail!("--param {p:?}: write it as KEY=VALUE"),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let params = super::parse_params(params)?;
     let source = context.store()?.resolve(plugin)?;
     let miner = Plugin::<Hem>::load(&context.runtime()?, &source, params, Sandbox::default())?;
     let file = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;

@@ -9,6 +9,8 @@ use sedna::plugin::{
     Sandbox, Source, TriggerCondition,
 };
 
+pub mod models;
+
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 /// The test binary's one runtime, as a process has one.

@@ -1,0 +1,164 @@
+//! Per frame at the seed's input size (640x352): the `ONNX` estimator component's
+//! `predict` (pre-processing, the session, decoding, NMS, the component boundary) against
+//! the backend's `run` alone on the same, already made tensor. Target (issue 9): <= 5%
+//! overhead. Rounds are interleaved; medians and the median of pairwise ratios.
+//!
+//! `cargo bench -p sedna --bench estimator` measures the active backend (ONNX Runtime
+//! when installed) and then runs itself again on tract.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sedna::infer::backend::BACKEND_ENV;
+use sedna::infer::{Attr, Frame, Layout, Model, ModelBuilder, Preprocess, SessionOptions, Tensor};
+use sedna::plugin::{Builtin, Estimator, Param, Plugin, Runtime, RuntimeConfig, Sandbox};
+
+const ROUNDS: usize = 11;
+const FRAMES_PER_ROUND: usize = 10;
+const CLASSES: usize = 4;
+
+fn weights(dims: &[usize], salt: f32) -> Tensor {
+    let len: usize = dims.iter().product();
+    let fan_in = (len / dims[0]) as f32;
+    let data = (0..len)
+        .map(|i| ((i as f32 + salt) * 1.37).sin() / fan_in.sqrt())
+        .collect();
+    Tensor::new("w", dims.to_vec(), data).unwrap()
+}
+
+/// Four stride-2 3x3 convolutions (3 -> 16 -> 32 -> 64 -> 64 channels) and a 1x1 grid
+/// head at stride 16: ~190 M multiply-adds per frame, a small edge detector's budget.
+fn detector() -> Model {
+    let mut b = ModelBuilder::new("bench-detector");
+    b.input("image", &[Some(1), Some(3), Some(352), Some(640)]);
+    let mut previous = "image".to_string();
+    for (i, (inputs, outputs)) in [(3, 16), (16, 32), (32, 64), (64, 64)]
+        .into_iter()
+        .enumerate()
+    {
+        let (w, bias, conv, relu) = (
+            format!("c{i}.w"),
+            format!("c{i}.b"),
+            format!("c{i}"),
+            format!("r{i}"),
+        );
+        b.weight(&w, &weights(&[outputs, inputs, 3, 3], i as f32))
+            .weight(&bias, &Tensor::zeros(vec![outputs]))
+            .node(
+                "Conv",
+                &[&previous, &w, &bias],
+                &[&conv],
+                &[
+                    Attr::Ints("strides", vec![2, 2]),
+                    Attr::Ints("pads", vec![1, 1, 1, 1]),
+                ],
+            )
+            .node("Relu", &[&conv], &[&relu], &[]);
+        previous = relu;
+    }
+    // Objectness starts low, as a trained detector's does on most cells.
+    let mut head_bias = Tensor::zeros(vec![5 + CLASSES]);
+    head_bias.data[0] = -4.0;
+    b.weight("head.w", &weights(&[5 + CLASSES, 64, 1, 1], 9.0))
+        .weight("head.b", &head_bias)
+        .node("Conv", &[&previous, "head.w", "head.b"], &["grid"], &[])
+        .output("grid", &[Some(1), Some(5 + CLASSES), Some(22), Some(40)])
+        .metadata("sedna.task", "detection")
+        .metadata("sedna.class_names", "person,helmet,helmet-on,helmet-off");
+    b.build().unwrap()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn per_frame(mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..FRAMES_PER_ROUND {
+        f();
+    }
+    start.elapsed().as_secs_f64() * 1e3 / FRAMES_PER_ROUND as f64
+}
+
+fn main() {
+    let backend = sedna::infer::backend().expect("an ONNX backend");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("detector.onnx");
+    detector().save(&path).unwrap();
+
+    let pixels = (0..640 * 352 * 3)
+        .map(|i| ((i * 7919) % 251) as u8)
+        .collect();
+    let frame = Arc::new(Frame::from_rgb("bench", 640, 352, pixels).unwrap());
+    let spec = Preprocess {
+        width: 640,
+        height: 352,
+        letterbox: false,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        layout: Layout::Nchw,
+    };
+    let tensor = frame.to_tensor(&spec).unwrap();
+    let options = SessionOptions::default();
+    let mut session = Model::load(&path).unwrap().session(&options).unwrap();
+
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let source = Builtin::find("ONNX").unwrap().source();
+    let sandbox = Sandbox {
+        deadline: Duration::from_secs(60),
+        models: vec![("detector".into(), path.clone())],
+        threads: options.intra_threads,
+        ..Sandbox::default()
+    };
+    let params = vec![Param {
+        key: "model_url".into(),
+        value: "detector".into(),
+    }];
+    let estimator = Plugin::<Estimator>::load(&runtime, &source, params, sandbox).unwrap();
+
+    // Warm both paths up (first runs allocate and tune).
+    for _ in 0..3 {
+        session.run(&[("image", &tensor)]).unwrap();
+        estimator.predict(&frame).unwrap();
+    }
+    let (mut direct, mut component, mut preprocess, mut ratios) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        let d = per_frame(|| drop(session.run(&[("image", &tensor)]).unwrap()));
+        let c = per_frame(|| drop(estimator.predict(&frame).unwrap()));
+        preprocess.push(per_frame(|| drop(frame.to_tensor(&spec).unwrap())));
+        direct.push(d);
+        component.push(c);
+        ratios.push(c / d);
+    }
+    println!(
+        "{} {} ({} threads), 640x352 detector, {ROUNDS} rounds of {FRAMES_PER_ROUND} frames:",
+        backend.kind, backend.version, options.intra_threads
+    );
+    println!(
+        "  run alone on a ready tensor   {:8.2} ms/frame (median)",
+        median(&mut direct)
+    );
+    println!(
+        "  estimator component predict   {:8.2} ms/frame (median)",
+        median(&mut component)
+    );
+    println!(
+        "    of which pre-processing     {:8.2} ms/frame (median)",
+        median(&mut preprocess)
+    );
+    println!(
+        "  overhead (median of pairwise ratios): {:+.1}% (target <= 5%)",
+        (median(&mut ratios) - 1.0) * 100.0
+    );
+
+    if std::env::var_os(BACKEND_ENV).is_none() && backend.kind != sedna::infer::BackendKind::Tract {
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(std::env::args().skip(1))
+            .env(BACKEND_ENV, "tract")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
