@@ -166,6 +166,43 @@ fn a_classifier_predicts_class_scores_and_learns_from_named_labels() {
 }
 
 #[test]
+fn weights_are_read_and_replaced_by_name() {
+    let job = Job::new(&detector(CONVENTIONS));
+    let estimator = job.estimator(&[]).unwrap();
+    let mut weights = estimator.get_weights().unwrap();
+    let names: Vec<&str> = weights.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["head.w", "head.b"]);
+    assert_eq!(weights[0].1.dims, vec![7, 8, 1, 1]);
+
+    // Every cell certain of an object: the estimator finds boxes everywhere (NMS aside).
+    let frame = Arc::new(scene(1, 1).0);
+    let count = |p: Prediction| match p {
+        Prediction::Detections(d) => d.len(),
+        _ => panic!("boxes"),
+    };
+    let before = count(estimator.predict(&frame).unwrap());
+    weights[1].1.data[0] = 50.0;
+    estimator.set_weights(weights.clone()).unwrap();
+    let after = count(estimator.predict(&frame).unwrap());
+    assert!(after > before, "{before} -> {after}");
+    assert_eq!(estimator.get_weights().unwrap(), weights);
+
+    let wrong = vec![("head.b".to_string(), sedna::infer::Tensor::zeros(vec![3]))];
+    let error = estimator.set_weights(wrong).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("has dimensions [3], the model's has [7]"),
+        "{error}"
+    );
+    assert_eq!(
+        count(estimator.predict(&frame).unwrap()),
+        after,
+        "the refused weights changed nothing"
+    );
+}
+
+#[test]
 fn unusable_samples_are_skipped_and_counted_not_fatal() {
     let job = Job::new(&detector(CONVENTIONS));
     let estimator = job.estimator(&[]).unwrap();

@@ -94,46 +94,70 @@ impl Frame {
         }
         let (out_w, out_h) = (spec.width as usize, spec.height as usize);
         let fit = spec.fit(self.width(), self.height());
+        let (fit_w, pad_x, pad_y) = (fit.width as usize, fit.pad_x as usize, fit.pad_y as usize);
         let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * spec.std[c]));
         let offset: [f32; 3] = std::array::from_fn(|c| -spec.mean[c] / spec.std[c]);
         let pad: [f32; 3] = std::array::from_fn(|c| PAD_VALUE * scale[c] + offset[c]);
 
-        // Source coordinates of each output column and row inside the fitted area.
+        // Start from the padding colour; then write the fitted area row by row.
+        let plane = out_w * out_h;
+        let mut data = match spec.layout {
+            Layout::Nchw => pad
+                .iter()
+                .flat_map(|&p| std::iter::repeat_n(p, plane))
+                .collect(),
+            Layout::Nhwc => pad.repeat(plane),
+        };
         let columns = samples(fit.width, self.width());
         let rows = samples(fit.height, self.height());
+        let same_width = fit.width == self.width();
         let src = self.image.as_raw();
         let stride = self.width() as usize * 3;
-        let plane = out_w * out_h;
-        let mut data = vec![0.0f32; plane * 3];
-        let mut store = |x: usize, y: usize, rgb: [f32; 3]| match spec.layout {
-            Layout::Nchw => {
+        let mut line = vec![0.0f32; fit_w * 3];
+        for (i, row) in rows.iter().enumerate() {
+            let top = &src[row.low * stride..][..stride];
+            let bottom = &src[row.high * stride..][..stride];
+            let y = pad_y + i;
+            if same_width && row.weight == 0.0 && spec.layout == Layout::Nchw {
+                // A row at the frame's own size: normalise straight from the bytes.
                 for c in 0..3 {
-                    data[c * plane + y * out_w + x] = rgb[c];
+                    let out = &mut data[c * plane + y * out_w + pad_x..][..fit_w];
+                    for (value, rgb) in out.iter_mut().zip(top.chunks_exact(3)) {
+                        *value = rgb[c] as f32 * scale[c] + offset[c];
+                    }
+                }
+                continue;
+            }
+            // One output row of interpolated RGB, still on the 0-255 scale.
+            if same_width && row.weight == 0.0 {
+                for (value, &byte) in line.iter_mut().zip(top) {
+                    *value = byte as f32;
+                }
+            } else {
+                for (x, col) in columns.iter().enumerate() {
+                    let (l, h) = (col.low * 3, col.high * 3);
+                    for c in 0..3 {
+                        let upper = lerp(top[l + c], top[h + c], col.weight);
+                        let lower = lerp(bottom[l + c], bottom[h + c], col.weight);
+                        line[x * 3 + c] = upper + (lower - upper) * row.weight;
+                    }
                 }
             }
-            Layout::Nhwc => data[(y * out_w + x) * 3..][..3].copy_from_slice(&rgb),
-        };
-        for y in 0..out_h {
-            let inside_y = y.checked_sub(fit.pad_y as usize).and_then(|r| rows.get(r));
-            for x in 0..out_w {
-                let inside_x = x
-                    .checked_sub(fit.pad_x as usize)
-                    .and_then(|c| columns.get(c));
-                let (Some(row), Some(col)) = (inside_y, inside_x) else {
-                    store(x, y, pad);
-                    continue;
-                };
-                let top = &src[row.low * stride..];
-                let bottom = &src[row.high * stride..];
-                let rgb = std::array::from_fn(|c| {
-                    let at = |line: &[u8], i: usize| line[i * 3 + c] as f32;
-                    let upper =
-                        at(top, col.low) + (at(top, col.high) - at(top, col.low)) * col.weight;
-                    let lower = at(bottom, col.low)
-                        + (at(bottom, col.high) - at(bottom, col.low)) * col.weight;
-                    (upper + (lower - upper) * row.weight) * scale[c] + offset[c]
-                });
-                store(x, y, rgb);
+            match spec.layout {
+                Layout::Nchw => {
+                    for c in 0..3 {
+                        let out = &mut data[c * plane + y * out_w + pad_x..][..fit_w];
+                        for (value, rgb) in out.iter_mut().zip(line.chunks_exact(3)) {
+                            *value = rgb[c] * scale[c] + offset[c];
+                        }
+                    }
+                }
+                Layout::Nhwc => {
+                    let out = &mut data[(y * out_w + pad_x) * 3..][..fit_w * 3];
+                    for (value, (i, v)) in out.iter_mut().zip(line.iter().enumerate()) {
+                        *value = v * scale[i % 3] + offset[i % 3];
+                    }
+                }
             }
         }
         let dims = match spec.layout {
@@ -142,6 +166,10 @@ impl Frame {
         };
         Ok(Tensor { dims, data })
     }
+}
+
+fn lerp(a: u8, b: u8, weight: f32) -> f32 {
+    a as f32 + (b as f32 - a as f32) * weight
 }
 
 /// The grey YOLO exporters pad letterboxed images with.

@@ -12,7 +12,7 @@ use std::path::Path;
 use prost::Message as _;
 use tract_onnx::pb::{self, tensor_proto::DataType, type_proto};
 
-use super::backend::backend;
+use super::backend::{BackendKind, backend};
 use super::{ErrorKind, InferError, Tensor};
 
 /// A model input or output as the model declares it; `None` is a dynamic dimension.
@@ -277,17 +277,23 @@ impl Model {
     pub fn session(&self, options: &SessionOptions) -> Result<Session, InferError> {
         let backend = backend().map_err(|e| self.error(ErrorKind::Runtime, e))?;
         let runtime = |e: ort::Error| self.error(ErrorKind::Runtime, e.to_string());
-        let inner = ort::session::Session::builder(backend.environment())
+        let mut builder = ort::session::Session::builder(backend.environment())
             .map_err(runtime)?
             .with_intra_threads(options.intra_threads)
-            .map_err(|e| runtime(e.into()))?
-            .commit_from_memory(&self.to_bytes())
-            .map_err(|e| {
-                self.error(
-                    ErrorKind::InvalidEncoding,
-                    format!("the {} backend cannot load the model: {e}", backend.kind),
-                )
-            })?;
+            .map_err(|e| runtime(e.into()))?;
+        if backend.kind == BackendKind::OnnxRuntime {
+            // Idle worker threads would spin for a while after each run, taking the cores
+            // from the host's other sessions and plugins (an edge device has few).
+            builder = builder
+                .with_intra_op_spinning(false)
+                .map_err(|e| runtime(e.into()))?;
+        }
+        let inner = builder.commit_from_memory(&self.to_bytes()).map_err(|e| {
+            self.error(
+                ErrorKind::InvalidEncoding,
+                format!("the {} backend cannot load the model: {e}", backend.kind),
+            )
+        })?;
         Ok(Session {
             model: self.name.clone(),
             inputs: self.inputs.clone(),

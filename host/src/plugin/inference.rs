@@ -58,7 +58,10 @@ impl HostState {
         }
     }
 
-    fn take_tensors(&mut self, named: Vec<NamedTensor>) -> wasmtime::Result<Vec<(String, Tensor)>> {
+    pub(crate) fn take_tensors(
+        &mut self,
+        named: Vec<NamedTensor>,
+    ) -> wasmtime::Result<Vec<(String, Tensor)>> {
         named
             .into_iter()
             .map(|NamedTensor { name, tensor }| {
@@ -69,7 +72,7 @@ impl HostState {
             .collect()
     }
 
-    fn push_tensors(
+    pub(crate) fn push_tensors(
         &mut self,
         tensors: Vec<(String, Tensor)>,
     ) -> wasmtime::Result<Result<Vec<NamedTensor>, Resource<InferError>>> {

@@ -10,7 +10,7 @@ use super::error::PluginError;
 use super::host::HostState;
 use super::inference::Dataset;
 use super::instance::{Plugin, World};
-use crate::infer::{Frame, Sample};
+use crate::infer::{Frame, Sample, Tensor};
 
 mod hem_bindings {
     wasmtime::component::bindgen!({
@@ -253,6 +253,28 @@ impl Plugin<Estimator> {
                 s.data_mut().table.delete(valid)?;
             }
             answer
+        })
+    }
+
+    /// The trainable weights (the model's `sedna.trainable`), by name.
+    pub fn get_weights(&self) -> Result<Vec<(String, Tensor)>, PluginError> {
+        self.call_refusable("get-weights", |b, s| {
+            match b.sedna_plugin_estimation().call_get_weights(&mut *s)? {
+                Ok(named) => Ok(Ok(s.data_mut().take_tensors(named)?)),
+                Err(why) => Ok(Err(why)),
+            }
+        })
+    }
+
+    /// Replaces weights by name (same shapes); the estimator predicts with them next.
+    pub fn set_weights(&self, weights: Vec<(String, Tensor)>) -> Result<(), PluginError> {
+        self.call_refusable("set-weights", |b, s| {
+            let named = match s.data_mut().push_tensors(weights)? {
+                Ok(named) => named,
+                Err(error) => return Ok(Err(s.data_mut().table.delete(error)?.to_string())),
+            };
+            b.sedna_plugin_estimation()
+                .call_set_weights(&mut *s, &named)
         })
     }
 
