@@ -2,6 +2,7 @@
 
 mod plugin;
 mod predict;
+mod run;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -31,6 +32,11 @@ enum Command {
     /// Inspect, validate and store plugins (WebAssembly components).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run an incremental-learning job from its YAML (Dataset, Model,
+    /// IncrementalLearningJob) in this process: no cluster needed.
+    Run(run::Run),
+    /// Show a job's round, samples, deployed model, metrics and recent conditions.
+    Status(run::Status),
     /// Run an estimator on images and print one prediction per line (the input
     /// `sedna plugin test` reads).
     Predict(predict::Predict),
@@ -102,6 +108,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugin(command) => command.run(&context),
         Command::Predict(predict) => predict.run(&context),
+        Command::Run(run) => run.run(&context),
+        Command::Status(status) => status.run(&context),
         Command::Doctor => doctor(&context),
     };
     match result {

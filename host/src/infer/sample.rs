@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 /// One labelled sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
@@ -11,7 +13,8 @@ pub struct Sample {
     pub label: Label,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Label {
     /// Boxes `[x1, y1, x2, y2]` with a class index each.
     Boxes(Vec<([f32; 4], u32)>),

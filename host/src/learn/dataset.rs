@@ -76,6 +76,10 @@ impl DatasetMonitor {
         }
     }
 
+    pub fn index(&self) -> &Path {
+        &self.index
+    }
+
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
     }

@@ -1,5 +1,10 @@
-//! The learning loop: dataset monitor, triggers, the train/eval/deploy round.
+//! The learning loop: dataset monitor, triggers, the train/eval/deploy round and its
+//! persisted state.
 
 pub mod dataset;
+pub mod job;
 pub mod split;
+pub mod state;
 pub mod trigger;
+
+pub use job::{Checked, LocalJob, RoundReport};

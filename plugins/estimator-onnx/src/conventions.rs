@@ -172,6 +172,15 @@ impl Conventions {
             }
         };
 
+        let (h_at, w_at) = if nhwc { (1, 2) } else { (2, 3) };
+        let fixed = |at: usize| declared.get(at).copied().flatten();
+        if fixed(h_at).is_some_and(|h| h != height) || fixed(w_at).is_some_and(|w| w != width) {
+            return Err(format!(
+                "`input_shape` {height},{width} does not fit the model's input `{input}` {}: use its size or leave `input_shape` out",
+                shape(declared)
+            ));
+        }
+
         let channels = |key: &str, default: f32| -> Result<[f32; 3], String> {
             let Some(text) = setting(key) else {
                 return Ok([default; 3]);
@@ -251,6 +260,14 @@ fn port(named: Option<String>, ports: &[Port], what: &str) -> Result<String, Str
             .map(|n| n.to_string())
             .ok_or_else(|| format!("the model has no {what}")),
     }
+}
+
+fn shape(dims: &[Option<u32>]) -> String {
+    let dims: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".into(), |d| d.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
 }
 
 /// Sedna's `input_shape`: `height,width`.
@@ -333,7 +350,7 @@ mod tests {
             ],
             &[
                 ("class_names", "x,y,z"),
-                ("input_shape", "320,320"),
+                ("input_shape", "352,640"),
                 ("obj_threshold", "0.5"),
                 ("epochs", "3"),
             ],
@@ -342,7 +359,7 @@ mod tests {
         assert_eq!(c.class_names, ["x", "y", "z"]);
         assert_eq!(
             (c.height, c.width, c.obj_threshold, c.epochs, c.head),
-            (320, 320, 0.5, 3, Head::YoloV8)
+            (352, 640, 0.5, 3, Head::YoloV8)
         );
     }
 
@@ -357,6 +374,11 @@ mod tests {
         assert!(e.contains("class_names"), "{e}");
         let e = resolve(DETECTOR, &[("input_shape", "640")]).unwrap_err();
         assert!(e.contains("height,width"), "{e}");
+        let e = resolve(DETECTOR, &[("input_shape", "320,320")]).unwrap_err();
+        assert!(
+            e.contains("does not fit the model's input `images` [1, 3, 352, 640]"),
+            "{e}"
+        );
         let e = resolve(DETECTOR, &[("head", "softmax")]).unwrap_err();
         assert!(e.contains("does not fit task `detection`"), "{e}");
         let e = resolve(DETECTOR, &[("output", "boxes")]).unwrap_err();

@@ -1,0 +1,528 @@
+//! An incremental-learning job in one process: `sedna run job.yaml`.
+//!
+//! Each check reads what was appended to the data index, counts it towards the train
+//! trigger and, when the trigger fires, runs a round: train (fine-tune the deployed
+//! model on the new training samples), eval (the new and the deployed model on the same
+//! evaluation set), deploy (the deploy trigger on the new metrics and their `_delta`
+//! against the deployed model). Every stage writes its files under a temporary name and
+//! records its end in the state database, so a killed process resumes where it stopped.
+//!
+//! Output under `outputDir`: `data/train/<round>/{train,eval}.txt`, `train/<round>/`
+//! (`model.onnx`, `report.json`), `eval/<round>/metrics.json`, `state.db`; the deployed
+//! model goes to the deploy `Model`'s `url`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use super::dataset::{DatasetMonitor, Label, Sample};
+use super::split::{EvalSets, split};
+use super::state::{JobState, Stage};
+use super::trigger::{ClockTime, Decision, Trigger};
+use crate::api::{IncrementalLearningJob, KeyValue, Resources};
+use crate::plugin::{
+    DirGrant, Estimator, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Source,
+};
+
+/// The estimator a job uses unless its train template's `env` names one (`estimator`).
+pub const DEFAULT_ESTIMATOR: &str = "ONNX";
+/// The metrics the built-in estimator reports per class: a trigger must index them.
+pub const PER_CLASS_METRICS: &[&str] = &["precision", "recall", "f1_score", "ap"];
+/// How long one estimator call (a whole training) may take.
+const ESTIMATOR_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// Memory an estimator instance may use (its features cache lives there).
+const ESTIMATOR_MEMORY: u64 = 2 << 30;
+/// Where the job's output directory appears inside the estimator.
+const GUEST_OUTPUT: &str = "/out";
+
+/// What one check did.
+#[derive(Debug)]
+pub enum Checked {
+    /// The train trigger did not fire: the samples waiting and why.
+    Waiting { pending: u64, decision: Decision },
+    /// A round ran to its end.
+    Round(RoundReport),
+}
+
+/// One finished round.
+#[derive(Debug)]
+pub struct RoundReport {
+    pub round: u64,
+    pub loss: Vec<f64>,
+    pub new: Vec<Metric>,
+    pub deployed_before: Vec<Metric>,
+    pub deployed: bool,
+    pub reasons: Vec<String>,
+}
+
+pub struct LocalJob {
+    name: String,
+    train_prob: f64,
+    initial_model: PathBuf,
+    deploy_model: PathBuf,
+    output: PathBuf,
+    state: JobState,
+    monitor: DatasetMonitor,
+    train_trigger: Trigger,
+    deploy_trigger: Trigger,
+    period: Duration,
+    runtime: Runtime,
+    estimator: Source,
+    train_params: Vec<Param>,
+    eval_params: Vec<Param>,
+}
+
+fn params(values: &[KeyValue]) -> Vec<Param> {
+    values
+        .iter()
+        .map(|kv| Param {
+            key: kv.key.clone(),
+            value: kv.value.clone(),
+        })
+        .collect()
+}
+
+impl LocalJob {
+    /// Prepares the job `name` (or the only one) from checked resources: resolves its
+    /// models, dataset and estimator, checks its triggers, opens its state.
+    pub fn open(
+        resources: &Resources,
+        name: Option<&str>,
+        runtime: &Runtime,
+        store: &PluginStore,
+    ) -> anyhow::Result<Self> {
+        let job = pick(resources, name)?;
+        let spec = &job.spec;
+        let job_name = job.metadata.name.clone();
+        let what = |field: &str| format!("IncrementalLearningJob {job_name}, field `{field}`");
+        let model_file = |model_name: &str, field: &str| -> anyhow::Result<PathBuf> {
+            let model = resources
+                .models
+                .iter()
+                .find(|m| m.metadata.name == model_name)
+                .expect("references are checked at load");
+            let path = PathBuf::from(&model.spec.url);
+            if path.is_dir() {
+                bail!(
+                    "{}: Model {model_name} points at the directory {}: point its `spec.url` at the .onnx file",
+                    what(field),
+                    path.display()
+                );
+            }
+            Ok(path)
+        };
+        let initial_model = model_file(&spec.initial_model.name, "spec.initialModel")?;
+        if !initial_model.is_file() {
+            bail!(
+                "{}: the initial model {} does not exist",
+                what("spec.initialModel"),
+                initial_model.display()
+            );
+        }
+        let deploy_model = model_file(&spec.deploy_spec.model.name, "spec.deploySpec.model")?;
+        let dataset = resources
+            .datasets
+            .iter()
+            .find(|d| d.metadata.name == spec.dataset.name)
+            .expect("references are checked at load");
+
+        let train = &spec.train_spec.trigger;
+        let train_trigger = Trigger {
+            timer: train.timer,
+            conditions: vec![train.condition.clone()],
+            plugins: Vec::new(),
+        };
+        let deploy_trigger = Trigger {
+            timer: None,
+            conditions: vec![spec.deploy_spec.trigger.condition.clone()],
+            plugins: Vec::new(),
+        };
+        let per_class: Vec<String> = PER_CLASS_METRICS
+            .iter()
+            .flat_map(|m| [m.to_string(), format!("{m}_delta")])
+            .collect();
+        let per_class: Vec<&str> = per_class.iter().map(String::as_str).collect();
+        train_trigger
+            .validate(&[])
+            .map_err(|e| anyhow::anyhow!("{}: {e}", what("spec.trainSpec.trigger")))?;
+        deploy_trigger.validate(&per_class).map_err(|e| {
+            anyhow::anyhow!("{}: {e}", what("spec.deploySpec.trigger.condition.metric"))
+        })?;
+
+        let train_params = params(&spec.train_spec.template.parameters());
+        let estimator_name = train_params
+            .iter()
+            .rev()
+            .find(|p| p.key == "estimator")
+            .map_or(DEFAULT_ESTIMATOR, |p| p.value.as_str());
+        let estimator = store
+            .resolve(estimator_name)
+            .with_context(|| what("spec.trainSpec env `estimator`"))?;
+
+        let output = PathBuf::from(&spec.output_dir);
+        std::fs::create_dir_all(&output).with_context(|| {
+            format!(
+                "{}: cannot create {}",
+                what("spec.outputDir"),
+                output.display()
+            )
+        })?;
+        let state = JobState::open(&output.join("state.db"))?;
+        let monitor =
+            DatasetMonitor::resume(&dataset.spec.url, dataset.spec.format, state.cursor()?);
+        Ok(LocalJob {
+            name: job_name,
+            train_prob: spec.dataset.train_prob,
+            initial_model,
+            deploy_model,
+            output,
+            state,
+            monitor,
+            train_trigger,
+            deploy_trigger,
+            period: Duration::from_secs(train.check_period_seconds.max(1)),
+            runtime: runtime.clone(),
+            estimator,
+            train_params,
+            eval_params: params(&spec.eval_spec.template.parameters()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How often the job checks its dataset and trigger (`checkPeriodSeconds`).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    pub fn state(&self) -> &JobState {
+        &self.state
+    }
+
+    /// The model training starts from and inference serves: the last deployed one.
+    pub fn serving_model(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .state
+            .deployed()?
+            .unwrap_or_else(|| self.initial_model.clone()))
+    }
+
+    /// One check at local time `now`: finishes an interrupted round, reads new samples,
+    /// evaluates the train trigger and runs a round when it fires.
+    pub fn check(&mut self, now: ClockTime) -> anyhow::Result<Checked> {
+        if let Some((round, stage)) = self.state.in_progress()? {
+            tracing::info!(job = %self.name, round, "resuming round {round} at {}", stage.name());
+            return Ok(Checked::Round(self.run_round(round, stage, now)?));
+        }
+        let read = self
+            .monitor
+            .check()
+            .with_context(|| format!("cannot read the data index {}", self.monitor_index()))?;
+        if read.rescanned {
+            tracing::warn!(job = %self.name, "the data index was truncated or replaced: read again from its start");
+        }
+        for rejected in read.rejected.iter().take(3) {
+            tracing::warn!(job = %self.name, "{}:{}: {}", self.monitor_index(), rejected.line, rejected.reason);
+        }
+        if !read.rejected.is_empty() {
+            let lines: Vec<String> = read
+                .rejected
+                .iter()
+                .take(10)
+                .map(|r| r.line.to_string())
+                .collect();
+            self.state.record_condition(
+                self.state.round()?,
+                "Train",
+                "Waiting",
+                &format!(
+                    "{} lines of the data index are not samples (lines {})",
+                    read.rejected.len(),
+                    lines.join(", ")
+                ),
+            )?;
+        }
+        self.state
+            .add_samples(&read.samples, self.monitor.cursor())?;
+
+        let pending = self.state.pending()?;
+        let stats = [Metric {
+            name: "num_of_samples".into(),
+            values: vec![pending.len() as f64],
+        }];
+        let decision = self.train_trigger.evaluate(&stats, now);
+        if !decision.fire {
+            return Ok(Checked::Waiting {
+                pending: pending.len() as u64,
+                decision,
+            });
+        }
+        let round = self.state.round()? + 1;
+        let (train, eval) = split(pending, self.train_prob, round);
+        self.write_split(round, &train, &eval)?;
+        self.state.start_round(round, &train, &eval)?;
+        self.state
+            .record_condition(round, "Train", "Running", &decision.reasons.join("; "))?;
+        Ok(Checked::Round(self.run_round(round, Stage::Train, now)?))
+    }
+
+    fn monitor_index(&self) -> String {
+        self.monitor.index().display().to_string()
+    }
+
+    fn run_round(
+        &mut self,
+        round: u64,
+        from: Stage,
+        now: ClockTime,
+    ) -> anyhow::Result<RoundReport> {
+        let result = self.stages(round, from, now);
+        if let Err(e) = &result {
+            let stage = self.state.in_progress()?.map_or("Train", |(_, s)| s.name());
+            self.state
+                .record_condition(round, stage, "Failed", &format!("{e:#}"))?;
+        }
+        result
+    }
+
+    fn stages(&mut self, round: u64, from: Stage, now: ClockTime) -> anyhow::Result<RoundReport> {
+        let model_path = self.output.join(format!("train/{round}/model.onnx"));
+        let mut loss = Vec::new();
+        if from == Stage::Train {
+            let train: Arc<[Sample]> = self.state.round_samples(round, "train")?.into();
+            let estimator = self.estimator(&self.train_params, &self.serving_model()?)?;
+            let report = estimator.train(&train, None)?;
+            std::fs::create_dir_all(model_path.parent().unwrap())?;
+            estimator.save(&format!("{GUEST_OUTPUT}/train/{round}/model.onnx"))?;
+            write_json(
+                &self.output.join(format!("train/{round}/report.json")),
+                &metrics_json(&report),
+            )?;
+            loss = report
+                .iter()
+                .find(|m| m.name == "loss")
+                .map(|m| m.values.clone())
+                .unwrap_or_default();
+            self.state.record_metrics(round, "train", &report)?;
+            self.state.set_stage(Some(Stage::Eval))?;
+            self.state.record_condition(
+                round,
+                "Train",
+                "Completed",
+                &format!("{} samples, loss per epoch {loss:?}", train.len()),
+            )?;
+        }
+        let (new, old) = if from != Stage::Deploy {
+            let eval = self.eval_set(round)?;
+            let new = self
+                .estimator(&self.eval_params, &model_path)?
+                .evaluate(&eval)?;
+            let old = self
+                .estimator(&self.eval_params, &self.serving_model()?)?
+                .evaluate(&eval)?;
+            let report = serde_json::json!({
+                "samples": eval.len(),
+                "new": metrics_json(&new),
+                "deployed": metrics_json(&old),
+            });
+            write_json(
+                &self.output.join(format!("eval/{round}/metrics.json")),
+                &report,
+            )?;
+            self.state.record_metrics(round, "new", &new)?;
+            self.state.record_metrics(round, "deployed", &old)?;
+            self.state.set_stage(Some(Stage::Deploy))?;
+            self.state.record_condition(
+                round,
+                "Eval",
+                "Completed",
+                &format!("{} samples", eval.len()),
+            )?;
+            (new, old)
+        } else {
+            (
+                self.state.metrics(round, "new")?,
+                self.state.metrics(round, "deployed")?,
+            )
+        };
+
+        let mut stats = new.clone();
+        stats.extend(deltas(&new, &old));
+        let decision = self.deploy_trigger.evaluate(&stats, now);
+        let deployed = if decision.fire {
+            copy_atomically(&model_path, &self.deploy_model)?;
+            Some(self.deploy_model.clone())
+        } else {
+            None
+        };
+        self.state.finish_round(deployed.as_deref())?;
+        let outcome = if deployed.is_some() {
+            "deployed"
+        } else {
+            "not deployed"
+        };
+        self.state.record_condition(
+            round,
+            "Deploy",
+            "Completed",
+            &format!("{outcome}: {}", decision.reasons.join("; ")),
+        )?;
+        Ok(RoundReport {
+            round,
+            loss,
+            new,
+            deployed_before: old,
+            deployed: deployed.is_some(),
+            reasons: decision.reasons,
+        })
+    }
+
+    /// The evaluation sets of the last rounds up to `round`, without duplicates.
+    fn eval_set(&self, round: u64) -> anyhow::Result<Arc<[Sample]>> {
+        let mut sets = EvalSets::default();
+        let first = round
+            .saturating_sub(super::split::EVAL_SETS_KEPT as u64 - 1)
+            .max(1);
+        for r in first..=round {
+            sets.add(r, self.state.round_samples(r, "eval")?);
+        }
+        Ok(sets.samples().cloned().collect())
+    }
+
+    /// An estimator on `model`, allowed to write into the job's output directory.
+    fn estimator(&self, params: &[Param], model: &Path) -> anyhow::Result<Plugin<Estimator>> {
+        let mut params = params.to_vec();
+        params.push(Param {
+            key: "model_url".into(),
+            value: "model".into(),
+        });
+        let sandbox = Sandbox {
+            deadline: ESTIMATOR_DEADLINE,
+            memory: ESTIMATOR_MEMORY,
+            models: vec![("model".into(), model.to_path_buf())],
+            dirs: vec![DirGrant {
+                host_path: self.output.clone(),
+                guest_path: GUEST_OUTPUT.into(),
+                writable: true,
+            }],
+            ..Sandbox::default()
+        };
+        Ok(Plugin::<Estimator>::load(
+            &self.runtime,
+            &self.estimator,
+            params,
+            sandbox,
+        )?)
+    }
+
+    fn write_split(&self, round: u64, train: &[Sample], eval: &[Sample]) -> anyhow::Result<()> {
+        let dir = self.output.join(format!("data/train/{round}"));
+        std::fs::create_dir_all(&dir)?;
+        for (name, samples) in [("train.txt", train), ("eval.txt", eval)] {
+            let text: String = samples
+                .iter()
+                .map(|s| format!("{}\n", index_line(s)))
+                .collect();
+            write_atomically(&dir.join(name), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// The job called `name`, or the only one.
+fn pick<'a>(
+    resources: &'a Resources,
+    name: Option<&str>,
+) -> anyhow::Result<&'a IncrementalLearningJob> {
+    let names: Vec<&str> = resources
+        .jobs
+        .iter()
+        .map(|j| j.metadata.name.as_str())
+        .collect();
+    match name {
+        Some(name) => resources
+            .jobs
+            .iter()
+            .find(|j| j.metadata.name == name)
+            .with_context(|| {
+                format!(
+                    "no IncrementalLearningJob named {name} (the files hold: {})",
+                    names.join(", ")
+                )
+            }),
+        None => match resources.jobs.as_slice() {
+            [job] => Ok(job),
+            [] => bail!("the files hold no IncrementalLearningJob"),
+            _ => bail!(
+                "the files hold several jobs ({}): choose one with --job",
+                names.join(", ")
+            ),
+        },
+    }
+}
+
+/// `new - deployed` for every metric both have, element by element, as `<name>_delta`.
+pub fn deltas(new: &[Metric], deployed: &[Metric]) -> Vec<Metric> {
+    new.iter()
+        .filter_map(|n| {
+            let d = deployed.iter().find(|d| d.name == n.name)?;
+            (n.values.len() == d.values.len()).then(|| Metric {
+                name: format!("{}_delta", n.name),
+                values: n.values.iter().zip(&d.values).map(|(a, b)| a - b).collect(),
+            })
+        })
+        .collect()
+}
+
+fn metrics_json(metrics: &[Metric]) -> serde_json::Value {
+    let map: BTreeMap<&str, &Vec<f64>> = metrics
+        .iter()
+        .map(|m| (m.name.as_str(), &m.values))
+        .collect();
+    serde_json::json!(map)
+}
+
+/// A sample as a Sedna `txt` index line (absolute image path).
+fn index_line(sample: &Sample) -> String {
+    let image = sample.image.display();
+    match &sample.label {
+        Label::Class(class) => format!("{image} {class}"),
+        Label::Boxes(boxes) => {
+            let boxes: Vec<String> = boxes
+                .iter()
+                .map(|([x1, y1, x2, y2], c)| format!("{x1},{y1},{x2},{y2},{c}"))
+                .collect();
+            format!("{image} {}", boxes.join(" "))
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    write_atomically(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
+/// Writes a temporary file beside `path`, syncs it, then renames it over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn copy_atomically(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    write_atomically(to, &bytes)
+}

@@ -1,0 +1,272 @@
+//! `sedna run` and `sedna status` on a real job: a colour classifier, a data index that
+//! grows between checks, train/eval/deploy, and a round that fails and resumes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::models;
+
+struct Job {
+    dir: tempfile::TempDir,
+    index: PathBuf,
+    yaml: PathBuf,
+    next_seed: u64,
+}
+
+impl Job {
+    fn new(train_env: &[(&str, &str)], deploy_metric: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::create_dir_all(root.join("models")).unwrap();
+        models::classifier()
+            .save(&root.join("models/base.onnx"))
+            .unwrap();
+        let index = root.join("data/index.txt");
+        std::fs::write(&index, "# colour samples\n").unwrap();
+        let env: String = train_env
+            .iter()
+            .map(|(k, v)| format!("\n              - name: {k}\n                value: \"{v}\""))
+            .collect();
+        let yaml = format!(
+            r#"apiVersion: sedna.io/v1alpha1
+kind: Dataset
+metadata: {{name: colours}}
+spec: {{url: "{root}/data/index.txt", format: txt, nodeName: edge}}
+---
+apiVersion: sedna.io/v1alpha1
+kind: Model
+metadata: {{name: base}}
+spec: {{url: "{root}/models/base.onnx", format: onnx}}
+---
+apiVersion: sedna.io/v1alpha1
+kind: Model
+metadata: {{name: deployed}}
+spec: {{url: "{root}/deploy/model.onnx", format: onnx}}
+---
+apiVersion: sedna.io/v1alpha1
+kind: IncrementalLearningJob
+metadata: {{name: colour-job}}
+spec:
+  initialModel: {{name: base}}
+  dataset: {{name: colours, trainProb: 0.75}}
+  trainSpec:
+    template:
+      spec:
+        containers:
+          - name: train
+            image: ignored
+            env:{env}
+    trigger:
+      checkPeriodSeconds: 1
+      condition: {{operator: ">", threshold: 20, metric: num_of_samples}}
+  evalSpec:
+    template: {{spec: {{containers: [{{name: eval, image: ignored}}]}}}}
+  deploySpec:
+    model: {{name: deployed, hotUpdateEnabled: true}}
+    trigger:
+      condition: {{operator: ">", threshold: 0.2, metric: "{deploy_metric}"}}
+    hardExampleMining: {{name: IBT}}
+    template: {{spec: {{containers: [{{name: infer, image: ignored}}]}}}}
+  outputDir: "{root}/out"
+"#,
+            root = root.display()
+        );
+        let path = root.join("job.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        Job {
+            dir,
+            index,
+            yaml: path,
+            next_seed: 0,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Appends `count` labelled lines (and their images) to the data index.
+    fn append(&mut self, count: u64, extra: &str) {
+        let samples = models::colour_samples(&self.root().join("data"), self.next_seed, count);
+        self.next_seed += count;
+        let mut text = std::fs::read_to_string(&self.index).unwrap();
+        for s in samples.iter() {
+            let sedna::infer::Label::Class(class) = &s.label else {
+                unreachable!()
+            };
+            text.push_str(&format!(
+                "{} {class}\n",
+                s.image.file_name().unwrap().to_string_lossy()
+            ));
+        }
+        text.push_str(extra);
+        std::fs::write(&self.index, text).unwrap();
+    }
+
+    fn sedna(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sedna"))
+            .args(args)
+            .env("SEDNA_HOME", self.root().join("home"))
+            .env("SEDNA_LOG", "sedna=info")
+            .output()
+            .unwrap()
+    }
+
+    fn run_once(&self) -> Output {
+        self.sedna(&["run", self.yaml.to_str().unwrap(), "--once"])
+    }
+
+    fn status(&self) -> String {
+        let out = self.sedna(&["status", self.yaml.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+const TRAIN_ENV: &[(&str, &str)] = &[
+    ("epochs", "20"),
+    ("learning_rate", "0.5"),
+    ("batch_size", "4"),
+];
+
+#[test]
+fn a_job_waits_for_its_trigger_then_trains_evaluates_and_deploys() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    job.append(12, "");
+    let out = job.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("12 new samples; not training"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!job.root().join("out/train/1").exists());
+
+    // 20 more (32 > 20), plus a blank line, a comment and a malformed line.
+    job.append(20, "\n# labelled later\nno-such-image.png red\n");
+    let out = job.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("round 1: deployed"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out_dir = job.root().join("out");
+    assert_eq!(
+        lines(&out_dir.join("data/train/1/train.txt")),
+        24,
+        "trainProb 0.75 of 32"
+    );
+    assert_eq!(lines(&out_dir.join("data/train/1/eval.txt")), 8);
+    sedna::infer::Model::load(&out_dir.join("train/1/model.onnx")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("train/1/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["loss"].as_array().unwrap().len(), 20);
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("eval/1/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let (new, old) = (
+        metrics["new"]["accuracy"][0].as_f64().unwrap(),
+        metrics["deployed"]["accuracy"][0].as_f64().unwrap(),
+    );
+    assert!(new > old + 0.2, "accuracy {old} -> {new}");
+    assert_eq!(
+        std::fs::read(out_dir.join("train/1/model.onnx")).unwrap(),
+        std::fs::read(job.root().join("deploy/model.onnx")).unwrap(),
+        "the deploy model is the trained one"
+    );
+
+    let status = job.status();
+    assert!(status.contains("round:     1"), "{status}");
+    assert!(
+        status.contains("samples:   0 waiting, 32 used in rounds"),
+        "{status}"
+    );
+    assert!(status.contains("deploy/model.onnx"), "{status}");
+    assert!(
+        status.contains("lines of the data index are not samples"),
+        "{status}"
+    );
+    assert!(status.contains("Deploy Completed: deployed"), "{status}");
+
+    // Nothing new: the next check waits, and no sample is counted twice.
+    let out = job.run_once();
+    assert!(
+        text(&out.stderr).contains("0 new samples; not training"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failed_round_is_recorded_and_resumes_with_the_same_samples() {
+    let mut job = Job::new(&[("epochs", "0")], "accuracy_delta");
+    job.append(24, "");
+    let out = job.run_once();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("parameter `epochs` is \"0\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let status = job.status();
+    assert!(status.contains("running:   round 1, Train"), "{status}");
+    assert!(status.contains("Train Failed"), "{status}");
+
+    // The user fixes the job; the next run finishes round 1 on the samples it had.
+    let fixed = std::fs::read_to_string(&job.yaml).unwrap().replace(
+        "- name: epochs\n                value: \"0\"",
+        "- name: epochs\n                value: \"20\"\n              - name: learning_rate\n                value: \"0.5\"",
+    );
+    std::fs::write(&job.yaml, fixed).unwrap();
+    let out = job.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming round 1 at Train"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("round 1: deployed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(lines(&job.root().join("out/data/train/1/train.txt")), 18);
+    assert!(
+        job.status()
+            .contains("samples:   0 waiting, 24 used in rounds")
+    );
+}
+
+#[test]
+fn a_per_class_metric_without_an_index_is_refused_before_anything_runs() {
+    let job = Job::new(TRAIN_ENV, "precision_delta");
+    let out = job.run_once();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("spec.deploySpec.trigger.condition.metric"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`precision_delta[index]`"), "{stderr}");
+    assert!(!job.root().join("out/state.db").exists(), "nothing ran");
+
+    let indexed = Job::new(TRAIN_ENV, "precision_delta[1]");
+    let out = indexed.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
