@@ -119,6 +119,11 @@ spec:
         self.sedna(&["run", self.yaml.to_str().unwrap(), "--once"])
     }
 
+    /// `sedna status`, or nothing while the job has not started.
+    fn status_if_started(&self) -> String {
+        text(&self.sedna(&["status", self.yaml.to_str().unwrap()]).stdout)
+    }
+
     fn status(&self) -> String {
         let out = self.sedna(&["status", self.yaml.to_str().unwrap()]);
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -269,4 +274,38 @@ fn a_per_class_metric_without_an_index_is_refused_before_anything_runs() {
     let indexed = Job::new(TRAIN_ENV, "precision_delta[1]");
     let out = indexed.run_once();
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
+    // Enough samples and epochs that training lasts a second or so: the kill lands in it.
+    let mut job = Job::new(&[("epochs", "10000"), ("learning_rate", "0.5")], "accuracy_delta");
+    job.append(1000, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
+        .args(["run", job.yaml.to_str().unwrap()])
+        .env("SEDNA_HOME", job.root().join("home"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no chance to tidy up) once round 1 is training.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !job.status_if_started().contains("running:   round 1, Train") {
+        assert!(std::time::Instant::now() < deadline, "round 1 never started training");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!job.root().join("deploy/model.onnx").exists());
+
+    job.append(3, "");
+    let out = job.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("resuming round 1 at Train"), "{}", text(&out.stderr));
+    sedna::infer::Model::load(&job.root().join("deploy/model.onnx")).unwrap();
+    assert_eq!(lines(&job.root().join("out/data/train/1/train.txt")), 750);
+    // The 3 appended after the kill wait for the next round: none lost, none counted twice.
+    let out = job.run_once();
+    assert!(text(&out.stderr).contains("3 new samples; not training"), "{}", text(&out.stderr));
+    assert!(job.status().contains("samples:   3 waiting, 1000 used in rounds"));
 }
