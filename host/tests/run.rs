@@ -279,7 +279,10 @@ fn a_per_class_metric_without_an_index_is_refused_before_anything_runs() {
 #[test]
 fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
     // Enough samples and epochs that training lasts a second or so: the kill lands in it.
-    let mut job = Job::new(&[("epochs", "10000"), ("learning_rate", "0.5")], "accuracy_delta");
+    let mut job = Job::new(
+        &[("epochs", "10000"), ("learning_rate", "0.5")],
+        "accuracy_delta",
+    );
     job.append(1000, "");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
         .args(["run", job.yaml.to_str().unwrap()])
@@ -290,8 +293,14 @@ fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
         .unwrap();
     // Kill it (SIGKILL: no chance to tidy up) once round 1 is training.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !job.status_if_started().contains("running:   round 1, Train") {
-        assert!(std::time::Instant::now() < deadline, "round 1 never started training");
+    while !job
+        .status_if_started()
+        .contains("running:   round 1, Train")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "round 1 never started training"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();
@@ -301,11 +310,79 @@ fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
     job.append(3, "");
     let out = job.run_once();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("resuming round 1 at Train"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resuming round 1 at Train"),
+        "{}",
+        text(&out.stderr)
+    );
     sedna::infer::Model::load(&job.root().join("deploy/model.onnx")).unwrap();
     assert_eq!(lines(&job.root().join("out/data/train/1/train.txt")), 750);
     // The 3 appended after the kill wait for the next round: none lost, none counted twice.
     let out = job.run_once();
-    assert!(text(&out.stderr).contains("3 new samples; not training"), "{}", text(&out.stderr));
-    assert!(job.status().contains("samples:   3 waiting, 1000 used in rounds"));
+    assert!(
+        text(&out.stderr).contains("3 new samples; not training"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        job.status()
+            .contains("samples:   3 waiting, 1000 used in rounds")
+    );
+}
+
+#[test]
+fn the_inference_worker_mines_hard_examples_and_swaps_to_the_deployed_model() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let camera = job.root().join("camera");
+    std::fs::create_dir_all(&camera).unwrap();
+    models::colour_samples(&camera, 500, 6);
+    std::fs::write(camera.join("broken.png"), b"not a png").unwrap();
+    let hard_examples = job.root().join("hard");
+    let yaml = std::fs::read_to_string(&job.yaml).unwrap()
+        .replace(
+            "template: {spec: {containers: [{name: infer, image: ignored}]}}",
+            &format!(
+                "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"file://{}\"}}, {{name: HE_SAVED_URL, value: \"{}\"}}]}}]}}}}",
+                camera.display(),
+                hard_examples.display()
+            ),
+        )
+        .replace(
+            "hardExampleMining: {name: IBT}",
+            "hardExampleMining: {name: CrossEntropy, parameters: [{key: threshold_cross_entropy, value: \"1\"}]}",
+        );
+    std::fs::write(&job.yaml, yaml).unwrap();
+    job.append(32, "");
+
+    let out = job.run_once();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("broken.png"),
+        "an unreadable frame is reported: {stderr}"
+    );
+    // Every frame is hard at threshold 1: each is kept as it came, with its prediction.
+    let kept: Vec<String> = std::fs::read_dir(&hard_examples)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    assert_eq!(kept.len(), 6, "{kept:?}");
+    let index = std::fs::read_to_string(hard_examples.join("index.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(index.lines().next().unwrap()).unwrap();
+    assert_eq!(first["width"], 16);
+    assert_eq!(
+        first["prediction"]["class_scores"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The round deployed, and the worker swapped to the new model.
+    assert!(
+        text(&out.stdout).starts_with("round 1: deployed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(stderr.contains("plugin swapped"), "{stderr}");
 }

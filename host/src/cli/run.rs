@@ -11,6 +11,9 @@ use crate::learn::state::JobState;
 use crate::learn::trigger::ClockTime;
 use crate::learn::{Checked, LocalJob};
 
+/// How often the inference worker looks for new images.
+const FEED_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Args)]
 pub struct Run {
     /// YAML files holding the job's Dataset, Model and IncrementalLearningJob resources.
@@ -42,6 +45,26 @@ impl Run {
             job.period(),
             job.state().path().display()
         );
+        let feed = job.take_feed();
+        if let Some((worker, mut source)) = feed {
+            tracing::info!(
+                job = job.name(),
+                "inference on the images in {}",
+                source.dir().display()
+            );
+            if self.once {
+                source.feed(&worker)?;
+            } else {
+                std::thread::spawn(move || {
+                    loop {
+                        if let Err(e) = source.feed(&worker) {
+                            tracing::warn!("cannot read {}: {e}", source.dir().display());
+                        }
+                        std::thread::sleep(FEED_PERIOD);
+                    }
+                });
+            }
+        }
         loop {
             match job.check(ClockTime::now()) {
                 Ok(Checked::Waiting { pending, decision }) => tracing::info!(

@@ -1,5 +1,5 @@
-//! Inference on the host: the ONNX backend, models and sessions, and image
-//! pre-processing. Large data (pixels, tensors, sessions) stays here; plugins hold it by
+//! Inference on the host: the ONNX backend, models and sessions, image pre-processing
+//! and the inference worker. Large data (pixels, tensors, sessions) stays here; plugins hold it by
 //! handle through the `inference` interface.
 
 pub mod backend;
@@ -8,6 +8,7 @@ pub mod image;
 pub mod model;
 pub mod sample;
 pub mod tensor;
+pub mod worker;
 
 pub use backend::{Backend, BackendKind, backend};
 pub use builder::{Attr, ModelBuilder};
@@ -15,6 +16,7 @@ pub use image::{Frame, Layout, Preprocess};
 pub use model::{Model, Session, SessionOptions, ValueSpec};
 pub use sample::{Label, Sample};
 pub use tensor::Tensor;
+pub use worker::{HardExampleStore, ImageDir, InferenceWorker, Outcome};
 
 /// What went wrong, in the categories of the `inference` interface's `error-code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

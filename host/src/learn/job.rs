@@ -23,9 +23,10 @@ use super::dataset::{DatasetMonitor, Label, Sample};
 use super::split::{EvalSets, split};
 use super::state::{JobState, Stage};
 use super::trigger::{ClockTime, Decision, Trigger};
-use crate::api::{IncrementalLearningJob, KeyValue, Resources};
+use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
+use crate::infer::{HardExampleStore, ImageDir, InferenceWorker};
 use crate::plugin::{
-    DirGrant, Estimator, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Source,
+    DirGrant, Estimator, Hem, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source,
 };
 
 /// The estimator a job uses unless its train template's `env` names one (`estimator`).
@@ -74,7 +75,18 @@ pub struct LocalJob {
     estimator: Source,
     train_params: Vec<Param>,
     eval_params: Vec<Param>,
+    inference: Option<Inference>,
 }
+
+/// The job's inference worker and the images it reads (until the caller takes them
+/// to feed the worker on a thread of its own).
+struct Inference {
+    worker: Arc<InferenceWorker>,
+    source: Option<ImageDir>,
+}
+
+/// Hard examples kept on disk before the oldest are deleted.
+const HARD_EXAMPLES_KEPT: usize = 10_000;
 
 fn params(values: &[KeyValue]) -> Vec<Param> {
     values
@@ -174,7 +186,8 @@ impl LocalJob {
         let state = JobState::open(&output.join("state.db"))?;
         let monitor =
             DatasetMonitor::resume(&dataset.spec.url, dataset.spec.format, state.cursor()?);
-        Ok(LocalJob {
+        let deploy_params = params(&spec.deploy_spec.template.parameters());
+        let mut job = LocalJob {
             name: job_name,
             train_prob: spec.dataset.train_prob,
             initial_model,
@@ -189,7 +202,72 @@ impl LocalJob {
             estimator,
             train_params,
             eval_params: params(&spec.eval_spec.template.parameters()),
-        })
+            inference: None,
+        };
+        job.inference =
+            job.inference(&deploy_params, &spec.deploy_spec.hard_example_mining, store)?;
+        Ok(job)
+    }
+
+    /// The inference worker, when the deploy template names its source (`video_url`, a
+    /// directory of images here): the deploy template's parameters, the serving model,
+    /// the job's HEM, hard examples in `HE_SAVED_URL` (else `<outputDir>/hard_examples`).
+    fn inference(
+        &self,
+        deploy_params: &[Param],
+        mining: &api::HardExampleMining,
+        store: &PluginStore,
+    ) -> anyhow::Result<Option<Inference>> {
+        let setting = |key: &str| {
+            deploy_params
+                .iter()
+                .rev()
+                .find(|p| p.key == key)
+                .map(|p| p.value.clone())
+        };
+        let Some(url) = setting("video_url") else {
+            return Ok(None);
+        };
+        let source = PathBuf::from(url.strip_prefix("file://").unwrap_or(&url));
+        if !source.is_dir() {
+            tracing::warn!(
+                job = %self.name,
+                "inference worker not started: `video_url` {} is not a directory of images (video files are not read yet)",
+                source.display()
+            );
+            return Ok(None);
+        }
+        let hem_source = store.resolve(&mining.name).with_context(|| {
+            format!(
+                "IncrementalLearningJob {}, field `spec.deploySpec.hardExampleMining.name`",
+                self.name
+            )
+        })?;
+        let hem = Plugin::<Hem>::load(
+            &self.runtime,
+            &hem_source,
+            params(&mining.parameters),
+            Sandbox::default(),
+        )?;
+        let estimator = self.estimator(deploy_params, &self.serving_model()?)?;
+        let he_dir = setting("HE_SAVED_URL")
+            .map_or_else(|| self.output.join("hard_examples"), PathBuf::from);
+        let worker = InferenceWorker::new(
+            Slot::new(estimator),
+            Slot::new(hem),
+            HardExampleStore::open(&he_dir, HARD_EXAMPLES_KEPT)?,
+        );
+        Ok(Some(Inference {
+            worker: Arc::new(worker),
+            source: Some(ImageDir::new(&source)),
+        }))
+    }
+
+    /// The inference worker (to which deployed models are swapped) and its image source,
+    /// once: the caller feeds the worker, on a thread of its own or between checks.
+    pub fn take_feed(&mut self) -> Option<(Arc<InferenceWorker>, ImageDir)> {
+        let inference = self.inference.as_mut()?;
+        Some((inference.worker.clone(), inference.source.take()?))
     }
 
     pub fn name(&self) -> &str {
@@ -362,6 +440,17 @@ impl LocalJob {
             None
         };
         self.state.finish_round(deployed.as_deref())?;
+        if let (Some(model), Some(inference)) = (&deployed, &self.inference) {
+            // A model that does not load is refused; the worker keeps the one it has.
+            if let Err(e) = inference.worker.swap_model(model) {
+                self.state.record_condition(
+                    round,
+                    "Deploy",
+                    "Failed",
+                    &format!("the worker kept its model: {e}"),
+                )?;
+            }
+        }
         let outcome = if deployed.is_some() {
             "deployed"
         } else {

@@ -45,7 +45,7 @@ pub struct Instance<W: World> {
 /// call runs on a fresh instance, initialised with the same parameters.
 pub struct Plugin<W: World> {
     name: Arc<str>,
-    sha256: String,
+    source: Source,
     runtime: Runtime,
     pre: W::Pre,
     params: Vec<Param>,
@@ -65,7 +65,7 @@ impl<W: World> Plugin<W> {
         let pre = Self::check(runtime, source)?;
         let plugin = Plugin {
             name: source.name.as_str().into(),
-            sha256: source.sha256.clone(),
+            source: source.clone(),
             runtime: runtime.clone(),
             pre,
             params,
@@ -112,7 +112,12 @@ impl<W: World> Plugin<W> {
     }
 
     pub fn sha256(&self) -> &str {
-        &self.sha256
+        &self.source.sha256
+    }
+
+    /// The component this plugin was loaded from (to load it again, with another model).
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     pub fn params(&self) -> &[Param] {

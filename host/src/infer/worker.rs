@@ -1,0 +1,219 @@
+//! The inference worker: frames from a source go through the estimator and the HEM;
+//! hard examples are kept (the raw frame and the prediction as a pre-label) for people
+//! to label. A deployed model is swapped in between two frames, never during one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Frame;
+use crate::plugin::json::prediction_to_json;
+use crate::plugin::{Estimator, Hem, PluginError, Prediction, Sandbox, Slot};
+
+/// What the worker did with one frame.
+#[derive(Debug)]
+pub struct Outcome {
+    pub prediction: Prediction,
+    pub hard: bool,
+}
+
+/// Counters for the job's status.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub frames: AtomicU64,
+    pub hard: AtomicU64,
+    pub failed: AtomicU64,
+    pub swaps: AtomicU64,
+}
+
+pub struct InferenceWorker {
+    estimator: Slot<Estimator>,
+    hem: Slot<Hem>,
+    store: HardExampleStore,
+    pub stats: WorkerStats,
+}
+
+impl InferenceWorker {
+    pub fn new(estimator: Slot<Estimator>, hem: Slot<Hem>, store: HardExampleStore) -> Self {
+        InferenceWorker {
+            estimator,
+            hem,
+            store,
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// Predicts, mines and (when hard) stores one frame. The estimator and HEM versions
+    /// are taken once, so a swap lands between frames.
+    pub fn process(&self, name: &str, frame: &Arc<Frame>) -> Result<Outcome, PluginError> {
+        let (estimator, hem) = (self.estimator.get(), self.hem.get());
+        let result = estimator.predict(frame).and_then(|prediction| {
+            let hard = hem.is_hard_example(&prediction)?;
+            Ok(Outcome { prediction, hard })
+        });
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(outcome) if outcome.hard => {
+                self.stats.hard.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.store.save(name, frame, &outcome.prediction) {
+                    tracing::warn!("cannot keep hard example {name}: {e:#}");
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Loads `model` beside the serving one (same estimator and parameters) and swaps it
+    /// in; a model that does not load is refused and the serving one stays.
+    pub fn swap_model(&self, model: &Path) -> Result<(), PluginError> {
+        let current = self.estimator.get();
+        let source = current.source().clone();
+        let sandbox = Sandbox {
+            models: vec![("model".into(), model.to_path_buf())],
+            ..current.sandbox().clone()
+        };
+        self.estimator
+            .replace_with(&source, current.params().to_vec(), sandbox)?;
+        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn store(&self) -> &HardExampleStore {
+        &self.store
+    }
+}
+
+/// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on) and one JSON
+/// line per example in `index.jsonl` with the prediction as a pre-label. Bounded: past
+/// `capacity` examples, the oldest images are deleted.
+pub struct HardExampleStore {
+    dir: PathBuf,
+    capacity: usize,
+    kept: std::sync::Mutex<std::collections::VecDeque<PathBuf>>,
+}
+
+impl HardExampleStore {
+    pub fn open(dir: &Path, capacity: usize) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut existing: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "png"))
+            .collect();
+        existing.sort();
+        Ok(HardExampleStore {
+            dir: dir.to_path_buf(),
+            capacity: capacity.max(1),
+            kept: std::sync::Mutex::new(existing.into()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn save(&self, name: &str, frame: &Frame, prediction: &Prediction) -> anyhow::Result<()> {
+        let stem: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let image = self.dir.join(format!("{stem}.png"));
+        let mut encoded = std::io::Cursor::new(Vec::new());
+        frame
+            .pixels()
+            .write_to(&mut encoded, image::ImageFormat::Png)?;
+        crate::learn::job::write_atomically(&image, encoded.get_ref())?;
+        let line = serde_json::json!({
+            "image": image.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "width": frame.width(),
+            "height": frame.height(),
+            "prediction": prediction_to_json(prediction),
+        });
+        use std::io::Write as _;
+        let mut index = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("index.jsonl"))?;
+        writeln!(index, "{line}")?;
+        let mut kept = self.kept.lock().unwrap();
+        kept.push_back(image);
+        while kept.len() > self.capacity {
+            if let Some(oldest) = kept.pop_front() {
+                let _ = std::fs::remove_file(oldest);
+            }
+        }
+        Ok(())
+    }
+
+    /// The images kept now.
+    pub fn images(&self) -> Vec<PathBuf> {
+        self.kept.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+/// Frames from a directory of images (PNG, JPEG), in name order; images added later are
+/// picked up by the next call.
+pub struct ImageDir {
+    dir: PathBuf,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl ImageDir {
+    pub fn new(dir: &Path) -> Self {
+        ImageDir {
+            dir: dir.to_path_buf(),
+            seen: Default::default(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The images not returned before, in name order.
+    pub fn new_images(&mut self) -> std::io::Result<Vec<PathBuf>> {
+        let mut fresh: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                    matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                })
+            })
+            .filter(|p| !self.seen.contains(p))
+            .collect();
+        fresh.sort();
+        self.seen.extend(fresh.iter().cloned());
+        Ok(fresh)
+    }
+
+    /// Runs every new image through `worker`; an unreadable image is logged and skipped.
+    pub fn feed(&mut self, worker: &InferenceWorker) -> std::io::Result<usize> {
+        let images = self.new_images()?;
+        for path in &images {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let result = Frame::open(path)
+                .map_err(|e| e.to_string())
+                .and_then(|frame| {
+                    worker
+                        .process(&name, &Arc::new(frame))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = result {
+                tracing::warn!("inference on {}: {e}", path.display());
+            }
+        }
+        Ok(images.len())
+    }
+}
