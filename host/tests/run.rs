@@ -208,6 +208,17 @@ fn a_job_waits_for_its_trigger_then_trains_evaluates_and_deploys() {
         "{status}"
     );
     assert!(status.contains("Deploy Completed: deployed"), "{status}");
+    let out = job.sedna(&["status", job.yaml.to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["round"], 1);
+    assert_eq!(json["samples"]["used"], 32);
+    assert!(
+        json["metrics"]["delta"]["accuracy_delta"][0]
+            .as_f64()
+            .unwrap()
+            > 0.2,
+        "{json}"
+    );
 
     // Nothing new: the next check waits, and no sample is counted twice.
     let out = job.run_once();
@@ -216,6 +227,31 @@ fn a_job_waits_for_its_trigger_then_trains_evaluates_and_deploys() {
         "{}",
         text(&out.stderr)
     );
+
+    // Round 2 starts from the deployed model, which is already right: the delta is below
+    // the threshold and the deployed model stays.
+    job.append(24, "");
+    let out = job.run_once();
+    assert!(
+        text(&out.stdout).starts_with("round 2: not deployed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("eval/2/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        metrics["samples"],
+        8 + 6,
+        "round 2 evaluates on both rounds' eval sets"
+    );
+    assert_eq!(
+        std::fs::read(out_dir.join("train/1/model.onnx")).unwrap(),
+        std::fs::read(job.root().join("deploy/model.onnx")).unwrap(),
+        "round 1's model still serves"
+    );
+    assert!(job.status().contains("round:     2"));
 }
 
 #[test]

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::Context;
 use crate::api;
+use crate::learn::job::deltas;
 use crate::learn::state::JobState;
 use crate::learn::trigger::ClockTime;
 use crate::learn::{Checked, LocalJob};
@@ -103,6 +104,9 @@ pub struct Status {
     files: Vec<PathBuf>,
     #[arg(long)]
     job: Option<String>,
+    /// Print JSON, for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Status {
@@ -119,7 +123,8 @@ impl Status {
                 resources.jobs.len()
             )
         })?;
-        let path = PathBuf::from(&job.spec.output_dir).join("state.db");
+        let output = PathBuf::from(&job.spec.output_dir);
+        let path = output.join("state.db");
         if !path.is_file() {
             anyhow::bail!(
                 "job {} has not run yet (no {})",
@@ -128,28 +133,92 @@ impl Status {
             );
         }
         let state = JobState::open(&path)?;
-        let (pending, used) = state.sample_counts()?;
+        let (waiting, used) = state.sample_counts()?;
+        let round = state.round()?;
+        let metrics = |model: &str| -> anyhow::Result<serde_json::Value> {
+            let metrics = state.metrics(round, model)?;
+            Ok(metrics
+                .iter()
+                .map(|m| (m.name.clone(), serde_json::json!(m.values)))
+                .collect())
+        };
+        let new = state.metrics(round, "new")?;
+        let deployed = state.metrics(round, "deployed")?;
+        let deltas: serde_json::Map<String, serde_json::Value> = deltas(&new, &deployed)
+            .into_iter()
+            .map(|m| (m.name, serde_json::json!(m.values)))
+            .collect();
+        let he_dir = job
+            .spec
+            .deploy_spec
+            .template
+            .parameters()
+            .into_iter()
+            .rev()
+            .find(|p| p.key == "HE_SAVED_URL")
+            .map_or_else(|| output.join("hard_examples"), |p| PathBuf::from(p.value));
+        let hard_examples = std::fs::read_dir(&he_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+                    .count()
+            })
+            .unwrap_or(0);
+        let conditions: Vec<serde_json::Value> = state
+            .conditions()?
+            .iter()
+            .rev()
+            .take(CONDITIONS_SHOWN)
+            .rev()
+            .map(|c| {
+                serde_json::json!({"at": c.at, "round": c.round, "stage": c.stage, "type": c.kind, "message": c.message})
+            })
+            .collect();
+        let status = serde_json::json!({
+            "job": job.metadata.name,
+            "round": round,
+            "running": state.in_progress()?.map(|(round, stage)| serde_json::json!({"round": round, "stage": stage.name()})),
+            "samples": {"waiting": waiting, "used": used},
+            "deployed_model": state.deployed()?,
+            "metrics": {"new": metrics("new")?, "deployed": metrics("deployed")?, "delta": deltas},
+            "hard_examples": hard_examples,
+            "conditions": conditions,
+        });
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         println!("job:       {}", job.metadata.name);
-        println!("round:     {}", state.round()?);
+        println!("round:     {round}");
         if let Some((round, stage)) = state.in_progress()? {
             println!("running:   round {round}, {}", stage.name());
         }
-        println!("samples:   {pending} waiting, {used} used in rounds");
+        println!("samples:   {waiting} waiting, {used} used in rounds");
         match state.deployed()? {
             Some(model) => println!("deployed:  {}", model.display()),
             None => println!("deployed:  the initial model"),
         }
-        let round = state.round()?;
-        for model in ["new", "deployed"] {
-            for metric in state.metrics(round, model)? {
+        println!("hard examples: {hard_examples} in {}", he_dir.display());
+        for (model, metrics) in [("new", &new), ("deployed", &deployed)] {
+            for m in metrics.iter() {
                 println!(
                     "metric:    round {round} {model} {} = {:?}",
-                    metric.name, metric.values
+                    m.name, m.values
                 );
             }
         }
+        for (name, values) in &deltas {
+            println!("metric:    round {round} {name} = {values}");
+        }
         println!("conditions:");
-        for c in state.conditions()?.iter().rev().take(10).rev() {
+        for c in state
+            .conditions()?
+            .iter()
+            .rev()
+            .take(CONDITIONS_SHOWN)
+            .rev()
+        {
             println!(
                 "  {} round {} {} {}: {}",
                 c.at, c.round, c.stage, c.kind, c.message
@@ -158,3 +227,6 @@ impl Status {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+/// Conditions `sedna status` shows, newest last.
+const CONDITIONS_SHOWN: usize = 10;
