@@ -422,3 +422,48 @@ fn the_inference_worker_mines_hard_examples_and_swaps_to_the_deployed_model() {
     );
     assert!(stderr.contains("plugin swapped"), "{stderr}");
 }
+
+#[test]
+fn a_model_written_to_the_deploy_path_from_outside_is_picked_up_by_polling() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let camera = job.root().join("camera");
+    std::fs::create_dir_all(&camera).unwrap();
+    let yaml = std::fs::read_to_string(&job.yaml).unwrap().replace(
+        "template: {spec: {containers: [{name: infer, image: ignored}]}}",
+        &format!(
+            "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"{}\"}}]}}]}}}}",
+            camera.display()
+        ),
+    );
+    std::fs::write(&job.yaml, yaml).unwrap();
+    job.append(4, "");
+    let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let store = sedna::plugin::PluginStore::open(&job.root().join("home")).unwrap();
+    let mut local =
+        sedna::learn::LocalJob::open(&resources, None, common::runtime(), &store).unwrap();
+    assert!(
+        !local.poll_deployed_model().unwrap(),
+        "nothing deployed yet"
+    );
+
+    let deploy = job.root().join("deploy/model.onnx");
+    std::fs::create_dir_all(deploy.parent().unwrap()).unwrap();
+    models::classifier().save(&deploy).unwrap();
+    assert!(
+        local.poll_deployed_model().unwrap(),
+        "a new file is swapped in"
+    );
+    assert!(!local.poll_deployed_model().unwrap(), "once");
+
+    std::fs::write(&deploy, b"half a model").unwrap();
+    assert!(
+        !local.poll_deployed_model().unwrap(),
+        "a bad file is refused"
+    );
+    let status = job.status();
+    assert!(
+        status.contains("changed but the worker kept its model"),
+        "{status}"
+    );
+    assert!(status.contains("now serving it"), "{status}");
+}

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Args;
 
@@ -9,8 +10,11 @@ use super::Context;
 use crate::api;
 use crate::learn::job::deltas;
 use crate::learn::state::JobState;
-use crate::learn::trigger::ClockTime;
+use crate::learn::trigger::{CheckSchedule, ClockTime};
 use crate::learn::{Checked, LocalJob};
+
+/// How often the run loop wakes to see whether a check or a poll is due.
+const TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How often the inference worker looks for new images.
 const FEED_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
@@ -66,33 +70,44 @@ impl Run {
                 });
             }
         }
+        let mut check = CheckSchedule::new(job.period());
+        let mut poll = CheckSchedule::new(job.poll_period());
+        poll.due(Instant::now());
         loop {
-            match job.check(ClockTime::now()) {
-                Ok(Checked::Waiting { pending, decision }) => tracing::info!(
-                    job = job.name(),
-                    "{pending} new samples; not training: {}",
-                    decision.reasons.join("; ")
-                ),
-                Ok(Checked::Round(report)) => {
-                    let outcome = if report.deployed {
-                        "deployed"
-                    } else {
-                        "not deployed"
-                    };
-                    println!(
-                        "round {}: {outcome} ({})",
-                        report.round,
-                        report.reasons.join("; ")
-                    );
+            if !self.once
+                && poll.due(Instant::now())
+                && let Err(e) = job.poll_deployed_model()
+            {
+                tracing::error!(job = job.name(), "{e:#}");
+            }
+            if self.once || check.due(Instant::now()) {
+                match job.check(ClockTime::now()) {
+                    Ok(Checked::Waiting { pending, decision }) => tracing::info!(
+                        job = job.name(),
+                        "{pending} new samples; not training: {}",
+                        decision.reasons.join("; ")
+                    ),
+                    Ok(Checked::Round(report)) => {
+                        let outcome = if report.deployed {
+                            "deployed"
+                        } else {
+                            "not deployed"
+                        };
+                        println!(
+                            "round {}: {outcome} ({})",
+                            report.round,
+                            report.reasons.join("; ")
+                        );
+                    }
+                    // A failed check is recorded in the job's status; the next one retries.
+                    Err(e) if !self.once => tracing::error!(job = job.name(), "{e:#}"),
+                    Err(e) => return Err(e),
                 }
-                // A failed check is recorded in the job's status; the next one retries.
-                Err(e) if !self.once => tracing::error!(job = job.name(), "{e:#}"),
-                Err(e) => return Err(e),
             }
             if self.once {
                 return Ok(ExitCode::SUCCESS);
             }
-            std::thread::sleep(job.period());
+            std::thread::sleep(TICK);
         }
     }
 }

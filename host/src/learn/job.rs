@@ -76,6 +76,10 @@ pub struct LocalJob {
     train_params: Vec<Param>,
     eval_params: Vec<Param>,
     inference: Option<Inference>,
+    poll_period: Duration,
+    /// The deploy model file as last seen (modified time, length), to notice a model
+    /// written there by someone else.
+    deployed_seen: Option<(std::time::SystemTime, u64)>,
 }
 
 /// The job's inference worker and the images it reads (until the caller takes them
@@ -203,7 +207,10 @@ impl LocalJob {
             train_params,
             eval_params: params(&spec.eval_spec.template.parameters()),
             inference: None,
+            poll_period: Duration::from_secs(spec.deploy_spec.model.poll_period_seconds.max(1)),
+            deployed_seen: None,
         };
+        job.deployed_seen = file_stamp(&job.deploy_model);
         job.inference =
             job.inference(&deploy_params, &spec.deploy_spec.hard_example_mining, store)?;
         Ok(job)
@@ -272,6 +279,46 @@ impl LocalJob {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How often the deploy model's file is checked for changes made outside the job
+    /// (`pollPeriodSeconds`).
+    pub fn poll_period(&self) -> Duration {
+        self.poll_period
+    }
+
+    /// Swaps the worker to the deploy model when its file changed since the job last saw
+    /// it (someone else wrote it). Returns whether it swapped.
+    pub fn poll_deployed_model(&mut self) -> anyhow::Result<bool> {
+        let stamp = file_stamp(&self.deploy_model);
+        if stamp.is_none() || stamp == self.deployed_seen {
+            return Ok(false);
+        }
+        self.deployed_seen = stamp;
+        let Some(inference) = &self.inference else {
+            return Ok(false);
+        };
+        let round = self.state.round()?;
+        match inference.worker.swap_model(&self.deploy_model) {
+            Ok(()) => {
+                let message = format!(
+                    "{} changed outside the job: now serving it",
+                    self.deploy_model.display()
+                );
+                self.state
+                    .record_condition(round, "Deploy", "Completed", &message)?;
+                Ok(true)
+            }
+            Err(e) => {
+                let message = format!(
+                    "{} changed but the worker kept its model: {e}",
+                    self.deploy_model.display()
+                );
+                self.state
+                    .record_condition(round, "Deploy", "Failed", &message)?;
+                Ok(false)
+            }
+        }
     }
 
     /// How often the job checks its dataset and trigger (`checkPeriodSeconds`).
@@ -440,6 +487,9 @@ impl LocalJob {
             None
         };
         self.state.finish_round(deployed.as_deref())?;
+        if deployed.is_some() {
+            self.deployed_seen = file_stamp(&self.deploy_model);
+        }
         if let (Some(model), Some(inference)) = (&deployed, &self.inference) {
             // A model that does not load is refused; the worker keeps the one it has.
             if let Err(e) = inference.worker.swap_model(model) {
@@ -522,6 +572,12 @@ impl LocalJob {
         }
         Ok(())
     }
+}
+
+/// A file's modified time and length, when it exists.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// The job called `name`, or the only one.

@@ -1,0 +1,105 @@
+//! The inference worker under load: a model swapped while frames flow drops none and
+//! mixes none; a model that does not load is refused while the old one serves on.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::models;
+use common::*;
+use sedna::infer::{Frame, HardExampleStore, InferenceWorker, Tensor};
+use sedna::plugin::{Estimator, Hem, Plugin, Prediction, Sandbox, Slot};
+
+#[test]
+fn a_model_swapped_while_frames_flow_drops_none_and_mixes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wrong, right) = (dir.path().join("wrong.onnx"), dir.path().join("right.onnx"));
+    let base = models::classifier();
+    base.save(&wrong).unwrap();
+    // The same classifier with its head wired the right way round.
+    let mut head = Tensor::zeros(vec![2, 8]);
+    head.data[0] = 1.0;
+    head.data[8 + 2] = 1.0;
+    base.with_weights(&[("head.w".into(), head)])
+        .unwrap()
+        .save(&right)
+        .unwrap();
+
+    let sandbox = Sandbox {
+        deadline: Duration::from_secs(30),
+        models: vec![("model".into(), wrong.clone())],
+        ..Sandbox::default()
+    };
+    let estimator = Plugin::<Estimator>::load(
+        runtime(),
+        &builtin("ONNX"),
+        params(&[("model_url", "model")]),
+        sandbox,
+    )
+    .unwrap();
+    let hem =
+        Plugin::<Hem>::load(runtime(), &builtin("EdgeOnly"), vec![], Sandbox::default()).unwrap();
+    let store = HardExampleStore::open(&dir.path().join("hard"), 10).unwrap();
+    let worker = Arc::new(InferenceWorker::new(
+        Slot::new(estimator),
+        Slot::new(hem),
+        store,
+    ));
+
+    // A red frame: the wrong head calls it blue (class 1), the right one red (class 0).
+    let red = Arc::new(Frame::from_rgb("red", 16, 16, [220, 30, 30].repeat(256)).unwrap());
+    // The feeder streams frames until told to stop, recording which class each got.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (worker, red, stop) = (worker.clone(), red.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = worker
+                    .process(&format!("frame-{}", answers.len()), &red)
+                    .unwrap();
+                let Prediction::ClassScores(scores) = outcome.prediction else {
+                    panic!()
+                };
+                answers.push(usize::from(scores[0] > scores[1]));
+            }
+            answers
+        })
+    };
+    let frames = || worker.stats.frames.load(Ordering::Relaxed);
+    while frames() < 50 {
+        std::thread::yield_now();
+    }
+    // A corrupt model is refused; the worker keeps serving the one it has.
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, b"not onnx").unwrap();
+    let error = worker.swap_model(&corrupt).unwrap_err();
+    assert!(
+        error.to_string().contains("not a valid ONNX model"),
+        "{error}"
+    );
+    worker.swap_model(&right).unwrap();
+    let swapped_at = frames();
+    while frames() < swapped_at + 50 {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let answers = feeder.join().unwrap();
+
+    assert_eq!(answers.len() as u64, frames(), "no frame dropped");
+    assert_eq!(worker.stats.failed.load(Ordering::Relaxed), 0);
+    // Wrong (0) until the swap, right (1) after it: one change, never back and forth.
+    let switch = answers
+        .iter()
+        .position(|&a| a == 1)
+        .expect("the new model served");
+    assert!(switch >= 50, "the old model served until the swap");
+    assert!(
+        answers[switch..].iter().all(|&a| a == 1),
+        "no frame mixed models: {answers:?}"
+    );
+    assert!(answers[..switch].iter().all(|&a| a == 0));
+    assert_eq!(worker.stats.swaps.load(Ordering::Relaxed), 1);
+}
