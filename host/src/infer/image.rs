@@ -16,15 +16,8 @@ pub struct Frame {
 impl Frame {
     /// Decodes the image file at `path` (PNG or JPEG).
     pub fn open(path: &Path) -> Result<Self, InferError> {
-        let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| {
-            let kind = match e.kind() {
-                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
-                _ => ErrorKind::InvalidArgument,
-            };
-            InferError::new(kind, &name, format!("cannot read the image: {e}"))
-        })?;
-        Self::decode(&name, &bytes)
+        let bytes = super::read_file(path, "image")?;
+        Self::decode(&path.display().to_string(), &bytes)
     }
 
     /// Decodes an encoded image (PNG or JPEG) held in memory.

@@ -42,6 +42,21 @@ pub struct InferError {
     pub message: String,
 }
 
+/// Reads a whole file; the error names it and says whether it is missing.
+pub(crate) fn read_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, InferError> {
+    std::fs::read(path).map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::InvalidArgument,
+        };
+        InferError::new(
+            kind,
+            path.display().to_string(),
+            format!("cannot read the {what}: {e}"),
+        )
+    })
+}
+
 impl InferError {
     pub fn new(kind: ErrorKind, subject: impl Into<String>, message: impl Into<String>) -> Self {
         InferError {

@@ -56,15 +56,8 @@ pub struct Model {
 impl Model {
     /// Reads and checks the ONNX file at `path`.
     pub fn load(path: &Path) -> Result<Self, InferError> {
-        let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| {
-            let kind = match e.kind() {
-                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
-                _ => ErrorKind::InvalidArgument,
-            };
-            InferError::new(kind, &name, format!("cannot read the model: {e}"))
-        })?;
-        Self::from_bytes(&name, &bytes)
+        let bytes = super::read_file(path, "model")?;
+        Self::from_bytes(&path.display().to_string(), &bytes)
     }
 
     /// Parses and checks an ONNX model held in memory.
@@ -142,6 +135,20 @@ impl Model {
         self.proto.graph.as_mut().expect("checked at load")
     }
 
+    /// Where the initializer `name` is in the graph.
+    fn initializer(&self, name: &str) -> Result<usize, InferError> {
+        self.graph()
+            .initializer
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| {
+                self.error(
+                    ErrorKind::NotFound,
+                    format!("no initializer named `{name}`"),
+                )
+            })
+    }
+
     fn error(&self, kind: ErrorKind, message: impl Into<String>) -> InferError {
         InferError::new(kind, &self.name, message)
     }
@@ -151,17 +158,7 @@ impl Model {
         names
             .iter()
             .map(|name| {
-                let proto = self
-                    .graph()
-                    .initializer
-                    .iter()
-                    .find(|t| &t.name == name)
-                    .ok_or_else(|| {
-                        self.error(
-                            ErrorKind::NotFound,
-                            format!("no initializer named `{name}`"),
-                        )
-                    })?;
+                let proto = &self.graph().initializer[self.initializer(name)?];
                 Ok((name.clone(), self.tensor_from_proto(proto)?))
             })
             .collect()
@@ -201,17 +198,8 @@ impl Model {
                     format!("weight `{name}` holds NaN or infinite values"),
                 ));
             }
-            let proto = model
-                .graph_mut()
-                .initializer
-                .iter_mut()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| {
-                    self.error(
-                        ErrorKind::NotFound,
-                        format!("no initializer named `{name}`"),
-                    )
-                })?;
+            let index = self.initializer(name)?;
+            let proto = &mut model.graph_mut().initializer[index];
             let dims: Vec<i64> = tensor.dims.iter().map(|&d| d as i64).collect();
             if proto.dims != dims {
                 return Err(self.error(

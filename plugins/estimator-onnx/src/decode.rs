@@ -38,8 +38,16 @@ fn best_class(scores: impl Iterator<Item = f32>) -> (u32, f32) {
         })
 }
 
-fn expect_dims(dims: &[usize], len: usize, layout: &str) -> Result<(), String> {
-    if dims.len() != 3 || dims[0] != 1 || dims.iter().product::<usize>() != len {
+/// Checks a `[1, a, b]` output whose axis `axis` holds `width` values.
+fn expect_layout(
+    dims: &[usize],
+    len: usize,
+    axis: usize,
+    width: usize,
+    layout: &str,
+) -> Result<(), String> {
+    let ok = dims.len() == 3 && dims[0] == 1 && dims[axis] == width;
+    if !ok || dims.iter().product::<usize>() != len {
         return Err(format!("the output is {dims:?}, not {layout}"));
     }
     Ok(())
@@ -108,17 +116,8 @@ pub fn yolov5(
     classes: usize,
     threshold: f32,
 ) -> Result<Vec<Candidate>, String> {
-    expect_dims(
-        dims,
-        output.len(),
-        &format!("YOLOv5's [1, boxes, {}]", 5 + classes),
-    )?;
-    if dims[2] != 5 + classes {
-        return Err(format!(
-            "the output is {dims:?}, not YOLOv5's [1, boxes, {}]",
-            5 + classes
-        ));
-    }
+    let layout = format!("YOLOv5's [1, boxes, {}]", 5 + classes);
+    expect_layout(dims, output.len(), 2, 5 + classes, &layout)?;
     Ok(output
         .chunks_exact(5 + classes)
         .filter_map(|row| {
@@ -141,17 +140,8 @@ pub fn yolov8(
     classes: usize,
     threshold: f32,
 ) -> Result<Vec<Candidate>, String> {
-    expect_dims(
-        dims,
-        output.len(),
-        &format!("YOLOv8's [1, {}, boxes]", 4 + classes),
-    )?;
-    if dims[1] != 4 + classes {
-        return Err(format!(
-            "the output is {dims:?}, not YOLOv8's [1, {}, boxes]",
-            4 + classes
-        ));
-    }
+    let layout = format!("YOLOv8's [1, {}, boxes]", 4 + classes);
+    expect_layout(dims, output.len(), 1, 4 + classes, &layout)?;
     let boxes = dims[2];
     let at = |channel: usize, b: usize| output[channel * boxes + b];
     Ok((0..boxes)
