@@ -103,3 +103,64 @@ fn a_model_swapped_while_frames_flow_drops_none_and_mixes_none() {
     assert!(answers[..switch].iter().all(|&a| a == 0));
     assert_eq!(worker.stats.swaps.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn hard_examples_keep_the_raw_frame_a_preview_and_a_pre_label_within_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("detector.onnx");
+    models::detector(models::CONVENTIONS).save(&model).unwrap();
+    let sandbox = Sandbox {
+        deadline: Duration::from_secs(30),
+        models: vec![("model".into(), model)],
+        ..Sandbox::default()
+    };
+    let estimator = Plugin::<Estimator>::load(
+        runtime(),
+        &builtin("ONNX"),
+        params(&[("model_url", "model"), ("obj_threshold", "0.01")]),
+        sandbox,
+    )
+    .unwrap();
+    let hem =
+        Plugin::<Hem>::load(runtime(), &builtin("CloudOnly"), vec![], Sandbox::default()).unwrap();
+    let store = HardExampleStore::open(&dir.path().join("hard"), 2).unwrap();
+    let worker = InferenceWorker::new(Slot::new(estimator), Slot::new(hem), store);
+    for i in 0..3 {
+        let (frame, _) = models::scene(i, 1);
+        let outcome = worker
+            .process(&format!("frame/{i}"), &Arc::new(frame))
+            .unwrap();
+        assert!(outcome.hard);
+    }
+    let hard = dir.path().join("hard");
+    let mut files: Vec<String> = std::fs::read_dir(&hard)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    // The oldest (frame 0) went past the bound of 2; names are made safe for a file.
+    assert_eq!(
+        files,
+        [
+            "frame_1.png",
+            "frame_1.preview.jpg",
+            "frame_2.png",
+            "frame_2.preview.jpg",
+            "index.jsonl"
+        ]
+    );
+    let preview = image::open(hard.join("frame_1.preview.jpg")).unwrap();
+    assert_eq!(
+        (preview.width(), preview.height()),
+        (64, 32),
+        "small frames keep their size"
+    );
+    let raw = image::open(hard.join("frame_1.png")).unwrap().to_rgb8();
+    assert_eq!(
+        raw,
+        *models::scene(1, 1).0.pixels(),
+        "the raw frame, not drawn on"
+    );
+    let lines = std::fs::read_to_string(hard.join("index.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3, "the index keeps every pre-label");
+}

@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
 
 use prost::Message as _;
@@ -243,22 +242,13 @@ impl Model {
 
     /// Writes the model to `path` through a temporary file, so a reader never sees half.
     pub fn save(&self, path: &Path) -> Result<(), InferError> {
-        let failed = |e: std::io::Error| {
+        crate::files::write_atomically(path, &self.to_bytes()).map_err(|e| {
             InferError::new(
                 ErrorKind::InvalidArgument,
                 path.display().to_string(),
-                format!("cannot write the model: {e}"),
+                format!("cannot write the model: {e:#}"),
             )
-        };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
-        file.write_all(&self.to_bytes()).map_err(failed)?;
-        file.as_file().sync_all().map_err(failed)?;
-        file.persist(path).map_err(|e| failed(e.error))?;
-        Ok(())
+        })
     }
 
     /// A session on the active backend.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Frame;
+use crate::files::write_atomically;
 use crate::plugin::json::prediction_to_json;
 use crate::plugin::{Estimator, Hem, PluginError, Prediction, Sandbox, Slot};
 
@@ -87,9 +88,10 @@ impl InferenceWorker {
     }
 }
 
-/// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on) and one JSON
-/// line per example in `index.jsonl` with the prediction as a pre-label. Bounded: past
-/// `capacity` examples, the oldest images are deleted.
+/// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on), for
+/// detections a small `<name>.preview.jpg` with the boxes drawn, and one JSON line per
+/// example in `index.jsonl` with the prediction as a pre-label. Bounded: past `capacity`
+/// examples, the oldest images are deleted.
 pub struct HardExampleStore {
     dir: PathBuf,
     capacity: usize,
@@ -131,7 +133,12 @@ impl HardExampleStore {
         frame
             .pixels()
             .write_to(&mut encoded, image::ImageFormat::Png)?;
-        crate::learn::job::write_atomically(&image, encoded.get_ref())?;
+        write_atomically(&image, encoded.get_ref())?;
+        if let Prediction::Detections(found) = prediction {
+            let mut encoded = std::io::Cursor::new(Vec::new());
+            preview(frame, found).write_to(&mut encoded, image::ImageFormat::Jpeg)?;
+            write_atomically(&preview_path(&image), encoded.get_ref())?;
+        }
         let line = serde_json::json!({
             "image": image.file_name().map(|n| n.to_string_lossy().into_owned()),
             "width": frame.width(),
@@ -148,6 +155,7 @@ impl HardExampleStore {
         kept.push_back(image);
         while kept.len() > self.capacity {
             if let Some(oldest) = kept.pop_front() {
+                let _ = std::fs::remove_file(preview_path(&oldest));
                 let _ = std::fs::remove_file(oldest);
             }
         }
@@ -160,18 +168,54 @@ impl HardExampleStore {
     }
 }
 
+/// Width of a hard example's preview image.
+const PREVIEW_WIDTH: u32 = 320;
+
+fn preview_path(image: &Path) -> PathBuf {
+    image.with_extension("preview.jpg")
+}
+
+/// A small copy of the frame with its boxes drawn, for a person to glance at.
+fn preview(frame: &Frame, found: &crate::plugin::Detections) -> image::RgbImage {
+    let scale = (PREVIEW_WIDTH as f32 / frame.width() as f32).min(1.0);
+    let (w, h) = (
+        ((frame.width() as f32 * scale) as u32).max(1),
+        ((frame.height() as f32 * scale) as u32).max(1),
+    );
+    let mut small =
+        image::imageops::resize(frame.pixels(), w, h, image::imageops::FilterType::Triangle);
+    let red = image::Rgb([255, 32, 32]);
+    for ([x1, y1, x2, y2], _, _) in found.rows() {
+        let clamp = |v: f32, max: u32| ((v * scale).max(0.0) as u32).min(max - 1);
+        let (x1, x2, y1, y2) = (clamp(x1, w), clamp(x2, w), clamp(y1, h), clamp(y2, h));
+        for x in x1..=x2 {
+            small.put_pixel(x, y1, red);
+            small.put_pixel(x, y2, red);
+        }
+        for y in y1..=y2 {
+            small.put_pixel(x1, y, red);
+            small.put_pixel(x2, y, red);
+        }
+    }
+    small
+}
+
 /// Frames from a directory of images (PNG, JPEG), in name order; images added later are
-/// picked up by the next call.
+/// picked up by the next call. Every `every`-th image is used (frame sampling).
 pub struct ImageDir {
     dir: PathBuf,
     seen: std::collections::HashSet<PathBuf>,
+    every: usize,
+    count: usize,
 }
 
 impl ImageDir {
-    pub fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path, every: usize) -> Self {
         ImageDir {
             dir: dir.to_path_buf(),
             seen: Default::default(),
+            every: every.max(1),
+            count: 0,
         }
     }
 
@@ -195,9 +239,18 @@ impl ImageDir {
         Ok(fresh)
     }
 
-    /// Runs every new image through `worker`; an unreadable image is logged and skipped.
+    /// Runs the new images (every `every`-th) through `worker`; an unreadable image is
+    /// logged and skipped. Returns how many were run.
     pub fn feed(&mut self, worker: &InferenceWorker) -> std::io::Result<usize> {
-        let images = self.new_images()?;
+        let mut images = self.new_images()?;
+        let (every, first) = (self.every, self.count);
+        self.count += images.len();
+        images = images
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| (first + i) % every == 0)
+            .map(|(_, path)| path)
+            .collect();
         for path in &images {
             let name = path
                 .file_stem()

@@ -12,7 +12,6 @@
 //! model goes to the deploy `Model`'s `url`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use super::split::{EvalSets, split};
 use super::state::{JobState, Stage};
 use super::trigger::{ClockTime, Decision, Trigger};
 use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
+use crate::files::write_atomically;
 use crate::infer::{HardExampleStore, ImageDir, InferenceWorker};
 use crate::plugin::{
     DirGrant, Estimator, Hem, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source,
@@ -217,8 +217,9 @@ impl LocalJob {
     }
 
     /// The inference worker, when the deploy template names its source (`video_url`, a
-    /// directory of images here): the deploy template's parameters, the serving model,
-    /// the job's HEM, hard examples in `HE_SAVED_URL` (else `<outputDir>/hard_examples`).
+    /// directory of images here; `every_nth_frame` samples it): the deploy template's
+    /// parameters, the serving model, the job's HEM, hard examples in `HE_SAVED_URL`
+    /// (else `<outputDir>/hard_examples`).
     fn inference(
         &self,
         deploy_params: &[Param],
@@ -257,6 +258,15 @@ impl LocalJob {
             Sandbox::default(),
         )?;
         let estimator = self.estimator(deploy_params, &self.serving_model()?)?;
+        let every = match setting("every_nth_frame") {
+            None => 1,
+            Some(n) => n.trim().parse::<usize>().ok().filter(|n| *n >= 1).with_context(|| {
+                format!(
+                    "IncrementalLearningJob {}, deploy template env `every_nth_frame` is {n:?}: give a whole number >= 1",
+                    self.name
+                )
+            })?,
+        };
         let he_dir = setting("HE_SAVED_URL")
             .map_or_else(|| self.output.join("hard_examples"), PathBuf::from);
         let worker = InferenceWorker::new(
@@ -266,7 +276,7 @@ impl LocalJob {
         );
         Ok(Some(Inference {
             worker: Arc::new(worker),
-            source: Some(ImageDir::new(&source)),
+            source: Some(ImageDir::new(&source, every)),
         }))
     }
 
@@ -650,21 +660,6 @@ fn index_line(sample: &Sample) -> String {
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     write_atomically(path, serde_json::to_string_pretty(value)?.as_bytes())
-}
-
-/// Writes a temporary file beside `path`, syncs it, then renames it over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 fn copy_atomically(from: &Path, to: &Path) -> anyhow::Result<()> {
