@@ -106,6 +106,25 @@ fn validate_spells_out_a_mismatch() {
         "the worlds are hard-example-miner, trigger-condition",
     );
 
+    // The estimator world: the built-in ONNX estimator implements it, a HEM does not.
+    let onnx = builtin_file(home.path(), "ONNX");
+    let out = sedna(
+        home.path(),
+        &["plugin", "validate", &onnx, "--world", "estimator"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_fails(
+        home.path(),
+        &[
+            "plugin",
+            "validate",
+            FIXTURE_HEM_HOSTILE,
+            "--world",
+            "estimator",
+        ],
+        "it is a `hard-example-miner` component",
+    );
+
     let junk = home.path().join("junk.wasm");
     std::fs::write(&junk, "not a component").unwrap();
     assert_fails(

@@ -33,8 +33,10 @@ use crate::plugin::{
 pub const DEFAULT_ESTIMATOR: &str = "ONNX";
 /// The metrics the built-in estimator reports per class: a trigger must index them.
 pub const PER_CLASS_METRICS: &[&str] = &["precision", "recall", "f1_score", "ap"];
-/// How long one estimator call (a whole training) may take.
-const ESTIMATOR_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// How long one estimator call may take in a round (a whole training, or an evaluation).
+const ROUND_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// How long the inference worker's estimator may take over one frame.
+const FRAME_DEADLINE: Duration = Duration::from_secs(30);
 /// Memory an estimator instance may use (its features cache lives there).
 const ESTIMATOR_MEMORY: u64 = 2 << 30;
 /// Where the job's output directory appears inside the estimator.
@@ -257,7 +259,7 @@ impl LocalJob {
             params(&mining.parameters),
             Sandbox::default(),
         )?;
-        let estimator = self.estimator(deploy_params, &self.serving_model()?)?;
+        let estimator = self.estimator(deploy_params, &self.serving_model()?, FRAME_DEADLINE)?;
         let every = match setting("every_nth_frame") {
             None => 1,
             Some(n) => n.trim().parse::<usize>().ok().filter(|n| *n >= 1).with_context(|| {
@@ -431,7 +433,8 @@ impl LocalJob {
         let mut loss = Vec::new();
         if from == Stage::Train {
             let train: Arc<[Sample]> = self.state.round_samples(round, "train")?.into();
-            let estimator = self.estimator(&self.train_params, &self.serving_model()?)?;
+            let estimator =
+                self.estimator(&self.train_params, &self.serving_model()?, ROUND_DEADLINE)?;
             let report = estimator.train(&train, None)?;
             std::fs::create_dir_all(model_path.parent().unwrap())?;
             estimator.save(&format!("{GUEST_OUTPUT}/train/{round}/model.onnx"))?;
@@ -456,10 +459,10 @@ impl LocalJob {
         let (new, old) = if from != Stage::Deploy {
             let eval = self.eval_set(round)?;
             let new = self
-                .estimator(&self.eval_params, &model_path)?
+                .estimator(&self.eval_params, &model_path, ROUND_DEADLINE)?
                 .evaluate(&eval)?;
             let old = self
-                .estimator(&self.eval_params, &self.serving_model()?)?
+                .estimator(&self.eval_params, &self.serving_model()?, ROUND_DEADLINE)?
                 .evaluate(&eval)?;
             let report = serde_json::json!({
                 "samples": eval.len(),
@@ -545,14 +548,19 @@ impl LocalJob {
     }
 
     /// An estimator on `model`, allowed to write into the job's output directory.
-    fn estimator(&self, params: &[Param], model: &Path) -> anyhow::Result<Plugin<Estimator>> {
+    fn estimator(
+        &self,
+        params: &[Param],
+        model: &Path,
+        deadline: Duration,
+    ) -> anyhow::Result<Plugin<Estimator>> {
         let mut params = params.to_vec();
         params.push(Param {
             key: "model_url".into(),
             value: "model".into(),
         });
         let sandbox = Sandbox {
-            deadline: ESTIMATOR_DEADLINE,
+            deadline,
             memory: ESTIMATOR_MEMORY,
             models: vec![("model".into(), model.to_path_buf())],
             dirs: vec![DirGrant {
