@@ -312,13 +312,10 @@ fn a_per_class_metric_without_an_index_is_refused_before_anything_runs() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
-#[test]
-fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
-    // Enough samples and epochs that training lasts a second or so: the kill lands in it.
-    let mut job = Job::new(
-        &[("epochs", "10000"), ("learning_rate", "0.5")],
-        "accuracy_delta",
-    );
+/// Starts `sedna run` on `job`, kills it (SIGKILL: no chance to tidy up) once `stage` of
+/// round 1 is running, then checks that the next run resumes there and finishes the
+/// round with the same samples, while samples appended meanwhile wait for round 2.
+fn kill_in(mut job: Job, stage: &str, train_lines: usize) {
     job.append(1000, "");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
         .args(["run", job.yaml.to_str().unwrap()])
@@ -327,17 +324,14 @@ fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it (SIGKILL: no chance to tidy up) once round 1 is training.
+    let running = format!("running:   round 1, {stage}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !job
-        .status_if_started()
-        .contains("running:   round 1, Train")
-    {
+    while !job.status_if_started().contains(&running) {
         assert!(
             std::time::Instant::now() < deadline,
-            "round 1 never started training"
+            "round 1 never reached {stage}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -346,14 +340,17 @@ fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
     job.append(3, "");
     let out = job.run_once();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let resumed = format!("resuming round 1 at {stage}");
     assert!(
-        text(&out.stderr).contains("resuming round 1 at Train"),
+        text(&out.stderr).contains(&resumed),
         "{}",
         text(&out.stderr)
     );
     sedna::infer::Model::load(&job.root().join("deploy/model.onnx")).unwrap();
-    assert_eq!(lines(&job.root().join("out/data/train/1/train.txt")), 750);
-    // The 3 appended after the kill wait for the next round: none lost, none counted twice.
+    assert_eq!(
+        lines(&job.root().join("out/data/train/1/train.txt")),
+        train_lines
+    );
     let out = job.run_once();
     assert!(
         text(&out.stderr).contains("3 new samples; not training"),
@@ -364,6 +361,30 @@ fn a_process_killed_mid_round_resumes_without_losing_or_recounting_samples() {
         job.status()
             .contains("samples:   3 waiting, 1000 used in rounds")
     );
+}
+
+#[test]
+fn a_process_killed_while_training_resumes_without_losing_or_recounting_samples() {
+    // Enough samples and epochs that training lasts a second or so: the kill lands in it.
+    let job = Job::new(
+        &[("epochs", "10000"), ("learning_rate", "0.5")],
+        "accuracy_delta",
+    );
+    kill_in(job, "Train", 750);
+}
+
+#[test]
+fn a_process_killed_while_evaluating_resumes_without_losing_or_recounting_samples() {
+    // A quick training and a large evaluation set (trainProb 0.1): the kill lands in Eval.
+    let job = Job::new(
+        &[("epochs", "1"), ("learning_rate", "0.5")],
+        "accuracy_delta",
+    );
+    let yaml = std::fs::read_to_string(&job.yaml)
+        .unwrap()
+        .replace("trainProb: 0.75", "trainProb: 0.1");
+    std::fs::write(&job.yaml, yaml).unwrap();
+    kill_in(job, "Eval", 100);
 }
 
 #[test]
