@@ -436,6 +436,17 @@ fn the_inference_worker_mines_hard_examples_and_swaps_to_the_deployed_model() {
             .len(),
         2
     );
+    // Every frame run has a line in the results, the unreadable one with its error.
+    let results = std::fs::read_to_string(job.root().join("out/inference/results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 4, "{results}");
+    assert!(
+        results
+            .lines()
+            .next()
+            .unwrap()
+            .contains("cannot decode the image"),
+        "{results}"
+    );
     // The round deployed, and the worker swapped to the new model.
     assert!(
         text(&out.stdout).starts_with("round 1: deployed"),

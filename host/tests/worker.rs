@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::models;
 use common::*;
-use sedna::infer::{Frame, HardExampleStore, InferenceWorker, Tensor};
+use sedna::infer::{Frame, HardExampleStore, InferenceWorker, ResultLog, Tensor};
 use sedna::plugin::{Estimator, Hem, Plugin, Prediction, Sandbox, Slot};
 
 #[test]
@@ -124,7 +124,9 @@ fn hard_examples_keep_the_raw_frame_a_preview_and_a_pre_label_within_a_bound() {
     let hem =
         Plugin::<Hem>::load(runtime(), &builtin("CloudOnly"), vec![], Sandbox::default()).unwrap();
     let store = HardExampleStore::open(&dir.path().join("hard"), 2).unwrap();
-    let worker = InferenceWorker::new(Slot::new(estimator), Slot::new(hem), store);
+    let results = ResultLog::new(&dir.path().join("results"), 300).unwrap();
+    let worker =
+        InferenceWorker::new(Slot::new(estimator), Slot::new(hem), store).with_results(results);
     for i in 0..3 {
         let (frame, _) = models::scene(i, 1);
         let outcome = worker
@@ -163,4 +165,16 @@ fn hard_examples_keep_the_raw_frame_a_preview_and_a_pre_label_within_a_bound() {
     );
     let lines = std::fs::read_to_string(hard.join("index.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 3, "the index keeps every pre-label");
+
+    // Every outcome is a JSON line; past 300 bytes the file rotates, one old one kept.
+    let results = dir.path().join("results");
+    let current = std::fs::read_to_string(results.join("results.jsonl")).unwrap();
+    let rotated = std::fs::read_to_string(results.join("results.1.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(current.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (line["frame"].as_str(), line["hard"].as_bool()),
+        (Some("frame/2"), Some(true))
+    );
+    assert!(current.lines().count() + rotated.lines().count() <= 3);
+    assert!(rotated.len() >= 300);
 }

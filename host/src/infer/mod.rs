@@ -16,7 +16,7 @@ pub use image::{Frame, Layout, Preprocess};
 pub use model::{Model, Session, SessionOptions, ValueSpec};
 pub use sample::{Label, Sample};
 pub use tensor::Tensor;
-pub use worker::{HardExampleStore, ImageDir, InferenceWorker, Outcome};
+pub use worker::{HardExampleStore, ImageDir, InferenceWorker, Outcome, ResultLog};
 
 /// What went wrong, in the categories of the `inference` interface's `error-code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

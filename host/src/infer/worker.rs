@@ -31,6 +31,7 @@ pub struct InferenceWorker {
     estimator: Slot<Estimator>,
     hem: Slot<Hem>,
     store: HardExampleStore,
+    results: Option<ResultLog>,
     pub stats: WorkerStats,
 }
 
@@ -40,8 +41,15 @@ impl InferenceWorker {
             estimator,
             hem,
             store,
+            results: None,
             stats: WorkerStats::default(),
         }
+    }
+
+    /// Also writes every frame's outcome as a JSON line to `log`.
+    pub fn with_results(mut self, log: ResultLog) -> Self {
+        self.results = Some(log);
+        self
     }
 
     /// Predicts, mines and (when hard) stores one frame. The estimator and HEM versions
@@ -65,7 +73,28 @@ impl InferenceWorker {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+        match &result {
+            Ok(o) => self.log_result(serde_json::json!({
+                "frame": name, "hard": o.hard, "prediction": prediction_to_json(&o.prediction)
+            })),
+            Err(e) => self.log_result(serde_json::json!({"frame": name, "error": e.to_string()})),
+        }
         result
+    }
+
+    /// Counts a frame that could not even be read, and says so in the results.
+    pub fn unreadable(&self, name: &str, error: &str) {
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.log_result(serde_json::json!({"frame": name, "error": error}));
+    }
+
+    fn log_result(&self, line: serde_json::Value) {
+        if let Some(log) = &self.results
+            && let Err(e) = log.append(&line)
+        {
+            tracing::warn!("cannot write the inference results: {e:#}");
+        }
     }
 
     /// Loads `model` beside the serving one (same estimator and parameters) and swaps it
@@ -168,6 +197,45 @@ impl HardExampleStore {
     }
 }
 
+/// Every frame's outcome as JSON lines in `results.jsonl`. Bounded: past `max_bytes` the
+/// file becomes `results.1.jsonl` (replacing the one before) and a new one starts.
+pub struct ResultLog {
+    path: PathBuf,
+    max_bytes: u64,
+    file: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl ResultLog {
+    pub fn new(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(ResultLog {
+            path: dir.join("results.jsonl"),
+            max_bytes,
+            file: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn append(&self, line: &serde_json::Value) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut file = self.file.lock().unwrap();
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
+            std::fs::rename(&self.path, self.path.with_extension("1.jsonl"))?;
+            *file = None;
+        }
+        let file = match &mut *file {
+            Some(file) => file,
+            empty => empty.insert(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            ),
+        };
+        writeln!(file, "{line}")?;
+        Ok(())
+    }
+}
+
 /// Width of a hard example's preview image.
 const PREVIEW_WIDTH: u32 = 320;
 
@@ -256,15 +324,16 @@ impl ImageDir {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let result = Frame::open(path)
-                .map_err(|e| e.to_string())
-                .and_then(|frame| {
-                    worker
-                        .process(&name, &Arc::new(frame))
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = result {
-                tracing::warn!("inference on {}: {e}", path.display());
+            match Frame::open(path) {
+                Ok(frame) => {
+                    if let Err(e) = worker.process(&name, &Arc::new(frame)) {
+                        tracing::warn!("inference on {}: {e}", path.display());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    worker.unreadable(&name, &e.to_string());
+                }
             }
         }
         Ok(images.len())

@@ -24,7 +24,7 @@ use super::state::{JobState, Stage};
 use super::trigger::{ClockTime, Decision, Trigger};
 use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
 use crate::files::write_atomically;
-use crate::infer::{HardExampleStore, ImageDir, InferenceWorker};
+use crate::infer::{HardExampleStore, ImageDir, InferenceWorker, ResultLog};
 use crate::plugin::{
     DirGrant, Estimator, Hem, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source,
 };
@@ -90,6 +90,9 @@ struct Inference {
     worker: Arc<InferenceWorker>,
     source: Option<ImageDir>,
 }
+
+/// Size of the inference results file before it is rotated (one old file is kept).
+const RESULTS_MAX_BYTES: u64 = 64 << 20;
 
 /// Hard examples kept on disk before the oldest are deleted.
 const HARD_EXAMPLES_KEPT: usize = 10_000;
@@ -275,7 +278,11 @@ impl LocalJob {
             Slot::new(estimator),
             Slot::new(hem),
             HardExampleStore::open(&he_dir, HARD_EXAMPLES_KEPT)?,
-        );
+        )
+        .with_results(ResultLog::new(
+            &self.output.join("inference"),
+            RESULTS_MAX_BYTES,
+        )?);
         Ok(Some(Inference {
             worker: Arc::new(worker),
             source: Some(ImageDir::new(&source, every)),
