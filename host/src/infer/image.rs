@@ -92,14 +92,17 @@ impl Frame {
         let offset: [f32; 3] = std::array::from_fn(|c| -spec.mean[c] / spec.std[c]);
         let pad: [f32; 3] = std::array::from_fn(|c| PAD_VALUE * scale[c] + offset[c]);
 
-        // Start from the padding colour; then write the fitted area row by row.
+        // Start from the padding colour (when any shows); then write the fitted area row
+        // by row. Without padding every element is written once.
         let plane = out_w * out_h;
-        let mut data = match spec.layout {
-            Layout::Nchw => pad
+        let padded = fit.width != spec.width || fit.height != spec.height;
+        let mut data = match (padded, spec.layout) {
+            (false, _) => vec![0.0; plane * 3],
+            (true, Layout::Nchw) => pad
                 .iter()
                 .flat_map(|&p| std::iter::repeat_n(p, plane))
                 .collect(),
-            Layout::Nhwc => pad.repeat(plane),
+            (true, Layout::Nhwc) => pad.repeat(plane),
         };
         let columns = samples(fit.width, self.width());
         let rows = samples(fit.height, self.height());
