@@ -317,27 +317,31 @@ impl LocalJob {
         let Some(inference) = &self.inference else {
             return Ok(false);
         };
+        let worker = inference.worker.clone();
         let round = self.state.round()?;
-        match inference.worker.swap_model(&self.deploy_model) {
-            Ok(()) => {
-                let message = format!(
-                    "{} changed outside the job: now serving it",
-                    self.deploy_model.display()
-                );
-                self.state
-                    .record_condition(round, "Deploy", "Completed", &message)?;
-                Ok(true)
-            }
-            Err(e) => {
-                let message = format!(
-                    "{} changed but the worker kept its model: {e}",
-                    self.deploy_model.display()
-                );
-                self.state
-                    .record_condition(round, "Deploy", "Failed", &message)?;
-                Ok(false)
-            }
-        }
+        self.swap_worker(&worker, round, "changed")
+    }
+
+    /// Swaps the worker to the deploy model and records the outcome; a model that does
+    /// not load is refused and the worker keeps the one it has. Returns whether it swapped.
+    fn swap_worker(
+        &mut self,
+        worker: &InferenceWorker,
+        round: u64,
+        why: &str,
+    ) -> anyhow::Result<bool> {
+        let model = self.deploy_model.display().to_string();
+        let (kind, message, swapped) = match worker.swap_model(&self.deploy_model) {
+            Ok(()) => ("Completed", format!("{model} {why}: now serving it"), true),
+            Err(e) => (
+                "Failed",
+                format!("{model} {why} but the worker kept its model: {e}"),
+                false,
+            ),
+        };
+        self.state
+            .record_condition(round, "Deploy", kind, &message)?;
+        Ok(swapped)
     }
 
     /// How often the job checks its dataset and trigger (`checkPeriodSeconds`).
@@ -510,16 +514,9 @@ impl LocalJob {
         if deployed.is_some() {
             self.deployed_seen = file_stamp(&self.deploy_model);
         }
-        if let (Some(model), Some(inference)) = (&deployed, &self.inference) {
-            // A model that does not load is refused; the worker keeps the one it has.
-            if let Err(e) = inference.worker.swap_model(model) {
-                self.state.record_condition(
-                    round,
-                    "Deploy",
-                    "Failed",
-                    &format!("the worker kept its model: {e}"),
-                )?;
-            }
+        if let (Some(_), Some(inference)) = (&deployed, &self.inference) {
+            let worker = inference.worker.clone();
+            self.swap_worker(&worker, round, "deployed")?;
         }
         let outcome = if deployed.is_some() {
             "deployed"
