@@ -90,7 +90,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
         while rx.try_recv().is_ok() {}
         let decided = Instant::now();
-        worker.swap_model(&paths[usize::from(to_b)]).unwrap();
+        worker.swap_model(&paths[usize::from(to_b)], true).unwrap();
         let swapped = Instant::now();
         let first = loop {
             let (ended, is_b) = rx

@@ -500,3 +500,84 @@ fn a_model_written_to_the_deploy_path_from_outside_is_picked_up_by_polling() {
     );
     assert!(status.contains("now serving it"), "{status}");
 }
+
+#[test]
+fn the_inference_worker_streams_an_mp4_and_restarts_on_the_deployed_model_without_hot_update() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    // Eight frames, alternately red and blue, as a camera would record them.
+    let video = job.root().join("camera.mp4");
+    let mut writer = sedna::infer::VideoWriter::create(&video, 32, 32, 25).unwrap();
+    for sample in models::colour_samples(&job.root().join("data"), 500, 8).iter() {
+        let frame = sedna::infer::Frame::open(&sample.image).unwrap();
+        let frame = image::imageops::resize(frame.pixels(), 32, 32, image::imageops::Nearest);
+        writer.write(&frame).unwrap();
+    }
+    writer.finish().unwrap();
+    let yaml = std::fs::read_to_string(&job.yaml).unwrap()
+        .replace(
+            "template: {spec: {containers: [{name: infer, image: ignored}]}}",
+            &format!(
+                "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"file://{}\"}}, {{name: every_nth_frame, value: \"3\"}}, {{name: video_realtime, value: \"false\"}}]}}]}}}}",
+                video.display()
+            ),
+        )
+        .replace("hotUpdateEnabled: true", "hotUpdateEnabled: false");
+    std::fs::write(&job.yaml, yaml).unwrap();
+    job.append(32, "");
+
+    let out = job.run_once();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("camera.mp4 (looped)"), "{stderr}");
+    // One pass, every third frame, each named after the video, the pass and the frame.
+    let results = std::fs::read_to_string(job.root().join("out/inference/results.jsonl")).unwrap();
+    let frames: Vec<String> = results
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["frame"].to_string())
+        .collect();
+    assert_eq!(
+        frames,
+        ["camera-0-000000", "camera-0-000003", "camera-0-000006"].map(|n| format!("\"{n}\"")),
+        "{results}"
+    );
+    // The frames are the ones recorded: red, blue, red, so the (untrained) model's
+    // answer flips and flips back.
+    let red_scores = |line: &str| {
+        let result: serde_json::Value = serde_json::from_str(line).unwrap();
+        let scores = result["prediction"]["class_scores"]
+            .as_array()
+            .unwrap()
+            .clone();
+        scores[0].as_f64().unwrap() - scores[1].as_f64().unwrap()
+    };
+    let margins: Vec<f64> = results.lines().map(red_scores).collect();
+    assert!(
+        margins[0] * margins[1] < 0.0 && margins[1] * margins[2] < 0.0,
+        "{margins:?}"
+    );
+    assert!(text(&out.stdout).starts_with("round 1: deployed"));
+    assert!(stderr.contains("plugin swapped"), "{stderr}");
+}
+
+#[test]
+fn a_video_url_that_is_not_a_video_leaves_the_job_running_without_a_worker() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let notes = job.root().join("notes.txt");
+    std::fs::write(&notes, "not a video").unwrap();
+    let yaml = std::fs::read_to_string(&job.yaml).unwrap().replace(
+        "template: {spec: {containers: [{name: infer, image: ignored}]}}",
+        &format!(
+            "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"{}\"}}]}}]}}}}",
+            notes.display()
+        ),
+    );
+    std::fs::write(&job.yaml, yaml).unwrap();
+    job.append(4, "");
+    let out = job.run_once();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not a folder of images or an MP4 (H.264) file"),
+        "{stderr}"
+    );
+}

@@ -75,12 +75,12 @@ fn a_model_swapped_while_frames_flow_drops_none_and_mixes_none() {
     // A corrupt model is refused; the worker keeps serving the one it has.
     let corrupt = dir.path().join("corrupt.onnx");
     std::fs::write(&corrupt, b"not onnx").unwrap();
-    let error = worker.swap_model(&corrupt).unwrap_err();
+    let error = worker.swap_model(&corrupt, true).unwrap_err();
     assert!(
         error.to_string().contains("not a valid ONNX model"),
         "{error}"
     );
-    worker.swap_model(&right).unwrap();
+    worker.swap_model(&right, true).unwrap();
     let swapped_at = frames();
     while frames() < swapped_at + 50 {
         std::thread::yield_now();

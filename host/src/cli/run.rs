@@ -16,9 +16,6 @@ use crate::learn::{Checked, LocalJob};
 /// How often the run loop wakes to see whether a check or a poll is due.
 const TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// How often the inference worker looks for new images.
-const FEED_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
-
 #[derive(Args)]
 pub struct Run {
     /// YAML files holding the job's Dataset, Model and IncrementalLearningJob resources.
@@ -52,20 +49,17 @@ impl Run {
         );
         let feed = job.take_feed();
         if let Some((worker, mut source)) = feed {
-            tracing::info!(
-                job = job.name(),
-                "inference on the images in {}",
-                source.dir().display()
-            );
+            tracing::info!(job = job.name(), "inference on {}", source.describe());
             if self.once {
                 source.feed(&worker)?;
             } else {
                 std::thread::spawn(move || {
                     loop {
-                        if let Err(e) = source.feed(&worker) {
-                            tracing::warn!("cannot read {}: {e}", source.dir().display());
-                        }
-                        std::thread::sleep(FEED_PERIOD);
+                        let ran = source.feed(&worker).unwrap_or_else(|e| {
+                            tracing::warn!("{e:#}");
+                            0
+                        });
+                        std::thread::sleep(source.pause_after(ran));
                     }
                 });
             }

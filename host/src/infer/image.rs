@@ -35,7 +35,15 @@ impl Frame {
         })
     }
 
-    /// A frame from packed RGB pixels (a video decoder's output, say).
+    /// A frame from a decoded image (a video decoder's output, say).
+    pub fn from_image(name: &str, image: image::RgbImage) -> Self {
+        Frame {
+            name: name.to_string(),
+            image,
+        }
+    }
+
+    /// A frame from packed RGB pixels.
     pub fn from_rgb(
         name: &str,
         width: u32,

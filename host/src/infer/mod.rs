@@ -7,7 +7,9 @@ pub mod builder;
 pub mod image;
 pub mod model;
 pub mod sample;
+pub mod source;
 pub mod tensor;
+pub mod video;
 pub mod worker;
 
 pub use backend::{Backend, BackendKind, backend};
@@ -15,8 +17,10 @@ pub use builder::{Attr, ModelBuilder};
 pub use image::{Frame, Layout, Preprocess};
 pub use model::{Model, Session, SessionOptions, ValueSpec};
 pub use sample::{Label, Sample};
+pub use source::{FrameSource, ImageDir};
 pub use tensor::Tensor;
-pub use worker::{HardExampleStore, ImageDir, InferenceWorker, Outcome, ResultLog};
+pub use video::{VideoFrame, VideoReader, VideoWriter};
+pub use worker::{HardExampleStore, InferenceWorker, Outcome, ResultLog};
 
 /// What went wrong, in the categories of the `inference` interface's `error-code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

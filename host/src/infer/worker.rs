@@ -32,6 +32,8 @@ pub struct InferenceWorker {
     hem: Slot<Hem>,
     store: HardExampleStore,
     results: Option<ResultLog>,
+    /// Held for each frame, and for a whole swap when hot update is off.
+    frame_gate: std::sync::Mutex<()>,
     pub stats: WorkerStats,
 }
 
@@ -42,6 +44,7 @@ impl InferenceWorker {
             hem,
             store,
             results: None,
+            frame_gate: Default::default(),
             stats: WorkerStats::default(),
         }
     }
@@ -55,6 +58,7 @@ impl InferenceWorker {
     /// Predicts, mines and (when hard) stores one frame. The estimator and HEM versions
     /// are taken once, so a swap lands between frames.
     pub fn process(&self, name: &str, frame: &Arc<Frame>) -> Result<Outcome, PluginError> {
+        let _frame = self.frame_gate.lock().unwrap_or_else(|e| e.into_inner());
         let (estimator, hem) = (self.estimator.get(), self.hem.get());
         let result = estimator.predict(frame).and_then(|prediction| {
             let hard = hem.is_hard_example(&prediction)?;
@@ -97,9 +101,12 @@ impl InferenceWorker {
         }
     }
 
-    /// Loads `model` beside the serving one (same estimator and parameters) and swaps it
-    /// in; a model that does not load is refused and the serving one stays.
-    pub fn swap_model(&self, model: &Path) -> Result<(), PluginError> {
+    /// Swaps to `model` (same estimator and parameters); a model that does not load is
+    /// refused and the serving one stays. `hot` (`hotUpdateEnabled`): it loads beside the
+    /// serving one while frames go on. Otherwise the worker restarts: it stops between two
+    /// frames, loads the model and goes on; frames wait meanwhile, none is dropped.
+    pub fn swap_model(&self, model: &Path, hot: bool) -> Result<(), PluginError> {
+        let _stopped = (!hot).then(|| self.frame_gate.lock().unwrap_or_else(|e| e.into_inner()));
         let current = self.estimator.get();
         let source = current.source().clone();
         let sandbox = Sandbox {
@@ -266,76 +273,4 @@ fn preview(frame: &Frame, found: &crate::plugin::Detections) -> image::RgbImage 
         }
     }
     small
-}
-
-/// Frames from a directory of images (PNG, JPEG), in name order; images added later are
-/// picked up by the next call. Every `every`-th image is used (frame sampling).
-pub struct ImageDir {
-    dir: PathBuf,
-    seen: std::collections::HashSet<PathBuf>,
-    every: usize,
-    count: usize,
-}
-
-impl ImageDir {
-    pub fn new(dir: &Path, every: usize) -> Self {
-        ImageDir {
-            dir: dir.to_path_buf(),
-            seen: Default::default(),
-            every: every.max(1),
-            count: 0,
-        }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The images not returned before, in name order.
-    pub fn new_images(&mut self) -> std::io::Result<Vec<PathBuf>> {
-        let mut fresh: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                    matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
-                })
-            })
-            .filter(|p| !self.seen.contains(p))
-            .collect();
-        fresh.sort();
-        self.seen.extend(fresh.iter().cloned());
-        Ok(fresh)
-    }
-
-    /// Runs the new images (every `every`-th) through `worker`; an unreadable image is
-    /// logged and skipped. Returns how many were run.
-    pub fn feed(&mut self, worker: &InferenceWorker) -> std::io::Result<usize> {
-        let mut images = self.new_images()?;
-        let (every, first) = (self.every, self.count);
-        self.count += images.len();
-        images = images
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| (first + i) % every == 0)
-            .map(|(_, path)| path)
-            .collect();
-        for path in &images {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            match Frame::open(path) {
-                Ok(frame) => {
-                    if let Err(e) = worker.process(&name, &Arc::new(frame)) {
-                        tracing::warn!("inference on {}: {e}", path.display());
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    worker.unreadable(&name, &e.to_string());
-                }
-            }
-        }
-        Ok(images.len())
-    }
 }

@@ -24,7 +24,7 @@ use super::state::{JobState, Stage};
 use super::trigger::{ClockTime, Decision, Trigger};
 use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
 use crate::files::write_atomically;
-use crate::infer::{HardExampleStore, ImageDir, InferenceWorker, ResultLog};
+use crate::infer::{FrameSource, HardExampleStore, InferenceWorker, ResultLog};
 use crate::plugin::{
     DirGrant, Estimator, Hem, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source,
 };
@@ -79,6 +79,8 @@ pub struct LocalJob {
     eval_params: Vec<Param>,
     inference: Option<Inference>,
     poll_period: Duration,
+    /// `hotUpdateEnabled`: swap beside the serving model rather than restart the worker.
+    hot_update: bool,
     /// The deploy model file as last seen (modified time, length), to notice a model
     /// written there by someone else.
     deployed_seen: Option<(std::time::SystemTime, u64)>,
@@ -88,7 +90,7 @@ pub struct LocalJob {
 /// to feed the worker on a thread of its own).
 struct Inference {
     worker: Arc<InferenceWorker>,
-    source: Option<ImageDir>,
+    source: Option<FrameSource>,
 }
 
 /// Size of the inference results file before it is rotated (one old file is kept).
@@ -213,6 +215,7 @@ impl LocalJob {
             eval_params: params(&spec.eval_spec.template.parameters()),
             inference: None,
             poll_period: Duration::from_secs(spec.deploy_spec.model.poll_period_seconds.max(1)),
+            hot_update: spec.deploy_spec.model.hot_update_enabled,
             deployed_seen: None,
         };
         job.deployed_seen = file_stamp(&job.deploy_model);
@@ -221,8 +224,9 @@ impl LocalJob {
         Ok(job)
     }
 
-    /// The inference worker, when the deploy template names its source (`video_url`, a
-    /// directory of images here; `every_nth_frame` samples it): the deploy template's
+    /// The inference worker, when the deploy template names its source (`video_url`: a
+    /// folder of images or an MP4 file; `every_nth_frame` samples it, `video_realtime:
+    /// "false"` plays a video as fast as the worker goes): the deploy template's
     /// parameters, the serving model, the job's HEM, hard examples in `HE_SAVED_URL`
     /// (else `<outputDir>/hard_examples`).
     fn inference(
@@ -241,15 +245,33 @@ impl LocalJob {
         let Some(url) = setting("video_url") else {
             return Ok(None);
         };
-        let source = PathBuf::from(url.strip_prefix("file://").unwrap_or(&url));
-        if !source.is_dir() {
-            tracing::warn!(
-                job = %self.name,
-                "inference worker not started: `video_url` {} is not a directory of images (video files are not read yet)",
-                source.display()
-            );
-            return Ok(None);
-        }
+        let every = match setting("every_nth_frame") {
+            None => 1,
+            Some(n) => n.trim().parse::<usize>().ok().filter(|n| *n >= 1).with_context(|| {
+                format!(
+                    "IncrementalLearningJob {}, deploy template env `every_nth_frame` is {n:?}: give a whole number >= 1",
+                    self.name
+                )
+            })?,
+        };
+        let realtime = match setting("video_realtime").as_deref().map(str::trim) {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => anyhow::bail!(
+                "IncrementalLearningJob {}, deploy template env `video_realtime` is {other:?}: give \"true\" or \"false\"",
+                self.name
+            ),
+        };
+        let source = match FrameSource::open(&url, every, realtime) {
+            Ok(source) => source,
+            Err(e) => {
+                tracing::warn!(
+                    job = %self.name,
+                    "inference worker not started: deploy template env `video_url`: {e}"
+                );
+                return Ok(None);
+            }
+        };
         let hem_source = store.resolve(&mining.name).with_context(|| {
             format!(
                 "IncrementalLearningJob {}, field `spec.deploySpec.hardExampleMining.name`",
@@ -263,15 +285,6 @@ impl LocalJob {
             Sandbox::default(),
         )?;
         let estimator = self.estimator(deploy_params, &self.serving_model()?, FRAME_DEADLINE)?;
-        let every = match setting("every_nth_frame") {
-            None => 1,
-            Some(n) => n.trim().parse::<usize>().ok().filter(|n| *n >= 1).with_context(|| {
-                format!(
-                    "IncrementalLearningJob {}, deploy template env `every_nth_frame` is {n:?}: give a whole number >= 1",
-                    self.name
-                )
-            })?,
-        };
         let he_dir = setting("HE_SAVED_URL")
             .map_or_else(|| self.output.join("hard_examples"), PathBuf::from);
         let worker = InferenceWorker::new(
@@ -285,13 +298,13 @@ impl LocalJob {
         )?);
         Ok(Some(Inference {
             worker: Arc::new(worker),
-            source: Some(ImageDir::new(&source, every)),
+            source: Some(source),
         }))
     }
 
-    /// The inference worker (to which deployed models are swapped) and its image source,
+    /// The inference worker (to which deployed models are swapped) and its frame source,
     /// once: the caller feeds the worker, on a thread of its own or between checks.
-    pub fn take_feed(&mut self) -> Option<(Arc<InferenceWorker>, ImageDir)> {
+    pub fn take_feed(&mut self) -> Option<(Arc<InferenceWorker>, FrameSource)> {
         let inference = self.inference.as_mut()?;
         Some((inference.worker.clone(), inference.source.take()?))
     }
@@ -331,7 +344,8 @@ impl LocalJob {
         why: &str,
     ) -> anyhow::Result<bool> {
         let model = self.deploy_model.display().to_string();
-        let (kind, message, swapped) = match worker.swap_model(&self.deploy_model) {
+        let (kind, message, swapped) = match worker.swap_model(&self.deploy_model, self.hot_update)
+        {
             Ok(()) => ("Completed", format!("{model} {why}: now serving it"), true),
             Err(e) => (
                 "Failed",

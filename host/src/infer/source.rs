@@ -1,0 +1,205 @@
+//! Where the inference worker's frames come from: the deploy template's `video_url`, a
+//! folder of images or an MP4 (H.264) file played in a loop like the seed's camera stand-in.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Frame, InferenceWorker, VideoReader};
+
+/// How long a folder source waits before looking for new images, and any source after
+/// a pass that ran nothing (a missing or empty video).
+pub const IDLE_PAUSE: Duration = Duration::from_secs(1);
+
+pub enum FrameSource {
+    Images(ImageDir),
+    Video(VideoLoop),
+}
+
+impl FrameSource {
+    /// `url` (a `file://` prefix is allowed) names a folder of images or an MP4 file;
+    /// `every` samples every N-th frame; `realtime` plays a video at its frame rate (as
+    /// a camera would deliver it) rather than as fast as the worker goes.
+    pub fn open(url: &str, every: usize, realtime: bool) -> Result<Self, String> {
+        if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+            return Err(format!(
+                "{url}: RTSP streams are not read yet; record the stream to an MP4 file \
+                 (or images in a folder) and name that"
+            ));
+        }
+        let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
+        let sample = EveryNth::new(every);
+        if path.is_dir() {
+            return Ok(FrameSource::Images(ImageDir {
+                dir: path.to_path_buf(),
+                seen: Default::default(),
+                sample,
+            }));
+        }
+        let is_mp4 = path.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+            matches!(
+                x.to_ascii_lowercase().as_str(),
+                "mp4" | "m4v" | "mov" | "3gp"
+            )
+        });
+        if !is_mp4 {
+            return Err(format!(
+                "{}: not a folder of images or an MP4 (H.264) file",
+                path.display()
+            ));
+        }
+        VideoReader::open(path).map_err(|e| e.to_string())?;
+        Ok(FrameSource::Video(VideoLoop {
+            path: path.to_path_buf(),
+            sample,
+            realtime,
+            pass: 0,
+        }))
+    }
+
+    /// What the source is, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            FrameSource::Images(images) => format!("the images in {}", images.dir.display()),
+            FrameSource::Video(video) => format!("the video {} (looped)", video.path.display()),
+        }
+    }
+
+    /// Runs one pass through `worker`: the images added since the last pass, or the
+    /// video from start to end. A frame that cannot be read is counted and reported in
+    /// the results, and the pass goes on. Returns how many frames were run.
+    pub fn feed(&mut self, worker: &InferenceWorker) -> anyhow::Result<usize> {
+        match self {
+            FrameSource::Images(images) => images.feed(worker),
+            FrameSource::Video(video) => video.feed(worker),
+        }
+    }
+
+    /// How long to wait after a pass that ran `frames` frames.
+    pub fn pause_after(&self, frames: usize) -> Duration {
+        match self {
+            FrameSource::Video(_) if frames > 0 => Duration::ZERO,
+            _ => IDLE_PAUSE,
+        }
+    }
+}
+
+/// Frame sampling: every N-th frame of the source is run.
+struct EveryNth {
+    every: u64,
+    seen: u64,
+}
+
+impl EveryNth {
+    fn new(every: usize) -> Self {
+        EveryNth {
+            every: every.max(1) as u64,
+            seen: 0,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let take = self.seen.is_multiple_of(self.every);
+        self.seen += 1;
+        take
+    }
+}
+
+fn run(worker: &InferenceWorker, name: &str, frame: Result<Frame, super::InferError>) {
+    match frame {
+        Ok(frame) => {
+            if let Err(e) = worker.process(name, &Arc::new(frame)) {
+                tracing::warn!("inference on {name}: {e}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            worker.unreadable(name, &e.to_string());
+        }
+    }
+}
+
+/// A folder of images (PNG, JPEG), in name order; images added later are picked up by
+/// the next pass.
+pub struct ImageDir {
+    dir: PathBuf,
+    seen: std::collections::HashSet<PathBuf>,
+    sample: EveryNth,
+}
+
+impl ImageDir {
+    /// The images not returned before, in name order.
+    fn new_images(&mut self) -> std::io::Result<Vec<PathBuf>> {
+        let mut fresh: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                    matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                })
+            })
+            .filter(|p| !self.seen.contains(p))
+            .collect();
+        fresh.sort();
+        self.seen.extend(fresh.iter().cloned());
+        Ok(fresh)
+    }
+
+    fn feed(&mut self, worker: &InferenceWorker) -> anyhow::Result<usize> {
+        let images = self.new_images().map_err(|e| {
+            anyhow::anyhow!("cannot list the images in {}: {e}", self.dir.display())
+        })?;
+        let mut ran = 0;
+        for path in images.iter().filter(|_| self.sample.take()) {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            run(worker, &name, Frame::open(path));
+            ran += 1;
+        }
+        Ok(ran)
+    }
+}
+
+/// An MP4 file played from the start on each pass. Frames are named
+/// `<file stem>-<pass>-<frame number>`, so hard examples from later passes do not
+/// replace earlier ones.
+pub struct VideoLoop {
+    path: PathBuf,
+    sample: EveryNth,
+    realtime: bool,
+    pass: u64,
+}
+
+impl VideoLoop {
+    fn feed(&mut self, worker: &InferenceWorker) -> anyhow::Result<usize> {
+        let video = VideoReader::open(&self.path)?;
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (pass, start) = (self.pass, Instant::now());
+        self.pass += 1;
+        let mut ran = 0;
+        for (number, frame) in video.enumerate() {
+            let name = format!("{stem}-{pass}-{number:06}");
+            if !self.sample.take() {
+                continue;
+            }
+            if let Ok(frame) = &frame
+                && self.realtime
+            {
+                let due = start + frame.time;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            run(
+                worker,
+                &name,
+                frame.map(|f| Frame::from_image(&name, f.image)),
+            );
+            ran += 1;
+        }
+        Ok(ran)
+    }
+}
