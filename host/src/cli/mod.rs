@@ -63,7 +63,7 @@ impl Context {
 }
 
 /// `KEY=VALUE` arguments as plugin parameters.
-fn parse_params(params: &[String]) -> anyhow::Result<Vec<Param>> {
+pub fn parse_params(params: &[String]) -> anyhow::Result<Vec<Param>> {
     params
         .iter()
         .map(|p| match p.split_once('=') {

@@ -168,8 +168,10 @@ struct CellTarget {
     class: usize,
 }
 
-/// The grid head (see `decode::grid`): objectness by binary cross-entropy on every cell
-/// (averaged over cells); centre, size (binary cross-entropy on their sigmoids) and
+/// The grid head (see `decode::grid`): objectness by binary cross-entropy on every cell,
+/// the cells holding a box centre and the others weighted as two equal halves (a frame
+/// has a handful of objects among hundreds of cells: unweighted, "nothing anywhere"
+/// wins); centre, size (binary cross-entropy on their sigmoids) and
 /// class (cross-entropy) on the cells holding a box centre (averaged over boxes). Where
 /// two centres fall in one cell, the later box is the target.
 pub fn grid_detector(
@@ -240,9 +242,12 @@ pub fn grid_detector(
             head.apply(x, plane, &mut out);
             g.fill(0.0);
             let objectness = sigmoid(out[0]);
-            let wanted = if target.is_some() { 1.0 } else { 0.0 };
-            loss += bce(objectness, wanted) / plane as f64;
-            g[0] = (objectness - wanted) / plane as f32;
+            let (wanted, weight) = match target {
+                Some(_) => (1.0, 1.0 / positives),
+                None => (0.0, 1.0 / (plane as f32 - positives).max(1.0)),
+            };
+            loss += bce(objectness, wanted) * weight as f64;
+            g[0] = (objectness - wanted) * weight;
             if let Some(t) = target {
                 for (k, want) in [(1, t.x), (2, t.y), (3, t.w), (4, t.h)] {
                     let p = sigmoid(out[k]);
