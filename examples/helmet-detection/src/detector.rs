@@ -1,26 +1,36 @@
 //! The example's detector, written as ONNX by the project's own code: a fixed backbone
-//! (colour detectors on 8x8 patches, then each 32x32 window's 4x4 patches gathered into
-//! one feature vector per 16-pixel cell) and a trainable grid head, a 1x1 convolution
-//! the `ONNX` estimator fine-tunes. The backbone stands in for a pretrained one: it is
-//! never trained, so what the model learns is in the head.
+//! and a trainable grid head, a 1x1 convolution the `ONNX` estimator fine-tunes. The
+//! backbone stands in for a pretrained one and is never trained, so what the model
+//! learns is in the head.
+//!
+//! The backbone: each pixel's membership of the eleven basic colour terms (black, white,
+//! red, green, yellow, blue, brown, purple, pink, orange, grey), as a soft L1 ball around
+//! a prototype colour; averaged over 8x8 patches; then each 16-pixel cell gathers the
+//! 4x4 patches of the 32x32 window around it. Distinct colours land in distinct
+//! features, so learning a new colour leaves what the head knows of the others alone.
 
 use sedna::infer::{Attr, Model, ModelBuilder, Tensor};
 
 use crate::scene::{CLASSES, HEIGHT, WIDTH};
 
-const PATCH: usize = 8;
-/// Colour detectors: weights on the patch's mean R, G, B (on [0, 1]) and a threshold; the
-/// ReLU keeps how far past the threshold the patch is.
-const COLOURS: [([f32; 3], f32); 8] = [
-    ([1.0, 0.0, -1.0], 0.15),                  // warm: skin, orange, yellow, red
-    ([0.0, 1.0, -1.0], 0.15),                  // yellow, lime
-    ([-1.0, 0.0, 1.0], 0.10),                  // blue
-    ([1.0, -1.0, 0.0], 0.20),                  // red, orange
-    ([-1.0, 1.0, 0.0], 0.05),                  // green
-    ([1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0], 0.70), // bright: white
-    ([-1.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0], -0.30), // dark: hair, trousers
-    ([1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0], 0.45), // mid-bright
+/// Prototype RGB of each basic colour term.
+const COLOURS: [[u8; 3]; 11] = [
+    [20, 20, 20],
+    [240, 240, 240],
+    [200, 30, 30],
+    [60, 170, 60],
+    [240, 220, 30],
+    [40, 80, 210],
+    [120, 75, 40],
+    [130, 50, 160],
+    [240, 170, 180],
+    [250, 130, 20],
+    [128, 128, 128],
 ];
+/// A pixel belongs to a colour by `1 - L1 distance / RADIUS` (RGB on [0, 1]), at least 0.
+const RADIUS: f32 = 0.45;
+/// The image is averaged over 2x2 pixels first, then over patches of 4x4 of those.
+const PATCH: usize = 4;
 /// Each cell's window: 4x4 patches, one cell (2 patches) apart.
 const WINDOW: usize = 4;
 pub const FEATURES: usize = COLOURS.len() * WINDOW * WINDOW;
@@ -29,25 +39,31 @@ pub const COLS: usize = WIDTH as usize / 16;
 
 /// The detector with an untrained head (small fixed weights, objectness biased low).
 pub fn untrained() -> Model {
-    let area = (PATCH * PATCH) as f32;
-    let mut colour_w = Tensor::zeros(vec![COLOURS.len(), 3, PATCH, PATCH]);
-    for (f, (weights, _)) in COLOURS.iter().enumerate() {
-        for (c, w) in weights.iter().enumerate() {
-            let start = (f * 3 + c) * PATCH * PATCH;
-            colour_w.data[start..start + PATCH * PATCH].fill(w / area);
+    let n = COLOURS.len();
+    // |x - c| per colour and channel as ReLU(x - c) + ReLU(c - x): 6 units a colour.
+    let mut diff_w = Tensor::zeros(vec![6 * n, 3, 1, 1]);
+    let mut diff_b = Tensor::zeros(vec![6 * n]);
+    for (k, prototype) in COLOURS.iter().enumerate() {
+        for (c, value) in prototype.iter().enumerate() {
+            let value = f32::from(*value) / 255.0;
+            for (sign, unit) in [(1.0, 6 * k + 2 * c), (-1.0, 6 * k + 2 * c + 1)] {
+                diff_w.data[unit * 3 + c] = sign;
+                diff_b.data[unit] = -sign * value;
+            }
         }
     }
-    let colour_b = Tensor::new(
-        "colour.b",
-        vec![COLOURS.len()],
-        COLOURS.iter().map(|(_, t)| -t).collect(),
-    )
-    .expect("shape");
-    let mut gather = Tensor::zeros(vec![FEATURES, COLOURS.len(), WINDOW, WINDOW]);
-    for f in 0..COLOURS.len() {
+    let mut member_w = Tensor::zeros(vec![n, 6 * n, 1, 1]);
+    for k in 0..n {
+        member_w.data[k * 6 * n + 6 * k..k * 6 * n + 6 * k + 6].fill(-1.0 / RADIUS);
+    }
+    let member_b = Tensor::new("member.b", vec![n], vec![1.0; n]).expect("shape");
+    let mut patch_w = Tensor::zeros(vec![n, 1, PATCH, PATCH]);
+    patch_w.data.fill(1.0 / (PATCH * PATCH) as f32);
+    let mut gather = Tensor::zeros(vec![FEATURES, n, WINDOW, WINDOW]);
+    for f in 0..n {
         for k in 0..WINDOW * WINDOW {
             let out = f * WINDOW * WINDOW + k;
-            gather.data[(out * COLOURS.len() + f) * WINDOW * WINDOW + k] = 1.0;
+            gather.data[(out * n + f) * WINDOW * WINDOW + k] = 1.0;
         }
     }
     let outputs = 5 + CLASSES.len();
@@ -65,18 +81,41 @@ pub fn untrained() -> Model {
     let (h, w) = (HEIGHT as usize, WIDTH as usize);
     ModelBuilder::new("helmet-detector")
         .input("image", &[Some(1), Some(3), Some(h), Some(w)])
-        .weight("colour.w", &colour_w)
-        .weight("colour.b", &colour_b)
+        .weight("diff.w", &diff_w)
+        .weight("diff.b", &diff_b)
+        .weight("member.w", &member_w)
+        .weight("member.b", &member_b)
+        .weight("patch.w", &patch_w)
         .weight("gather.w", &gather)
         .weight("head.w", &head_w)
         .weight("head.b", &head_b)
         .node(
-            "Conv",
-            &["image", "colour.w", "colour.b"],
-            &["colour"],
-            &[Attr::Ints("strides", vec![8, 8])],
+            "AveragePool",
+            &["image"],
+            &["half"],
+            &[
+                Attr::Ints("kernel_shape", vec![2, 2]),
+                Attr::Ints("strides", vec![2, 2]),
+            ],
         )
-        .node("Relu", &["colour"], &["colour.relu"], &[])
+        .node("Conv", &["half", "diff.w", "diff.b"], &["diff"], &[])
+        .node("Relu", &["diff"], &["distance"], &[])
+        .node(
+            "Conv",
+            &["distance", "member.w", "member.b"],
+            &["near"],
+            &[],
+        )
+        .node("Relu", &["near"], &["membership"], &[])
+        .node(
+            "Conv",
+            &["membership", "patch.w"],
+            &["colour.relu"],
+            &[
+                Attr::Ints("strides", vec![PATCH as i64, PATCH as i64]),
+                Attr::Int("group", n as i64),
+            ],
+        )
         .node(
             "Conv",
             &["colour.relu", "gather.w"],

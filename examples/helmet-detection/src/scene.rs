@@ -42,7 +42,7 @@ impl Look {
     fn light(self) -> [u32; 3] {
         match self {
             Look::Base => [256, 256, 256],
-            Look::Shifted => [200, 200, 230],
+            Look::Shifted => [236, 236, 248],
         }
     }
 
@@ -149,7 +149,7 @@ pub fn render(look: Look, seed: u64) -> Scene {
     let mut canvas = Canvas {
         image: RgbImage::new(WIDTH, HEIGHT),
     };
-    let horizon = rng.int(110, 150);
+    let horizon = rng.int(60, 95);
     let ground = rng.pick(&GROUNDS);
     for y in 0..HEIGHT as i32 {
         let colour = if y < horizon {
@@ -167,7 +167,7 @@ pub fn render(look: Look, seed: u64) -> Scene {
     }
     for _ in 0..rng.int(2, 4) {
         let (x, w) = (rng.int(-40, WIDTH as i32), rng.int(60, 180));
-        let (top, bottom) = (rng.int(40, horizon - 10), horizon + rng.int(5, 30));
+        let (top, bottom) = (rng.int(20, horizon - 10), horizon + rng.int(5, 30));
         canvas.rect(x, top, x + w, bottom, rng.pick(&STRUCTURES));
     }
 
@@ -178,7 +178,7 @@ pub fn render(look: Look, seed: u64) -> Scene {
     for _ in 0..workers {
         let slot = slots.remove((rng.next() % slots.len() as u64) as usize);
         let x = slot + rng.int(-18, 18);
-        let scale = rng.int(85, 115); // percent
+        let scale = rng.int(120, 155); // percent
         let feet = rng.int(horizon + 150 * scale / 100, HEIGHT as i32 - 4);
         worker(&mut canvas, &mut rng, look, x, feet, scale, &mut objects);
     }
