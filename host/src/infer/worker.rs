@@ -25,6 +25,8 @@ pub struct WorkerStats {
     pub hard: AtomicU64,
     pub failed: AtomicU64,
     pub swaps: AtomicU64,
+    /// How long the last swap took, from asking to serving (load, smoke test, swap), in µs.
+    pub last_swap_micros: AtomicU64,
 }
 
 pub struct InferenceWorker {
@@ -106,6 +108,7 @@ impl InferenceWorker {
     /// serving one while frames go on. Otherwise the worker restarts: it stops between two
     /// frames, loads the model and goes on; frames wait meanwhile, none is dropped.
     pub fn swap_model(&self, model: &Path, hot: bool) -> Result<(), PluginError> {
+        let started = std::time::Instant::now();
         let _stopped = (!hot).then(|| self.frame_gate.lock().unwrap_or_else(|e| e.into_inner()));
         let current = self.estimator.get();
         let source = current.source().clone();
@@ -116,6 +119,8 @@ impl InferenceWorker {
         self.estimator
             .replace_with(&source, current.params().to_vec(), sandbox)?;
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.last_swap_micros.store(took, Ordering::Relaxed);
         Ok(())
     }
 
