@@ -1,5 +1,6 @@
 //! The `sedna` command line.
 
+mod label;
 mod plugin;
 mod predict;
 mod run;
@@ -40,6 +41,9 @@ enum Command {
     /// Run an estimator on images and print one prediction per line (the input
     /// `sedna plugin test` reads).
     Predict(predict::Predict),
+    /// Move hard examples to a labelling tool (YOLO, COCO) and the labels back.
+    #[command(subcommand)]
+    Label(label::LabelCommand),
     /// Show what this host runs on: the ONNX backend, its version and library, the data directory.
     Doctor,
 }
@@ -110,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Predict(predict) => predict.run(&context),
         Command::Run(run) => run.run(&context),
         Command::Status(status) => status.run(&context),
+        Command::Label(command) => command.run(),
         Command::Doctor => doctor(&context),
     };
     match result {

@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod job;
+pub mod labels;
 pub mod split;
 pub mod state;
 pub mod trigger;
