@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
+use sedna::cli::progress::RoundProgress;
 use sedna::infer::{InferenceWorker, Sample, VideoWriter};
 use sedna::learn::trigger::ClockTime;
 use sedna::learn::{Checked, LocalJob};
@@ -242,12 +244,16 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
     println!("[1/5] data: scenes and held-out test sets");
     let data = data(out, sizes)?;
     println!("[2/5] base model: trained on {} base scenes", sizes.train);
+    let working = spinner("training");
     let base = match out.join("models/base.onnx") {
         path if path.exists() => path,
         _ => base_model(&lab, out, &data, sizes.base_epochs)?,
     };
+    working.finish_and_clear();
     println!("[3/5] the shifted video the camera streams");
+    let working = spinner("encoding");
     video(&data.dir.join("shifted.mp4"), sizes)?;
+    working.finish_and_clear();
 
     // A fresh job: the index holds the data the base model knew; hard examples follow.
     for dir in ["job", "deploy", "hard_examples", "home"] {
@@ -270,6 +276,7 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
     let runtime = sedna::plugin::Runtime::new(Default::default())?;
     let store = PluginStore::open(&out.join("home"))?;
     let mut job = LocalJob::open(&resources, None, &runtime, &store)?;
+    let progress = RoundProgress::attach(&mut job);
     let (worker, mut source) = job
         .take_feed()
         .ok_or_else(|| anyhow::anyhow!("the job has no inference worker"))?;
@@ -291,15 +298,20 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
         labelled: Default::default(),
     };
     let deadline = Instant::now() + Duration::from_secs(900);
+    let labelling = ProgressBar::new(sizes.hard_examples).with_style(
+        ProgressStyle::with_template("      {bar:30} {pos}/{len} hard examples labelled")
+            .expect("a valid template"),
+    );
     let (round, hard_before) = loop {
         anyhow::ensure!(Instant::now() < deadline, "no round after 15 minutes");
-        let labelled = annotator.label_new()?;
-        if labelled > 0 {
-            println!("      labelled {} hard examples", annotator.labelled.len());
-        }
+        annotator.label_new()?;
+        labelling.set_position(annotator.labelled.len() as u64);
         let round_started = Instant::now();
         let counts = hard_counts(&worker);
-        if let Checked::Round(report) = job.check(ClockTime::now())? {
+        let checked = job.check(ClockTime::now())?;
+        progress.done();
+        if let Checked::Round(report) = checked {
+            labelling.finish_and_clear();
             println!(
                 "      round {}: {} ({})",
                 report.round,
@@ -328,6 +340,7 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
     let streaming = streaming_started.elapsed();
 
     println!("[5/5] held-out evaluation of the base and the deployed model");
+    let working = spinner("evaluating");
     let deployed = out.join("deploy/model.onnx");
     let evaluate = |model: &Path| -> anyhow::Result<[Vec<Metric>; 2]> {
         let estimator = lab.estimator(model, out, &PARAMS)?;
@@ -336,9 +349,11 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
             estimator.evaluate(&data.shifted_test)?,
         ])
     };
+    let (before, after) = (evaluate(&base)?, evaluate(&deployed)?);
+    working.finish_and_clear();
     Ok(Outcome {
-        before: evaluate(&base)?,
-        after: evaluate(&deployed)?,
+        before,
+        after,
         frames: worker.stats.frames.load(Ordering::Relaxed),
         streaming,
         hard_before,
@@ -347,6 +362,17 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
         round,
         total: started.elapsed(),
     })
+}
+
+/// A spinner with `message` and the time taken, on a terminal.
+fn spinner(message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message);
+    bar.set_style(
+        ProgressStyle::with_template("      {spinner} {msg} ({elapsed})")
+            .expect("a valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 /// (hard examples, frames) so far.
@@ -403,6 +429,109 @@ impl Outcome {
         (
             map(&self.after[0]) - map(&self.before[0]),
             map(&self.after[1]) - map(&self.before[1]),
+        )
+    }
+}
+
+/// Bars for `groups` of (label, before, after) values on [0, 1], as an SVG chart.
+fn bar_chart(title: &str, groups: &[(String, f64, f64)]) -> String {
+    let (width, height, left, top) = ((120 * groups.len() + 60).max(380), 260, 40, 30);
+    let plot = (height - top - 50) as f64;
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12"><text x="{left}" y="18" font-weight="bold">{title}</text><line x1="{left}" y1="{base}" x2="{right}" y2="{base}" stroke="#444"/>"##,
+        base = top as f64 + plot,
+        right = width - 10
+    );
+    for (i, (label, before, after)) in groups.iter().enumerate() {
+        let x = left + 10 + i * 120;
+        for (j, (value, colour)) in [(before, "#9aa5b1"), (after, "#2f7ed8")].iter().enumerate() {
+            let value = if value.is_finite() {
+                value.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let h = value * plot;
+            let bx = x + j * 46;
+            svg.push_str(&format!(
+                r##"<rect x="{bx}" y="{y:.1}" width="40" height="{h:.1}" fill="{colour}"/><text x="{tx}" y="{ty:.1}" text-anchor="middle">{value:.2}</text>"##,
+                y = top as f64 + plot - h,
+                tx = bx + 20,
+                ty = top as f64 + plot - h - 4.0
+            ));
+        }
+        svg.push_str(&format!(
+            r##"<text x="{tx}" y="{ty}" text-anchor="middle">{label}</text>"##,
+            tx = x + 43,
+            ty = height - 28
+        ));
+    }
+    svg.push_str(&format!(
+        r##"<rect x="{left}" y="{ly}" width="12" height="12" fill="#9aa5b1"/><text x="{t1}" y="{ty}">base model</text><rect x="{l2}" y="{ly}" width="12" height="12" fill="#2f7ed8"/><text x="{t2}" y="{ty}">deployed after one round</text></svg>"##,
+        ly = height - 16,
+        ty = height - 6,
+        t1 = left + 16,
+        l2 = left + 110,
+        t2 = left + 126
+    ));
+    svg
+}
+
+impl Outcome {
+    /// The report as HTML: the table and two charts.
+    pub fn html(&self) -> String {
+        let value = |m: &[Metric], name: &str, i: usize| {
+            lab::metric(m, name)
+                .and_then(|v| v.get(i).copied())
+                .unwrap_or(f64::NAN)
+        };
+        let map = bar_chart(
+            "mAP@0.5 on the held-out test sets",
+            &[
+                (
+                    "base look".into(),
+                    value(&self.before[0], "map", 0),
+                    value(&self.after[0], "map", 0),
+                ),
+                (
+                    "shifted look".into(),
+                    value(&self.before[1], "map", 0),
+                    value(&self.after[1], "map", 0),
+                ),
+            ],
+        );
+        let classes: Vec<(String, f64, f64)> = scene::CLASSES
+            .iter()
+            .enumerate()
+            .map(|(i, class)| {
+                (
+                    class.to_string(),
+                    value(&self.before[1], "ap", i),
+                    value(&self.after[1], "ap", i),
+                )
+            })
+            .collect();
+        let per_class = bar_chart("AP per class, shifted test set", &classes);
+        let rows: String = self
+            .table()
+            .lines()
+            .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+            .map(|l| {
+                let cells: String = l
+                    .trim_matches('|')
+                    .split('|')
+                    .map(|c| format!("<td>{}</td>", c.trim()))
+                    .collect();
+                format!("<tr>{cells}</tr>\n")
+            })
+            .collect();
+        let notes: String = self
+            .table()
+            .lines()
+            .filter_map(|l| l.strip_prefix("- "))
+            .map(|l| format!("<li>{l}</li>"))
+            .collect();
+        format!(
+            "<!doctype html><meta charset=\"utf-8\"><title>Helmet detection: one round</title>\n<body style=\"font-family:sans-serif;max-width:60em;margin:2em auto\">\n<h1>Helmet detection: one round of incremental learning</h1>\n{map}\n{per_class}\n<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n{rows}</table>\n<ul>{notes}</ul>\n</body>\n"
         )
     }
 }

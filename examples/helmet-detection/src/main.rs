@@ -55,7 +55,12 @@ fn main() -> anyhow::Result<()> {
                 "# Helmet detection: one round of incremental learning\n\n{table}\nmAP@0.5 change: {base:+.3} on the base test set, {shifted:+.3} on the shifted test set.\n"
             );
             sedna::files::write_atomically(&out.join("report.md"), report.as_bytes())?;
-            println!("\n{report}\nreport: {}", out.join("report.md").display());
+            sedna::files::write_atomically(&out.join("report.html"), outcome.html().as_bytes())?;
+            println!(
+                "\n{report}\nreport: {} (with charts: {})",
+                out.join("report.md").display(),
+                out.join("report.html").display()
+            );
         }
         Command::BaseModel { out } => base_model(&out)?,
     }

@@ -3,6 +3,7 @@
 mod label;
 mod plugin;
 mod predict;
+pub mod progress;
 mod run;
 
 use std::io::IsTerminal;

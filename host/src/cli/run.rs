@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::Context;
+use super::progress::RoundProgress;
 use crate::api;
 use crate::learn::job::deltas;
 use crate::learn::state::JobState;
@@ -64,6 +65,7 @@ impl Run {
                 });
             }
         }
+        let progress = RoundProgress::attach(&mut job);
         let mut check = CheckSchedule::new(job.period());
         let mut poll = CheckSchedule::new(job.poll_period());
         poll.due(Instant::now());
@@ -75,7 +77,9 @@ impl Run {
                 tracing::error!(job = job.name(), "{e:#}");
             }
             if self.once || check.due(Instant::now()) {
-                match job.check(ClockTime::now()) {
+                let checked = job.check(ClockTime::now());
+                progress.done();
+                match checked {
                     Ok(Checked::Waiting { pending, decision }) => tracing::info!(
                         job = job.name(),
                         "{pending} new samples; not training: {}",

@@ -81,6 +81,8 @@ pub struct LocalJob {
     poll_period: Duration,
     /// `hotUpdateEnabled`: swap beside the serving model rather than restart the worker.
     hot_update: bool,
+    /// Told when a round enters a stage (for progress on a terminal).
+    stage_observer: Option<Box<dyn Fn(u64, Stage) + Send>>,
     /// The deploy model file as last seen (modified time, length), to notice a model
     /// written there by someone else.
     deployed_seen: Option<(std::time::SystemTime, u64)>,
@@ -216,6 +218,7 @@ impl LocalJob {
             inference: None,
             poll_period: Duration::from_secs(spec.deploy_spec.model.poll_period_seconds.max(1)),
             hot_update: spec.deploy_spec.model.hot_update_enabled,
+            stage_observer: None,
             deployed_seen: None,
         };
         job.deployed_seen = file_stamp(&job.deploy_model);
@@ -434,6 +437,17 @@ impl LocalJob {
         Ok(Checked::Round(self.run_round(round, Stage::Train, now)?))
     }
 
+    /// Calls `observer` each time a round enters a stage.
+    pub fn on_stage(&mut self, observer: impl Fn(u64, Stage) + Send + 'static) {
+        self.stage_observer = Some(Box::new(observer));
+    }
+
+    fn entered(&self, round: u64, stage: Stage) {
+        if let Some(observer) = &self.stage_observer {
+            observer(round, stage);
+        }
+    }
+
     fn monitor_index(&self) -> String {
         self.monitor.index().display().to_string()
     }
@@ -457,6 +471,7 @@ impl LocalJob {
         let model_path = self.output.join(format!("train/{round}/model.onnx"));
         let mut loss = Vec::new();
         if from == Stage::Train {
+            self.entered(round, Stage::Train);
             let train: Arc<[Sample]> = self.state.round_samples(round, "train")?.into();
             let estimator =
                 self.estimator(&self.train_params, &self.serving_model()?, ROUND_DEADLINE)?;
@@ -482,6 +497,7 @@ impl LocalJob {
             )?;
         }
         let (new, old) = if from != Stage::Deploy {
+            self.entered(round, Stage::Eval);
             let eval = self.eval_set(round)?;
             let new = self
                 .estimator(&self.eval_params, &model_path, ROUND_DEADLINE)?
@@ -515,6 +531,7 @@ impl LocalJob {
             )
         };
 
+        self.entered(round, Stage::Deploy);
         let mut stats = new.clone();
         stats.extend(deltas(&new, &old));
         let decision = self.deploy_trigger.evaluate(&stats, now);
