@@ -364,6 +364,13 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Metric `name`'s `i`-th value, NaN when absent.
+fn value(metrics: &[Metric], name: &str, i: usize) -> f64 {
+    lab::metric(metrics, name)
+        .and_then(|v| v.get(i).copied())
+        .unwrap_or(f64::NAN)
+}
+
 /// A spinner with `message` and the time taken, on a terminal.
 fn spinner(message: &'static str) -> ProgressBar {
     let bar = ProgressBar::new_spinner().with_message(message);
@@ -386,11 +393,6 @@ fn hard_counts(worker: &InferenceWorker) -> (u64, u64) {
 impl Outcome {
     /// The before/after table, as Markdown.
     pub fn table(&self) -> String {
-        let value = |m: &[Metric], name: &str, i: usize| {
-            lab::metric(m, name)
-                .and_then(|v| v.get(i).copied())
-                .unwrap_or(f64::NAN)
-        };
         let mut t = String::from(
             "| metric | base model, base test | deployed, base test | base model, shifted test | deployed, shifted test |\n|---|---|---|---|---|\n",
         );
@@ -479,11 +481,6 @@ fn bar_chart(title: &str, groups: &[(String, f64, f64)]) -> String {
 impl Outcome {
     /// The report as HTML: the table and two charts.
     pub fn html(&self) -> String {
-        let value = |m: &[Metric], name: &str, i: usize| {
-            lab::metric(m, name)
-                .and_then(|v| v.get(i).copied())
-                .unwrap_or(f64::NAN)
-        };
         let map = bar_chart(
             "mAP@0.5 on the held-out test sets",
             &[
