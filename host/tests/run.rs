@@ -320,18 +320,33 @@ fn kill_in(mut job: Job, stage: &str, train_lines: usize) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
         .args(["run", job.yaml.to_str().unwrap()])
         .env("SEDNA_HOME", job.root().join("home"))
+        .env("SEDNA_LOG", "sedna=info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(job.root().join("run.log")).unwrap())
         .spawn()
         .unwrap();
-    let running = format!("running:   round 1, {stage}");
+    // The job's state, read directly: a poll takes milliseconds, so even a short stage
+    // is seen.
+    let state_db = job.root().join("out/state.db");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !job.status_if_started().contains(&running) {
+    let mut state = None;
+    loop {
+        if state.is_none() && state_db.exists() {
+            state = sedna::learn::state::JobState::open(&state_db).ok();
+        }
+        let in_progress = state
+            .as_ref()
+            .and_then(|state| state.in_progress().ok().flatten());
+        if in_progress.is_some_and(|(round, s)| round == 1 && s.name() == stage) {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "round 1 never reached {stage}"
+            "round 1 never reached {stage}: {}\n{}",
+            job.status_if_started(),
+            std::fs::read_to_string(job.root().join("run.log")).unwrap_or_default()
         );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
