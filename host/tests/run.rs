@@ -317,7 +317,12 @@ fn a_per_class_metric_without_an_index_is_refused_before_anything_runs() {
 /// round with the same samples, while samples appended meanwhile wait for round 2.
 fn kill_in(mut job: Job, stage: &str, train_lines: usize) {
     job.append(1000, "");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"));
+    if stage == "Deploy" {
+        // Deploy takes milliseconds: the test-only pause holds the round in it.
+        child.env("SEDNA_TEST_PAUSE_AT", "Deploy");
+    }
+    let mut child = child
         .args(["run", job.yaml.to_str().unwrap()])
         .env("SEDNA_HOME", job.root().join("home"))
         .env("SEDNA_LOG", "sedna=info")
@@ -400,6 +405,15 @@ fn a_process_killed_while_evaluating_resumes_without_losing_or_recounting_sample
         .replace("trainProb: 0.75", "trainProb: 0.1");
     std::fs::write(&job.yaml, yaml).unwrap();
     kill_in(job, "Eval", 100);
+}
+
+#[test]
+fn a_process_killed_while_deploying_resumes_and_deploys_once() {
+    let job = Job::new(
+        &[("epochs", "1"), ("learning_rate", "0.5")],
+        "accuracy_delta",
+    );
+    kill_in(job, "Deploy", 750);
 }
 
 #[test]

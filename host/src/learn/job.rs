@@ -446,6 +446,12 @@ impl LocalJob {
         if let Some(observer) = &self.stage_observer {
             observer(round, stage);
         }
+        // A fault-injection point for tests that kill the process inside a stage too
+        // short to hit by timing (Deploy): `SEDNA_TEST_PAUSE_AT=Deploy` holds it there.
+        if std::env::var("SEDNA_TEST_PAUSE_AT").is_ok_and(|s| s == stage.name()) {
+            tracing::warn!(job = %self.name, "SEDNA_TEST_PAUSE_AT: holding round {round} in {}", stage.name());
+            std::thread::sleep(Duration::from_secs(60));
+        }
     }
 
     fn monitor_index(&self) -> String {
