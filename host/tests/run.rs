@@ -88,6 +88,28 @@ spec:
         self.dir.path()
     }
 
+    /// Replaces `from` with `to` in the job's YAML.
+    fn edit(&self, from: &str, to: &str) {
+        let yaml = std::fs::read_to_string(&self.yaml).unwrap();
+        assert!(yaml.contains(from), "{from:?} is not in the job's YAML");
+        std::fs::write(&self.yaml, yaml.replace(from, to)).unwrap();
+    }
+
+    /// Gives the deploy template these `env` entries, which start the inference worker.
+    fn inference_env(&self, env: &[(&str, &str)]) {
+        let entries: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{{name: {k}, value: \"{v}\"}}"))
+            .collect();
+        self.edit(
+            "template: {spec: {containers: [{name: infer, image: ignored}]}}",
+            &format!(
+                "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{}]}}]}}}}",
+                entries.join(", ")
+            ),
+        );
+    }
+
     /// Appends `count` labelled lines (and their images) to the data index.
     fn append(&mut self, count: u64, extra: &str) {
         let samples = models::colour_samples(&self.root().join("data"), self.next_seed, count);
@@ -270,11 +292,10 @@ fn a_failed_round_is_recorded_and_resumes_with_the_same_samples() {
     assert!(status.contains("Train Failed"), "{status}");
 
     // The user fixes the job; the next run finishes round 1 on the samples it had.
-    let fixed = std::fs::read_to_string(&job.yaml).unwrap().replace(
+    job.edit(
         "- name: epochs\n                value: \"0\"",
         "- name: epochs\n                value: \"20\"\n              - name: learning_rate\n                value: \"0.5\"",
     );
-    std::fs::write(&job.yaml, fixed).unwrap();
     let out = job.run_once();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -400,10 +421,7 @@ fn a_process_killed_while_evaluating_resumes_without_losing_or_recounting_sample
         &[("epochs", "1"), ("learning_rate", "0.5")],
         "accuracy_delta",
     );
-    let yaml = std::fs::read_to_string(&job.yaml)
-        .unwrap()
-        .replace("trainProb: 0.75", "trainProb: 0.1");
-    std::fs::write(&job.yaml, yaml).unwrap();
+    job.edit("trainProb: 0.75", "trainProb: 0.1");
     kill_in(job, "Eval", 100);
 }
 
@@ -424,20 +442,15 @@ fn the_inference_worker_mines_hard_examples_and_swaps_to_the_deployed_model() {
     models::colour_samples(&camera, 500, 6);
     std::fs::write(camera.join("broken.png"), b"not a png").unwrap();
     let hard_examples = job.root().join("hard");
-    let yaml = std::fs::read_to_string(&job.yaml).unwrap()
-        .replace(
-            "template: {spec: {containers: [{name: infer, image: ignored}]}}",
-            &format!(
-                "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"file://{}\"}}, {{name: HE_SAVED_URL, value: \"{}\"}}, {{name: every_nth_frame, value: \"2\"}}]}}]}}}}",
-                camera.display(),
-                hard_examples.display()
-            ),
-        )
-        .replace(
-            "hardExampleMining: {name: IBT}",
-            "hardExampleMining: {name: CrossEntropy, parameters: [{key: threshold_cross_entropy, value: \"1\"}]}",
-        );
-    std::fs::write(&job.yaml, yaml).unwrap();
+    job.inference_env(&[
+        ("video_url", &format!("file://{}", camera.display())),
+        ("HE_SAVED_URL", &hard_examples.display().to_string()),
+        ("every_nth_frame", "2"),
+    ]);
+    job.edit(
+        "hardExampleMining: {name: IBT}",
+        "hardExampleMining: {name: CrossEntropy, parameters: [{key: threshold_cross_entropy, value: \"1\"}]}",
+    );
     job.append(32, "");
 
     let out = job.run_once();
@@ -490,14 +503,7 @@ fn a_model_written_to_the_deploy_path_from_outside_is_picked_up_by_polling() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     let camera = job.root().join("camera");
     std::fs::create_dir_all(&camera).unwrap();
-    let yaml = std::fs::read_to_string(&job.yaml).unwrap().replace(
-        "template: {spec: {containers: [{name: infer, image: ignored}]}}",
-        &format!(
-            "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"{}\"}}]}}]}}}}",
-            camera.display()
-        ),
-    );
-    std::fs::write(&job.yaml, yaml).unwrap();
+    job.inference_env(&[("video_url", &camera.display().to_string())]);
     job.append(4, "");
     let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
     let store = sedna::plugin::PluginStore::open(&job.root().join("home")).unwrap();
@@ -542,16 +548,12 @@ fn the_inference_worker_streams_an_mp4_and_restarts_on_the_deployed_model_withou
         writer.write(&frame).unwrap();
     }
     writer.finish().unwrap();
-    let yaml = std::fs::read_to_string(&job.yaml).unwrap()
-        .replace(
-            "template: {spec: {containers: [{name: infer, image: ignored}]}}",
-            &format!(
-                "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"file://{}\"}}, {{name: every_nth_frame, value: \"3\"}}, {{name: video_realtime, value: \"false\"}}]}}]}}}}",
-                video.display()
-            ),
-        )
-        .replace("hotUpdateEnabled: true", "hotUpdateEnabled: false");
-    std::fs::write(&job.yaml, yaml).unwrap();
+    job.inference_env(&[
+        ("video_url", &format!("file://{}", video.display())),
+        ("every_nth_frame", "3"),
+        ("video_realtime", "false"),
+    ]);
+    job.edit("hotUpdateEnabled: true", "hotUpdateEnabled: false");
     job.append(32, "");
 
     let out = job.run_once();
@@ -593,14 +595,7 @@ fn a_video_url_that_is_not_a_video_leaves_the_job_running_without_a_worker() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     let notes = job.root().join("notes.txt");
     std::fs::write(&notes, "not a video").unwrap();
-    let yaml = std::fs::read_to_string(&job.yaml).unwrap().replace(
-        "template: {spec: {containers: [{name: infer, image: ignored}]}}",
-        &format!(
-            "template: {{spec: {{containers: [{{name: infer, image: ignored, env: [{{name: video_url, value: \"{}\"}}]}}]}}}}",
-            notes.display()
-        ),
-    );
-    std::fs::write(&job.yaml, yaml).unwrap();
+    job.inference_env(&[("video_url", &notes.display().to_string())]);
     job.append(4, "");
     let out = job.run_once();
     let stderr = text(&out.stderr);

@@ -273,9 +273,8 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
 
     println!("[4/5] the job: streaming, mining, labelling, training, deploying");
     let resources = sedna::api::load(std::slice::from_ref(&yaml))?;
-    let runtime = sedna::plugin::Runtime::new(Default::default())?;
     let store = PluginStore::open(&out.join("home"))?;
-    let mut job = LocalJob::open(&resources, None, &runtime, &store)?;
+    let mut job = LocalJob::open(&resources, None, lab.runtime(), &store)?;
     let progress = RoundProgress::attach(&mut job);
     let (worker, mut source) = job
         .take_feed()

@@ -16,6 +16,11 @@ impl Lab {
         })
     }
 
+    /// The process's one plugin runtime, shared with the job.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// The `ONNX` estimator on `model`, with `dir` writable at `/out` and `params`.
     pub fn estimator(
         &self,

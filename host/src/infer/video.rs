@@ -298,7 +298,6 @@ impl VideoWriter {
         );
         let dims = (self.width as usize, self.height as usize);
         let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(frame.as_raw(), dims));
-        debug_assert_eq!(yuv.dimensions(), dims);
         let stream = self.encoder.encode(&yuv)?;
         let is_sync = stream.frame_type() == FrameType::IDR;
         let (mut sps, mut pps, mut sample) = (None, None, Vec::new());

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::plugin::Prediction;
-use crate::plugin::json::parse_prediction;
+use crate::plugin::json::prediction_from_json;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LabelFormat {
@@ -69,8 +69,7 @@ fn hard_examples(dir: &Path) -> anyhow::Result<Vec<HardExample>> {
         if !image.is_file() {
             continue;
         }
-        let Ok(Prediction::Detections(detections)) =
-            parse_prediction(&entry["prediction"].to_string())
+        let Ok(Prediction::Detections(detections)) = prediction_from_json(&entry["prediction"])
         else {
             tracing::warn!(
                 "{}:{}: skipped: not a detection (YOLO and COCO hold boxes)",

@@ -12,7 +12,12 @@ const SHAPE: &str = "expected a list of boxes [x1, y1, x2, y2, score, label], {\
 pub fn parse_prediction(text: &str) -> Result<Prediction, String> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON ({e}); {SHAPE}"))?;
-    match &value {
+    prediction_from_json(&value)
+}
+
+/// A prediction from JSON already parsed (a field of a larger document).
+pub fn prediction_from_json(value: &Value) -> Result<Prediction, String> {
+    match value {
         Value::Array(boxes) => detections(boxes),
         Value::Object(map) => match (map.get("boxes"), map.get("class_scores")) {
             (Some(Value::Array(boxes)), None) => detections(boxes),
