@@ -9,4 +9,6 @@ pub mod cli;
 pub mod files;
 pub mod infer;
 pub mod learn;
+pub mod metrics;
 pub mod plugin;
+pub mod server;

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use sedna::learn::trigger::{Condition, Trigger};
+use sedna::learn::trigger::{Condition, PluginConditions, Trigger};
 
 #[test]
 fn builtin_and_plugin_conditions_must_all_hold() {
@@ -14,7 +14,7 @@ fn builtin_and_plugin_conditions_must_all_hold() {
     let trigger = Trigger {
         timer: None,
         conditions: vec![samples],
-        plugins: vec![ratio],
+        plugins: PluginConditions::new(vec![ratio]),
     };
     let noon = "12:00".parse().unwrap();
     let bursty = metric("hard_examples", &[0.0, 1.0, 1.0, 1.0, 0.0]);

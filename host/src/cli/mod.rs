@@ -4,6 +4,7 @@ mod label;
 mod plugin;
 mod predict;
 pub mod progress;
+mod remote;
 mod run;
 
 use std::io::IsTerminal;
@@ -37,7 +38,8 @@ enum Command {
     /// Run an incremental-learning job from its YAML (Dataset, Model,
     /// IncrementalLearningJob) in this process: no cluster needed.
     Run(run::Run),
-    /// Show a job's round, samples, deployed model, metrics and recent conditions.
+    /// Show a job's round, samples, deployed model, metrics and recent conditions (of a
+    /// job running on a host with --host).
     Status(run::Status),
     /// Run an estimator on images and print one prediction per line (the input
     /// `sedna plugin test` reads).

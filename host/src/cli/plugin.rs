@@ -7,8 +7,10 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 use super::Context;
+use super::remote::{HostArgs, Remote};
 use crate::plugin::inspect::{self, Inspection};
-use crate::plugin::{Hem, Plugin, Sandbox, Source, json, worlds};
+use crate::plugin::{Hem, Plugin, Sandbox, Source, StoredPlugin, check_name, json};
+use crate::server::{Bound, DEFAULT_LISTEN, Uploaded};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -37,13 +39,41 @@ pub enum PluginCommand {
         #[arg(long)]
         world: Option<String>,
     },
-    /// List the built-in and stored plugins.
+    /// Upload a component to a running host (`sedna run --listen`), which checks it,
+    /// precompiles it and stores it; `--bind` then swaps it into a job's slot.
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "latest")]
+        version: String,
+        /// The world it must implement; by default the one it exports.
+        #[arg(long)]
+        world: Option<String>,
+        /// Swap it into a running job's slot: JOB/SLOT, the slot one of hem, estimator,
+        /// train-trigger, deploy-trigger.
+        #[arg(long, value_name = "JOB/SLOT")]
+        bind: Option<String>,
+        /// A parameter for the plugin's `init` when bound; repeat for more (by default
+        /// the replaced plugin's).
+        #[arg(long = "param", value_name = "KEY=VALUE", requires = "bind")]
+        params: Vec<String>,
+        #[command(flatten)]
+        remote: HostArgs,
+    },
+    /// List the built-in and stored plugins (of a running host with --host).
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: HostArgs,
     },
-    /// Remove NAME@VERSION from the plugin store.
-    Rm { reference: String },
+    /// Remove NAME@VERSION from the plugin store (of a running host with --host).
+    Rm {
+        reference: String,
+        #[command(flatten)]
+        remote: HostArgs,
+    },
     /// Run a hard-example miner over predictions (one JSON per line) and print one
     /// decision per line; a bad line is reported with its number and the run goes on.
     Test {
@@ -89,7 +119,9 @@ impl PluginCommand {
                 let runtime = context.runtime()?;
                 let world = match world {
                     Some(world) => world,
-                    None => single_world(&inspect::inspect(&runtime, &source)?, &file)?,
+                    None => inspect::inspect(&runtime, &source)?
+                        .single_world()
+                        .map_err(|why| anyhow::anyhow!("{}: {why} (--world)", file.display()))?,
                 };
                 inspect::validate(&runtime, &source, &world)?;
                 let entry = context
@@ -100,8 +132,59 @@ impl PluginCommand {
                     entry.name, entry.version, entry.world, entry.sha256
                 );
             }
-            PluginCommand::List { json } => {
-                let plugins = context.store()?.list()?;
+            PluginCommand::Push {
+                file,
+                name,
+                version,
+                world,
+                bind,
+                params,
+                remote,
+            } => {
+                let host = remote.host.as_deref().unwrap_or(DEFAULT_LISTEN);
+                let remote = Remote::connect(host, remote.token_file.as_deref(), &context.home)?;
+                let wasm = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                check_name("name", &name)?;
+                check_name("version", &version)?;
+                let query = world.map(|w| format!("?world={w}")).unwrap_or_default();
+                let uploaded: Uploaded =
+                    remote.put_bytes(&format!("/v1/plugins/{name}/{version}{query}"), &wasm)?;
+                let p = &uploaded.plugin;
+                println!(
+                    "pushed {}@{} ({}, sha256 {}, checked and precompiled in {:.1} ms)",
+                    p.name, p.version, p.world, p.sha256, uploaded.compile_ms
+                );
+                if let Some(target) = bind {
+                    let Some((job, slot)) = target.split_once('/') else {
+                        bail!("--bind {target:?}: write it as JOB/SLOT, e.g. my-job/hem");
+                    };
+                    check_name("job", job)?;
+                    let mut request = serde_json::json!({ "plugin": format!("{name}@{version}") });
+                    if !params.is_empty() {
+                        let params: serde_json::Map<String, serde_json::Value> =
+                            super::parse_params(&params)?
+                                .into_iter()
+                                .map(|p| (p.key, p.value.into()))
+                                .collect();
+                        request["params"] = params.into();
+                    }
+                    let bound: Bound =
+                        remote.put_json(&format!("/v1/jobs/{job}/slots/{slot}"), &request)?;
+                    println!(
+                        "bound {} to {}/{} (loaded, started and swapped in {:.1} ms)",
+                        bound.plugin, bound.job, bound.slot, bound.took_ms
+                    );
+                }
+            }
+            PluginCommand::List { json, remote } => {
+                let plugins: Vec<StoredPlugin> = match &remote.host {
+                    Some(host) => {
+                        Remote::connect(host, remote.token_file.as_deref(), &context.home)?
+                            .get("/v1/plugins")?
+                    }
+                    None => context.store()?.list()?,
+                };
                 if json {
                     println!("{}", serde_json::to_string_pretty(&plugins)?);
                 } else {
@@ -121,13 +204,21 @@ impl PluginCommand {
                     }
                 }
             }
-            PluginCommand::Rm { reference } => {
+            PluginCommand::Rm { reference, remote } => {
                 let Some((name, version)) = reference.split_once('@') else {
                     bail!(
                         "name the plugin as NAME@VERSION (see `sedna plugin list`), not {reference:?}"
                     );
                 };
-                context.store()?.remove(name, version)?;
+                match &remote.host {
+                    Some(host) => {
+                        check_name("name", name)?;
+                        check_name("version", version)?;
+                        Remote::connect(host, remote.token_file.as_deref(), &context.home)?
+                            .delete(&format!("/v1/plugins/{name}/{version}"))?
+                    }
+                    None => context.store()?.remove(name, version)?,
+                }
                 println!("removed {reference}");
             }
             PluginCommand::Test {
@@ -182,26 +273,6 @@ fn test(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn single_world(inspection: &Inspection, file: &std::path::Path) -> anyhow::Result<String> {
-    match inspection.worlds.as_slice() {
-        [world] => Ok(world.clone()),
-        [] => bail!(
-            "{} implements none of the worlds ({}); see `sedna plugin inspect`",
-            file.display(),
-            worlds::ALL
-                .iter()
-                .map(|(w, _)| *w)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        many => bail!(
-            "{} exports several worlds ({}): choose one with --world",
-            file.display(),
-            many.join(", ")
-        ),
-    }
 }
 
 fn print_inspection(file: &std::path::Path, i: &Inspection) {

@@ -8,11 +8,12 @@ use clap::Args;
 
 use super::Context;
 use super::progress::RoundProgress;
+use super::remote::{HostArgs, Remote};
 use crate::api;
-use crate::learn::job::deltas;
-use crate::learn::state::JobState;
 use crate::learn::trigger::{CheckSchedule, ClockTime};
-use crate::learn::{Checked, LocalJob};
+use crate::learn::{Checked, JobStatus, LocalJob};
+use crate::plugin::check_name;
+use crate::server::{DEFAULT_LISTEN, DEFAULT_MAX_UPLOAD, Service, Token};
 
 /// How often the run loop wakes to see whether a check or a poll is due.
 const TICK: std::time::Duration = std::time::Duration::from_millis(200);
@@ -28,6 +29,17 @@ pub struct Run {
     /// Check once (running a round to its end if the trigger fires), then exit.
     #[arg(long)]
     once: bool,
+    /// Serve the HTTP API (plugin upload and binding, status, /metrics) on ADDR; without
+    /// ADDR on 127.0.0.1:9301, this machine only.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_LISTEN)]
+    listen: Option<std::net::SocketAddr>,
+    /// The API's token, for calls that change the host; by default one made at the first
+    /// start and kept in the data directory (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    token_file: Option<PathBuf>,
+    /// The largest component the API accepts, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_UPLOAD, requires = "listen")]
+    max_upload: usize,
 }
 
 impl Run {
@@ -36,12 +48,30 @@ impl Run {
         tracing::info!(
             "local mode: container images, node names, volumes and resources are not used"
         );
-        let mut job = LocalJob::open(
-            &resources,
-            self.job.as_deref(),
-            &context.runtime()?,
-            &context.store()?,
-        )?;
+        let runtime = context.runtime()?;
+        let mut job = LocalJob::open(&resources, self.job.as_deref(), &runtime, &context.store()?)?;
+        if let Some(addr) = self.listen {
+            let token = match &self.token_file {
+                Some(file) => Token::read(file)?,
+                None => {
+                    let file = context.home.join("token");
+                    let (token, made) = Token::read_or_create(&file)?;
+                    if made {
+                        println!(
+                            "API token (printed once; kept in {}, mode 0600): {}",
+                            file.display(),
+                            token.as_str()
+                        );
+                    }
+                    token
+                }
+            };
+            let service =
+                Service::new(runtime.clone(), context.store()?, token, vec![job.handle()])
+                    .max_upload(self.max_upload);
+            let bound = service.start(addr)?;
+            println!("serving the API on http://{bound}");
+        }
         tracing::info!(
             job = job.name(),
             "running; checking every {:?}, state in {}",
@@ -112,134 +142,63 @@ impl Run {
 
 #[derive(Args)]
 pub struct Status {
-    /// The YAML files the job was started with.
-    #[arg(required = true)]
+    /// The YAML files the job was started with (not needed with --host).
+    #[arg(required_unless_present = "host")]
     files: Vec<PathBuf>,
     #[arg(long)]
     job: Option<String>,
     /// Print JSON, for scripts.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: HostArgs,
 }
 
 impl Status {
-    pub fn run(self, _context: &Context) -> anyhow::Result<ExitCode> {
-        let resources = api::load(&self.files)?;
-        let job = match (&self.job, resources.jobs.as_slice()) {
-            (Some(name), jobs) => jobs.iter().find(|j| &j.metadata.name == name),
-            (None, [job]) => Some(job),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "name the job with --job (the files hold {})",
-                resources.jobs.len()
-            )
-        })?;
-        let output = PathBuf::from(&job.spec.output_dir);
-        let path = output.join("state.db");
-        if !path.is_file() {
-            anyhow::bail!(
-                "job {} has not run yet (no {})",
-                job.metadata.name,
-                path.display()
-            );
-        }
-        let state = JobState::open(&path)?;
-        let (waiting, used) = state.sample_counts()?;
-        let round = state.round()?;
-        let metrics = |model: &str| -> anyhow::Result<serde_json::Value> {
-            let metrics = state.metrics(round, model)?;
-            Ok(metrics
-                .iter()
-                .map(|m| (m.name.clone(), serde_json::json!(m.values)))
-                .collect())
+    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        let status = match &self.remote.host {
+            Some(host) => {
+                let remote =
+                    Remote::connect(host, self.remote.token_file.as_deref(), &context.home)?;
+                match &self.job {
+                    Some(name) => {
+                        check_name("job", name)?;
+                        remote.get(&format!("/v1/jobs/{name}"))?
+                    }
+                    None => {
+                        let mut jobs: Vec<JobStatus> = remote.get("/v1/jobs")?;
+                        if jobs.len() != 1 {
+                            let names: Vec<&str> = jobs.iter().map(|j| j.job.as_str()).collect();
+                            anyhow::bail!(
+                                "name the job with --job (the host runs {})",
+                                names.join(", ")
+                            );
+                        }
+                        jobs.remove(0)
+                    }
+                }
+            }
+            None => {
+                let resources = api::load(&self.files)?;
+                let job = match (&self.job, resources.jobs.as_slice()) {
+                    (Some(name), jobs) => jobs.iter().find(|j| &j.metadata.name == name),
+                    (None, [job]) => Some(job),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "name the job with --job (the files hold {})",
+                        resources.jobs.len()
+                    )
+                })?;
+                JobStatus::read(job)?
+            }
         };
-        let new = state.metrics(round, "new")?;
-        let deployed = state.metrics(round, "deployed")?;
-        let deltas: serde_json::Map<String, serde_json::Value> = deltas(&new, &deployed)
-            .into_iter()
-            .map(|m| (m.name, serde_json::json!(m.values)))
-            .collect();
-        let he_dir = job
-            .spec
-            .deploy_spec
-            .template
-            .parameters()
-            .into_iter()
-            .rev()
-            .find(|p| p.key == "HE_SAVED_URL")
-            .map_or_else(|| output.join("hard_examples"), |p| PathBuf::from(p.value));
-        let hard_examples = std::fs::read_dir(&he_dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
-                    .count()
-            })
-            .unwrap_or(0);
-        let conditions: Vec<serde_json::Value> = state
-            .conditions()?
-            .iter()
-            .rev()
-            .take(CONDITIONS_SHOWN)
-            .rev()
-            .map(|c| {
-                serde_json::json!({"at": c.at, "round": c.round, "stage": c.stage, "type": c.kind, "message": c.message})
-            })
-            .collect();
-        let status = serde_json::json!({
-            "job": job.metadata.name,
-            "round": round,
-            "running": state.in_progress()?.map(|(round, stage)| serde_json::json!({"round": round, "stage": stage.name()})),
-            "samples": {"waiting": waiting, "used": used},
-            "deployed_model": state.deployed()?,
-            "metrics": {"new": metrics("new")?, "deployed": metrics("deployed")?, "delta": deltas},
-            "hard_examples": hard_examples,
-            "conditions": conditions,
-        });
         if self.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!("job:       {}", job.metadata.name);
-        println!("round:     {round}");
-        if let Some((round, stage)) = state.in_progress()? {
-            println!("running:   round {round}, {}", stage.name());
-        }
-        println!("samples:   {waiting} waiting, {used} used in rounds");
-        match state.deployed()? {
-            Some(model) => println!("deployed:  {}", model.display()),
-            None => println!("deployed:  the initial model"),
-        }
-        println!("hard examples: {hard_examples} in {}", he_dir.display());
-        for (model, metrics) in [("new", &new), ("deployed", &deployed)] {
-            for m in metrics.iter() {
-                println!(
-                    "metric:    round {round} {model} {} = {:?}",
-                    m.name, m.values
-                );
-            }
-        }
-        for (name, values) in &deltas {
-            println!("metric:    round {round} {name} = {values}");
-        }
-        println!("conditions:");
-        for c in state
-            .conditions()?
-            .iter()
-            .rev()
-            .take(CONDITIONS_SHOWN)
-            .rev()
-        {
-            println!(
-                "  {} round {} {} {}: {}",
-                c.at, c.round, c.stage, c.kind, c.message
-            );
+        } else {
+            print!("{status}");
         }
         Ok(ExitCode::SUCCESS)
     }
 }
-
-/// Conditions `sedna status` shows, newest last.
-const CONDITIONS_SHOWN: usize = 10;

@@ -20,7 +20,7 @@ pub use sample::{Label, Sample};
 pub use source::{FrameSource, ImageDir};
 pub use tensor::Tensor;
 pub use video::{VideoFrame, VideoReader, VideoWriter};
-pub use worker::{HardExampleStore, InferenceWorker, Outcome, ResultLog};
+pub use worker::{FrameStages, HardExampleStore, InferenceWorker, Outcome, ResultLog, WorkerStats};
 
 /// What went wrong, in the categories of the `inference` interface's `error-code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

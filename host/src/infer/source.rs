@@ -105,7 +105,14 @@ impl EveryNth {
     }
 }
 
-fn run(worker: &InferenceWorker, name: &str, frame: Result<Frame, super::InferError>) {
+/// Runs one frame that took `read` to read and decode.
+fn run(
+    worker: &InferenceWorker,
+    name: &str,
+    frame: Result<Frame, super::InferError>,
+    read: Duration,
+) {
+    worker.stats.stages.read.observe(read);
     match frame {
         Ok(frame) => {
             if let Err(e) = worker.process(name, &Arc::new(frame)) {
@@ -154,7 +161,9 @@ impl ImageDir {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            run(worker, &name, Frame::open(path));
+            let started = Instant::now();
+            let frame = Frame::open(path);
+            run(worker, &name, frame, started.elapsed());
             ran += 1;
         }
         Ok(ran)
@@ -182,7 +191,13 @@ impl VideoLoop {
         let (pass, start) = (self.pass, Instant::now());
         self.pass += 1;
         let mut ran = 0;
-        for (number, frame) in video.enumerate() {
+        let mut frames = video.enumerate();
+        loop {
+            let reading = Instant::now();
+            let Some((number, frame)) = frames.next() else {
+                break;
+            };
+            let read = reading.elapsed();
             let name = format!("{stem}-{pass}-{number:06}");
             if !self.sample.take() {
                 continue;
@@ -197,6 +212,7 @@ impl VideoLoop {
                 worker,
                 &name,
                 frame.map(|f| Frame::from_image(&name, f.image)),
+                read,
             );
             ran += 1;
         }

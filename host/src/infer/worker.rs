@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Frame;
 use crate::files::write_atomically;
+use crate::metrics::{Counter, Histogram};
 use crate::plugin::json::prediction_to_json;
-use crate::plugin::{Estimator, Hem, PluginError, Prediction, Sandbox, Slot};
+use crate::plugin::{
+    Estimator, Hem, Param, Plugin, PluginError, Prediction, Sandbox, Slot, Source, World,
+};
 
 /// What the worker did with one frame.
 #[derive(Debug)]
@@ -18,15 +21,43 @@ pub struct Outcome {
     pub hard: bool,
 }
 
-/// Counters for the job's status.
+/// Counters and latencies for the job's status and `/metrics`.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
-    pub frames: AtomicU64,
-    pub hard: AtomicU64,
-    pub failed: AtomicU64,
-    pub swaps: AtomicU64,
-    /// How long the last swap took, from asking to serving (load, smoke test, swap), in µs.
+    pub frames: Counter,
+    pub hard: Counter,
+    pub failed: Counter,
+    /// Model swaps (a deployed model, or a bound estimator or HEM).
+    pub swaps: Counter,
+    /// How long the last model swap took, from asking to serving (load, smoke test,
+    /// swap), in µs.
     pub last_swap_micros: AtomicU64,
+    pub stages: FrameStages,
+}
+
+/// Where a frame's time goes.
+#[derive(Debug, Default)]
+pub struct FrameStages {
+    /// Reading and decoding the frame (an image file, a video frame).
+    pub read: Histogram,
+    /// The estimator's `predict`: pre-processing and the model.
+    pub predict: Histogram,
+    /// The HEM's decision.
+    pub mine: Histogram,
+    /// Writing a hard example.
+    pub keep: Histogram,
+}
+
+impl FrameStages {
+    /// Each stage with its name in `/metrics`.
+    pub fn named(&self) -> [(&'static str, &Histogram); 4] {
+        [
+            ("read", &self.read),
+            ("predict", &self.predict),
+            ("mine", &self.mine),
+            ("keep", &self.keep),
+        ]
+    }
 }
 
 pub struct InferenceWorker {
@@ -62,22 +93,27 @@ impl InferenceWorker {
     pub fn process(&self, name: &str, frame: &Arc<Frame>) -> Result<Outcome, PluginError> {
         let _frame = self.frame_gate.lock().unwrap_or_else(|e| e.into_inner());
         let (estimator, hem) = (self.estimator.get(), self.hem.get());
-        let result = estimator.predict(frame).and_then(|prediction| {
-            let hard = hem.is_hard_example(&prediction)?;
-            Ok(Outcome { prediction, hard })
-        });
-        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        let stages = &self.stats.stages;
+        let result = stages
+            .predict
+            .time(|| estimator.predict(frame))
+            .and_then(|prediction| {
+                let hard = stages.mine.time(|| hem.is_hard_example(&prediction))?;
+                Ok(Outcome { prediction, hard })
+            });
+        self.stats.frames.inc();
         match &result {
             Ok(outcome) if outcome.hard => {
-                self.stats.hard.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.store.save(name, frame, &outcome.prediction) {
+                self.stats.hard.inc();
+                let kept = stages
+                    .keep
+                    .time(|| self.store.save(name, frame, &outcome.prediction));
+                if let Err(e) = kept {
                     tracing::warn!("cannot keep hard example {name}: {e:#}");
                 }
             }
             Ok(_) => {}
-            Err(_) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(_) => self.stats.failed.inc(),
         }
         match &result {
             Ok(o) => self.log_result(serde_json::json!({
@@ -90,8 +126,8 @@ impl InferenceWorker {
 
     /// Counts a frame that could not even be read, and says so in the results.
     pub fn unreadable(&self, name: &str, error: &str) {
-        self.stats.frames.fetch_add(1, Ordering::Relaxed);
-        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.stats.frames.inc();
+        self.stats.failed.inc();
         self.log_result(serde_json::json!({"frame": name, "error": error}));
     }
 
@@ -118,15 +154,54 @@ impl InferenceWorker {
         };
         self.estimator
             .replace_with(&source, current.params().to_vec(), sandbox)?;
-        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+        self.stats.swaps.inc();
         let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.last_swap_micros.store(took, Ordering::Relaxed);
         Ok(())
     }
 
+    /// Binds another HEM component (with `params`, else the serving one's): it is loaded
+    /// and initialised beside the serving one, then swapped in between two frames. One
+    /// that fails to load or initialise is refused and the serving one stays.
+    pub fn bind_hem(&self, source: &Source, params: Option<Vec<Param>>) -> Result<(), PluginError> {
+        rebind(&self.hem, source, params)
+    }
+
+    /// Binds another estimator component on the serving model, as `bind_hem` does.
+    pub fn bind_estimator(
+        &self,
+        source: &Source,
+        params: Option<Vec<Param>>,
+    ) -> Result<(), PluginError> {
+        rebind(&self.estimator, source, params)?;
+        self.stats.swaps.inc();
+        Ok(())
+    }
+
+    /// The estimator serving now.
+    pub fn estimator(&self) -> Arc<Plugin<Estimator>> {
+        self.estimator.get()
+    }
+
+    /// The HEM serving now.
+    pub fn hem(&self) -> Arc<Plugin<Hem>> {
+        self.hem.get()
+    }
+
     pub fn store(&self) -> &HardExampleStore {
         &self.store
     }
+}
+
+/// Swaps `source` into `slot` with `params` (else the serving plugin's) and its sandbox.
+fn rebind<W: World>(
+    slot: &Slot<W>,
+    source: &Source,
+    params: Option<Vec<Param>>,
+) -> Result<(), PluginError> {
+    let current = slot.get();
+    let params = params.unwrap_or_else(|| current.params().to_vec());
+    slot.replace_with(source, params, current.sandbox().clone())
 }
 
 /// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on), for

@@ -14,17 +14,20 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
 
 use super::dataset::{DatasetMonitor, Label, Sample};
+use super::handle::JobHandle;
 use super::split::{EvalSets, split};
 use super::state::{JobState, Stage};
 use super::trigger::{ClockTime, Decision, Trigger};
 use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
 use crate::files::write_atomically;
 use crate::infer::{FrameSource, HardExampleStore, InferenceWorker, ResultLog};
+use crate::metrics::{Counter, Histogram};
 use crate::plugin::{
     DirGrant, Estimator, Hem, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source,
 };
@@ -62,8 +65,31 @@ pub struct RoundReport {
     pub reasons: Vec<String>,
 }
 
+/// Rounds and the time their stages take, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RoundStats {
+    pub completed: Counter,
+    pub failed: Counter,
+    pub deploys: Counter,
+    pub train: Histogram,
+    pub eval: Histogram,
+    pub deploy: Histogram,
+}
+
+impl RoundStats {
+    /// Each stage with its name in `/metrics`.
+    pub fn stages(&self) -> [(&'static str, &Histogram); 3] {
+        [
+            ("train", &self.train),
+            ("eval", &self.eval),
+            ("deploy", &self.deploy),
+        ]
+    }
+}
+
 pub struct LocalJob {
     name: String,
+    spec: Arc<IncrementalLearningJob>,
     train_prob: f64,
     initial_model: PathBuf,
     deploy_model: PathBuf,
@@ -74,7 +100,8 @@ pub struct LocalJob {
     deploy_trigger: Trigger,
     period: Duration,
     runtime: Runtime,
-    estimator: Source,
+    /// The estimator rounds use; a plugin bound while the job runs replaces it.
+    estimator: Arc<ArcSwap<Source>>,
     train_params: Vec<Param>,
     eval_params: Vec<Param>,
     inference: Option<Inference>,
@@ -83,6 +110,7 @@ pub struct LocalJob {
     hot_update: bool,
     /// Told when a round enters a stage (for progress on a terminal).
     stage_observer: Option<Box<dyn Fn(u64, Stage) + Send>>,
+    stats: Arc<RoundStats>,
     /// The deploy model file as last seen (modified time, length), to notice a model
     /// written there by someone else.
     deployed_seen: Option<(std::time::SystemTime, u64)>,
@@ -159,12 +187,12 @@ impl LocalJob {
         let train_trigger = Trigger {
             timer: train.timer,
             conditions: vec![train.condition.clone()],
-            plugins: Vec::new(),
+            plugins: Default::default(),
         };
         let deploy_trigger = Trigger {
             timer: None,
             conditions: vec![spec.deploy_spec.trigger.condition.clone()],
-            plugins: Vec::new(),
+            plugins: Default::default(),
         };
         let per_class: Vec<String> = PER_CLASS_METRICS
             .iter()
@@ -202,6 +230,7 @@ impl LocalJob {
         let deploy_params = params(&spec.deploy_spec.template.parameters());
         let mut job = LocalJob {
             name: job_name,
+            spec: Arc::new(job.clone()),
             train_prob: spec.dataset.train_prob,
             initial_model,
             deploy_model,
@@ -212,13 +241,14 @@ impl LocalJob {
             deploy_trigger,
             period: Duration::from_secs(train.check_period_seconds.max(1)),
             runtime: runtime.clone(),
-            estimator,
+            estimator: Arc::new(ArcSwap::from_pointee(estimator)),
             train_params,
             eval_params: params(&spec.eval_spec.template.parameters()),
             inference: None,
             poll_period: Duration::from_secs(spec.deploy_spec.model.poll_period_seconds.max(1)),
             hot_update: spec.deploy_spec.model.hot_update_enabled,
             stage_observer: None,
+            stats: Arc::default(),
             deployed_seen: None,
         };
         job.deployed_seen = file_stamp(&job.deploy_model);
@@ -314,6 +344,21 @@ impl LocalJob {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the HTTP service sees and changes of this job while it runs.
+    pub fn handle(&self) -> JobHandle {
+        JobHandle::new(
+            self.spec.clone(),
+            self.runtime.clone(),
+            self.stats.clone(),
+            self.inference.as_ref().map(|i| i.worker.clone()),
+            self.estimator.clone(),
+            [
+                self.train_trigger.plugins.clone(),
+                self.deploy_trigger.plugins.clone(),
+            ],
+        )
     }
 
     /// How often the deploy model's file is checked for changes made outside the job
@@ -465,6 +510,15 @@ impl LocalJob {
         now: ClockTime,
     ) -> anyhow::Result<RoundReport> {
         let result = self.stages(round, from, now);
+        match &result {
+            Ok(report) => {
+                self.stats.completed.inc();
+                if report.deployed {
+                    self.stats.deploys.inc();
+                }
+            }
+            Err(_) => self.stats.failed.inc(),
+        }
         if let Err(e) = &result {
             let stage = self.state.in_progress()?.map_or("Train", |(_, s)| s.name());
             self.state
@@ -478,6 +532,7 @@ impl LocalJob {
         let mut loss = Vec::new();
         if from == Stage::Train {
             self.entered(round, Stage::Train);
+            let started = Instant::now();
             let train: Arc<[Sample]> = self.state.round_samples(round, "train")?.into();
             let estimator =
                 self.estimator(&self.train_params, &self.serving_model()?, ROUND_DEADLINE)?;
@@ -494,6 +549,7 @@ impl LocalJob {
                 .map(|m| m.values.clone())
                 .unwrap_or_default();
             self.state.record_metrics(round, "train", &report)?;
+            self.stats.train.observe(started.elapsed());
             self.state.set_stage(Some(Stage::Eval))?;
             self.state.record_condition(
                 round,
@@ -504,6 +560,7 @@ impl LocalJob {
         }
         let (new, old) = if from != Stage::Deploy {
             self.entered(round, Stage::Eval);
+            let started = Instant::now();
             let eval = self.eval_set(round)?;
             let new = self
                 .estimator(&self.eval_params, &model_path, ROUND_DEADLINE)?
@@ -522,6 +579,7 @@ impl LocalJob {
             )?;
             self.state.record_metrics(round, "new", &new)?;
             self.state.record_metrics(round, "deployed", &old)?;
+            self.stats.eval.observe(started.elapsed());
             self.state.set_stage(Some(Stage::Deploy))?;
             self.state.record_condition(
                 round,
@@ -538,6 +596,7 @@ impl LocalJob {
         };
 
         self.entered(round, Stage::Deploy);
+        let started = Instant::now();
         let mut stats = new.clone();
         stats.extend(deltas(&new, &old));
         let decision = self.deploy_trigger.evaluate(&stats, now);
@@ -555,6 +614,7 @@ impl LocalJob {
             let worker = inference.worker.clone();
             self.swap_worker(&worker, round, "deployed")?;
         }
+        self.stats.deploy.observe(started.elapsed());
         let outcome = if deployed.is_some() {
             "deployed"
         } else {
@@ -613,7 +673,7 @@ impl LocalJob {
         };
         Ok(Plugin::<Estimator>::load(
             &self.runtime,
-            &self.estimator,
+            &self.estimator.load(),
             params,
             sandbox,
         )?)

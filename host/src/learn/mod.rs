@@ -2,10 +2,14 @@
 //! persisted state.
 
 pub mod dataset;
+pub mod handle;
 pub mod job;
 pub mod labels;
 pub mod split;
 pub mod state;
+pub mod status;
 pub mod trigger;
 
-pub use job::{Checked, LocalJob, RoundReport};
+pub use handle::{BindError, JobHandle, SlotName};
+pub use job::{Checked, LocalJob, RoundReport, RoundStats};
+pub use status::JobStatus;

@@ -68,11 +68,12 @@ impl Stage {
 }
 
 /// One entry of the job's condition history.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConditionRecord {
     pub at: String,
     pub round: u64,
     pub stage: String,
+    #[serde(rename = "type")]
     pub kind: String,
     pub message: String,
 }

@@ -8,7 +8,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use serde::Deserialize;
 
@@ -249,14 +252,33 @@ pub struct Decision {
 pub struct Trigger {
     pub timer: Option<Timer>,
     pub conditions: Vec<Condition>,
-    pub plugins: Vec<Plugin<TriggerCondition>>,
+    pub plugins: Arc<PluginConditions>,
+}
+
+/// A trigger's plugin conditions, replaced whole when a plugin is bound to the trigger
+/// while the job runs (`PUT /v1/jobs/{job}/slots/train-trigger`).
+#[derive(Default)]
+pub struct PluginConditions(ArcSwap<Vec<Plugin<TriggerCondition>>>);
+
+impl PluginConditions {
+    pub fn new(plugins: Vec<Plugin<TriggerCondition>>) -> Arc<Self> {
+        Arc::new(PluginConditions(ArcSwap::from_pointee(plugins)))
+    }
+
+    pub fn load(&self) -> Arc<Vec<Plugin<TriggerCondition>>> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, plugins: Vec<Plugin<TriggerCondition>>) {
+        self.0.store(Arc::new(plugins));
+    }
 }
 
 impl Trigger {
     /// Checks what can be checked before the job runs: a bounded list of conditions, and
     /// no per-class metric (`per_class`) used without an index.
     pub fn validate(&self, per_class: &[&str]) -> Result<(), String> {
-        if self.conditions.len() + self.plugins.len() > MAX_CONDITIONS {
+        if self.conditions.len() + self.plugins.load().len() > MAX_CONDITIONS {
             return Err(format!(
                 "a trigger holds at most {MAX_CONDITIONS} conditions"
             ));
@@ -289,7 +311,7 @@ impl Trigger {
             fire &= holds;
             reasons.push(why);
         }
-        for plugin in &self.plugins {
+        for plugin in self.plugins.load().iter() {
             let (holds, why) = match plugin.evaluate(stats) {
                 Ok(Ok(holds)) => (holds, format!("plugin `{}` is {holds}", plugin.name())),
                 Ok(Err(why)) => (
@@ -424,7 +446,7 @@ mod tests {
         let trigger = Trigger {
             timer: None,
             conditions: vec![condition("num_of_samples", ">", 500.0)],
-            plugins: Vec::new(),
+            plugins: Default::default(),
         };
         let decision = trigger.evaluate(&[], at("12:00"));
         assert!(!decision.fire);
@@ -476,7 +498,7 @@ mod tests {
                 condition("num_of_samples", ">", 500.0),
                 condition("map", ">=", 0.5),
             ],
-            plugins: Vec::new(),
+            plugins: Default::default(),
         };
         let stats = [metric("num_of_samples", &[501.0]), metric("map", &[0.5])];
         assert!(trigger.evaluate(&stats, at("10:00")).fire);
@@ -495,7 +517,7 @@ mod tests {
         let trigger = Trigger {
             timer: None,
             conditions: vec![condition("precision_delta", ">", 0.1)],
-            plugins: Vec::new(),
+            plugins: Default::default(),
         };
         let err = trigger
             .validate(&["precision_delta", "recall"])

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A plugin failed: which plugin, in which call, and why.
@@ -13,13 +15,33 @@ pub struct PluginError {
 }
 
 impl PluginError {
+    /// A failure, counted for `sedna_plugin_errors_total`.
     pub fn new(plugin: &str, call: &str, cause: Cause) -> Self {
+        *COUNTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((call.to_string(), cause.kind()))
+            .or_default() += 1;
         PluginError {
             plugin: plugin.to_string(),
             call: call.to_string(),
             cause,
         }
     }
+}
+
+/// Plugin failures since the process started, by call and kind of cause. Calls are the
+/// worlds' function names, so the set stays small.
+static COUNTS: Mutex<BTreeMap<(String, &'static str), u64>> = Mutex::new(BTreeMap::new());
+
+/// `(call, kind, failures)` for every call and kind that has failed.
+pub fn error_counts() -> Vec<(String, &'static str, u64)> {
+    COUNTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|((call, kind), n)| (call.clone(), *kind, *n))
+        .collect()
 }
 
 /// Why a plugin call failed.

@@ -22,6 +22,27 @@ pub struct Inspection {
     pub exports: Vec<Item>,
 }
 
+impl Inspection {
+    /// The one world the component implements; an error says why there is not one.
+    pub fn single_world(&self) -> Result<String, String> {
+        match self.worlds.as_slice() {
+            [world] => Ok(world.clone()),
+            [] => Err(format!(
+                "it implements none of the worlds ({}); see `sedna plugin inspect`",
+                worlds::ALL
+                    .iter()
+                    .map(|(w, _)| *w)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            many => Err(format!(
+                "it exports several worlds ({}): name the one it is for",
+                many.join(", ")
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Item {
     pub name: String,

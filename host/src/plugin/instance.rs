@@ -78,7 +78,7 @@ impl<W: World> Plugin<W> {
     }
 
     /// Checks that the component implements `W` with only the imports the host provides.
-    pub(crate) fn check(runtime: &Runtime, source: &Source) -> Result<W::Pre, PluginError> {
+    pub fn check(runtime: &Runtime, source: &Source) -> Result<W::Pre, PluginError> {
         let (component, _) = runtime.compile(source)?;
         let wrong_world = |e: wasmtime::Error| {
             let exports = super::inspect::exported_names(runtime, &component);

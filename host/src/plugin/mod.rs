@@ -25,11 +25,11 @@ pub mod worlds;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use engine::{Runtime, RuntimeConfig};
-pub use error::{Cause, PluginError};
+pub use error::{Cause, PluginError, error_counts};
 pub use host::HostState;
 pub use instance::{Instance, Plugin, World};
 pub use sandbox::{DirGrant, Sandbox};
 pub use slot::Slot;
-pub use store::{BUILTINS, Builtin, PluginStore, Source, StoredPlugin};
+pub use store::{BUILTINS, Builtin, PluginStore, Source, StoredPlugin, check_name};
 pub use worlds::types::{Detections, Metric, Param, Prediction};
 pub use worlds::{Estimator, Hem, TriggerCondition};

@@ -9,6 +9,7 @@ use sedna::plugin::{
     Sandbox, Source, TriggerCondition,
 };
 
+pub mod job;
 pub mod models;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));

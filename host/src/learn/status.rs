@@ -1,0 +1,209 @@
+//! A job's status as `sedna status` prints it and `GET /v1/jobs/{name}` serves it: read
+//! from the job's state database, plus the live worker's counters when the job runs in
+//! this process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::job::deltas;
+use super::state::{ConditionRecord, JobState};
+use crate::api::IncrementalLearningJob;
+use crate::infer::InferenceWorker;
+use crate::plugin::Metric;
+
+/// Conditions a status shows, newest last.
+pub const CONDITIONS_SHOWN: usize = 10;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobStatus {
+    pub job: String,
+    /// The last round started (0 before the first).
+    pub round: u64,
+    /// The round in progress and its stage, if one is.
+    pub running: Option<Running>,
+    pub samples: Samples,
+    /// `None` while the initial model serves.
+    pub deployed_model: Option<PathBuf>,
+    pub metrics: RoundMetrics,
+    pub hard_examples: HardExamples,
+    /// The live inference worker, when the job runs in the process that answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<Inference>,
+    pub conditions: Vec<ConditionRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Running {
+    pub round: u64,
+    pub stage: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Samples {
+    pub waiting: u64,
+    pub used: u64,
+}
+
+/// The round's metrics by name: the new model's, the deployed model's and their deltas.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RoundMetrics {
+    pub new: BTreeMap<String, Vec<f64>>,
+    pub deployed: BTreeMap<String, Vec<f64>>,
+    pub delta: BTreeMap<String, Vec<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HardExamples {
+    pub count: usize,
+    pub dir: PathBuf,
+}
+
+/// What the inference worker has done since the process started, and what it serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Inference {
+    pub frames: u64,
+    pub hard: u64,
+    pub failed: u64,
+    pub swaps: u64,
+    pub estimator: String,
+    pub hem: String,
+}
+
+impl Inference {
+    pub fn of(worker: &InferenceWorker) -> Self {
+        Inference {
+            frames: worker.stats.frames.get(),
+            hard: worker.stats.hard.get(),
+            failed: worker.stats.failed.get(),
+            swaps: worker.stats.swaps.get(),
+            estimator: worker.estimator().name().to_string(),
+            hem: worker.hem().name().to_string(),
+        }
+    }
+}
+
+impl JobStatus {
+    /// Reads the status of `job` from its state database under `outputDir`.
+    pub fn read(job: &IncrementalLearningJob) -> anyhow::Result<Self> {
+        let output = PathBuf::from(&job.spec.output_dir);
+        let path = output.join("state.db");
+        if !path.is_file() {
+            anyhow::bail!(
+                "job {} has not run yet (no {})",
+                job.metadata.name,
+                path.display()
+            );
+        }
+        let state = JobState::open(&path)?;
+        let (waiting, used) = state.sample_counts()?;
+        let round = state.round()?;
+        let by_name = |metrics: &[Metric]| -> BTreeMap<String, Vec<f64>> {
+            metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.values.clone()))
+                .collect()
+        };
+        let new = state.metrics(round, "new")?;
+        let deployed = state.metrics(round, "deployed")?;
+        let he_dir = job
+            .spec
+            .deploy_spec
+            .template
+            .parameters()
+            .into_iter()
+            .rev()
+            .find(|p| p.key == "HE_SAVED_URL")
+            .map_or_else(|| output.join("hard_examples"), |p| PathBuf::from(p.value));
+        let mut conditions = state.conditions()?;
+        conditions.drain(..conditions.len().saturating_sub(CONDITIONS_SHOWN));
+        Ok(JobStatus {
+            job: job.metadata.name.clone(),
+            round,
+            running: state.in_progress()?.map(|(round, stage)| Running {
+                round,
+                stage: stage.name().to_string(),
+            }),
+            samples: Samples { waiting, used },
+            deployed_model: state.deployed()?,
+            metrics: RoundMetrics {
+                delta: by_name(&deltas(&new, &deployed)),
+                new: by_name(&new),
+                deployed: by_name(&deployed),
+            },
+            hard_examples: HardExamples {
+                count: count_images(&he_dir),
+                dir: he_dir,
+            },
+            inference: None,
+            conditions,
+        })
+    }
+}
+
+fn count_images(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The text `sedna status` prints.
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "job:       {}", self.job)?;
+        writeln!(f, "round:     {}", self.round)?;
+        if let Some(running) = &self.running {
+            writeln!(f, "running:   round {}, {}", running.round, running.stage)?;
+        }
+        writeln!(
+            f,
+            "samples:   {} waiting, {} used in rounds",
+            self.samples.waiting, self.samples.used
+        )?;
+        match &self.deployed_model {
+            Some(model) => writeln!(f, "deployed:  {}", model.display())?,
+            None => writeln!(f, "deployed:  the initial model")?,
+        }
+        writeln!(
+            f,
+            "hard examples: {} in {}",
+            self.hard_examples.count,
+            self.hard_examples.dir.display()
+        )?;
+        if let Some(i) = &self.inference {
+            writeln!(
+                f,
+                "inference: {} frames, {} hard, {} failed, {} model swaps; estimator {}, HEM {}",
+                i.frames, i.hard, i.failed, i.swaps, i.estimator, i.hem
+            )?;
+        }
+        let round = self.round;
+        for (model, metrics) in [
+            ("new", &self.metrics.new),
+            ("deployed", &self.metrics.deployed),
+        ] {
+            for (name, values) in metrics {
+                writeln!(f, "metric:    round {round} {model} {name} = {values:?}")?;
+            }
+        }
+        for (name, values) in &self.metrics.delta {
+            writeln!(f, "metric:    round {round} {name} = {values:?}")?;
+        }
+        writeln!(f, "conditions:")?;
+        for c in &self.conditions {
+            writeln!(
+                f,
+                "  {} round {} {} {}: {}",
+                c.at, c.round, c.stage, c.kind, c.message
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! `GET /metrics`: the host's counters and latency histograms in Prometheus text format
+//! (version 0.0.4), one family at a time with its HELP and TYPE.
+
+use std::fmt::Write as _;
+
+use crate::learn::JobHandle;
+use crate::metrics::{BUCKETS, Histogram};
+use crate::plugin::error_counts;
+
+/// The content type Prometheus expects.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric of `jobs` and of the process.
+pub fn render(jobs: &[JobHandle]) -> String {
+    let mut out = Text::default();
+    out.family(
+        "sedna_build_info",
+        "gauge",
+        "The running sedna's version (always 1).",
+    );
+    out.sample(
+        "sedna_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+
+    let workers: Vec<(&str, &crate::infer::InferenceWorker)> = jobs
+        .iter()
+        .filter_map(|j| Some((j.name(), j.worker.as_deref()?)))
+        .collect();
+    let counters: [(&str, &str, fn(&crate::infer::WorkerStats) -> u64); 4] = [
+        (
+            "sedna_frames_total",
+            "Frames the inference worker ran (read, predicted and mined, or failed).",
+            |s| s.frames.get(),
+        ),
+        (
+            "sedna_frames_failed_total",
+            "Frames that could not be read, predicted or mined.",
+            |s| s.failed.get(),
+        ),
+        (
+            "sedna_hard_examples_total",
+            "Frames the hard-example miner flagged.",
+            |s| s.hard.get(),
+        ),
+        (
+            "sedna_model_swaps_total",
+            "Models swapped into the inference worker (deployed or bound).",
+            |s| s.swaps.get(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, "counter", help);
+        for (job, worker) in &workers {
+            out.sample(name, &[("job", job)], value(&worker.stats));
+        }
+    }
+    let name = "sedna_frame_stage_seconds";
+    out.family(
+        name,
+        "histogram",
+        "Time a frame spends in each stage: read, predict, mine, keep.",
+    );
+    for (job, worker) in &workers {
+        for (stage, histogram) in worker.stats.stages.named() {
+            out.histogram(name, &[("job", job), ("stage", stage)], histogram);
+        }
+    }
+
+    let name = "sedna_rounds_total";
+    out.family(
+        name,
+        "counter",
+        "Rounds run to their end (completed) or stopped by an error (failed).",
+    );
+    for job in jobs {
+        out.sample(
+            name,
+            &[("job", job.name()), ("outcome", "completed")],
+            job.rounds.completed.get(),
+        );
+        out.sample(
+            name,
+            &[("job", job.name()), ("outcome", "failed")],
+            job.rounds.failed.get(),
+        );
+    }
+    let name = "sedna_deploys_total";
+    out.family(
+        name,
+        "counter",
+        "Rounds whose deploy trigger held: the new model was deployed.",
+    );
+    for job in jobs {
+        out.sample(name, &[("job", job.name())], job.rounds.deploys.get());
+    }
+    let name = "sedna_round_stage_seconds";
+    out.family(
+        name,
+        "histogram",
+        "Time a round spends in each stage: train, eval, deploy.",
+    );
+    for job in jobs {
+        for (stage, histogram) in job.rounds.stages() {
+            out.histogram(name, &[("job", job.name()), ("stage", stage)], histogram);
+        }
+    }
+
+    let name = "sedna_plugin_binds_total";
+    out.family(
+        name,
+        "counter",
+        "Plugins bound to a job's slot through the API: swapped in, or refused.",
+    );
+    for job in jobs {
+        for (outcome, counter) in [
+            ("swapped", &job.binds.swapped),
+            ("refused", &job.binds.refused),
+        ] {
+            out.sample(
+                name,
+                &[("job", job.name()), ("outcome", outcome)],
+                counter.get(),
+            );
+        }
+    }
+    let name = "sedna_plugin_errors_total";
+    out.family(
+        name,
+        "counter",
+        "Plugin failures by call and kind (trap, timeout, out_of_memory, refused, ...).",
+    );
+    for (call, kind, count) in error_counts() {
+        out.sample(name, &[("call", &call), ("kind", kind)], count);
+    }
+    out.0
+}
+
+#[derive(Default)]
+struct Text(String);
+
+impl Text {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "{name}{} {value}", label_set(labels));
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], histogram: &Histogram) {
+        let snapshot = histogram.snapshot();
+        let bounds = BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".into()]);
+        let counts = snapshot.cumulative.iter().chain([&snapshot.count]);
+        for (bound, count) in bounds.zip(counts) {
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &bound));
+            self.sample(&format!("{name}_bucket"), &with_le, count);
+        }
+        self.sample(&format!("{name}_sum"), labels, snapshot.sum_seconds);
+        self.sample(&format!("{name}_count"), labels, snapshot.count);
+    }
+}
+
+/// `{a="1",b="2"}` with values escaped as the format requires.
+fn label_set(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(key, value)| {
+            let value = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{key}=\"{value}\"")
+        })
+        .collect();
+    format!("{{{}}}", pairs.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            label_set(&[("a", "x\"y\\z\nw"), ("b", "2")]),
+            r#"{a="x\"y\\z\nw",b="2"}"#
+        );
+        assert_eq!(label_set(&[]), "");
+    }
+
+    #[test]
+    fn a_histogram_has_cumulative_buckets_a_sum_and_a_count() {
+        let h = Histogram::default();
+        h.observe(std::time::Duration::from_millis(3));
+        let mut text = Text::default();
+        text.histogram("x_seconds", &[("job", "j")], &h);
+        let lines: Vec<&str> = text.0.lines().collect();
+        assert_eq!(lines.len(), BUCKETS.len() + 3);
+        assert!(lines.contains(&r#"x_seconds_bucket{job="j",le="0.0025"} 0"#));
+        assert!(lines.contains(&r#"x_seconds_bucket{job="j",le="0.005"} 1"#));
+        assert!(lines.contains(&r#"x_seconds_bucket{job="j",le="+Inf"} 1"#));
+        assert!(lines.contains(&r#"x_seconds_count{job="j"} 1"#));
+    }
+}

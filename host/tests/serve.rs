@@ -1,0 +1,511 @@
+//! The HTTP service of `sedna run --listen`, over real HTTP on 127.0.0.1, against a real
+//! running job: plugin upload and binding while frames stream, the checks an upload
+//! passes, the token, `/metrics`, and the CLI's `--host` commands.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use common::job::{Job, TRAIN_ENV, text};
+use common::{FIXTURE_HEM_HOSTILE, builtin_file};
+
+const JOB: &str = "colour-job";
+/// Frames in the job's video: two seconds at 25 frames a second, played in a loop.
+const VIDEO_FRAMES: u64 = 50;
+
+/// `sedna run job.yaml --listen 127.0.0.1:0` on a job whose worker streams a video and
+/// whose HEM (`EdgeOnly`) never flags a frame.
+struct Host {
+    _process: Killed,
+    url: String,
+    /// The token, when this start printed it.
+    printed_token: Option<String>,
+    job: Job,
+}
+
+impl Host {
+    fn start(extra: &[&str]) -> Self {
+        let job = Job::new(TRAIN_ENV, "accuracy_delta");
+        let video = job.record_video(VIDEO_FRAMES);
+        job.inference_env(&[("video_url", &video.display().to_string())]);
+        job.edit(
+            "hardExampleMining: {name: IBT}",
+            "hardExampleMining: {name: EdgeOnly}",
+        );
+        Host::start_on(job, extra)
+    }
+
+    fn start_on(job: Job, extra: &[&str]) -> Self {
+        let log = std::fs::File::create(job.root().join("host.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
+            .args(["run", job.yaml.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SEDNA_HOME", job.root().join("home"))
+            .env("SEDNA_LOG", "sedna=info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let lines = stdout_lines(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut printed_token = None;
+        loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("the host did not start: {}", host_log(&job)));
+            if let Some((_, token)) = line.split_once("mode 0600): ") {
+                printed_token = Some(token.to_string());
+            }
+            if let Some(url) = line.strip_prefix("serving the API on ") {
+                return Host {
+                    _process: Killed(child),
+                    url: url.to_string(),
+                    printed_token,
+                    job,
+                };
+            }
+        }
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.job.root().join("home/token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    /// `(status, body)` of a call, with `token` as its bearer token if given.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.url);
+        let agent = Host::agent();
+        let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
+        let response = match method {
+            "GET" => agent.get(&url).header("Authorization", &auth).call(),
+            "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            "PUT" => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Expect", "100-continue")
+                .send(body),
+            _ => unreachable!(),
+        };
+        let mut response = response.unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.call("GET", path, None, b"");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// `sedna` with this host's data directory (so its token) and `--host`.
+    fn sedna(&self, args: &[&str]) -> std::process::Output {
+        let mut all = args.to_vec();
+        all.extend(["--host", &self.url]);
+        self.job.sedna(&all)
+    }
+
+    /// The inference results so far: `(frame, hard)` of each line, or the error.
+    fn results(&self) -> Vec<Result<(String, bool), String>> {
+        let path = self.job.root().join("out/inference/results.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|r| match r["hard"].as_bool() {
+                Some(hard) => Ok((r["frame"].as_str().unwrap().to_string(), hard)),
+                None => Err(r.to_string()),
+            })
+            .collect()
+    }
+
+    /// Waits until the worker has run `count` frames in all.
+    fn wait_for_frames(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.results().len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "{} frames after 60 s: {}",
+                self.results().len(),
+                host_log(&self.job)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metrics(&self) -> HashMap<String, f64> {
+        let (status, body) = self.call("GET", "/metrics", None, b"");
+        assert_eq!(status, 200);
+        let text = body.as_str().unwrap().to_string();
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+        let mut values = HashMap::new();
+        for sample in scrape.samples {
+            let mut labels: Vec<String> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            labels.sort();
+            let value = match sample.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.last().map_or(0.0, |b| b.count)
+                }
+                prometheus_parse::Value::Summary(_) => continue,
+            };
+            values.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
+        }
+        values
+    }
+}
+
+/// The host's process, killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stdout_lines(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (send, receive) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+fn host_log(job: &Job) -> String {
+    std::fs::read_to_string(job.root().join("host.log")).unwrap_or_default()
+}
+
+/// `(pass, frame)` of a frame named `camera-<pass>-<frame>`.
+fn position(name: &str) -> (u64, u64) {
+    let mut parts = name.rsplitn(3, '-');
+    let frame = parts.next().unwrap().parse().unwrap();
+    let pass = parts.next().unwrap().parse().unwrap();
+    (pass, frame)
+}
+
+#[test]
+fn a_pushed_hem_changes_the_decisions_of_the_next_frames_and_no_frame_is_dropped() {
+    let host = Host::start(&[]);
+    host.wait_for_frames(10);
+    let metrics_before = host.metrics();
+
+    // The hostile fixture in its well-behaved mode: every frame is hard.
+    let out = host.sedna(&[
+        "plugin",
+        "push",
+        FIXTURE_HEM_HOSTILE,
+        "--name",
+        "always-hard",
+        "--version",
+        "1",
+        "--bind",
+        &format!("{JOB}/hem"),
+        "--param",
+        "answer=true",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("pushed always-hard@1 (hard-example-miner"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bound always-hard@1 to colour-job/hem"),
+        "{stdout}"
+    );
+    let bound_at = host.results().len();
+    host.wait_for_frames(bound_at + 10);
+
+    // Not hard until the bind, hard from a frame on, with every frame of the video in
+    // order and none failed.
+    let results: Vec<(String, bool)> = host
+        .results()
+        .into_iter()
+        .map(|r| r.expect("no frame failed"))
+        .collect();
+    let first_hard = results.iter().position(|(_, hard)| *hard).unwrap();
+    assert!(first_hard >= 10, "{results:?}");
+    assert!(
+        results[first_hard..].iter().all(|(_, hard)| *hard),
+        "{results:?}"
+    );
+    for pair in results.windows(2) {
+        let ((pass, frame), next) = (position(&pair[0].0), position(&pair[1].0));
+        let expected = if frame + 1 == VIDEO_FRAMES {
+            (pass + 1, 0)
+        } else {
+            (pass, frame + 1)
+        };
+        assert_eq!(next, expected, "a frame was dropped: {results:?}");
+    }
+
+    let slots = host.get(&format!("/v1/jobs/{JOB}/slots"));
+    assert_eq!(slots["hem"], "always-hard@1");
+    let status = host.sedna(&["status"]);
+    let status = text(&status.stdout);
+    assert!(status.contains("job:       colour-job"), "{status}");
+    assert!(status.contains("HEM always-hard@1"), "{status}");
+
+    // The counters moved, and say what happened.
+    let metrics = host.metrics();
+    let frames = format!("sedna_frames_total{{job={JOB}}}");
+    assert!(metrics[&frames] > metrics_before[&frames], "{metrics:?}");
+    assert!(metrics[&format!("sedna_hard_examples_total{{job={JOB}}}")] >= 10.0);
+    assert_eq!(
+        metrics[&format!("sedna_plugin_binds_total{{job={JOB},outcome=swapped}}")],
+        1.0
+    );
+    assert!(metrics[&format!("sedna_frame_stage_seconds{{job={JOB},stage=mine}}")] > 0.0);
+    assert_eq!(
+        metrics[&format!("sedna_frames_failed_total{{job={JOB}}}")],
+        0.0
+    );
+}
+
+#[test]
+fn uploads_are_checked_and_nothing_changes_without_the_token() {
+    let host = Host::start(&["--max-upload", "1048576"]);
+    let token = host.token();
+    let dir = tempfile::tempdir().unwrap();
+    let hem = std::fs::read(FIXTURE_HEM_HOSTILE).unwrap();
+    let trigger = std::fs::read(builtin_file(dir.path(), "HardExampleRatio")).unwrap();
+
+    // No token, or a wrong one: 401, and nothing is stored.
+    for presented in [None, Some("not-the-token-at-all")] {
+        let (status, body) = host.call("PUT", "/v1/plugins/mine/1", presented, &hem);
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "unauthorized");
+        let (status, _) = host.call("DELETE", "/v1/plugins/mine/1", presented, b"");
+        assert_eq!(status, 401);
+        let bind = br#"{"plugin": "CloudOnly"}"#;
+        let (status, _) = host.call("PUT", &format!("/v1/jobs/{JOB}/slots/hem"), presented, bind);
+        assert_eq!(status, 401);
+    }
+    let stored = host.get("/v1/plugins");
+    assert!(!stored.to_string().contains("\"mine\""), "{stored}");
+    assert_eq!(
+        host.get(&format!("/v1/jobs/{JOB}/slots"))["hem"],
+        "EdgeOnly"
+    );
+
+    let put = |path: &str, body: &[u8]| host.call("PUT", path, Some(&token), body);
+    // The wrong world: 422 with the mismatch.
+    let (status, body) = put("/v1/plugins/ratio/1?world=hard-example-miner", &trigger);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("wrong_world")),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("hard-example-miner"),
+        "{body}"
+    );
+    // Not a component: text, and a core module.
+    for bytes in [&b"hello"[..], b"\0asm\x01\0\0\0"] {
+        let (status, body) = put("/v1/plugins/junk/1", bytes);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (422, Some("not_a_component")),
+            "{body}"
+        );
+    }
+    // Over the limit: 413.
+    let (status, body) = put("/v1/plugins/big/1", &vec![0u8; 2 << 20]);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("too_large")),
+        "{body}"
+    );
+    // Names that could escape the store: 400.
+    for name in ["..%2F..%2Fetc", "%2E%2E", "a%20b", &"x".repeat(65)] {
+        let (status, body) = put(&format!("/v1/plugins/{name}/1"), &hem);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_name")),
+            "{name}: {body}"
+        );
+    }
+    // A bind names a stored plugin or a built-in, never a file on the host.
+    let (status, body) = put(
+        &format!("/v1/jobs/{JOB}/slots/hem"),
+        br#"{"plugin": "/etc/passwd.wasm"}"#,
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_name")),
+        "{body}"
+    );
+    let (status, _) = put("/v1/jobs/no-such-job/slots/hem", br#"{"plugin": "IBT"}"#);
+    assert_eq!(status, 404);
+    let (status, body) = put(
+        &format!("/v1/jobs/{JOB}/slots/hat"),
+        br#"{"plugin": "IBT"}"#,
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("no_such_slot")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("train-trigger"),
+        "{body}"
+    );
+    let (status, _) = put(&format!("/v1/jobs/{JOB}/slots/hem"), b"{not json");
+    assert_eq!(status, 400);
+
+    // A plugin that traps in `init` is refused, and the one serving keeps serving.
+    let (status, body) = put("/v1/plugins/trapper/1", &hem);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["plugin"]["world"], "hard-example-miner");
+    host.wait_for_frames(5);
+    let (status, body) = put(
+        &format!("/v1/jobs/{JOB}/slots/hem"),
+        br#"{"plugin": "trapper@1", "params": {"mode": "trap-init"}}"#,
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("plugin_failed")),
+        "{body}"
+    );
+    assert!(body["detail"].as_str().unwrap().contains("init"), "{body}");
+    assert_eq!(
+        host.get(&format!("/v1/jobs/{JOB}/slots"))["hem"],
+        "EdgeOnly"
+    );
+    let served = host.results().len();
+    host.wait_for_frames(served + 5);
+    assert!(
+        host.results()
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|(_, hard)| !hard))
+    );
+    let metrics = host.metrics();
+    assert_eq!(
+        metrics[&format!("sedna_plugin_binds_total{{job={JOB},outcome=refused}}")],
+        1.0
+    );
+    assert!(
+        metrics["sedna_plugin_errors_total{call=init,kind=trap}"] >= 1.0,
+        "{metrics:?}"
+    );
+
+    // A trigger condition bound to the train trigger shows in the slots.
+    let (status, body) = put("/v1/plugins/ratio/1", &trigger);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = put(
+        &format!("/v1/jobs/{JOB}/slots/train-trigger"),
+        br#"{"plugin": "ratio@1", "params": {"window": "10"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        host.get(&format!("/v1/jobs/{JOB}/slots"))["train-trigger"],
+        "ratio@1"
+    );
+
+    // The CLI lists and removes through the API.
+    let out = host.sedna(&["plugin", "list"]);
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains("trapper") && listed.contains("IBT"),
+        "{listed}"
+    );
+    let out = host.sedna(&["plugin", "rm", "trapper@1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = host.sedna(&["plugin", "rm", "trapper@1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no stored plugin"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (status, body) = host.call("GET", "/healthz", None, b"");
+    assert_eq!((status, body.as_str()), (200, Some("ok\n")));
+}
+
+#[test]
+fn the_first_start_makes_a_private_token_and_prints_it_once() {
+    let host = Host::start(&[]);
+    let printed = host.printed_token.clone().expect("the token is printed");
+    assert_eq!(printed, host.token());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = host.job.root().join("home/token");
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let Host { job, .. } = host;
+    let again = Host::start_on(job, &[]);
+    assert_eq!(again.printed_token, None, "printed once");
+    assert_eq!(again.token(), printed);
+
+    // A token supplied in a file replaces it, and a CLI without it is refused.
+    let file = again.job.root().join("supplied-token");
+    std::fs::write(&file, "a-token-the-operator-chose\n").unwrap();
+    let Host { job, .. } = again;
+    let supplied = Host::start_on(job, &["--token-file", file.to_str().unwrap()]);
+    let hem = std::fs::read(FIXTURE_HEM_HOSTILE).unwrap();
+    let (status, _) = supplied.call("PUT", "/v1/plugins/a/1", Some(&printed), &hem);
+    assert_eq!(status, 401);
+    let (status, _) = supplied.call(
+        "PUT",
+        "/v1/plugins/a/1",
+        Some("a-token-the-operator-chose"),
+        &hem,
+    );
+    assert_eq!(status, 201);
+    let out = supplied.sedna(&["plugin", "rm", "a@1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not this host's"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = supplied.sedna(&[
+        "plugin",
+        "rm",
+        "a@1",
+        "--token-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
