@@ -68,7 +68,7 @@ fn a_model_swapped_while_frames_flow_drops_none_and_mixes_none() {
             answers
         })
     };
-    let frames = || worker.stats.frames.load(Ordering::Relaxed);
+    let frames = || worker.stats.frames.get();
     while frames() < 50 {
         std::thread::yield_now();
     }
@@ -89,7 +89,7 @@ fn a_model_swapped_while_frames_flow_drops_none_and_mixes_none() {
     let answers = feeder.join().unwrap();
 
     assert_eq!(answers.len() as u64, frames(), "no frame dropped");
-    assert_eq!(worker.stats.failed.load(Ordering::Relaxed), 0);
+    assert_eq!(worker.stats.failed.get(), 0);
     // Wrong (0) until the swap, right (1) after it: one change, never back and forth.
     let switch = answers
         .iter()
@@ -101,7 +101,7 @@ fn a_model_swapped_while_frames_flow_drops_none_and_mixes_none() {
         "no frame mixed models: {answers:?}"
     );
     assert!(answers[..switch].iter().all(|&a| a == 0));
-    assert_eq!(worker.stats.swaps.load(Ordering::Relaxed), 1);
+    assert_eq!(worker.stats.swaps.get(), 1);
 }
 
 #[test]

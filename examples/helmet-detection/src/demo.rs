@@ -353,7 +353,7 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
     Ok(Outcome {
         before,
         after,
-        frames: worker.stats.frames.load(Ordering::Relaxed),
+        frames: worker.stats.frames.get(),
         streaming,
         hard_before,
         hard_after: (now.0 - after_swap.0, now.1 - after_swap.1),
@@ -383,10 +383,7 @@ fn spinner(message: &'static str) -> ProgressBar {
 
 /// (hard examples, frames) so far.
 fn hard_counts(worker: &InferenceWorker) -> (u64, u64) {
-    (
-        worker.stats.hard.load(Ordering::Relaxed),
-        worker.stats.frames.load(Ordering::Relaxed),
-    )
+    (worker.stats.hard.get(), worker.stats.frames.get())
 }
 
 impl Outcome {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::Context;
 use super::remote::{HostArgs, Remote};
@@ -31,25 +31,15 @@ pub enum PluginCommand {
     /// Add a component to the plugin store as NAME@VERSION, after validating it.
     Add {
         file: PathBuf,
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "latest")]
-        version: String,
-        /// The world it must implement; by default the one it exports.
-        #[arg(long)]
-        world: Option<String>,
+        #[command(flatten)]
+        entry: Entry,
     },
     /// Upload a component to a running host (`sedna run --listen`), which checks it,
     /// precompiles it and stores it; `--bind` then swaps it into a job's slot.
     Push {
         file: PathBuf,
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "latest")]
-        version: String,
-        /// The world it must implement; by default the one it exports.
-        #[arg(long)]
-        world: Option<String>,
+        #[command(flatten)]
+        entry: Entry,
         /// Swap it into a running job's slot: JOB/SLOT, the slot one of hem, estimator,
         /// train-trigger, deploy-trigger.
         #[arg(long, value_name = "JOB/SLOT")]
@@ -92,6 +82,18 @@ pub enum PluginCommand {
     },
 }
 
+/// How a component goes into a store.
+#[derive(Args)]
+pub struct Entry {
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "latest")]
+    version: String,
+    /// The world it must implement; by default the one it exports.
+    #[arg(long)]
+    world: Option<String>,
+}
+
 impl PluginCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         match self {
@@ -111,9 +113,12 @@ impl PluginCommand {
             }
             PluginCommand::Add {
                 file,
-                name,
-                version,
-                world,
+                entry:
+                    Entry {
+                        name,
+                        version,
+                        world,
+                    },
             } => {
                 let source = Source::from_file(&file)?;
                 let runtime = context.runtime()?;
@@ -134,9 +139,12 @@ impl PluginCommand {
             }
             PluginCommand::Push {
                 file,
-                name,
-                version,
-                world,
+                entry:
+                    Entry {
+                        name,
+                        version,
+                        world,
+                    },
                 bind,
                 params,
                 remote,

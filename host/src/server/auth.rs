@@ -13,6 +13,13 @@ const MIN_LEN: usize = 16;
 
 pub struct Token(String);
 
+/// Never prints the token itself.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 impl Token {
     /// Reads the token in `file`.
     pub fn read(file: &Path) -> anyhow::Result<Self> {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::infer::{InferenceWorker, WorkerStats};
 use crate::learn::JobHandle;
 use crate::metrics::{BUCKETS, Histogram};
 use crate::plugin::error_counts;
@@ -24,11 +25,11 @@ pub fn render(jobs: &[JobHandle]) -> String {
         1,
     );
 
-    let workers: Vec<(&str, &crate::infer::InferenceWorker)> = jobs
+    let workers: Vec<(&str, &InferenceWorker)> = jobs
         .iter()
         .filter_map(|j| Some((j.name(), j.worker.as_deref()?)))
         .collect();
-    let counters: [(&str, &str, fn(&crate::infer::WorkerStats) -> u64); 4] = [
+    let counters: [(&str, &str, CounterOf); 4] = [
         (
             "sedna_frames_total",
             "Frames the inference worker ran (read, predicted and mined, or failed).",
@@ -136,6 +137,9 @@ pub fn render(jobs: &[JobHandle]) -> String {
     }
     out.0
 }
+
+/// Reads one of a worker's counters.
+type CounterOf = fn(&WorkerStats) -> u64;
 
 #[derive(Default)]
 struct Text(String);
