@@ -13,6 +13,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sedna::learn::LocalJob;
@@ -133,10 +135,14 @@ fn main() {
     // Frames flow all along: a new 64x64 image every 2 ms, fed as it comes.
     let camera = root.join("camera");
     let frame = image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 30]));
-    std::thread::spawn({
-        let worker = worker.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = std::thread::spawn({
+        let (worker, stop) = (worker.clone(), stop.clone());
         move || {
             for n in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 frame.save(camera.join(format!("{n:09}.png"))).unwrap();
                 source.feed(&worker).unwrap();
                 std::thread::sleep(Duration::from_millis(2));
@@ -172,6 +178,8 @@ fn main() {
         put(&format!("{base}/v1/jobs/bench/slots/hem"), bind.as_bytes());
         from_disk.push(started.elapsed().as_secs_f64() * 1e3);
     }
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
     println!(
         "upload-to-serving, Rust HEM (IBT, {} KB), {ROUNDS} rounds, medians:",
         ibt.len() / 1024
@@ -191,5 +199,10 @@ fn main() {
     println!(
         "  bind from the precompiled file on disk:      {:7.2} ms",
         median(&mut from_disk)
+    );
+    println!(
+        "  frames run meanwhile: {}, failed: {}",
+        worker.stats.frames.get(),
+        worker.stats.failed.get()
     );
 }

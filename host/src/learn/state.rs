@@ -88,6 +88,8 @@ impl JobState {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let db = Connection::open(path)
             .with_context(|| format!("cannot open the job state {}", path.display()))?;
+        // Other connections (a status read, the HTTP service) may hold the lock a moment.
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.execute_batch(SCHEMA)
