@@ -509,3 +509,29 @@ fn the_first_start_makes_a_private_token_and_prints_it_once() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_host_that_is_not_there_is_named_in_the_error() {
+    let job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let out = job.sedna(&[
+        "plugin",
+        "push",
+        FIXTURE_HEM_HOSTILE,
+        "--name",
+        "mine",
+        "--host",
+        "127.0.0.1:1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the host at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+    let out = job.sedna(&["status", "--host", "https://edge:9301"]);
+    assert!(
+        text(&out.stderr).contains("only http://"),
+        "{}",
+        text(&out.stderr)
+    );
+}
