@@ -39,7 +39,7 @@ fn the_quick_start_loads_as_written() {
     assert_eq!(resources.datasets.len(), 1);
     assert_eq!(resources.models.len(), 2);
     let job = &resources.jobs[0];
-    assert_eq!(job.metadata.name, "helmet-detection-demo");
+    assert_eq!(job.metadata.name.as_deref(), Some("helmet-detection-demo"));
     let spec = &job.spec;
     assert_eq!(spec.dataset.train_prob, 0.8);
     assert_eq!(spec.train_spec.trigger.check_period_seconds, 60);
@@ -55,7 +55,7 @@ fn the_quick_start_loads_as_written() {
     assert_eq!(spec.deploy_spec.hard_example_mining.name, "IBT");
     assert_eq!(spec.deploy_spec.hard_example_mining.parameters.len(), 2);
     assert!(spec.deploy_spec.model.hot_update_enabled);
-    let train = spec.train_spec.template.parameters();
+    let train = sedna::api::parameters(&spec.train_spec.template);
     let names: Vec<&str> = train.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         names,
@@ -69,7 +69,7 @@ fn the_quick_start_loads_as_written() {
         ]
     );
     assert_eq!(train[3].value, "person,helmet,helmet-on,helmet-off");
-    let infer = spec.deploy_spec.template.parameters();
+    let infer = sedna::api::parameters(&spec.deploy_spec.template);
     assert!(
         infer
             .iter()
@@ -135,6 +135,29 @@ fn a_missing_field_names_where_it_belongs() {
     let err = parse_edited("  outputDir: \"/output\"\n", "").unwrap_err();
     assert_eq!(err.field.as_deref(), Some("spec"), "{err}");
     assert!(err.message.contains("missing field `outputDir`"), "{err}");
+}
+
+#[test]
+fn a_resource_without_a_name_is_refused() {
+    let err = parse_edited("  name: helmet-detection-demo\n", "  labels: {}\n").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("metadata.name"), "{err}");
+    assert!(
+        err.to_string().contains("give the resource a name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_quick_start_round_trips_through_the_custom_resource_types() {
+    let resources = api::parse(Path::new("job.yaml"), QUICK_START).unwrap();
+    let job = &resources.jobs[0];
+    let yaml = serde_yaml_ng::to_string(job).unwrap();
+    assert!(
+        yaml.starts_with("apiVersion: sedna.io/v1alpha1\nkind: IncrementalLearningJob\n"),
+        "{yaml}"
+    );
+    let again: api::IncrementalLearningJob = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(&again, job);
 }
 
 #[test]

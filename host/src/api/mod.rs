@@ -4,11 +4,18 @@
 //! are accepted and, in one process, ignored; container `env` entries become the stage's
 //! parameters.
 //!
+//! The same types are Kubernetes custom resources (`kube`'s `CustomResource`): `crds()`
+//! generates their definitions (`sedna crds`, `deploy/crds.yaml`).
+//!
 //! Every error names the file, the document, the field path and what to write instead.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
@@ -18,66 +25,141 @@ use crate::learn::trigger::{Condition, Timer};
 
 pub const API_VERSION: &str = "sedna.io/v1alpha1";
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct ObjectMeta {
-    pub name: String,
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct Dataset {
-    pub metadata: ObjectMeta,
-    pub spec: DatasetSpec,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+/// A data index: one sample per line (`txt` or `csv`).
+#[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "sedna.io",
+    version = "v1alpha1",
+    kind = "Dataset",
+    namespaced,
+    derive = "PartialEq",
+    status = "DatasetStatus",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"Samples","type":"integer","jsonPath":".status.numberOfSamples"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DatasetSpec {
     /// The data index file.
     pub url: String,
     pub format: Format,
-    #[serde(default)]
+    /// The node that holds the index (Kubernetes mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct Model {
-    pub metadata: ObjectMeta,
-    pub spec: ModelSpec,
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_samples: Option<u64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+/// A model file (ONNX).
+#[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "sedna.io",
+    version = "v1alpha1",
+    kind = "Model",
+    namespaced,
+    derive = "PartialEq",
+    status = "ModelStatus",
+    printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelSpec {
     pub url: String,
     pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct IncrementalLearningJob {
-    pub metadata: ObjectMeta,
-    pub spec: JobSpec,
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<KeyValue>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// Sedna's incremental-learning job: a dataset that grows, a train trigger, an
+/// evaluation, a deploy trigger and an inference worker that mines hard examples.
+#[derive(CustomResource, Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "sedna.io",
+    version = "v1alpha1",
+    kind = "IncrementalLearningJob",
+    namespaced,
+    derive = "PartialEq",
+    shortname = "il",
+    status = "IncrementalLearningJobStatus",
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.conditions[-1].stage"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[-1].type"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JobSpec {
+pub struct IncrementalLearningJobSpec {
     pub initial_model: NameRef,
     pub dataset: DatasetRef,
     pub train_spec: TrainSpec,
     pub eval_spec: EvalSpec,
     pub deploy_spec: DeploySpec,
     pub output_dir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// What the job's status subresource reports: the stage transitions (bounded, newest
+/// last) and when the job started and ended.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncrementalLearningJobStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<JobCondition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+}
+
+/// One stage transition, with Sedna's field names.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCondition {
+    /// `Waiting`, `Ready`, `Starting`, `Running`, `Completed` or `Failed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True` or `False`.
+    pub status: String,
+    /// `Train`, `Eval` or `Deploy`.
+    pub stage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What the stage produced (the model's path, the metrics), as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameRef {
     pub name: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DatasetRef {
     pub name: String,
@@ -90,19 +172,20 @@ fn default_train_prob() -> f64 {
     0.8
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
-    pub template: PodTemplate,
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: PodTemplateSpec,
     pub trigger: TrainTrigger,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrainTrigger {
     #[serde(default = "default_period")]
     pub check_period_seconds: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<Timer>,
     pub condition: Condition,
 }
@@ -111,22 +194,24 @@ fn default_period() -> u64 {
     60
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSpec {
-    pub template: PodTemplate,
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: PodTemplateSpec,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploySpec {
     pub model: DeployModel,
     pub trigger: DeployTrigger,
     pub hard_example_mining: HardExampleMining,
-    pub template: PodTemplate,
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: PodTemplateSpec,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeployModel {
     pub name: String,
@@ -136,72 +221,68 @@ pub struct DeployModel {
     pub poll_period_seconds: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployTrigger {
     pub condition: Condition,
 }
 
 /// A HEM plugin by built-in name (`IBT`), store name (`name@version`) or `.wasm` path.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HardExampleMining {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<KeyValue>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyValue {
     pub key: String,
     pub value: String,
 }
 
-/// A Kubernetes pod template: only what a stage reads is kept.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct PodTemplate {
-    #[serde(default)]
-    pub spec: PodSpec,
+/// A pod template is a Kubernetes `PodTemplateSpec`; the CRD keeps its schema open
+/// (the API server checks the Pods made from it) rather than repeat ~5,000 lines of it.
+fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodSpec {
-    #[serde(default)]
-    pub node_name: Option<String>,
-    #[serde(default)]
-    pub containers: Vec<Container>,
+/// A pod template's containers' `env` entries, in order: the stage's parameters.
+pub fn parameters(template: &PodTemplateSpec) -> Vec<KeyValue> {
+    template
+        .spec
+        .iter()
+        .flat_map(|spec| &spec.containers)
+        .flat_map(|c| c.env.iter().flatten())
+        .map(|e| KeyValue {
+            key: e.name.clone(),
+            value: e.value.clone().unwrap_or_default(),
+        })
+        .collect()
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Container {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub env: Vec<EnvVar>,
+/// The three custom resource definitions.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![Dataset::crd(), Model::crd(), IncrementalLearningJob::crd()]
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct EnvVar {
-    pub name: String,
-    #[serde(default)]
-    pub value: String,
-}
-
-impl PodTemplate {
-    /// The containers' `env` entries, in order: the stage's parameters.
-    pub fn parameters(&self) -> Vec<KeyValue> {
-        self.spec
-            .containers
-            .iter()
-            .flat_map(|c| &c.env)
-            .map(|e| KeyValue {
-                key: e.name.clone(),
-                value: e.value.clone(),
-            })
-            .collect()
+/// The custom resource definitions as one multi-document YAML text: what `sedna crds`
+/// prints and `deploy/crds.yaml` holds.
+pub fn crds_yaml() -> String {
+    let mut text = String::from(
+        "# The CustomResourceDefinitions of Sedna's resources (sedna.io/v1alpha1).\n\
+         # Generated by `sedna crds` from the Rust types; do not edit.\n",
+    );
+    for crd in crds() {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml_ng::to_string(&crd).expect("a CRD serializes"));
     }
+    text
 }
 
 /// Every resource the files hold, by kind.
@@ -301,11 +382,17 @@ fn parse_into(
                 format!("missing: write `kind: ` and one of {KINDS}"),
             )
         })?;
-        let name = value
+        let Some(name) = value
             .get("metadata")
             .and_then(|m| m.get("name"))
             .and_then(Value::as_str)
-            .unwrap_or("(no name)");
+        else {
+            return Err(error(
+                Some(kind),
+                Some("metadata.name".into()),
+                "missing: give the resource a name".into(),
+            ));
+        };
         let resource = Some(format!("{kind} {name}"));
         match text_field("apiVersion").as_deref() {
             Some(API_VERSION) => {}
@@ -370,12 +457,12 @@ fn check_references(resources: &Resources, origins: &[Origin]) -> Result<(), Api
         let models: Vec<&str> = resources
             .models
             .iter()
-            .map(|m| m.metadata.name.as_str())
+            .map(|m| m.meta().name.as_deref().unwrap_or_default())
             .collect();
         let datasets: Vec<&str> = resources
             .datasets
             .iter()
-            .map(|d| d.metadata.name.as_str())
+            .map(|d| d.meta().name.as_deref().unwrap_or_default())
             .collect();
         let references = [
             (
@@ -402,7 +489,7 @@ fn check_references(resources: &Resources, origins: &[Origin]) -> Result<(), Api
                 return Err(ApiError {
                     file: origin.file.clone(),
                     document: origin.document,
-                    resource: Some(format!("IncrementalLearningJob {}", job.metadata.name)),
+                    resource: Some(format!("IncrementalLearningJob {}", job.name_any())),
                     field: Some(field.into()),
                     message: format!(
                         "no {kind} named {name:?} in the files given (there {}): add its document or fix the name",

@@ -49,6 +49,9 @@ enum Command {
     Label(label::LabelCommand),
     /// Show what this host runs on: the ONNX backend, its version and library, the data directory.
     Doctor,
+    /// Print the CustomResourceDefinitions of Dataset, Model and IncrementalLearningJob
+    /// (`sedna crds | kubectl apply -f -`).
+    Crds,
 }
 
 /// What the commands share: the data directory and, made on first use, the runtime.
@@ -119,6 +122,10 @@ pub fn main() -> ExitCode {
         Command::Status(status) => status.run(&context),
         Command::Label(command) => command.run(),
         Command::Doctor => doctor(&context),
+        Command::Crds => {
+            print!("{}", crate::api::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

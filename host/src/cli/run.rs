@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
+use kube::ResourceExt;
 
 use super::Context;
 use super::progress::RoundProgress;
@@ -181,7 +182,7 @@ impl Status {
             None => {
                 let resources = api::load(&self.files)?;
                 let job = match (&self.job, resources.jobs.as_slice()) {
-                    (Some(name), jobs) => jobs.iter().find(|j| &j.metadata.name == name),
+                    (Some(name), jobs) => jobs.iter().find(|j| &j.name_any() == name),
                     (None, [job]) => Some(job),
                     _ => None,
                 }

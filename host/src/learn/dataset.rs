@@ -21,7 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 /// was replaced, and is read again from the start.
 const HEAD: usize = 4096;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Txt,

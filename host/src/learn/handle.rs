@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use kube::Resource;
 
 use super::job::RoundStats;
 use super::status::{Inference, JobStatus};
@@ -121,7 +122,7 @@ impl JobHandle {
     }
 
     pub fn name(&self) -> &str {
-        &self.spec.metadata.name
+        self.spec.meta().name.as_deref().unwrap_or_default()
     }
 
     /// The job's status from its state database, with the live worker's counters.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use arc_swap::ArcSwap;
+use kube::{Resource, ResourceExt};
 
 use super::dataset::{DatasetMonitor, Label, Sample};
 use super::handle::JobHandle;
@@ -150,13 +151,13 @@ impl LocalJob {
     ) -> anyhow::Result<Self> {
         let job = pick(resources, name)?;
         let spec = &job.spec;
-        let job_name = job.metadata.name.clone();
+        let job_name = job.name_any();
         let what = |field: &str| format!("IncrementalLearningJob {job_name}, field `{field}`");
         let model_file = |model_name: &str, field: &str| -> anyhow::Result<PathBuf> {
             let model = resources
                 .models
                 .iter()
-                .find(|m| m.metadata.name == model_name)
+                .find(|m| m.name_any() == model_name)
                 .expect("references are checked at load");
             let path = PathBuf::from(&model.spec.url);
             if path.is_dir() {
@@ -180,7 +181,7 @@ impl LocalJob {
         let dataset = resources
             .datasets
             .iter()
-            .find(|d| d.metadata.name == spec.dataset.name)
+            .find(|d| d.name_any() == spec.dataset.name)
             .expect("references are checked at load");
 
         let train = &spec.train_spec.trigger;
@@ -206,7 +207,7 @@ impl LocalJob {
             anyhow::anyhow!("{}: {e}", what("spec.deploySpec.trigger.condition.metric"))
         })?;
 
-        let train_params = params(&spec.train_spec.template.parameters());
+        let train_params = params(&api::parameters(&spec.train_spec.template));
         let estimator_name = train_params
             .iter()
             .rev()
@@ -227,7 +228,7 @@ impl LocalJob {
         let state = JobState::open(&output.join("state.db"))?;
         let monitor =
             DatasetMonitor::resume(&dataset.spec.url, dataset.spec.format, state.cursor()?);
-        let deploy_params = params(&spec.deploy_spec.template.parameters());
+        let deploy_params = params(&api::parameters(&spec.deploy_spec.template));
         let mut job = LocalJob {
             name: job_name,
             spec: Arc::new(job.clone()),
@@ -243,7 +244,7 @@ impl LocalJob {
             runtime: runtime.clone(),
             estimator: Arc::new(ArcSwap::from_pointee(estimator)),
             train_params,
-            eval_params: params(&spec.eval_spec.template.parameters()),
+            eval_params: params(&api::parameters(&spec.eval_spec.template)),
             inference: None,
             poll_period: Duration::from_secs(spec.deploy_spec.model.poll_period_seconds.max(1)),
             hot_update: spec.deploy_spec.model.hot_update_enabled,
@@ -707,13 +708,13 @@ fn pick<'a>(
     let names: Vec<&str> = resources
         .jobs
         .iter()
-        .map(|j| j.metadata.name.as_str())
+        .map(|j| j.meta().name.as_deref().unwrap_or_default())
         .collect();
     match name {
         Some(name) => resources
             .jobs
             .iter()
-            .find(|j| j.metadata.name == name)
+            .find(|j| j.name_any() == name)
             .with_context(|| {
                 format!(
                     "no IncrementalLearningJob named {name} (the files hold: {})",

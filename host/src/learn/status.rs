@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
 use super::job::deltas;
@@ -93,7 +94,7 @@ impl JobStatus {
         if !path.is_file() {
             anyhow::bail!(
                 "job {} has not run yet (no {})",
-                job.metadata.name,
+                job.name_any(),
                 path.display()
             );
         }
@@ -108,11 +109,7 @@ impl JobStatus {
         };
         let new = state.metrics(round, "new")?;
         let deployed = state.metrics(round, "deployed")?;
-        let he_dir = job
-            .spec
-            .deploy_spec
-            .template
-            .parameters()
+        let he_dir = crate::api::parameters(&job.spec.deploy_spec.template)
             .into_iter()
             .rev()
             .find(|p| p.key == "HE_SAVED_URL")
@@ -120,7 +117,7 @@ impl JobStatus {
         let mut conditions = state.conditions()?;
         conditions.drain(..conditions.len().saturating_sub(CONDITIONS_SHOWN));
         Ok(JobStatus {
-            job: job.metadata.name.clone(),
+            job: job.name_any(),
             round,
             running: state.in_progress()?.map(|(round, stage)| Running {
                 round,

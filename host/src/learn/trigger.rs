@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::plugin::{Metric, Plugin, TriggerCondition};
 
@@ -22,23 +22,49 @@ const EPSILON: f64 = 1e-6;
 /// Conditions one trigger may hold: a bounded list (Sedna's is unbounded).
 pub const MAX_CONDITIONS: usize = 16;
 
-/// Lets serde read these types from strings through their `FromStr`, keeping its errors.
-macro_rules! from_string {
-    ($($t:ty),*) => {$(
+/// Lets serde read these types from strings through their `FromStr`, keeping its errors,
+/// and write them as their `Display`; in a CRD's schema they are strings matching
+/// `$pattern`.
+macro_rules! as_string {
+    ($($t:ty => $pattern:literal),*) => {$(
         impl TryFrom<String> for $t {
             type Error = String;
             fn try_from(s: String) -> Result<Self, String> {
                 s.parse()
             }
         }
+
+        impl From<$t> for String {
+            fn from(value: $t) -> String {
+                value.to_string()
+            }
+        }
+
+        impl JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($t).into()
+            }
+
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "pattern": $pattern})
+            }
+        }
     )*};
 }
 
-from_string!(Operator, MetricRef, ClockTime);
+as_string!(
+    Operator => "^(>|>=|=|==|!=|<=|<|gt|ge|eq|ne|le|lt)$",
+    MetricRef => "^[A-Za-z0-9_.-]+(\\[[0-9]+\\])?$",
+    ClockTime => "^[0-2][0-9]:[0-5][0-9]$"
+);
 
 /// A comparison, written as a symbol or its name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Operator {
     Gt,
     Ge,
@@ -73,6 +99,12 @@ impl Operator {
     }
 }
 
+impl fmt::Display for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.symbol())
+    }
+}
+
 impl FromStr for Operator {
     type Err = String;
 
@@ -94,8 +126,8 @@ impl FromStr for Operator {
 }
 
 /// A metric by name, or one value of a per-class metric: `precision_delta[2]`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MetricRef {
     pub name: String,
     pub index: Option<usize>,
@@ -138,7 +170,7 @@ impl fmt::Display for MetricRef {
 }
 
 /// `metric operator threshold`, as Sedna's `condition`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 pub struct Condition {
     pub operator: Operator,
     pub threshold: f64,
@@ -183,8 +215,8 @@ impl Condition {
 }
 
 /// A time of day, `HH:MM`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ClockTime {
     minutes: u16,
 }
@@ -225,7 +257,7 @@ impl fmt::Display for ClockTime {
 
 /// A daily window in local time, both ends included; it wraps past midnight when
 /// `start` is after `end` (22:00 to 06:00).
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 pub struct Timer {
     pub start: ClockTime,
     pub end: ClockTime,
