@@ -438,3 +438,43 @@ fn a_video_url_that_is_not_a_video_leaves_the_job_running_without_a_worker() {
         "{stderr}"
     );
 }
+
+#[test]
+fn each_hem_call_is_bounded_by_the_deadline_the_job_sets() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let camera = job.root().join("camera");
+    std::fs::create_dir_all(&camera).unwrap();
+    models::colour_samples(&camera, 500, 2);
+    job.inference_env(&[
+        ("video_url", &camera.display().to_string()),
+        ("hem_deadline_ms", "50"),
+    ]);
+    job.edit(
+        "hardExampleMining: {name: IBT}",
+        &format!(
+            "hardExampleMining: {{name: \"{}\", parameters: [{{key: mode, value: loop}}]}}",
+            common::FIXTURE_HEM_HOSTILE
+        ),
+    );
+    job.append(4, "");
+    let out = job.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A HEM that never answers costs each frame its 50 ms, and the job goes on.
+    let results = std::fs::read_to_string(job.root().join("out/inference/results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 2, "{results}");
+    assert!(
+        results
+            .lines()
+            .all(|l| l.contains("did not finish within its deadline of 50ms")),
+        "{results}"
+    );
+
+    job.edit("value: \"50\"", "value: \"0\"");
+    let out = job.run_once();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("deploy template env `hem_deadline_ms` is \"0\": give a whole number >= 1"),
+        "{stderr}"
+    );
+}

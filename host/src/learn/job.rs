@@ -260,7 +260,8 @@ impl LocalJob {
 
     /// The inference worker, when the deploy template names its source (`video_url`: a
     /// folder of images or an MP4 file; `every_nth_frame` samples it, `video_realtime:
-    /// "false"` plays a video as fast as the worker goes): the deploy template's
+    /// "false"` plays a video as fast as the worker goes; `hem_deadline_ms` and
+    /// `hem_memory_mib` bound each HEM call): the deploy template's
     /// parameters, the serving model, the job's HEM, hard examples in `HE_SAVED_URL`
     /// (else `<outputDir>/hard_examples`).
     fn inference(
@@ -279,14 +280,26 @@ impl LocalJob {
         let Some(url) = setting("video_url") else {
             return Ok(None);
         };
-        let every = match setting("every_nth_frame") {
-            None => 1,
-            Some(n) => n.trim().parse::<usize>().ok().filter(|n| *n >= 1).with_context(|| {
-                format!(
-                    "IncrementalLearningJob {}, deploy template env `every_nth_frame` is {n:?}: give a whole number >= 1",
-                    self.name
-                )
-            })?,
+        // A whole number >= 1, or `default` when the entry is absent.
+        let count = |key: &str, default: u64| -> anyhow::Result<u64> {
+            match setting(key) {
+                None => Ok(default),
+                Some(n) => n.trim().parse::<u64>().ok().filter(|n| *n >= 1).with_context(|| {
+                    format!(
+                        "IncrementalLearningJob {}, deploy template env `{key}` is {n:?}: give a whole number >= 1",
+                        self.name
+                    )
+                }),
+            }
+        };
+        let every = count("every_nth_frame", 1)? as usize;
+        let hem_sandbox = Sandbox {
+            deadline: Duration::from_millis(count(
+                "hem_deadline_ms",
+                Sandbox::default().deadline.as_millis() as u64,
+            )?),
+            memory: count("hem_memory_mib", Sandbox::default().memory >> 20)? << 20,
+            ..Sandbox::default()
         };
         let realtime = match setting("video_realtime").as_deref().map(str::trim) {
             None | Some("true") => true,
@@ -316,7 +329,7 @@ impl LocalJob {
             &self.runtime,
             &hem_source,
             params(&mining.parameters),
-            Sandbox::default(),
+            hem_sandbox,
         )?;
         let estimator = self.estimator(deploy_params, &self.serving_model()?, FRAME_DEADLINE)?;
         let he_dir = setting("HE_SAVED_URL")
