@@ -439,6 +439,12 @@ fn uploads_are_checked_and_nothing_changes_without_the_token() {
         host.get(&format!("/v1/jobs/{JOB}/slots"))["train-trigger"],
         "ratio@1"
     );
+    // It decides on the worker's recent decisions (none hard: EdgeOnly), at the next check.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !host_log(&host.job).contains("plugin `ratio@1` is false") {
+        assert!(Instant::now() < deadline, "{}", host_log(&host.job));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The CLI lists and removes through the API.
     let out = host.sedna(&["plugin", "list"]);

@@ -67,8 +67,14 @@ pub struct InferenceWorker {
     results: Option<ResultLog>,
     /// Held for each frame, and for a whole swap when hot update is off.
     frame_gate: std::sync::Mutex<()>,
+    /// The last `RECENT_DECISIONS` decisions, oldest first (the `hard_examples` metric).
+    recent: std::sync::Mutex<std::collections::VecDeque<bool>>,
     pub stats: WorkerStats,
 }
+
+/// Decisions the worker remembers for the `hard_examples` metric: the largest window
+/// the built-in `HardExampleRatio` condition accepts.
+pub const RECENT_DECISIONS: usize = 100_000;
 
 impl InferenceWorker {
     pub fn new(estimator: Slot<Estimator>, hem: Slot<Hem>, store: HardExampleStore) -> Self {
@@ -78,6 +84,7 @@ impl InferenceWorker {
             store,
             results: None,
             frame_gate: Default::default(),
+            recent: Default::default(),
             stats: WorkerStats::default(),
         }
     }
@@ -102,6 +109,13 @@ impl InferenceWorker {
                 Ok(Outcome { prediction, hard })
             });
         self.stats.frames.inc();
+        if let Ok(outcome) = &result {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == RECENT_DECISIONS {
+                recent.pop_front();
+            }
+            recent.push_back(outcome.hard);
+        }
         match &result {
             Ok(outcome) if outcome.hard => {
                 self.stats.hard.inc();
@@ -176,6 +190,16 @@ impl InferenceWorker {
         rebind(&self.estimator, source, params)?;
         self.stats.swaps.inc();
         Ok(())
+    }
+
+    /// The recent decisions, oldest first, as 1 (hard) and 0: the `hard_examples` metric
+    /// trigger conditions read.
+    pub fn recent_decisions(&self) -> Vec<f64> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .map(|&hard| f64::from(u8::from(hard)))
+            .collect()
     }
 
     /// The estimator serving now.

@@ -476,10 +476,16 @@ impl LocalJob {
             .add_samples(&read.samples, self.monitor.cursor())?;
 
         let pending = self.state.pending()?;
-        let stats = [Metric {
+        let mut stats = vec![Metric {
             name: "num_of_samples".into(),
             values: vec![pending.len() as f64],
         }];
+        if let Some(inference) = &self.inference {
+            stats.push(Metric {
+                name: "hard_examples".into(),
+                values: inference.worker.recent_decisions(),
+            });
+        }
         let decision = self.train_trigger.evaluate(&stats, now);
         if !decision.fire {
             return Ok(Checked::Waiting {
