@@ -111,80 +111,14 @@ impl PluginCommand {
                 inspect::validate(&context.runtime()?, &source, &world)?;
                 println!("{}: implements `{world}`", file.display());
             }
-            PluginCommand::Add {
-                file,
-                entry:
-                    Entry {
-                        name,
-                        version,
-                        world,
-                    },
-            } => {
-                let source = Source::from_file(&file)?;
-                let runtime = context.runtime()?;
-                let world = match world {
-                    Some(world) => world,
-                    None => inspect::inspect(&runtime, &source)?
-                        .single_world()
-                        .map_err(|why| anyhow::anyhow!("{}: {why} (--world)", file.display()))?,
-                };
-                inspect::validate(&runtime, &source, &world)?;
-                let entry = context
-                    .store()?
-                    .add(&name, &version, &world, &source.wasm)?;
-                println!(
-                    "added {}@{} ({}, sha256 {})",
-                    entry.name, entry.version, entry.world, entry.sha256
-                );
-            }
+            PluginCommand::Add { file, entry } => add(context, &file, entry)?,
             PluginCommand::Push {
                 file,
-                entry:
-                    Entry {
-                        name,
-                        version,
-                        world,
-                    },
+                entry,
                 bind,
                 params,
                 remote,
-            } => {
-                let host = remote.host.as_deref().unwrap_or(DEFAULT_LISTEN);
-                let remote = Remote::connect(host, remote.token_file.as_deref(), &context.home)?;
-                let wasm = std::fs::read(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                check_name("name", &name)?;
-                check_name("version", &version)?;
-                let query = world.map(|w| format!("?world={w}")).unwrap_or_default();
-                let uploaded: Uploaded =
-                    remote.put_bytes(&format!("/v1/plugins/{name}/{version}{query}"), &wasm)?;
-                let p = &uploaded.plugin;
-                println!(
-                    "pushed {}@{} ({}, sha256 {}, checked and precompiled in {:.1} ms)",
-                    p.name, p.version, p.world, p.sha256, uploaded.compile_ms
-                );
-                if let Some(target) = bind {
-                    let Some((job, slot)) = target.split_once('/') else {
-                        bail!("--bind {target:?}: write it as JOB/SLOT, e.g. my-job/hem");
-                    };
-                    check_name("job", job)?;
-                    let mut request = serde_json::json!({ "plugin": format!("{name}@{version}") });
-                    if !params.is_empty() {
-                        let params: serde_json::Map<String, serde_json::Value> =
-                            super::parse_params(&params)?
-                                .into_iter()
-                                .map(|p| (p.key, p.value.into()))
-                                .collect();
-                        request["params"] = params.into();
-                    }
-                    let bound: Bound =
-                        remote.put_json(&format!("/v1/jobs/{job}/slots/{slot}"), &request)?;
-                    println!(
-                        "bound {} to {}/{} (loaded, started and swapped in {:.1} ms)",
-                        bound.plugin, bound.job, bound.slot, bound.took_ms
-                    );
-                }
-            }
+            } => push(context, &file, entry, bind.as_deref(), &params, &remote)?,
             PluginCommand::List { json, remote } => {
                 let plugins: Vec<StoredPlugin> = match &remote.host {
                     Some(host) => {
@@ -238,6 +172,81 @@ impl PluginCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `sedna plugin add`: validates a component and stores it in this machine's store.
+fn add(context: &Context, file: &Path, entry: Entry) -> anyhow::Result<()> {
+    let Entry {
+        name,
+        version,
+        world,
+    } = entry;
+    let source = Source::from_file(file)?;
+    let runtime = context.runtime()?;
+    let world = match world {
+        Some(world) => world,
+        None => inspect::inspect(&runtime, &source)?
+            .single_world()
+            .map_err(|why| anyhow::anyhow!("{}: {why} (--world)", file.display()))?,
+    };
+    inspect::validate(&runtime, &source, &world)?;
+    let entry = context
+        .store()?
+        .add(&name, &version, &world, &source.wasm)?;
+    println!(
+        "added {}@{} ({}, sha256 {})",
+        entry.name, entry.version, entry.world, entry.sha256
+    );
+    Ok(())
+}
+
+/// `sedna plugin push`: uploads a component to a running host, and binds it if asked.
+fn push(
+    context: &Context,
+    file: &Path,
+    entry: Entry,
+    bind: Option<&str>,
+    params: &[String],
+    remote: &HostArgs,
+) -> anyhow::Result<()> {
+    let Entry {
+        name,
+        version,
+        world,
+    } = entry;
+    let host = remote.host.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let remote = Remote::connect(host, remote.token_file.as_deref(), &context.home)?;
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    check_name("name", &name)?;
+    check_name("version", &version)?;
+    let query = world.map(|w| format!("?world={w}")).unwrap_or_default();
+    let uploaded: Uploaded =
+        remote.put_bytes(&format!("/v1/plugins/{name}/{version}{query}"), &wasm)?;
+    let p = &uploaded.plugin;
+    println!(
+        "pushed {}@{} ({}, sha256 {}, checked and precompiled in {:.1} ms)",
+        p.name, p.version, p.world, p.sha256, uploaded.compile_ms
+    );
+    if let Some(target) = bind {
+        let Some((job, slot)) = target.split_once('/') else {
+            bail!("--bind {target:?}: write it as JOB/SLOT, e.g. my-job/hem");
+        };
+        check_name("job", job)?;
+        let mut request = serde_json::json!({ "plugin": format!("{name}@{version}") });
+        if !params.is_empty() {
+            let params: serde_json::Map<String, serde_json::Value> = super::parse_params(params)?
+                .into_iter()
+                .map(|p| (p.key, p.value.into()))
+                .collect();
+            request["params"] = params.into();
+        }
+        let bound: Bound = remote.put_json(&format!("/v1/jobs/{job}/slots/{slot}"), &request)?;
+        println!(
+            "bound {} to {}/{} (loaded, started and swapped in {:.1} ms)",
+            bound.plugin, bound.job, bound.slot, bound.took_ms
+        );
+    }
+    Ok(())
 }
 
 fn test(
