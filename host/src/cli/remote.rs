@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::server::ApiError;
+use crate::server::HttpError;
 
 #[derive(Args, Clone, Default)]
 pub struct HostArgs {
@@ -130,7 +130,7 @@ impl Remote {
                 format!("{}{path}: the answer is not what was expected", self.base)
             });
         }
-        match serde_json::from_str::<ApiError>(&body) {
+        match serde_json::from_str::<HttpError>(&body) {
             Ok(e) => bail!("{} ({status}, {})", e.detail, e.error),
             Err(_) => bail!("{}{path}: {status}: {}", self.base, body.trim()),
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 pub use auth::Token;
-pub use routes::{ApiError, Bound, Uploaded};
+pub use routes::{Bound, HttpError, Uploaded};
 
 use crate::learn::JobHandle;
 use crate::plugin::{PluginStore, Runtime};

@@ -45,7 +45,7 @@ pub(super) fn router(service: Arc<Service>) -> Router {
         .route("/v1/jobs/{job}/slots", get(job_slots))
         .route("/v1/jobs/{job}/slots/{slot}", put(bind))
         .fallback(|| async {
-            ApiError::new(
+            HttpError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such route: the API is under /v1 (plugins, jobs), plus /metrics and /healthz",
@@ -57,7 +57,7 @@ pub(super) fn router(service: Arc<Service>) -> Router {
 
 /// An error as the API answers it: `{error, detail}` with its status.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ApiError {
+pub struct HttpError {
     #[serde(skip, default = "internal_status")]
     pub status: StatusCode,
     /// A short stable code, e.g. `wrong_world`.
@@ -70,9 +70,9 @@ fn internal_status() -> StatusCode {
     StatusCode::INTERNAL_SERVER_ERROR
 }
 
-impl ApiError {
+impl HttpError {
     pub fn new(status: StatusCode, error: &str, detail: impl Into<String>) -> Self {
-        ApiError {
+        HttpError {
             status,
             error: error.to_string(),
             detail: detail.into(),
@@ -80,15 +80,15 @@ impl ApiError {
     }
 
     fn internal(e: impl std::fmt::Display) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
 
     fn bad_name(e: anyhow::Error) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_name", format!("{e:#}"))
+        HttpError::new(StatusCode::BAD_REQUEST, "bad_name", format!("{e:#}"))
     }
 
     fn no_job(name: &str) -> Self {
-        ApiError::new(
+        HttpError::new(
             StatusCode::NOT_FOUND,
             "no_such_job",
             format!("no job {name:?} runs here (GET /v1/jobs lists them)"),
@@ -96,7 +96,7 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         (self.status, Json(self)).into_response()
     }
@@ -104,7 +104,7 @@ impl IntoResponse for ApiError {
 
 /// A component that failed a check or its start: 422, except when the host itself could
 /// not serve the call.
-impl From<PluginError> for ApiError {
+impl From<PluginError> for HttpError {
     fn from(e: PluginError) -> Self {
         let (status, code) = match &e.cause {
             Cause::WrongWorld { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world"),
@@ -112,7 +112,7 @@ impl From<PluginError> for ApiError {
             Cause::Host(_) => (StatusCode::SERVICE_UNAVAILABLE, "host"),
             _ => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_failed"),
         };
-        ApiError::new(status, code, e.to_string())
+        HttpError::new(status, code, e.to_string())
     }
 }
 
@@ -121,12 +121,12 @@ impl From<PluginError> for ApiError {
 pub(super) struct Authorized;
 
 impl FromRequestParts<Arc<Service>> for Authorized {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         service: &Arc<Service>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, HttpError> {
         let presented = parts
             .headers
             .get(AUTHORIZATION)
@@ -134,12 +134,12 @@ impl FromRequestParts<Arc<Service>> for Authorized {
             .and_then(|v| v.strip_prefix("Bearer "));
         match presented {
             Some(token) if service.token.matches(token.trim()) => Ok(Authorized),
-            Some(_) => Err(ApiError::new(
+            Some(_) => Err(HttpError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "the token is not this host's: use the one it printed at its first start (in <home>/token) or the file given to --token-file",
             )),
-            None => Err(ApiError::new(
+            None => Err(HttpError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "this call changes the host: send `Authorization: Bearer <token>` (the CLI reads --token-file, SEDNA_TOKEN or <home>/token)",
@@ -150,11 +150,11 @@ impl FromRequestParts<Arc<Service>> for Authorized {
 
 /// Runs `work` on the blocking pool.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
+    work: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
+) -> Result<T, HttpError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(HttpError::internal)?
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
@@ -166,8 +166,8 @@ async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
 
 async fn list_plugins(
     State(service): State<Arc<Service>>,
-) -> Result<Json<Vec<StoredPlugin>>, ApiError> {
-    blocking(move || service.store.list().map_err(ApiError::internal))
+) -> Result<Json<Vec<StoredPlugin>>, HttpError> {
+    blocking(move || service.store.list().map_err(HttpError::internal))
         .await
         .map(Json)
 }
@@ -175,13 +175,13 @@ async fn list_plugins(
 async fn plugin_versions(
     State(service): State<Arc<Service>>,
     Path(name): Path<String>,
-) -> Result<Json<Vec<StoredPlugin>>, ApiError> {
+) -> Result<Json<Vec<StoredPlugin>>, HttpError> {
     blocking(move || {
-        check_name("name", &name).map_err(ApiError::bad_name)?;
+        check_name("name", &name).map_err(HttpError::bad_name)?;
         let versions: Vec<StoredPlugin> = service
             .store
             .list()
-            .map_err(ApiError::internal)?
+            .map_err(HttpError::internal)?
             .into_iter()
             .filter(|p| p.name == name)
             .collect();
@@ -203,13 +203,13 @@ struct Shown {
 async fn show_plugin(
     State(service): State<Arc<Service>>,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Shown>, ApiError> {
+) -> Result<Json<Shown>, HttpError> {
     blocking(move || {
         let plugin = service.stored(&name, &version)?;
         let source = service
             .store
             .resolve(&format!("{name}@{version}"))
-            .map_err(ApiError::internal)?;
+            .map_err(HttpError::internal)?;
         let inspection = inspect::inspect(&service.runtime, &source)?;
         Ok(Json(Shown { plugin, inspection }))
     })
@@ -236,7 +236,7 @@ async fn upload_latest(
     query: Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), HttpError> {
     let path = Path((name, "latest".to_string()));
     upload(state, authorized, path, query, headers, body).await
 }
@@ -248,7 +248,7 @@ async fn upload(
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), HttpError> {
     let body = read_upload(&headers, body, service.max_upload).await?;
     blocking(move || service.upload(&name, &version, query.world, &body))
         .await
@@ -257,9 +257,9 @@ async fn upload(
 
 /// The upload's bytes, up to `limit`. A declared length over the limit is refused before
 /// a byte is read, so a client that sent `Expect: 100-continue` never sends the body.
-async fn read_upload(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_upload(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, HttpError> {
     let too_large = || {
-        ApiError::new(
+        HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("the upload is larger than this host's limit of {limit} bytes (--max-upload)"),
@@ -275,7 +275,7 @@ async fn read_upload(headers: &HeaderMap, body: Body, limit: usize) -> Result<By
         if e.into_inner().is::<LengthLimitError>() {
             too_large()
         } else {
-            ApiError::new(
+            HttpError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "the upload was cut short",
@@ -288,24 +288,24 @@ async fn remove_plugin(
     State(service): State<Arc<Service>>,
     _: Authorized,
     Path((name, version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     blocking(move || {
         service.stored(&name, &version)?;
         service
             .store
             .remove(&name, &version)
-            .map_err(ApiError::internal)?;
+            .map_err(HttpError::internal)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
 }
 
-async fn list_jobs(State(service): State<Arc<Service>>) -> Result<Json<Vec<JobStatus>>, ApiError> {
+async fn list_jobs(State(service): State<Arc<Service>>) -> Result<Json<Vec<JobStatus>>, HttpError> {
     blocking(move || {
         service
             .jobs
             .iter()
-            .map(|job| job.status().map_err(ApiError::internal))
+            .map(|job| job.status().map_err(HttpError::internal))
             .collect::<Result<Vec<_>, _>>()
             .map(Json)
     })
@@ -315,10 +315,10 @@ async fn list_jobs(State(service): State<Arc<Service>>) -> Result<Json<Vec<JobSt
 async fn job_status(
     State(service): State<Arc<Service>>,
     Path(job): Path<String>,
-) -> Result<Json<JobStatus>, ApiError> {
+) -> Result<Json<JobStatus>, HttpError> {
     blocking(move || {
         let job = service.job(&job)?;
-        job.status().map(Json).map_err(ApiError::internal)
+        job.status().map(Json).map_err(HttpError::internal)
     })
     .await
 }
@@ -326,7 +326,7 @@ async fn job_status(
 async fn job_slots(
     State(service): State<Arc<Service>>,
     Path(job): Path<String>,
-) -> Result<Json<BTreeMap<String, Option<String>>>, ApiError> {
+) -> Result<Json<BTreeMap<String, Option<String>>>, HttpError> {
     let job = service.job(&job)?;
     Ok(Json(
         job.slots()
@@ -361,13 +361,13 @@ async fn bind(
     _: Authorized,
     Path((job, slot)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Bound>, ApiError> {
+) -> Result<Json<Bound>, HttpError> {
     // JSON whatever the content type says, so that `curl -d` works as it is.
     let request: BindRequest = body
-        .map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))
+        .map_err(|e| HttpError::new(e.status(), "bad_request", e.body_text()))
         .and_then(|body| {
             serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(
+                HttpError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     format!(
@@ -381,8 +381,8 @@ async fn bind(
         .map(Json)
 }
 
-fn no_plugin(reference: &str) -> ApiError {
-    ApiError::new(
+fn no_plugin(reference: &str) -> HttpError {
+    HttpError::new(
         StatusCode::NOT_FOUND,
         "no_such_plugin",
         format!("no stored plugin {reference:?} (GET /v1/plugins lists them)"),
@@ -390,20 +390,20 @@ fn no_plugin(reference: &str) -> ApiError {
 }
 
 impl Service {
-    fn job(&self, name: &str) -> Result<&JobHandle, ApiError> {
+    fn job(&self, name: &str) -> Result<&JobHandle, HttpError> {
         self.jobs
             .iter()
             .find(|j| j.name() == name)
-            .ok_or_else(|| ApiError::no_job(name))
+            .ok_or_else(|| HttpError::no_job(name))
     }
 
     /// The store's entry for `name@version`.
-    fn stored(&self, name: &str, version: &str) -> Result<StoredPlugin, ApiError> {
-        check_name("name", name).map_err(ApiError::bad_name)?;
-        check_name("version", version).map_err(ApiError::bad_name)?;
+    fn stored(&self, name: &str, version: &str) -> Result<StoredPlugin, HttpError> {
+        check_name("name", name).map_err(HttpError::bad_name)?;
+        check_name("version", version).map_err(HttpError::bad_name)?;
         self.store
             .list()
-            .map_err(ApiError::internal)?
+            .map_err(HttpError::internal)?
             .into_iter()
             .find(|p| p.name == name && p.version == version)
             .ok_or_else(|| no_plugin(&format!("{name}@{version}")))
@@ -417,11 +417,11 @@ impl Service {
         version: &str,
         world: Option<String>,
         wasm: &[u8],
-    ) -> Result<Uploaded, ApiError> {
-        check_name("name", name).map_err(ApiError::bad_name)?;
-        check_name("version", version).map_err(ApiError::bad_name)?;
+    ) -> Result<Uploaded, HttpError> {
+        check_name("name", name).map_err(HttpError::bad_name)?;
+        check_name("version", version).map_err(HttpError::bad_name)?;
         if Builtin::find(name).is_some() {
-            return Err(ApiError::new(
+            return Err(HttpError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_name",
                 format!("`{name}` is the name of a built-in plugin: choose another name"),
@@ -434,7 +434,7 @@ impl Service {
             None => inspect::inspect(&self.runtime, &source)?
                 .single_world()
                 .map_err(|why| {
-                    ApiError::new(
+                    HttpError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "wrong_world",
                         format!("{name}@{version}: {why} (?world=WORLD)"),
@@ -446,27 +446,27 @@ impl Service {
         let plugin = self
             .store
             .add(name, version, &world, wasm)
-            .map_err(ApiError::internal)?;
+            .map_err(HttpError::internal)?;
         tracing::info!(plugin = %source.name, world, sha256 = %plugin.sha256, "plugin uploaded");
         Ok(Uploaded { plugin, compile_ms })
     }
 
-    fn bind(&self, job: &str, slot: &str, request: BindRequest) -> Result<Bound, ApiError> {
+    fn bind(&self, job: &str, slot: &str, request: BindRequest) -> Result<Bound, HttpError> {
         let job = self.job(job)?;
         let slot: SlotName = slot
             .parse()
-            .map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "no_such_slot", e))?;
+            .map_err(|e: String| HttpError::new(StatusCode::NOT_FOUND, "no_such_slot", e))?;
         // Only the store and the built-ins: never a path on the host.
         let reference = &request.plugin;
         match reference.split_once('@') {
             Some((name, version)) => {
-                check_name("name", name).map_err(ApiError::bad_name)?;
-                check_name("version", version).map_err(ApiError::bad_name)?;
+                check_name("name", name).map_err(HttpError::bad_name)?;
+                check_name("version", version).map_err(HttpError::bad_name)?;
             }
-            None => check_name("name", reference).map_err(ApiError::bad_name)?,
+            None => check_name("name", reference).map_err(HttpError::bad_name)?,
         }
         let source = self.store.resolve(reference).map_err(|e| {
-            ApiError::new(StatusCode::NOT_FOUND, "no_such_plugin", format!("{e:#}"))
+            HttpError::new(StatusCode::NOT_FOUND, "no_such_plugin", format!("{e:#}"))
         })?;
         let params = request.params.map(|params| {
             params
@@ -477,7 +477,7 @@ impl Service {
         let started = Instant::now();
         job.bind(slot, &source, params).map_err(|e| match e {
             BindError::NoWorker { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "no_such_slot", e.to_string())
+                HttpError::new(StatusCode::CONFLICT, "no_such_slot", e.to_string())
             }
             BindError::Plugin(e) => e.into(),
         })?;
