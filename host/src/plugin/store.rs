@@ -156,6 +156,18 @@ impl PluginStore {
         Ok(builtins.chain(stored).collect())
     }
 
+    /// The stored (not built-in) entry `name@version`, if there is one: its reference file
+    /// alone is read.
+    pub fn entry(&self, name: &str, version: &str) -> anyhow::Result<Option<StoredPlugin>> {
+        check_name("name", name)?;
+        check_name("version", version)?;
+        let reference = self.reference(name, version);
+        if !reference.is_file() {
+            return Ok(None);
+        }
+        read_reference(&reference).map(Some)
+    }
+
     /// Removes `name@version`; its bytes go when no other name points to them.
     pub fn remove(&self, name: &str, version: &str) -> anyhow::Result<()> {
         check_name("name", name)?;

@@ -397,15 +397,13 @@ impl Service {
             .ok_or_else(|| HttpError::no_job(name))
     }
 
-    /// The store's entry for `name@version`.
+    /// The store's entry for `name@version` (uploaded plugins; built-ins are not stored).
     fn stored(&self, name: &str, version: &str) -> Result<StoredPlugin, HttpError> {
         check_name("name", name).map_err(HttpError::bad_name)?;
         check_name("version", version).map_err(HttpError::bad_name)?;
         self.store
-            .list()
+            .entry(name, version)
             .map_err(HttpError::internal)?
-            .into_iter()
-            .find(|p| p.name == name && p.version == version)
             .ok_or_else(|| no_plugin(&format!("{name}@{version}")))
     }
 
