@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod files;
 pub mod infer;
 pub mod learn;

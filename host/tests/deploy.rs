@@ -98,3 +98,148 @@ fn sedna_crds_prints_them() {
         sedna::api::crds_yaml()
     );
 }
+
+/// Each document of `file` as the Kubernetes type its kind names; it must come back
+/// unchanged from the type, so a misspelt or misplaced field (which the type would drop)
+/// fails.
+fn objects(file: &str) -> Vec<(String, serde_json::Value)> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+        value: &serde_json::Value,
+    ) -> serde_json::Value {
+        let typed: T = serde_json::from_value(value.clone()).unwrap();
+        serde_json::to_value(typed).unwrap()
+    }
+    let text = deploy(file);
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|document| {
+            let value = serde_json::Value::deserialize(document).unwrap();
+            let kind = value["kind"].as_str().unwrap().to_string();
+            let typed = match kind.as_str() {
+                "Namespace" => round_trip::<Namespace>(&value),
+                "ServiceAccount" => round_trip::<ServiceAccount>(&value),
+                "ClusterRole" => round_trip::<ClusterRole>(&value),
+                "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&value),
+                "Deployment" => round_trip::<Deployment>(&value),
+                "DaemonSet" => round_trip::<DaemonSet>(&value),
+                other => panic!("deploy/{file}: unexpected kind {other}"),
+            };
+            assert_eq!(
+                typed, value,
+                "deploy/{file}: {kind} does not survive its type"
+            );
+            (kind, value)
+        })
+        .collect()
+}
+
+#[test]
+fn the_manifests_are_valid_kubernetes_objects() {
+    let kinds: Vec<String> = [
+        "namespace.yaml",
+        "rbac.yaml",
+        "controller.yaml",
+        "agent.yaml",
+    ]
+    .iter()
+    .flat_map(|file| objects(file))
+    .map(|(kind, _)| kind)
+    .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Deployment",
+            "DaemonSet"
+        ]
+    );
+}
+
+#[test]
+fn the_workloads_run_sedna_with_their_service_accounts() {
+    for (file, command, account) in [
+        ("controller.yaml", "controller", "sedna-controller"),
+        ("agent.yaml", "agent", "sedna-agent"),
+    ] {
+        let (_, workload) = objects(file).remove(0);
+        let pod = &workload["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], account, "{file}");
+        assert_eq!(
+            pod["containers"][0]["command"],
+            serde_json::json!(["sedna", command]),
+            "{file}"
+        );
+        assert_eq!(workload["metadata"]["namespace"], "sedna", "{file}");
+    }
+    // The agent learns its node from the downward API.
+    let (_, agent) = objects("agent.yaml").remove(0);
+    let env = &agent["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "NODE_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        "{env}"
+    );
+}
+
+#[test]
+fn the_roles_allow_what_the_controller_and_agent_call() {
+    let roles: Vec<serde_json::Value> = objects("rbac.yaml")
+        .into_iter()
+        .filter(|(kind, _)| kind == "ClusterRole")
+        .map(|(_, role)| role)
+        .collect();
+    let allows = |role: &serde_json::Value, group: &str, resource: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|rule| {
+            let has =
+                |key: &str, value: &str| rule[key].as_array().unwrap().iter().any(|v| v == value);
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    let (controller, agent) = (&roles[0], &roles[1]);
+    assert_eq!(controller["metadata"]["name"], "sedna-controller");
+    for (group, resource, verb) in [
+        ("sedna.io", "incrementallearningjobs", "watch"),
+        ("sedna.io", "incrementallearningjobs", "patch"),
+        ("sedna.io", "incrementallearningjobs/status", "patch"),
+        ("sedna.io", "models", "get"),
+        ("sedna.io", "datasets", "get"),
+        ("", "pods", "watch"),
+        ("", "pods", "create"),
+        ("", "pods", "delete"),
+        ("", "pods", "deletecollection"),
+        ("events.k8s.io", "events", "create"),
+    ] {
+        assert!(
+            allows(controller, group, resource, verb),
+            "controller: {verb} {group}/{resource}"
+        );
+    }
+    for (group, resource, verb) in [
+        ("sedna.io", "incrementallearningjobs", "list"),
+        ("sedna.io", "datasets", "list"),
+        ("sedna.io", "models", "list"),
+        ("sedna.io", "incrementallearningjobs/status", "patch"),
+        ("sedna.io", "datasets/status", "patch"),
+    ] {
+        assert!(
+            allows(agent, group, resource, verb),
+            "agent: {verb} {group}/{resource}"
+        );
+    }
+    assert!(
+        !allows(agent, "", "pods", "create"),
+        "the agent makes no Pods"
+    );
+}

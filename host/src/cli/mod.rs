@@ -6,6 +6,7 @@ mod predict;
 pub mod progress;
 mod remote;
 mod run;
+mod worker;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -52,6 +53,57 @@ enum Command {
     /// Print the CustomResourceDefinitions of Dataset, Model and IncrementalLearningJob
     /// (`sedna crds | kubectl apply -f -`).
     Crds,
+    /// On Kubernetes: run IncrementalLearningJobs' Pods and stages (Sedna's
+    /// GlobalManager role).
+    Controller(Controller),
+    /// On Kubernetes, one per node: count the samples of the datasets on this node, fire
+    /// the train trigger and decide deploys (Sedna's LocalController role).
+    Agent(Agent),
+    /// The worker a job's Pod runs, set up by the controller's env variables.
+    #[command(subcommand)]
+    Worker(worker::WorkerCommand),
+}
+
+#[derive(clap::Args)]
+pub struct Controller {
+    /// Only this namespace's jobs (else every namespace's).
+    #[arg(long, env = "SEDNA_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct Agent {
+    /// This node's name (in a DaemonSet: from the downward API, `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// Only this namespace's jobs (else every namespace's).
+    #[arg(long, env = "SEDNA_NAMESPACE")]
+    namespace: Option<String>,
+    /// How often to look at the jobs, in seconds (each job still checks its dataset every
+    /// `checkPeriodSeconds`).
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+}
+
+/// Runs `work` with a Kubernetes client from the Pod's service account or the kubeconfig.
+fn with_cluster<F, Fut>(work: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!(
+                "no Kubernetes API server to talk to: {e}; run this in a Pod with a service account, or point KUBECONFIG at a cluster"
+            )
+        })?;
+        work(client).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What the commands share: the data directory and, made on first use, the runtime.
@@ -126,6 +178,24 @@ pub fn main() -> ExitCode {
             print!("{}", crate::api::crds_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Controller(controller) => with_cluster(|client| async move {
+            crate::cluster::controller::run(client, controller.namespace.as_deref()).await
+        }),
+        Command::Agent(agent) => context.runtime().and_then(|runtime| {
+            let store = context.store()?;
+            with_cluster(|client| async move {
+                crate::cluster::agent::Agent::new(
+                    client,
+                    &agent.node,
+                    agent.namespace.as_deref(),
+                    runtime,
+                    store,
+                )
+                .run(std::time::Duration::from_secs(agent.interval.max(1)))
+                .await
+            })
+        }),
+        Command::Worker(worker) => worker.run(&context),
     };
     match result {
         Ok(code) => code,

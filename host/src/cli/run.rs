@@ -85,15 +85,7 @@ impl Run {
             if self.once {
                 source.feed(&worker)?;
             } else {
-                std::thread::spawn(move || {
-                    loop {
-                        let ran = source.feed(&worker).unwrap_or_else(|e| {
-                            tracing::warn!("{e:#}");
-                            0
-                        });
-                        std::thread::sleep(source.pause_after(ran));
-                    }
-                });
+                std::thread::spawn(move || source.feed_forever(&worker));
             }
         }
         let progress = RoundProgress::attach(&mut job);

@@ -75,6 +75,18 @@ impl FrameSource {
         }
     }
 
+    /// Feeds the worker pass after pass, for good: a pass that fails is logged and the
+    /// next one tries again.
+    pub fn feed_forever(mut self, worker: &InferenceWorker) {
+        loop {
+            let ran = self.feed(worker).unwrap_or_else(|e| {
+                tracing::warn!("{e:#}");
+                0
+            });
+            std::thread::sleep(self.pause_after(ran));
+        }
+    }
+
     /// How long to wait after a pass that ran `frames` frames.
     pub fn pause_after(&self, frames: usize) -> Duration {
         match self {

@@ -7,7 +7,8 @@
 //! against the deployed model). Every stage writes its files under a temporary name and
 //! records its end in the state database, so a killed process resumes where it stopped.
 //!
-//! Output under `outputDir`: `data/train/<round>/{train,eval}.txt`, `train/<round>/`
+//! Output under `outputDir`: `data/train/<round>/{train,eval}.txt` (the round's training
+//! samples, and its evaluation set: its own and the last rounds' eval samples), `train/<round>/`
 //! (`model.onnx`, `report.json`), `eval/<round>/metrics.json`, `state.db`; the deployed
 //! model goes to the deploy `Model`'s `url`.
 
@@ -38,13 +39,13 @@ pub const DEFAULT_ESTIMATOR: &str = "ONNX";
 /// The metrics the built-in estimator reports per class: a trigger must index them.
 pub const PER_CLASS_METRICS: &[&str] = &["precision", "recall", "f1_score", "ap"];
 /// How long one estimator call may take in a round (a whole training, or an evaluation).
-const ROUND_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+pub const ROUND_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 /// How long the inference worker's estimator may take over one frame.
 const FRAME_DEADLINE: Duration = Duration::from_secs(30);
 /// Memory an estimator instance may use (its features cache lives there).
 const ESTIMATOR_MEMORY: u64 = 2 << 30;
 /// Where the job's output directory appears inside the estimator.
-const GUEST_OUTPUT: &str = "/out";
+pub const GUEST_OUTPUT: &str = "/out";
 
 /// What one check did.
 #[derive(Debug)]
@@ -53,6 +54,28 @@ pub enum Checked {
     Waiting { pending: u64, decision: Decision },
     /// A round ran to its end.
     Round(RoundReport),
+}
+
+/// What reading the data index and the train trigger did.
+#[derive(Debug)]
+pub enum Collected {
+    /// The train trigger did not fire: the samples waiting and why.
+    Waiting { pending: u64, decision: Decision },
+    /// The trigger fired and round `round` started: its samples are split and written.
+    Started { round: u64, decision: Decision },
+}
+
+/// The files of one round: what a train and an eval worker read and write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundFiles {
+    /// The new training samples (a `txt` index).
+    pub train_index: PathBuf,
+    /// The evaluation set: this round's and the last rounds' eval samples, no duplicates.
+    pub test_index: PathBuf,
+    /// The model training starts from, and the one the new model is compared with.
+    pub base_model: PathBuf,
+    /// Where the trained model goes.
+    pub model: PathBuf,
 }
 
 /// One finished round.
@@ -112,16 +135,15 @@ pub struct LocalJob {
     /// Told when a round enters a stage (for progress on a terminal).
     stage_observer: Option<Box<dyn Fn(u64, Stage) + Send>>,
     stats: Arc<RoundStats>,
-    /// The deploy model file as last seen (modified time, length), to notice a model
-    /// written there by someone else.
-    deployed_seen: Option<(std::time::SystemTime, u64)>,
+    /// The deploy model file, to notice a model written there by someone else.
+    deployed_watch: ModelWatch,
 }
 
-/// The job's inference worker and the images it reads (until the caller takes them
+/// The job's inference worker and the frames it reads (until the caller takes them
 /// to feed the worker on a thread of its own).
-struct Inference {
-    worker: Arc<InferenceWorker>,
-    source: Option<FrameSource>,
+pub struct Inference {
+    pub worker: Arc<InferenceWorker>,
+    pub source: Option<FrameSource>,
 }
 
 /// Size of the inference results file before it is rotated (one old file is kept).
@@ -130,7 +152,8 @@ const RESULTS_MAX_BYTES: u64 = 64 << 20;
 /// Hard examples kept on disk before the oldest are deleted.
 const HARD_EXAMPLES_KEPT: usize = 10_000;
 
-fn params(values: &[KeyValue]) -> Vec<Param> {
+/// Sedna's `{key, value}` entries as plugin parameters.
+pub fn params(values: &[KeyValue]) -> Vec<Param> {
     values
         .iter()
         .map(|kv| Param {
@@ -142,12 +165,34 @@ fn params(values: &[KeyValue]) -> Vec<Param> {
 
 impl LocalJob {
     /// Prepares the job `name` (or the only one) from checked resources: resolves its
-    /// models, dataset and estimator, checks its triggers, opens its state.
+    /// models, dataset and estimator, checks its triggers, opens its state, and starts
+    /// its inference worker when the deploy template names a source.
     pub fn open(
         resources: &Resources,
         name: Option<&str>,
         runtime: &Runtime,
         store: &PluginStore,
+    ) -> anyhow::Result<Self> {
+        Self::open_with(resources, name, runtime, store, true)
+    }
+
+    /// The job without an inference worker: what `sedna agent` decides with, while the
+    /// rounds' stages and inference run in Pods.
+    pub fn open_deciding(
+        resources: &Resources,
+        name: Option<&str>,
+        runtime: &Runtime,
+        store: &PluginStore,
+    ) -> anyhow::Result<Self> {
+        Self::open_with(resources, name, runtime, store, false)
+    }
+
+    fn open_with(
+        resources: &Resources,
+        name: Option<&str>,
+        runtime: &Runtime,
+        store: &PluginStore,
+        with_worker: bool,
     ) -> anyhow::Result<Self> {
         let job = pick(resources, name)?;
         let spec = &job.spec;
@@ -234,7 +279,6 @@ impl LocalJob {
             spec: Arc::new(job.clone()),
             train_prob: spec.dataset.train_prob,
             initial_model,
-            deploy_model,
             output,
             state,
             monitor,
@@ -250,103 +294,22 @@ impl LocalJob {
             hot_update: spec.deploy_spec.model.hot_update_enabled,
             stage_observer: None,
             stats: Arc::default(),
-            deployed_seen: None,
+            deployed_watch: ModelWatch::new(&deploy_model),
+            deploy_model,
         };
-        job.deployed_seen = file_stamp(&job.deploy_model);
-        job.inference =
-            job.inference(&deploy_params, &spec.deploy_spec.hard_example_mining, store)?;
+        if with_worker {
+            job.inference = inference(
+                &job.name,
+                &job.runtime,
+                &deploy_params,
+                &spec.deploy_spec.hard_example_mining,
+                &job.estimator.load(),
+                &job.serving_model()?,
+                &job.output,
+                store,
+            )?;
+        }
         Ok(job)
-    }
-
-    /// The inference worker, when the deploy template names its source (`video_url`: a
-    /// folder of images or an MP4 file; `every_nth_frame` samples it, `video_realtime:
-    /// "false"` plays a video as fast as the worker goes; `hem_deadline_ms` and
-    /// `hem_memory_mib` bound each HEM call): the deploy template's
-    /// parameters, the serving model, the job's HEM, hard examples in `HE_SAVED_URL`
-    /// (else `<outputDir>/hard_examples`).
-    fn inference(
-        &self,
-        deploy_params: &[Param],
-        mining: &api::HardExampleMining,
-        store: &PluginStore,
-    ) -> anyhow::Result<Option<Inference>> {
-        let setting = |key: &str| {
-            deploy_params
-                .iter()
-                .rev()
-                .find(|p| p.key == key)
-                .map(|p| p.value.clone())
-        };
-        let Some(url) = setting("video_url") else {
-            return Ok(None);
-        };
-        // A whole number >= 1, or `default` when the entry is absent.
-        let count = |key: &str, default: u64| -> anyhow::Result<u64> {
-            match setting(key) {
-                None => Ok(default),
-                Some(n) => n.trim().parse::<u64>().ok().filter(|n| *n >= 1).with_context(|| {
-                    format!(
-                        "IncrementalLearningJob {}, deploy template env `{key}` is {n:?}: give a whole number >= 1",
-                        self.name
-                    )
-                }),
-            }
-        };
-        let every = count("every_nth_frame", 1)? as usize;
-        let hem_sandbox = Sandbox {
-            deadline: Duration::from_millis(count(
-                "hem_deadline_ms",
-                Sandbox::default().deadline.as_millis() as u64,
-            )?),
-            memory: count("hem_memory_mib", Sandbox::default().memory >> 20)? << 20,
-            ..Sandbox::default()
-        };
-        let realtime = match setting("video_realtime").as_deref().map(str::trim) {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(other) => anyhow::bail!(
-                "IncrementalLearningJob {}, deploy template env `video_realtime` is {other:?}: give \"true\" or \"false\"",
-                self.name
-            ),
-        };
-        let source = match FrameSource::open(&url, every, realtime) {
-            Ok(source) => source,
-            Err(e) => {
-                tracing::warn!(
-                    job = %self.name,
-                    "inference worker not started: deploy template env `video_url`: {e}"
-                );
-                return Ok(None);
-            }
-        };
-        let hem_source = store.resolve(&mining.name).with_context(|| {
-            format!(
-                "IncrementalLearningJob {}, field `spec.deploySpec.hardExampleMining.name`",
-                self.name
-            )
-        })?;
-        let hem = Plugin::<Hem>::load(
-            &self.runtime,
-            &hem_source,
-            params(&mining.parameters),
-            hem_sandbox,
-        )?;
-        let estimator = self.estimator(deploy_params, &self.serving_model()?, FRAME_DEADLINE)?;
-        let he_dir = setting("HE_SAVED_URL")
-            .map_or_else(|| self.output.join("hard_examples"), PathBuf::from);
-        let worker = InferenceWorker::new(
-            Slot::new(estimator),
-            Slot::new(hem),
-            HardExampleStore::open(&he_dir, HARD_EXAMPLES_KEPT)?,
-        )
-        .with_results(ResultLog::new(
-            &self.output.join("inference"),
-            RESULTS_MAX_BYTES,
-        )?);
-        Ok(Some(Inference {
-            worker: Arc::new(worker),
-            source: Some(source),
-        }))
     }
 
     /// The inference worker (to which deployed models are swapped) and its frame source,
@@ -384,11 +347,9 @@ impl LocalJob {
     /// Swaps the worker to the deploy model when its file changed since the job last saw
     /// it (someone else wrote it). Returns whether it swapped.
     pub fn poll_deployed_model(&mut self) -> anyhow::Result<bool> {
-        let stamp = file_stamp(&self.deploy_model);
-        if stamp.is_none() || stamp == self.deployed_seen {
+        if !self.deployed_watch.changed() {
             return Ok(false);
         }
-        self.deployed_seen = stamp;
         let Some(inference) = &self.inference else {
             return Ok(false);
         };
@@ -444,6 +405,24 @@ impl LocalJob {
             tracing::info!(job = %self.name, round, "resuming round {round} at {}", stage.name());
             return Ok(Checked::Round(self.run_round(round, stage, now)?));
         }
+        match self.collect(now)? {
+            Collected::Waiting { pending, decision } => Ok(Checked::Waiting { pending, decision }),
+            Collected::Started { round, decision } => {
+                self.state.record_condition(
+                    round,
+                    "Train",
+                    "Running",
+                    &decision.reasons.join("; "),
+                )?;
+                Ok(Checked::Round(self.run_round(round, Stage::Train, now)?))
+            }
+        }
+    }
+
+    /// Reads what was appended to the data index and evaluates the train trigger; when
+    /// it fires, starts a round: splits the new samples and writes the round's index
+    /// files ([`LocalJob::round_files`]). Call it only with no round in progress.
+    pub fn collect(&mut self, now: ClockTime) -> anyhow::Result<Collected> {
         let read = self
             .monitor
             .check()
@@ -488,18 +467,27 @@ impl LocalJob {
         }
         let decision = self.train_trigger.evaluate(&stats, now);
         if !decision.fire {
-            return Ok(Checked::Waiting {
+            return Ok(Collected::Waiting {
                 pending: pending.len() as u64,
                 decision,
             });
         }
         let round = self.state.round()? + 1;
         let (train, eval) = split(pending, self.train_prob, round);
-        self.write_split(round, &train, &eval)?;
         self.state.start_round(round, &train, &eval)?;
-        self.state
-            .record_condition(round, "Train", "Running", &decision.reasons.join("; "))?;
-        Ok(Checked::Round(self.run_round(round, Stage::Train, now)?))
+        self.write_split(round, &train)?;
+        Ok(Collected::Started { round, decision })
+    }
+
+    /// Where round `round`'s samples, base model and new model are.
+    pub fn round_files(&self, round: u64) -> anyhow::Result<RoundFiles> {
+        let data = self.output.join(format!("data/train/{round}"));
+        Ok(RoundFiles {
+            train_index: data.join("train.txt"),
+            test_index: data.join("eval.txt"),
+            base_model: self.serving_model()?,
+            model: self.output.join(format!("train/{round}/model.onnx")),
+        })
     }
 
     /// Calls `observer` each time a round enters a stage.
@@ -548,7 +536,7 @@ impl LocalJob {
     }
 
     fn stages(&mut self, round: u64, from: Stage, now: ClockTime) -> anyhow::Result<RoundReport> {
-        let model_path = self.output.join(format!("train/{round}/model.onnx"));
+        let model_path = self.round_files(round)?.model;
         let mut loss = Vec::new();
         if from == Stage::Train {
             self.entered(round, Stage::Train);
@@ -617,25 +605,13 @@ impl LocalJob {
 
         self.entered(round, Stage::Deploy);
         let started = Instant::now();
-        let mut stats = new.clone();
-        stats.extend(deltas(&new, &old));
-        let decision = self.deploy_trigger.evaluate(&stats, now);
-        let deployed = if decision.fire {
-            copy_atomically(&model_path, &self.deploy_model)?;
-            Some(self.deploy_model.clone())
-        } else {
-            None
-        };
-        self.state.finish_round(deployed.as_deref())?;
-        if deployed.is_some() {
-            self.deployed_seen = file_stamp(&self.deploy_model);
-        }
-        if let (Some(_), Some(inference)) = (&deployed, &self.inference) {
+        let decision = self.decide(round, &new, &old, now)?;
+        if let (true, Some(inference)) = (decision.fire, &self.inference) {
             let worker = inference.worker.clone();
             self.swap_worker(&worker, round, "deployed")?;
         }
         self.stats.deploy.observe(started.elapsed());
-        let outcome = if deployed.is_some() {
+        let outcome = if decision.fire {
             "deployed"
         } else {
             "not deployed"
@@ -651,9 +627,31 @@ impl LocalJob {
             loss,
             new,
             deployed_before: old,
-            deployed: deployed.is_some(),
+            deployed: decision.fire,
             reasons: decision.reasons,
         })
+    }
+
+    /// Ends round `round`: the deploy trigger on the new model's metrics and their
+    /// `_delta` against the deployed model's; when it holds, the new model is copied to
+    /// the deploy model's file. Returns the deploy trigger's decision.
+    pub fn decide(
+        &mut self,
+        round: u64,
+        new: &[Metric],
+        deployed: &[Metric],
+        now: ClockTime,
+    ) -> anyhow::Result<Decision> {
+        let mut stats = new.to_vec();
+        stats.extend(deltas(new, deployed));
+        let decision = self.deploy_trigger.evaluate(&stats, now);
+        if decision.fire {
+            copy_atomically(&self.round_files(round)?.model, &self.deploy_model)?;
+            self.deployed_watch.changed();
+        }
+        self.state
+            .finish_round(decision.fire.then_some(self.deploy_model.as_path()))?;
+        Ok(decision)
     }
 
     /// The evaluation sets of the last rounds up to `round`, without duplicates.
@@ -675,6 +673,44 @@ impl LocalJob {
         model: &Path,
         deadline: Duration,
     ) -> anyhow::Result<Plugin<Estimator>> {
+        estimator_on(
+            &self.runtime,
+            &self.estimator.load(),
+            params,
+            model,
+            &self.output,
+            deadline,
+        )
+    }
+
+    /// Writes round `round`'s training samples and its evaluation set (see
+    /// [`RoundFiles`]) as `txt` indexes.
+    fn write_split(&self, round: u64, train: &[Sample]) -> anyhow::Result<()> {
+        let files = self.round_files(round)?;
+        std::fs::create_dir_all(files.train_index.parent().unwrap())?;
+        let eval = self.eval_set(round)?;
+        for (path, samples) in [(&files.train_index, train), (&files.test_index, &eval)] {
+            let text: String = samples
+                .iter()
+                .map(|s| format!("{}\n", index_line(s)))
+                .collect();
+            write_atomically(path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// An estimator plugin from `source` on `model`, with `output` granted read-write as
+/// `/out` (where it saves models).
+pub fn estimator_on(
+    runtime: &Runtime,
+    source: &Source,
+    params: &[Param],
+    model: &Path,
+    output: &Path,
+    deadline: Duration,
+) -> anyhow::Result<Plugin<Estimator>> {
+    {
         let mut params = params.to_vec();
         params.push(Param {
             key: "model_url".into(),
@@ -685,31 +721,151 @@ impl LocalJob {
             memory: ESTIMATOR_MEMORY,
             models: vec![("model".into(), model.to_path_buf())],
             dirs: vec![DirGrant {
-                host_path: self.output.clone(),
+                host_path: output.to_path_buf(),
                 guest_path: GUEST_OUTPUT.into(),
                 writable: true,
             }],
             ..Sandbox::default()
         };
-        Ok(Plugin::<Estimator>::load(
-            &self.runtime,
-            &self.estimator.load(),
-            params,
-            sandbox,
-        )?)
+        Ok(Plugin::<Estimator>::load(runtime, source, params, sandbox)?)
+    }
+}
+
+/// The inference worker, when the deploy template names its source (`video_url`: a
+/// folder of images or an MP4 file; `every_nth_frame` samples it, `video_realtime:
+/// "false"` plays a video as fast as the worker goes; `hem_deadline_ms` and
+/// `hem_memory_mib` bound each HEM call): the deploy template's
+/// parameters, the serving model, the job's HEM, hard examples in `HE_SAVED_URL`
+/// (else `<outputDir>/hard_examples`).
+#[allow(clippy::too_many_arguments)]
+pub fn inference(
+    job: &str,
+    runtime: &Runtime,
+    deploy_params: &[Param],
+    mining: &api::HardExampleMining,
+    estimator: &Source,
+    model: &Path,
+    output: &Path,
+    store: &PluginStore,
+) -> anyhow::Result<Option<Inference>> {
+    let setting = |key: &str| {
+        deploy_params
+            .iter()
+            .rev()
+            .find(|p| p.key == key)
+            .map(|p| p.value.clone())
+    };
+    let Some(url) = setting("video_url") else {
+        return Ok(None);
+    };
+    // A whole number >= 1, or `default` when the entry is absent.
+    let count = |key: &str, default: u64| -> anyhow::Result<u64> {
+        match setting(key) {
+            None => Ok(default),
+            Some(n) => n.trim().parse::<u64>().ok().filter(|n| *n >= 1).with_context(|| {
+                format!(
+                    "IncrementalLearningJob {}, deploy template env `{key}` is {n:?}: give a whole number >= 1",
+                    job
+                )
+            }),
+        }
+    };
+    let every = count("every_nth_frame", 1)? as usize;
+    let hem_sandbox = Sandbox {
+        deadline: Duration::from_millis(count(
+            "hem_deadline_ms",
+            Sandbox::default().deadline.as_millis() as u64,
+        )?),
+        memory: count("hem_memory_mib", Sandbox::default().memory >> 20)? << 20,
+        ..Sandbox::default()
+    };
+    let realtime = match setting("video_realtime").as_deref().map(str::trim) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => anyhow::bail!(
+            "IncrementalLearningJob {}, deploy template env `video_realtime` is {other:?}: give \"true\" or \"false\"",
+            job
+        ),
+    };
+    let source = match FrameSource::open(&url, every, realtime) {
+        Ok(source) => source,
+        Err(e) => {
+            tracing::warn!(
+                job = %job,
+                "inference worker not started: deploy template env `video_url`: {e}"
+            );
+            return Ok(None);
+        }
+    };
+    let hem_source = store.resolve(&mining.name).with_context(|| {
+        format!(
+            "IncrementalLearningJob {}, field `spec.deploySpec.hardExampleMining.name`",
+            job
+        )
+    })?;
+    let hem = Plugin::<Hem>::load(
+        runtime,
+        &hem_source,
+        params(&mining.parameters),
+        hem_sandbox,
+    )?;
+    let estimator = estimator_on(
+        runtime,
+        estimator,
+        deploy_params,
+        model,
+        output,
+        FRAME_DEADLINE,
+    )?;
+    let he_dir =
+        setting("HE_SAVED_URL").map_or_else(|| output.join("hard_examples"), PathBuf::from);
+    let worker = InferenceWorker::new(
+        Slot::new(estimator),
+        Slot::new(hem),
+        HardExampleStore::open(&he_dir, HARD_EXAMPLES_KEPT)?,
+    )
+    .with_results(ResultLog::new(
+        &output.join("inference"),
+        RESULTS_MAX_BYTES,
+    )?);
+    Ok(Some(Inference {
+        worker: Arc::new(worker),
+        source: Some(source),
+    }))
+}
+
+/// A model file whose changes are noticed by its modified time and length.
+#[derive(Debug)]
+pub struct ModelWatch {
+    path: PathBuf,
+    seen: Option<(std::time::SystemTime, u64)>,
+}
+
+impl ModelWatch {
+    /// Watches `path` from its current state: only later changes count.
+    pub fn new(path: &Path) -> Self {
+        ModelWatch {
+            path: path.to_path_buf(),
+            seen: file_stamp(path),
+        }
     }
 
-    fn write_split(&self, round: u64, train: &[Sample], eval: &[Sample]) -> anyhow::Result<()> {
-        let dir = self.output.join(format!("data/train/{round}"));
-        std::fs::create_dir_all(&dir)?;
-        for (name, samples) in [("train.txt", train), ("eval.txt", eval)] {
-            let text: String = samples
-                .iter()
-                .map(|s| format!("{}\n", index_line(s)))
-                .collect();
-            write_atomically(&dir.join(name), text.as_bytes())?;
+    /// Watches `path` as if it did not exist yet: the file as it is now counts as a change.
+    pub fn absent(path: &Path) -> Self {
+        ModelWatch {
+            path: path.to_path_buf(),
+            seen: None,
         }
-        Ok(())
+    }
+
+    /// Whether the file exists and changed since the last call (or since `new`).
+    pub fn changed(&mut self) -> bool {
+        let stamp = file_stamp(&self.path);
+        if stamp.is_none() || stamp == self.seen {
+            return false;
+        }
+        self.seen = stamp;
+        true
     }
 }
 

@@ -11,5 +11,5 @@ pub mod status;
 pub mod trigger;
 
 pub use handle::{BindError, JobHandle, SlotName};
-pub use job::{Checked, LocalJob, RoundReport, RoundStats};
+pub use job::{Checked, Collected, LocalJob, ModelWatch, RoundFiles, RoundReport, RoundStats};
 pub use status::JobStatus;

@@ -1,0 +1,556 @@
+//! `sedna controller`: Sedna's GlobalManager role for IncrementalLearningJobs. It keeps
+//! each job's inference Pod running, creates a round's train and eval Pods when the
+//! agent asks for them, follows them into the job's conditions, and replaces the
+//! inference Pod when a model is deployed without hot update. Every transition is also
+//! an Event; a finalizer deletes the job's Pods before the job goes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::pods::{self, JOB_LABEL, PodPlan, Worker};
+use super::{RoundData, appended, condition, last_condition, status_patch};
+use crate::api::{Dataset, IncrementalLearningJob, Model};
+
+/// The finalizer the controller puts on each job.
+pub const FINALIZER: &str = "sedna.io/incremental-learning-job";
+/// How often a job is looked at again when nothing changed.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon to look again after a step that waits on the API server (a Pod terminating).
+const SOON: Duration = Duration::from_secs(2);
+
+/// What reconciling a job needs.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Self {
+        let reporter = Reporter {
+            controller: "sedna-controller".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+/// Runs the controller on the jobs of `namespace` (or all namespaces) until a signal.
+pub async fn run(client: Client, namespace: Option<&str>) -> anyhow::Result<()> {
+    let (jobs, pods): (Api<IncrementalLearningJob>, Api<Pod>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Fail early, with the reason, when the CRDs are not installed or RBAC forbids it.
+    jobs.list(&ListParams::default().limit(1)).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot list IncrementalLearningJobs: {e}; install the CRDs (`sedna crds | kubectl apply -f -`) and deploy/rbac.yaml"
+        )
+    })?;
+    let context = Arc::new(Context::new(client));
+    Controller::new(jobs, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(JOB_LABEL))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((job, _)) => tracing::debug!(
+                    "reconciled {}/{}",
+                    job.namespace.unwrap_or_default(),
+                    job.name
+                ),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(job: Arc<IncrementalLearningJob>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(job = %job.name_any(), "{error}; retrying in 30 s");
+    Action::requeue(Duration::from_secs(30))
+}
+
+/// One look at a job: its finalizer first, then [`apply`] or, when it is being deleted,
+/// [`cleanup`].
+pub async fn reconcile(
+    job: Arc<IncrementalLearningJob>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let namespace = job.namespace().unwrap_or_else(|| "default".into());
+    let jobs: Api<IncrementalLearningJob> = Api::namespaced(context.client.clone(), &namespace);
+    finalizer(&jobs, FINALIZER, job, |event| async {
+        match event {
+            finalizer::Event::Apply(job) => apply(&job, &context).await,
+            finalizer::Event::Cleanup(job) => cleanup(&job, &context).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A job's API handles.
+struct Apis {
+    jobs: Api<IncrementalLearningJob>,
+    pods: Api<Pod>,
+}
+
+impl Apis {
+    fn new(client: &Client, namespace: &str) -> Self {
+        Apis {
+            jobs: Api::namespaced(client.clone(), namespace),
+            pods: Api::namespaced(client.clone(), namespace),
+        }
+    }
+}
+
+/// Where the job's files are, from its Models and Dataset.
+struct Places {
+    initial_model: String,
+    deploy_model: String,
+    node: Option<String>,
+    host_dirs: Vec<std::path::PathBuf>,
+}
+
+async fn places(
+    job: &IncrementalLearningJob,
+    context: &Context,
+) -> Result<Result<Places, String>, Error> {
+    let namespace = job.namespace().unwrap_or_default();
+    let models: Api<Model> = Api::namespaced(context.client.clone(), &namespace);
+    let datasets: Api<Dataset> = Api::namespaced(context.client.clone(), &namespace);
+    let spec = &job.spec;
+    let (Some(initial), Some(deploy), Some(dataset)) = (
+        models.get_opt(&spec.initial_model.name).await?,
+        models.get_opt(&spec.deploy_spec.model.name).await?,
+        datasets.get_opt(&spec.dataset.name).await?,
+    ) else {
+        return Ok(Err(format!(
+            "the job names Model {}, Model {} and Dataset {}: create the missing ones in namespace {namespace}",
+            spec.initial_model.name, spec.deploy_spec.model.name, spec.dataset.name
+        )));
+    };
+    let parent = |url: &str| Path::new(url).parent().map(Path::to_path_buf);
+    let dirs: Vec<_> = [
+        Some(Path::new(&spec.output_dir).to_path_buf()),
+        parent(&dataset.spec.url),
+        parent(&initial.spec.url),
+        parent(&deploy.spec.url),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Ok(Ok(Places {
+        host_dirs: pods::host_dirs(dirs.iter().map(|d| d.as_path())),
+        initial_model: initial.spec.url,
+        deploy_model: deploy.spec.url,
+        node: dataset.spec.node_name,
+    }))
+}
+
+/// Moves the job one step (see the table in [`super`]).
+async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action, Error> {
+    let name = job.name_any();
+    let apis = Apis::new(&context.client, &job.namespace().unwrap_or_default());
+    let places = match places(job, context).await? {
+        Ok(places) => places,
+        Err(missing) => {
+            publish(
+                context,
+                job,
+                EventType::Warning,
+                "MissingResource",
+                &missing,
+            )
+            .await;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let listed = apis
+        .pods
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
+        .await?
+        .items;
+    let find = |pod_name: &str| listed.iter().find(|p| p.name_any() == pod_name);
+
+    // The inference worker runs for the job's whole life.
+    let infer_name = Worker::Infer.pod_name(&name, None);
+    match find(&infer_name) {
+        None => {
+            let pod = pods::pod(job, &inference_plan(job, &places));
+            apis.pods.create(&PostParams::default(), &pod).await?;
+            let message = format!("created Pod {infer_name} serving {}", places.deploy_model);
+            publish(
+                context,
+                job,
+                EventType::Normal,
+                "InferenceWorkerCreated",
+                &message,
+            )
+            .await;
+        }
+        Some(pod)
+            if pod.metadata.deletion_timestamp.is_none()
+                && matches!(pods::phase(pod), "Succeeded" | "Failed") =>
+        {
+            apis.pods
+                .delete(&infer_name, &DeleteParams::default())
+                .await?;
+            let message = format!(
+                "Pod {infer_name} ended ({}): replacing it",
+                pods::termination_message(pod)
+            );
+            publish(
+                context,
+                job,
+                EventType::Warning,
+                "InferenceWorkerEnded",
+                &message,
+            )
+            .await;
+        }
+        Some(_) => {}
+    }
+
+    let Some((last, data)) = last_condition(job) else {
+        let waiting = condition(
+            "Train",
+            "Waiting",
+            "JobStarted",
+            "waiting for the train trigger",
+            None,
+        );
+        transit(&apis, context, job, waiting, EventType::Normal).await?;
+        return Ok(Action::requeue(RESYNC));
+    };
+    let Some(data) = data else {
+        return Ok(Action::requeue(RESYNC));
+    };
+    let worker = match last.stage.as_str() {
+        "Train" => Worker::Train,
+        _ => Worker::Eval,
+    };
+    match (last.stage.as_str(), last.kind.as_str()) {
+        ("Train" | "Eval", "Ready") => {
+            start(
+                &apis,
+                context,
+                job,
+                &places,
+                worker,
+                &data,
+                find(&worker.pod_name(&name, Some(data.round))),
+            )
+            .await
+        }
+        ("Train", "Completed") => {
+            let eval = Worker::Eval;
+            start(
+                &apis,
+                context,
+                job,
+                &places,
+                eval,
+                &data,
+                find(&eval.pod_name(&name, Some(data.round))),
+            )
+            .await
+        }
+        ("Train" | "Eval", "Starting" | "Running") => {
+            let pod = find(&worker.pod_name(&name, Some(data.round)));
+            follow(&apis, context, job, worker, &last.kind, data, pod).await
+        }
+        ("Deploy", "Ready") => deploy(&apis, context, job, &places, &data, find(&infer_name)).await,
+        _ => Ok(Action::requeue(RESYNC)),
+    }
+}
+
+fn inference_plan<'a>(job: &IncrementalLearningJob, places: &'a Places) -> PodPlan<'a> {
+    let deploy = &job.spec.deploy_spec;
+    let hem_parameters: serde_json::Map<String, serde_json::Value> = deploy
+        .hard_example_mining
+        .parameters
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone().into()))
+        .collect();
+    let output = Path::new(&job.spec.output_dir);
+    PodPlan {
+        worker: Worker::Infer,
+        round: None,
+        env: vec![
+            ("MODEL_URL", places.deploy_model.clone()),
+            ("BASE_MODEL_URL", places.initial_model.clone()),
+            ("HEM_NAME", deploy.hard_example_mining.name.clone()),
+            (
+                "HEM_PARAMETERS",
+                serde_json::Value::Object(hem_parameters).to_string(),
+            ),
+            (
+                "MODEL_HOT_UPDATE",
+                deploy.model.hot_update_enabled.to_string(),
+            ),
+            (
+                "MODEL_POLL_PERIOD_SECONDS",
+                deploy.model.poll_period_seconds.to_string(),
+            ),
+            ("OUTPUT_DIR", output.display().to_string()),
+        ],
+        node: places.node.as_deref(),
+        host_dirs: &places.host_dirs,
+    }
+}
+
+/// Creates the stage's Pod for the round (after deleting an earlier attempt's).
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    apis: &Apis,
+    context: &Context,
+    job: &IncrementalLearningJob,
+    places: &Places,
+    worker: Worker,
+    data: &RoundData,
+    existing: Option<&Pod>,
+) -> Result<Action, Error> {
+    let pod_name = worker.pod_name(&job.name_any(), Some(data.round));
+    if let Some(pod) = existing {
+        if pod.metadata.deletion_timestamp.is_none() {
+            apis.pods
+                .delete(&pod_name, &DeleteParams::default())
+                .await?;
+        }
+        return Ok(Action::requeue(SOON));
+    }
+    let env = match worker {
+        Worker::Train => vec![
+            ("BASE_MODEL_URL", data.base_model_url.clone()),
+            ("TRAIN_DATASET_URL", data.train_dataset_url.clone()),
+            ("MODEL_URL", data.model_url.clone()),
+        ],
+        _ => vec![
+            // The new model first, then the deployed one it is compared with.
+            (
+                "MODEL_URLS",
+                format!("{};{}", data.model_url, data.base_model_url),
+            ),
+            ("MODEL_URL", data.model_url.clone()),
+            ("TEST_DATASET_URL", data.test_dataset_url.clone()),
+        ],
+    };
+    let plan = PodPlan {
+        worker,
+        round: Some(data.round),
+        env,
+        node: places.node.as_deref(),
+        host_dirs: &places.host_dirs,
+    };
+    apis.pods
+        .create(&PostParams::default(), &pods::pod(job, &plan))
+        .await?;
+    let data = RoundData {
+        report: None,
+        ..data.clone()
+    };
+    let message = format!("round {}: created Pod {pod_name}", data.round);
+    let starting = condition(
+        worker.stage(),
+        "Starting",
+        "PodCreated",
+        message,
+        Some(&data),
+    );
+    transit(apis, context, job, starting, EventType::Normal).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Follows a stage's Pod into the job's conditions.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    apis: &Apis,
+    context: &Context,
+    job: &IncrementalLearningJob,
+    worker: Worker,
+    kind: &str,
+    mut data: RoundData,
+    pod: Option<&Pod>,
+) -> Result<Action, Error> {
+    let stage = worker.stage();
+    let pod_name = worker.pod_name(&job.name_any(), Some(data.round));
+    let round = data.round;
+    let next = match pod.map(pods::phase) {
+        None => Some((
+            condition(
+                stage,
+                "Failed",
+                "PodDeleted",
+                format!("round {round}: Pod {pod_name} was deleted"),
+                Some(&data),
+            ),
+            EventType::Warning,
+        )),
+        Some("Running") if kind != "Running" => Some((
+            condition(
+                stage,
+                "Running",
+                "PodRunning",
+                format!("round {round}: Pod {pod_name} is running"),
+                Some(&data),
+            ),
+            EventType::Normal,
+        )),
+        Some("Succeeded") => {
+            let said = pods::termination_message(pod.expect("a phase means a Pod"));
+            data.report =
+                Some(serde_json::from_str(&said).unwrap_or(serde_json::Value::String(said)));
+            Some((
+                condition(
+                    stage,
+                    "Completed",
+                    "PodSucceeded",
+                    format!("round {round}: Pod {pod_name} succeeded"),
+                    Some(&data),
+                ),
+                EventType::Normal,
+            ))
+        }
+        Some("Failed") => {
+            let said = pods::termination_message(pod.expect("a phase means a Pod"));
+            let said: String = said.chars().take(1024).collect();
+            Some((
+                condition(
+                    stage,
+                    "Failed",
+                    "PodFailed",
+                    format!("round {round}: Pod {pod_name} failed: {said}"),
+                    Some(&data),
+                ),
+                EventType::Warning,
+            ))
+        }
+        _ => None,
+    };
+    if let Some((next, kind)) = next {
+        transit(apis, context, job, next, kind).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// A model was deployed: with hot update the inference worker loads it itself; without,
+/// its Pod is replaced (the next look creates it again on the new model).
+async fn deploy(
+    apis: &Apis,
+    context: &Context,
+    job: &IncrementalLearningJob,
+    places: &Places,
+    data: &RoundData,
+    inference: Option<&Pod>,
+) -> Result<Action, Error> {
+    let model = &job.spec.deploy_spec.model;
+    let message = if model.hot_update_enabled {
+        format!(
+            "round {}: {} deployed; the inference worker loads it within {} s (hot update)",
+            data.round, places.deploy_model, model.poll_period_seconds
+        )
+    } else {
+        let name = Worker::Infer.pod_name(&job.name_any(), None);
+        if inference.is_some() {
+            apis.pods.delete(&name, &DeleteParams::default()).await?;
+        }
+        format!(
+            "round {}: {} deployed; Pod {name} replaced to serve it",
+            data.round, places.deploy_model
+        )
+    };
+    let done = condition("Deploy", "Completed", "ModelDeployed", message, Some(data));
+    transit(apis, context, job, done, EventType::Normal).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The job is being deleted: its Pods go now (not whenever garbage collection reaches
+/// them, which on an edge node cut off from the cluster can be long).
+async fn cleanup(job: &IncrementalLearningJob, context: &Context) -> Result<Action, Error> {
+    let name = job.name_any();
+    let apis = Apis::new(&context.client, &job.namespace().unwrap_or_default());
+    apis.pods
+        .delete_collection(
+            &DeleteParams::background(),
+            &ListParams::default().labels(&format!("{JOB_LABEL}={name}")),
+        )
+        .await?;
+    publish(
+        context,
+        job,
+        EventType::Normal,
+        "Deleted",
+        "deleted the job's Pods",
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Appends `next` to the job's conditions and says so in an Event.
+async fn transit(
+    apis: &Apis,
+    context: &Context,
+    job: &IncrementalLearningJob,
+    next: crate::api::JobCondition,
+    kind: EventType,
+) -> Result<(), Error> {
+    let reason = format!("{}{}", next.stage, next.kind);
+    let message = next.message.clone().unwrap_or_default();
+    let status = appended(job, next);
+    apis.jobs
+        .patch_status(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status_patch(&status)),
+        )
+        .await?;
+    publish(context, job, kind, &reason, &message).await;
+    Ok(())
+}
+
+/// Publishes an Event about the job; an Event that cannot be written is logged, not fatal.
+async fn publish(
+    context: &Context,
+    job: &IncrementalLearningJob,
+    kind: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_: kind,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = context.recorder.publish(&event, &job.object_ref(&())).await {
+        tracing::warn!(job = %job.name_any(), "cannot write the event {reason}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

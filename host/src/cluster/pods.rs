@@ -1,0 +1,238 @@
+//! The Pods a job runs, made from its pod templates: Sedna's env variables, the host
+//! directories the paths in them name, the job as their owner.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    EnvVar, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{self, IncrementalLearningJob};
+
+/// The label that ties a Pod to its job (the controller lists Pods by it).
+pub const JOB_LABEL: &str = "sedna.io/job";
+/// `train`, `eval` or `infer`.
+pub const WORKER_LABEL: &str = "sedna.io/worker";
+/// The round a train or eval Pod belongs to.
+pub const ROUND_LABEL: &str = "sedna.io/round";
+/// The template env entries, as `[{key, value}]` JSON: the parameters `sedna worker`
+/// hands the estimator (the same ones `sedna run` reads from the template).
+pub const PARAMETERS_ENV: &str = "SEDNA_PARAMETERS";
+
+/// The workers a job's Pods run (`sedna worker train|eval|infer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Worker {
+    Train,
+    Eval,
+    Infer,
+}
+
+impl Worker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Worker::Train => "train",
+            Worker::Eval => "eval",
+            Worker::Infer => "infer",
+        }
+    }
+
+    /// The stage of the job's conditions this worker's Pod moves.
+    pub fn stage(self) -> &'static str {
+        match self {
+            Worker::Train => "Train",
+            Worker::Eval => "Eval",
+            Worker::Infer => "Deploy",
+        }
+    }
+
+    /// `<job>-train-<round>`, `<job>-eval-<round>`, `<job>-infer`.
+    pub fn pod_name(self, job: &str, round: Option<u64>) -> String {
+        match round {
+            Some(round) => format!("{job}-{}-{round}", self.name()),
+            None => format!("{job}-{}", self.name()),
+        }
+    }
+
+    fn template(self, job: &IncrementalLearningJob) -> &PodTemplateSpec {
+        match self {
+            Worker::Train => &job.spec.train_spec.template,
+            Worker::Eval => &job.spec.eval_spec.template,
+            Worker::Infer => &job.spec.deploy_spec.template,
+        }
+    }
+}
+
+/// What a worker's Pod needs besides its template.
+pub struct PodPlan<'a> {
+    pub worker: Worker,
+    pub round: Option<u64>,
+    /// Sedna's env variables for this worker (they replace template entries of the same name).
+    pub env: Vec<(&'static str, String)>,
+    /// The dataset's node, where the data and the job's output live; a template's own
+    /// `nodeName` wins.
+    pub node: Option<&'a str>,
+    /// Host directories mounted at the same path (the paths in `env` are on the node).
+    pub host_dirs: &'a [PathBuf],
+}
+
+/// The Pod for `plan` of `job`, owned by the job (deleted with it).
+pub fn pod(job: &IncrementalLearningJob, plan: &PodPlan) -> Pod {
+    let worker = plan.worker;
+    let template = worker.template(job);
+    let job_name = job.name_any();
+    let mut metadata = template.metadata.clone().unwrap_or_default();
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    labels.insert(JOB_LABEL.into(), job_name.clone());
+    labels.insert(WORKER_LABEL.into(), worker.name().into());
+    if let Some(round) = plan.round {
+        labels.insert(ROUND_LABEL.into(), round.to_string());
+    }
+    let metadata = ObjectMeta {
+        name: Some(worker.pod_name(&job_name, plan.round)),
+        namespace: job.namespace(),
+        owner_references: job.controller_owner_ref(&()).map(|o| vec![o]),
+        ..metadata
+    };
+
+    let mut spec: PodSpec = template.spec.clone().unwrap_or_default();
+    if spec.node_name.is_none() {
+        spec.node_name = plan.node.map(str::to_string);
+    }
+    if spec.restart_policy.is_none() && worker != Worker::Infer {
+        // A stage runs once: a failed Pod fails the stage (the agent retries it).
+        spec.restart_policy = Some("Never".into());
+    }
+    let parameters =
+        serde_json::to_string(&api::parameters(template)).expect("parameters serialize");
+    let mut env: Vec<(&str, String)> = vec![
+        ("NAMESPACE", job.namespace().unwrap_or_default()),
+        ("JOB_NAME", job_name.clone()),
+        ("WORKER_NAME", worker.pod_name(&job_name, plan.round)),
+        (PARAMETERS_ENV, parameters),
+    ];
+    env.extend(plan.env.iter().map(|(k, v)| (*k, v.clone())));
+
+    let volumes: Vec<(String, &PathBuf)> = plan
+        .host_dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| (format!("sedna-host-{i}"), dir))
+        .collect();
+    for container in &mut spec.containers {
+        let entries = container.env.get_or_insert_with(Vec::new);
+        for (key, value) in &env {
+            entries.retain(|e| e.name != *key);
+            entries.push(EnvVar {
+                name: key.to_string(),
+                value: Some(value.clone()),
+                value_from: None,
+            });
+        }
+        let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+        for (name, dir) in &volumes {
+            let path = dir.display().to_string();
+            if !mounts.iter().any(|m| m.mount_path == path) {
+                mounts.push(VolumeMount {
+                    name: name.clone(),
+                    mount_path: path,
+                    ..VolumeMount::default()
+                });
+            }
+        }
+        if container.termination_message_policy.is_none() {
+            // The worker writes its report to the termination message; a worker that
+            // dies before it can still say why through its last log lines.
+            container.termination_message_policy = Some("FallbackToLogsOnError".into());
+        }
+    }
+    let pod_volumes = spec.volumes.get_or_insert_with(Vec::new);
+    for (name, dir) in volumes {
+        pod_volumes.push(Volume {
+            name,
+            host_path: Some(HostPathVolumeSource {
+                path: dir.display().to_string(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Volume::default()
+        });
+    }
+    Pod {
+        metadata,
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The directories holding `paths` (files' parents, directories as given), absolute
+/// ones only, without any that another one contains.
+pub fn host_dirs<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|p| p.is_absolute())
+        .map(Path::to_path_buf)
+        .collect();
+    all.sort();
+    all.dedup();
+    let kept: Vec<PathBuf> = all
+        .iter()
+        .filter(|d| !all.iter().any(|o| o != *d && d.starts_with(o)))
+        .cloned()
+        .collect();
+    kept
+}
+
+/// A Pod's phase (`Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`).
+pub fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// What the Pod's containers said as they ended: the termination messages of those
+/// that ended, else their reasons and exit codes.
+pub fn termination_message(pod: &Pod) -> String {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten();
+    let said: Vec<String> = statuses
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .map(|t| match &t.message {
+            Some(message) if !message.trim().is_empty() => message.trim().to_string(),
+            _ => format!(
+                "{} (exit code {})",
+                t.reason.as_deref().unwrap_or("terminated"),
+                t.exit_code
+            ),
+        })
+        .collect();
+    said.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_dirs_keep_the_outermost_absolute_directories() {
+        let dirs = host_dirs(
+            [
+                "/data/out",
+                "/data/out/train",
+                "/models",
+                "relative",
+                "/data/outside",
+            ]
+            .map(Path::new),
+        );
+        assert_eq!(
+            dirs,
+            ["/data/out", "/data/outside", "/models"].map(PathBuf::from)
+        );
+    }
+}

@@ -1,0 +1,463 @@
+//! Sedna's roles on Kubernetes without a cluster: the agent's moves (made with the code
+//! `sedna run` decides with) and the workers the controller's Pods run, taken through
+//! whole rounds by hand, as the controller would hand them on. The controller itself is
+//! tested against kube's mock API service (`src/cluster/controller/tests.rs`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::job::{Job, TRAIN_ENV, lines, text};
+use sedna::api::{IncrementalLearningJob, JobCondition};
+use sedna::cluster::agent::step;
+use sedna::cluster::{RoundData, WorkerReport, appended, condition};
+use sedna::learn::LocalJob;
+use sedna::learn::trigger::ClockTime;
+use sedna::plugin::PluginStore;
+
+fn resource(job: &Job) -> IncrementalLearningJob {
+    sedna::api::load(std::slice::from_ref(&job.yaml))
+        .unwrap()
+        .jobs
+        .remove(0)
+}
+
+/// The job as the agent opens it on the dataset's node.
+fn open(job: &Job) -> LocalJob {
+    let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let store = PluginStore::open(&job.root().join("home")).unwrap();
+    LocalJob::open_deciding(&resources, None, common::runtime(), &store).unwrap()
+}
+
+/// The job with `last` as its last condition.
+fn at(job: &Job, last: JobCondition) -> IncrementalLearningJob {
+    let mut resource = resource(job);
+    resource.status = Some(appended(
+        &resource,
+        condition("Train", "Waiting", "JobStarted", "", None),
+    ));
+    resource.status = Some(appended(&resource, last));
+    resource
+}
+
+fn waiting(job: &Job) -> IncrementalLearningJob {
+    let resource = resource(job);
+    let mut waiting = resource.clone();
+    waiting.status = Some(appended(
+        &resource,
+        condition("Train", "Waiting", "JobStarted", "", None),
+    ));
+    waiting
+}
+
+fn noon() -> ClockTime {
+    ClockTime::new(12, 0).unwrap()
+}
+
+fn stage(condition: &JobCondition) -> (&str, &str) {
+    (condition.stage.as_str(), condition.kind.as_str())
+}
+
+fn data(condition: &JobCondition) -> RoundData {
+    serde_json::from_str(condition.data.as_deref().unwrap()).unwrap()
+}
+
+/// `sedna worker <role>` with the controller's env (the template's entries as
+/// `SEDNA_PARAMETERS`), and the report it wrote for the termination message.
+fn worker(job: &Job, role: &str, env: &[(&str, &str)]) -> (Output, Option<WorkerReport>) {
+    let report = job.root().join(format!("{role}-report.json"));
+    let _ = std::fs::remove_file(&report);
+    let parameters: Vec<serde_json::Value> = TRAIN_ENV
+        .iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_sedna"))
+        .args(["worker", role])
+        .envs(env.iter().copied())
+        .env(
+            "SEDNA_PARAMETERS",
+            serde_json::Value::from(parameters).to_string(),
+        )
+        .env("SEDNA_REPORT_PATH", &report)
+        .env("SEDNA_HOME", job.root().join("home"))
+        .output()
+        .unwrap();
+    let written = std::fs::read_to_string(&report)
+        .ok()
+        .map(|r| serde_json::from_str(&r).unwrap());
+    (out, written)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let mut agent = open(&job);
+    let waiting = waiting(&job);
+    job.append(12, "");
+    assert!(
+        step(&mut agent, &waiting, true, noon()).unwrap().is_none(),
+        "12 samples do not fire `> 20`"
+    );
+    job.append(20, "");
+    assert!(
+        step(&mut agent, &waiting, false, noon()).unwrap().is_none(),
+        "not before the check period"
+    );
+    let ready = step(&mut agent, &waiting, true, noon()).unwrap().unwrap();
+    assert_eq!(stage(&ready), ("Train", "Ready"));
+    let round = data(&ready);
+    assert_eq!(round.round, 1);
+    assert_eq!(
+        lines(Path::new(&round.train_dataset_url)),
+        24,
+        "trainProb 0.75 of 32"
+    );
+    assert_eq!(lines(Path::new(&round.test_dataset_url)), 8);
+    assert_eq!(
+        round.base_model_url,
+        path(&job.root().join("models/base.onnx"))
+    );
+    assert_eq!(
+        round.model_url,
+        path(&job.root().join("out/train/1/model.onnx"))
+    );
+    // Handed over: until the controller moves, the agent has nothing to do.
+    let handed = at(&job, ready.clone());
+    assert!(step(&mut agent, &handed, true, noon()).unwrap().is_none());
+
+    // The train Pod.
+    let (out, report) = worker(
+        &job,
+        "train",
+        &[
+            ("BASE_MODEL_URL", &round.base_model_url),
+            ("TRAIN_DATASET_URL", &round.train_dataset_url),
+            ("MODEL_URL", &round.model_url),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = report.expect("the train worker wrote its report");
+    assert_eq!(report.samples, 24);
+    assert_eq!(report.models[0].metrics["loss"].len(), 20, "epochs = 20");
+    sedna::infer::Model::load(Path::new(&round.model_url)).unwrap();
+    let printed: WorkerReport = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(printed, report, "the report is printed too");
+
+    // The eval Pod: the new model, then the deployed one.
+    let urls = format!("{};{}", round.model_url, round.base_model_url);
+    let (out, report) = worker(
+        &job,
+        "eval",
+        &[
+            ("MODEL_URLS", &urls),
+            ("TEST_DATASET_URL", &round.test_dataset_url),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = report.expect("the eval worker wrote its report");
+    assert_eq!(report.samples, 8);
+    let [new, old] = [&report.models[0], &report.models[1]].map(|m| m.metrics["accuracy"][0]);
+    assert_eq!(report.models[1].url, round.base_model_url);
+    assert!(new > old + 0.2, "accuracy {old} -> {new}");
+
+    // The controller records the eval Pod's report; the agent decides.
+    let evaluated = RoundData {
+        report: Some(serde_json::to_value(&report).unwrap()),
+        ..round.clone()
+    };
+    let completed = at(
+        &job,
+        condition("Eval", "Completed", "PodSucceeded", "", Some(&evaluated)),
+    );
+    let decided = step(&mut agent, &completed, false, noon())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stage(&decided), ("Deploy", "Ready"));
+    assert!(
+        decided
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("accuracy_delta"),
+        "{decided:?}"
+    );
+    assert_eq!(
+        std::fs::read(&round.model_url).unwrap(),
+        std::fs::read(job.root().join("deploy/model.onnx")).unwrap(),
+        "the deploy model is the trained one"
+    );
+    // Decided once.
+    assert!(
+        step(&mut agent, &completed, true, noon())
+            .unwrap()
+            .is_none()
+    );
+
+    // The next round starts from the deployed model.
+    let deployed = at(
+        &job,
+        condition("Deploy", "Completed", "ModelDeployed", "", Some(&round)),
+    );
+    assert!(
+        step(&mut agent, &deployed, true, noon()).unwrap().is_none(),
+        "no new samples"
+    );
+    job.append(21, "");
+    let next = step(&mut agent, &deployed, true, noon()).unwrap().unwrap();
+    assert_eq!(data(&next).round, 2);
+    assert_eq!(
+        data(&next).base_model_url,
+        path(&job.root().join("deploy/model.onnx"))
+    );
+}
+
+#[test]
+fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let mut agent = open(&job);
+    job.append(25, "");
+    let ready = step(&mut agent, &waiting(&job), true, noon())
+        .unwrap()
+        .unwrap();
+    let round = data(&ready);
+    let failed = at(
+        &job,
+        condition("Train", "Failed", "PodFailed", "OOMKilled", Some(&round)),
+    );
+    assert!(
+        step(&mut agent, &failed, false, noon()).unwrap().is_none(),
+        "not before the check period"
+    );
+    let again = step(&mut agent, &failed, true, noon()).unwrap().unwrap();
+    assert_eq!(stage(&again), ("Train", "Ready"));
+    assert_eq!(data(&again), round, "the same round, with the same files");
+    assert!(
+        again.message.as_deref().unwrap().contains("again"),
+        "{again:?}"
+    );
+
+    let eval_failed = at(
+        &job,
+        condition("Eval", "Failed", "PodFailed", "Error", Some(&round)),
+    );
+    let again = step(&mut agent, &eval_failed, true, noon())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stage(&again), ("Eval", "Ready"));
+
+    let nonsense = RoundData {
+        report: Some(serde_json::json!("Completed (exit code 0)")),
+        ..round.clone()
+    };
+    let completed = at(
+        &job,
+        condition("Eval", "Completed", "PodSucceeded", "", Some(&nonsense)),
+    );
+    let refused = step(&mut agent, &completed, true, noon()).unwrap().unwrap();
+    assert_eq!(stage(&refused), ("Eval", "Failed"));
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("sedna worker eval"),
+        "{refused:?}"
+    );
+    assert!(!job.root().join("deploy/model.onnx").exists());
+}
+
+#[test]
+fn workers_say_which_env_variable_or_file_is_wrong() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let (out, report) = worker(&job, "train", &[]);
+    assert!(!out.status.success());
+    assert!(report.is_none());
+    assert!(
+        text(&out.stderr).contains("BASE_MODEL_URL is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let empty = job.root().join("empty.txt");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let base = job.root().join("models/base.onnx");
+    let (out, _) = worker(
+        &job,
+        "eval",
+        &[
+            ("MODEL_URLS", path(&base)),
+            ("TEST_DATASET_URL", path(&empty)),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("holds no samples"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    job.append(4, "");
+    let (out, _) = worker(
+        &job,
+        "eval",
+        &[
+            ("MODEL_URLS", "/no/such/model.onnx"),
+            ("TEST_DATASET_URL", path(&job.index)),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("MODEL_URLS: /no/such/model.onnx"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Waits up to a minute for `done`.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_inference_worker_serves_mines_and_swaps_to_a_deployed_model() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    job.append(6, "");
+    let root = job.root().to_path_buf();
+    let deployed = root.join("deploy/model.onnx");
+    let log = root.join("infer.log");
+    let parameters = serde_json::json!([{"key": "video_url", "value": path(&root.join("data"))}]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
+        .args(["worker", "infer"])
+        .env("SEDNA_HOME", root.join("home"))
+        .env("SEDNA_LOG", "sedna=info")
+        .env("SEDNA_PARAMETERS", parameters.to_string())
+        .env("MODEL_URL", &deployed)
+        .env("BASE_MODEL_URL", root.join("models/base.onnx"))
+        .env("HEM_NAME", "CloudOnly")
+        .env("HEM_PARAMETERS", "{}")
+        .env("MODEL_HOT_UPDATE", "true")
+        .env("MODEL_POLL_PERIOD_SECONDS", "1")
+        .env("OUTPUT_DIR", root.join("out"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let hard: PathBuf = root.join("out/hard_examples");
+    let count = |dir: &Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    wait_for("hard examples", || {
+        count(&hard) > 0 || child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the worker exited: {}",
+        said()
+    );
+    assert!(
+        said().contains("models/base.onnx"),
+        "serves the base model first: {}",
+        said()
+    );
+
+    std::fs::create_dir_all(deployed.parent().unwrap()).unwrap();
+    std::fs::copy(root.join("models/base.onnx"), &deployed).unwrap();
+    wait_for("the swap", || said().contains("now serving"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        lines(&root.join("out/inference/results.jsonl")) >= 6,
+        "{}",
+        said()
+    );
+}
+
+/// For users with a cluster: the controller's first steps against the current kube
+/// context (`kubectl apply -f deploy/crds.yaml` first). It makes a namespace of its own
+/// and deletes it at the end. No API server can be installed where this project is built,
+/// so CI skips it: `cargo test -p sedna --test cluster -- --ignored`.
+#[test]
+#[ignore = "needs a Kubernetes cluster: the current kube context, with deploy/crds.yaml applied"]
+fn the_controller_against_the_current_kube_context() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{DeleteParams, ListParams, PostParams};
+    use kube::{Api, ResourceExt};
+    use sedna::cluster::controller::{Context, reconcile};
+    use std::sync::Arc;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.expect("a kube context");
+        let namespace = format!("sedna-test-{}", std::process::id());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(namespace.clone());
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+
+        let text = include_str!("data/quick-start.yaml");
+        let resources = sedna::api::parse(Path::new("quick-start.yaml"), text).unwrap();
+        let post = PostParams::default();
+        for dataset in &resources.datasets {
+            Api::namespaced(client.clone(), &namespace)
+                .create(&post, dataset)
+                .await
+                .unwrap();
+        }
+        for model in &resources.models {
+            Api::namespaced(client.clone(), &namespace)
+                .create(&post, model)
+                .await
+                .unwrap();
+        }
+        let jobs: Api<IncrementalLearningJob> = Api::namespaced(client.clone(), &namespace);
+        let name = resources.jobs[0].name_any();
+        jobs.create(&post, &resources.jobs[0]).await.unwrap();
+
+        let context = Arc::new(Context::new(client.clone()));
+        // The finalizer, then the inference Pod and `Train Waiting`.
+        for _ in 0..2 {
+            let job = jobs.get(&name).await.unwrap();
+            reconcile(Arc::new(job), context.clone()).await.unwrap();
+        }
+        let job = jobs.get(&name).await.unwrap();
+        assert!(
+            job.finalizers()
+                .contains(&sedna::cluster::controller::FINALIZER.to_string())
+        );
+        let last = job.status.unwrap().conditions.pop().unwrap();
+        assert_eq!(
+            (last.stage.as_str(), last.kind.as_str()),
+            ("Train", "Waiting")
+        );
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let selector = ListParams::default().labels(&format!("sedna.io/job={name}"));
+        assert_eq!(pods.list(&selector).await.unwrap().items.len(), 1);
+
+        jobs.delete(&name, &DeleteParams::default()).await.unwrap();
+        let job = jobs.get(&name).await.unwrap();
+        reconcile(Arc::new(job), context.clone()).await.unwrap();
+        assert!(
+            jobs.get_opt(&name).await.unwrap().is_none(),
+            "the finalizer let the job go"
+        );
+        namespaces
+            .delete(&namespace, &DeleteParams::default())
+            .await
+            .unwrap();
+    });
+}
