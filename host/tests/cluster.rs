@@ -461,3 +461,92 @@ fn the_controller_against_the_current_kube_context() {
             .unwrap();
     });
 }
+
+/// The agent against kube's mock API service: what it writes, and that it writes a move
+/// once even when its cache has not caught up with its own write.
+#[test]
+fn the_agent_writes_its_move_and_the_sample_count_to_the_status_subresources() {
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use sedna::cluster::agent::{Agent, Snapshot};
+    use std::sync::Arc;
+
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    job.append(25, "");
+    let mut resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let mut resource = waiting(&job);
+    resource.metadata.namespace = Some("edge".into());
+    resource.metadata.uid = Some("5a1e".into());
+    resource.metadata.resource_version = Some("7".into());
+    for meta in resources
+        .models
+        .iter_mut()
+        .map(|m| &mut m.metadata)
+        .chain(resources.datasets.iter_mut().map(|d| &mut d.metadata))
+    {
+        meta.namespace = Some("edge".into());
+    }
+    let snapshot = Snapshot {
+        jobs: vec![Arc::new(resource)],
+        datasets: resources.datasets.into_iter().map(Arc::new).collect(),
+        models: resources.models.into_iter().map(Arc::new).collect(),
+    };
+    // What the API server answers the two patches with.
+    let (job_reply, dataset_reply) = (
+        serde_json::to_value(&*snapshot.jobs[0]).unwrap(),
+        serde_json::to_value(&*snapshot.datasets[0]).unwrap(),
+    );
+    let store = || PluginStore::open(&job.root().join("home")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let plugins = common::runtime();
+        let elsewhere = Agent::new(client.clone(), "other", None, plugins.clone(), store());
+        let here = Agent::new(client, "edge", None, plugins.clone(), store());
+        let agents = async move {
+            let mut agents = [elsewhere, here];
+            for agent in &mut agents {
+                agent.pass(&snapshot).await;
+            }
+            // The same snapshot after the check period (1 s): the cache has not seen the
+            // agent's write yet, and the round it started must not be handed over twice.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            agents[1].pass(&snapshot).await;
+        };
+        let api = async move {
+            let mut expect = async |path: &str, reply: &serde_json::Value| {
+                let (request, send) = handle.next_request().await.expect("a request");
+                assert_eq!(request.method(), Method::PATCH);
+                assert_eq!(request.uri().path_and_query().unwrap().as_str(), path);
+                let body = request.into_body().collect_bytes().await.unwrap();
+                send.send_response(Response::new(Body::from(reply.to_string().into_bytes())));
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            };
+            let base = "/apis/sedna.io/v1alpha1/namespaces/edge";
+            let path = format!("{base}/incrementallearningjobs/colour-job/status?");
+            let patch = expect(&path, &job_reply).await;
+            assert_eq!(
+                patch["metadata"]["resourceVersion"], "7",
+                "over what it read"
+            );
+            let conditions = patch["status"]["conditions"].as_array().unwrap();
+            let last: JobCondition = serde_json::from_value(conditions[1].clone()).unwrap();
+            assert_eq!(stage(&last), ("Train", "Ready"));
+            let train = data(&last).train_dataset_url;
+            assert_eq!(
+                lines(Path::new(&train)),
+                19,
+                "trainProb 0.75 of 25, rounded"
+            );
+            let path = format!("{base}/datasets/colours/status?");
+            let patch = expect(&path, &dataset_reply).await;
+            assert_eq!(patch["status"]["numberOfSamples"], 25);
+            assert!(handle.next_request().await.is_none(), "one write per move");
+        };
+        futures::join!(agents, api);
+    });
+}

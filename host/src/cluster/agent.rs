@@ -8,11 +8,18 @@
 //! node, as with `sedna run`, so a restarted agent carries on.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::{RoundData, WorkerReport, appended, condition, last_condition, status_patch};
 use crate::api::{Dataset, IncrementalLearningJob, JobCondition, Model, Resources};
@@ -27,8 +34,11 @@ struct Tracked {
     /// The sample count last written to the Dataset's status.
     reported_samples: Option<u64>,
     /// A move decided but not yet written to the job's status (the API server refused
-    /// it): sent again before anything else, as the decision cannot be taken twice.
+    /// it): sent again before anything else, as a decision is not taken twice.
     unsent: Option<JobCondition>,
+    /// The job's `resourceVersion` the last written move was made from: until the cache
+    /// shows a newer one, the agent waits rather than act on what it already acted on.
+    acted_on: Option<String>,
 }
 
 pub struct Agent {
@@ -39,6 +49,13 @@ pub struct Agent {
     store: PluginStore,
     /// By the job's uid.
     jobs: HashMap<String, Tracked>,
+}
+
+/// What the agent sees: the jobs, Datasets and Models, as its watches keep them.
+pub struct Snapshot {
+    pub jobs: Vec<Arc<IncrementalLearningJob>>,
+    pub datasets: Vec<Arc<Dataset>>,
+    pub models: Vec<Arc<Model>>,
 }
 
 impl Agent {
@@ -61,8 +78,8 @@ impl Agent {
 
     fn api<K>(&self) -> Api<K>
     where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
+        K: Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
     {
         match &self.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
@@ -70,37 +87,41 @@ impl Agent {
         }
     }
 
-    /// Looks at every job whose dataset is on this node, forever, every `tick`.
+    /// Watches the jobs, Datasets and Models and looks at this node's jobs every `tick`
+    /// (from the watches' cache: a look costs the API server nothing unless it moves).
     pub async fn run(mut self, tick: Duration) -> anyhow::Result<()> {
-        self.api::<IncrementalLearningJob>()
-            .list(&ListParams::default().limit(1))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot list IncrementalLearningJobs: {e}; install the CRDs and deploy/rbac.yaml"))?;
+        let jobs = watch(self.api::<IncrementalLearningJob>());
+        let datasets = watch(self.api::<Dataset>());
+        let models = watch(self.api::<Model>());
+        for ready in [
+            jobs.wait_until_ready().await,
+            datasets.wait_until_ready().await,
+            models.wait_until_ready().await,
+        ] {
+            ready.map_err(|_| anyhow::anyhow!("a watch ended before it listed anything"))?;
+        }
+        tracing::info!(node = %self.node, "watching jobs whose Dataset is on this node");
         loop {
-            if let Err(e) = self.pass().await {
-                tracing::warn!(node = %self.node, "{e:#}");
-            }
+            let snapshot = Snapshot {
+                jobs: jobs.state(),
+                datasets: datasets.state(),
+                models: models.state(),
+            };
+            self.pass(&snapshot).await;
             tokio::time::sleep(tick).await;
         }
     }
 
-    /// One look at every job of this node.
-    pub async fn pass(&mut self) -> anyhow::Result<()> {
-        let params = ListParams::default();
-        let jobs = self
-            .api::<IncrementalLearningJob>()
-            .list(&params)
-            .await?
-            .items;
-        let datasets = self.api::<Dataset>().list(&params).await?.items;
-        let models = self.api::<Model>().list(&params).await?.items;
-        let mut seen = Vec::new();
-        for job in jobs {
-            let namespace = job.namespace().unwrap_or_default();
-            let in_namespace = |ns: Option<String>| ns.unwrap_or_default() == namespace;
-            let Some(dataset) = datasets
+    /// One look at every job of this node; a job that cannot move is logged and the
+    /// others go on.
+    pub async fn pass(&mut self, seen: &Snapshot) {
+        let mut mine = Vec::new();
+        for job in &seen.jobs {
+            let namespace = job.namespace();
+            let Some(dataset) = seen
+                .datasets
                 .iter()
-                .find(|d| d.name_any() == job.spec.dataset.name && in_namespace(d.namespace()))
+                .find(|d| d.name_any() == job.spec.dataset.name && d.namespace() == namespace)
             else {
                 continue;
             };
@@ -111,15 +132,19 @@ impl Agent {
             }
             let uid = job
                 .uid()
-                .unwrap_or_else(|| format!("{namespace}/{}", job.name_any()));
-            seen.push(uid.clone());
-            let result = self.look(&uid, &job, dataset, &models).await;
-            if let Err(e) = result {
+                .unwrap_or_else(|| format!("{}/{}", namespace.unwrap_or_default(), job.name_any()));
+            mine.push(uid.clone());
+            let models: Vec<Model> = seen
+                .models
+                .iter()
+                .filter(|m| m.namespace() == job.namespace())
+                .map(|m| Model::clone(m))
+                .collect();
+            if let Err(e) = self.look(&uid, job, dataset, models).await {
                 tracing::warn!(job = %job.name_any(), "{e:#}");
             }
         }
-        self.jobs.retain(|uid, _| seen.contains(uid));
-        Ok(())
+        self.jobs.retain(|uid, _| mine.contains(uid));
     }
 
     async fn look(
@@ -127,17 +152,12 @@ impl Agent {
         uid: &str,
         job: &IncrementalLearningJob,
         dataset: &Dataset,
-        models: &[Model],
+        models: Vec<Model>,
     ) -> anyhow::Result<()> {
         if !self.jobs.contains_key(uid) {
-            let namespace = job.namespace();
             let resources = Resources {
                 datasets: vec![dataset.clone()],
-                models: models
-                    .iter()
-                    .filter(|m| m.namespace() == namespace)
-                    .cloned()
-                    .collect(),
+                models,
                 jobs: vec![job.clone()],
             };
             let opened = LocalJob::open_deciding(&resources, None, &self.runtime, &self.store)
@@ -150,29 +170,36 @@ impl Agent {
                     job: opened,
                     reported_samples: None,
                     unsent: None,
+                    acted_on: None,
                 },
             );
         }
         let tracked = self.jobs.get_mut(uid).expect("inserted above");
-        let next = match tracked.unsent.take() {
-            Some(unsent) => Some(unsent),
-            None => {
-                let due = tracked.check.due(Instant::now());
-                step(&mut tracked.job, job, due, ClockTime::now())?
-            }
-        };
         let namespace = job.namespace().unwrap_or_default();
-        if let Some(next) = next {
-            let jobs: Api<IncrementalLearningJob> =
-                Api::namespaced(self.client.clone(), &namespace);
-            tracing::info!(job = %job.name_any(), "{} {}: {}", next.stage, next.kind, next.message.as_deref().unwrap_or_default());
-            let patch = Patch::Merge(status_patch(&appended(job, next.clone())));
-            if let Err(e) = jobs
-                .patch_status(&job.name_any(), &PatchParams::default(), &patch)
-                .await
-            {
-                tracked.unsent = Some(next);
-                return Err(e.into());
+        let own_write_unseen =
+            tracked.acted_on.is_some() && tracked.acted_on == job.metadata.resource_version;
+        if !own_write_unseen {
+            tracked.acted_on = None;
+            let next = match tracked.unsent.take() {
+                Some(unsent) => Some(unsent),
+                None => {
+                    let due = tracked.check.due(Instant::now());
+                    step(&mut tracked.job, job, due, ClockTime::now())?
+                }
+            };
+            if let Some(next) = next {
+                let jobs: Api<IncrementalLearningJob> =
+                    Api::namespaced(self.client.clone(), &namespace);
+                tracing::info!(job = %job.name_any(), "{} {}: {}", next.stage, next.kind, next.message.as_deref().unwrap_or_default());
+                let patch = Patch::Merge(status_patch(job, &appended(job, next.clone())));
+                if let Err(e) = jobs
+                    .patch_status(&job.name_any(), &PatchParams::default(), &patch)
+                    .await
+                {
+                    tracked.unsent = Some(next);
+                    return Err(e.into());
+                }
+                tracked.acted_on = job.metadata.resource_version.clone();
             }
         }
         let (pending, used) = tracked.job.state().sample_counts()?;
@@ -194,6 +221,29 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// A cache of `api`'s objects, kept by a watch on a task of its own (which backs off and
+/// re-lists when the connection drops).
+fn watch<K>(api: Api<K>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| async move {
+                if let Err(e) = event {
+                    tracing::warn!("watch: {e}");
+                }
+            })
+            .await;
+    });
+    reader
 }
 
 /// The agent's move on `resource` (the job as the API server has it), if the last

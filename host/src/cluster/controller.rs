@@ -90,6 +90,13 @@ pub async fn run(client: Client, namespace: Option<&str>) -> anyhow::Result<()> 
 }
 
 fn error_policy(job: Arc<IncrementalLearningJob>, error: &Error, _: Arc<Context>) -> Action {
+    if let Error::Kube(kube::Error::Api(status)) = error
+        && status.code == 409
+    {
+        // Someone wrote the job since this look: look again at the newer version.
+        tracing::debug!(job = %job.name_any(), "{error}; looking again");
+        return Action::requeue(SOON);
+    }
     tracing::warn!(job = %job.name_any(), "{error}; retrying in 30 s");
     Action::requeue(Duration::from_secs(30))
 }
@@ -335,14 +342,44 @@ async fn start(
     existing: Option<&Pod>,
 ) -> Result<Action, Error> {
     let pod_name = worker.pod_name(&job.name_any(), Some(data.round));
-    if let Some(pod) = existing {
-        if pod.metadata.deletion_timestamp.is_none() {
+    match existing {
+        Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+            return Ok(Action::requeue(SOON));
+        }
+        // An earlier attempt that ended: it goes first.
+        Some(pod) if matches!(pods::phase(pod), "Succeeded" | "Failed") => {
             apis.pods
                 .delete(&pod_name, &DeleteParams::default())
                 .await?;
+            return Ok(Action::requeue(SOON));
         }
-        return Ok(Action::requeue(SOON));
+        // This attempt's Pod, made by a look whose status write did not land: record it.
+        Some(_) => {}
+        None => {
+            let plan = stage_plan(worker, data, places);
+            apis.pods
+                .create(&PostParams::default(), &pods::pod(job, &plan))
+                .await?;
+        }
     }
+    let data = RoundData {
+        report: None,
+        ..data.clone()
+    };
+    let message = format!("round {}: created Pod {pod_name}", data.round);
+    let starting = condition(
+        worker.stage(),
+        "Starting",
+        "PodCreated",
+        message,
+        Some(&data),
+    );
+    transit(apis, context, job, starting, EventType::Normal).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// A train or eval Pod's plan: the round's files.
+fn stage_plan<'a>(worker: Worker, data: &RoundData, places: &'a Places) -> PodPlan<'a> {
     let env = match worker {
         Worker::Train => vec![
             ("BASE_MODEL_URL", data.base_model_url.clone()),
@@ -359,30 +396,13 @@ async fn start(
             ("TEST_DATASET_URL", data.test_dataset_url.clone()),
         ],
     };
-    let plan = PodPlan {
+    PodPlan {
         worker,
         round: Some(data.round),
         env,
         node: places.node.as_deref(),
         host_dirs: &places.host_dirs,
-    };
-    apis.pods
-        .create(&PostParams::default(), &pods::pod(job, &plan))
-        .await?;
-    let data = RoundData {
-        report: None,
-        ..data.clone()
-    };
-    let message = format!("round {}: created Pod {pod_name}", data.round);
-    let starting = condition(
-        worker.stage(),
-        "Starting",
-        "PodCreated",
-        message,
-        Some(&data),
-    );
-    transit(apis, context, job, starting, EventType::Normal).await?;
-    Ok(Action::requeue(RESYNC))
+    }
 }
 
 /// Follows a stage's Pod into the job's conditions.
@@ -525,7 +545,7 @@ async fn transit(
         .patch_status(
             &job.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(status_patch(&status)),
+            &Patch::Merge(status_patch(job, &status)),
         )
         .await?;
     publish(context, job, kind, &reason, &message).await;

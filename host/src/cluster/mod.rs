@@ -98,9 +98,21 @@ pub fn appended(
     status
 }
 
-/// The merge patch that sets a job's status.
-pub fn status_patch(status: &IncrementalLearningJobStatus) -> serde_json::Value {
-    serde_json::json!({ "status": status })
+/// The merge patch that sets a job's status to `status`. It carries the
+/// `resourceVersion` the status was computed from, so the API server refuses it (409)
+/// when someone else wrote in between, rather than one side's conditions overwriting
+/// the other's.
+pub fn status_patch(
+    job: &IncrementalLearningJob,
+    status: &IncrementalLearningJobStatus,
+) -> serde_json::Value {
+    match &job.metadata.resource_version {
+        Some(version) => serde_json::json!({
+            "metadata": { "resourceVersion": version },
+            "status": status,
+        }),
+        None => serde_json::json!({ "status": status }),
+    }
 }
 
 /// What `sedna worker train` and `sedna worker eval` write to their Pod's termination

@@ -102,11 +102,12 @@ impl ApiServer {
         )
     }
 
-    /// A status patch: the conditions it sets.
+    /// A status patch: the conditions it sets. It is written over the version read.
     async fn status(&mut self) -> Vec<crate::api::JobCondition> {
         let patch = self
             .expect(Method::PATCH, &format!("{JOBS}/status?"), json!(job(None)))
             .await;
+        assert_eq!(patch["metadata"]["resourceVersion"], "41", "{patch}");
         let status: IncrementalLearningJobStatus =
             serde_json::from_value(patch["status"].clone()).unwrap();
         status.conditions
@@ -152,6 +153,7 @@ fn job(status: Option<IncrementalLearningJobStatus>) -> IncrementalLearningJob {
     job.metadata.namespace = Some("edge".into());
     job.metadata.uid = Some("0e1f".into());
     job.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    job.metadata.resource_version = Some("41".into());
     job.status = status;
     job
 }
@@ -384,6 +386,23 @@ fn a_retried_stage_first_deletes_the_failed_attempt() {
         api.done().await;
     });
     assert_eq!(action, Action::requeue(SOON));
+}
+
+#[test]
+fn a_live_pod_of_the_stage_is_recorded_not_replaced() {
+    // A look whose status write did not land made the Pod already.
+    scenario(at("Train", "Ready"), |mut api| async move {
+        api.resources().await;
+        api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Pending")])
+            .await;
+        let last = api.status().await.pop().unwrap();
+        assert_eq!(
+            (last.stage.as_str(), last.kind.as_str()),
+            ("Train", "Starting")
+        );
+        assert_eq!(api.event().await, ("TrainStarting".into(), "Normal".into()));
+        api.done().await;
+    });
 }
 
 #[test]
