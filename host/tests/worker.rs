@@ -134,6 +134,8 @@ fn hard_examples_keep_the_raw_frame_a_preview_and_a_pre_label_within_a_bound() {
             .unwrap();
         assert!(outcome.hard);
     }
+    // Written on the store's own thread: wait for it.
+    worker.store().flush();
     let hard = dir.path().join("hard");
     let mut files: Vec<String> = std::fs::read_dir(&hard)
         .unwrap()
@@ -177,4 +179,17 @@ fn hard_examples_keep_the_raw_frame_a_preview_and_a_pre_label_within_a_bound() {
     );
     assert!(current.lines().count() + rotated.lines().count() <= 3);
     assert!(rotated.len() >= 300);
+    // A frame read from a file is kept as the file's own bytes, with its extension.
+    let jpeg = dir.path().join("camera.jpg");
+    models::scene(3, 1).0.pixels().save(&jpeg).unwrap();
+    let frame = sedna::infer::Frame::open(&jpeg).unwrap();
+    assert!(worker.process("frame/3", &Arc::new(frame)).unwrap().hard);
+    assert_eq!(
+        worker.store().images(),
+        [hard.join("frame_2.png"), hard.join("frame_3.jpg")]
+    );
+    assert_eq!(
+        std::fs::read(hard.join("frame_3.jpg")).unwrap(),
+        std::fs::read(&jpeg).unwrap()
+    );
 }

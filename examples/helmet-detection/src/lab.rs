@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sedna::plugin::{Builtin, DirGrant, Estimator, Metric, Param, Plugin, Runtime, Sandbox};
+use sedna::learn::job::estimator_on;
+use sedna::plugin::{Builtin, Estimator, Metric, Param, Plugin, Runtime};
 
 pub struct Lab {
     runtime: Runtime,
@@ -28,32 +29,24 @@ impl Lab {
         dir: &Path,
         params: &[(&str, &str)],
     ) -> anyhow::Result<Plugin<Estimator>> {
-        let mut params: Vec<Param> = params
+        let params: Vec<Param> = params
             .iter()
             .map(|(k, v)| Param {
                 key: k.to_string(),
                 value: v.to_string(),
             })
             .collect();
-        params.push(Param {
-            key: "model_url".into(),
-            value: "model".into(),
-        });
-        let sandbox = Sandbox {
-            deadline: Duration::from_secs(3600),
-            memory: 2 << 30,
-            models: vec![("model".into(), model.to_path_buf())],
-            dirs: vec![DirGrant {
-                host_path: dir.to_path_buf(),
-                guest_path: "/out".into(),
-                writable: true,
-            }],
-            ..Sandbox::default()
-        };
         let source = Builtin::find("ONNX")
             .ok_or_else(|| anyhow::anyhow!("the ONNX estimator is not built in"))?
             .source();
-        Ok(Plugin::load(&self.runtime, &source, params, sandbox)?)
+        estimator_on(
+            &self.runtime,
+            &source,
+            &params,
+            model,
+            dir,
+            Duration::from_secs(3600),
+        )
     }
 }
 

@@ -1,15 +1,10 @@
 //! Sedna's helmet-detection example on one machine. See README.md.
 
-mod data;
-mod demo;
-mod detector;
-mod lab;
-mod scene;
-
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use helmet_detection::{demo, lab, scene};
 
 #[derive(Parser)]
 #[command(about = "Sedna's helmet-detection example, end to end on one machine")]
@@ -17,9 +12,6 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
-
-/// Seeds of the held-out test scenes: never used for training or deploy decisions.
-pub const TEST_SEEDS: u64 = 100_000;
 
 #[derive(Subcommand)]
 enum Command {

@@ -3,35 +3,51 @@
 //! normalise per channel and lay out as NCHW or NHWC, in one pass over the output.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{ErrorKind, InferError, Tensor};
 
-/// A decoded RGB image.
+/// A decoded RGB image, with the bytes it was decoded from when it came from a file.
 #[derive(Clone, Debug)]
 pub struct Frame {
     name: String,
     image: image::RgbImage,
+    /// The encoded image and its file extension (`png`, `jpg`): what a hard example
+    /// keeps, rather than encoding the pixels again.
+    encoded: Option<(Arc<[u8]>, &'static str)>,
 }
 
 impl Frame {
     /// Decodes the image file at `path` (PNG or JPEG).
     pub fn open(path: &Path) -> Result<Self, InferError> {
         let bytes = super::read_file(path, "image")?;
-        Self::decode(&path.display().to_string(), &bytes)
+        Self::decode_owned(&path.display().to_string(), bytes.into())
     }
 
     /// Decodes an encoded image (PNG or JPEG) held in memory.
     pub fn decode(name: &str, bytes: &[u8]) -> Result<Self, InferError> {
-        let image = image::load_from_memory(bytes).map_err(|e| {
+        Self::decode_owned(name, bytes.into())
+    }
+
+    fn decode_owned(name: &str, bytes: Arc<[u8]>) -> Result<Self, InferError> {
+        let error = |e: image::ImageError| {
             InferError::new(
                 ErrorKind::InvalidEncoding,
                 name,
                 format!("cannot decode the image (PNG and JPEG are supported): {e}"),
             )
-        })?;
+        };
+        let format = image::guess_format(&bytes).map_err(error)?;
+        let image = image::load_from_memory_with_format(&bytes, format).map_err(error)?;
+        let extension = match format {
+            image::ImageFormat::Png => Some("png"),
+            image::ImageFormat::Jpeg => Some("jpg"),
+            _ => None,
+        };
         Ok(Frame {
             name: name.to_string(),
             image: image.into_rgb8(),
+            encoded: extension.map(|x| (bytes, x)),
         })
     }
 
@@ -40,7 +56,13 @@ impl Frame {
         Frame {
             name: name.to_string(),
             image,
+            encoded: None,
         }
+    }
+
+    /// The bytes the frame was decoded from and their file extension, when it was.
+    pub fn encoded(&self) -> Option<(&[u8], &'static str)> {
+        self.encoded.as_ref().map(|(bytes, x)| (&bytes[..], *x))
     }
 
     /// A frame from packed RGB pixels.
@@ -63,6 +85,7 @@ impl Frame {
         Ok(Frame {
             name: name.to_string(),
             image,
+            encoded: None,
         })
     }
 

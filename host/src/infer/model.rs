@@ -264,6 +264,8 @@ impl Model {
             // from the host's other sessions and plugins (an edge device has few).
             builder = builder
                 .with_intra_op_spinning(false)
+                .map_err(|e| runtime(e.into()))?
+                .with_memory_pattern(false)
                 .map_err(|e| runtime(e.into()))?;
         }
         let inner = builder.commit_from_memory(&self.to_bytes()).map_err(|e| {

@@ -119,12 +119,9 @@ impl InferenceWorker {
         match &result {
             Ok(outcome) if outcome.hard => {
                 self.stats.hard.inc();
-                let kept = stages
+                stages
                     .keep
                     .time(|| self.store.save(name, frame, &outcome.prediction));
-                if let Err(e) = kept {
-                    tracing::warn!("cannot keep hard example {name}: {e:#}");
-                }
             }
             Ok(_) => {}
             Err(_) => self.stats.failed.inc(),
@@ -228,14 +225,37 @@ fn rebind<W: World>(
     slot.replace_with(source, params, current.sandbox().clone())
 }
 
-/// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on), for
-/// detections a small `<name>.preview.jpg` with the boxes drawn, and one JSON line per
-/// example in `index.jsonl` with the prediction as a pre-label. Bounded: past `capacity`
-/// examples, the oldest images are deleted.
+/// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on: a frame read
+/// from a PNG or JPEG file keeps its file's bytes and extension), for detections a small
+/// `<name>.preview.jpg` with the boxes drawn, and one JSON line per example in
+/// `index.jsonl` with the prediction as a pre-label. Bounded: past `capacity` examples,
+/// the oldest images are deleted.
+///
+/// Writing happens on a thread of its own, so a frame does not wait for the disk or the
+/// encoder; at most [`KEEP_QUEUE`] examples wait, and past that the frame path waits
+/// (nothing is dropped). Dropping the store writes what is queued.
 pub struct HardExampleStore {
+    disk: Arc<KeptOnDisk>,
+    queue: Option<std::sync::mpsc::SyncSender<Keep>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Hard examples waiting to be written, at most.
+pub const KEEP_QUEUE: usize = 4;
+
+struct Keep {
+    name: String,
+    frame: Arc<Frame>,
+    prediction: Prediction,
+}
+
+/// The store's directory, what it holds, and how many examples are still queued.
+struct KeptOnDisk {
     dir: PathBuf,
     capacity: usize,
     kept: std::sync::Mutex<std::collections::VecDeque<PathBuf>>,
+    queued: std::sync::Mutex<usize>,
+    written: std::sync::Condvar,
 }
 
 impl HardExampleStore {
@@ -243,21 +263,98 @@ impl HardExampleStore {
         std::fs::create_dir_all(dir)?;
         let mut existing: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "png"))
+            .filter(|p| is_example(p))
             .collect();
         existing.sort();
-        Ok(HardExampleStore {
+        let disk = Arc::new(KeptOnDisk {
             dir: dir.to_path_buf(),
             capacity: capacity.max(1),
             kept: std::sync::Mutex::new(existing.into()),
+            queued: std::sync::Mutex::new(0),
+            written: std::sync::Condvar::new(),
+        });
+        let (queue, waiting) = std::sync::mpsc::sync_channel::<Keep>(KEEP_QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("hard-examples".into())
+            .spawn({
+                let disk = disk.clone();
+                move || {
+                    for keep in waiting {
+                        if let Err(e) = disk.save(&keep) {
+                            tracing::warn!("cannot keep hard example {}: {e:#}", keep.name);
+                        }
+                        *disk.queued.lock().unwrap() -= 1;
+                        disk.written.notify_all();
+                    }
+                }
+            })?;
+        Ok(HardExampleStore {
+            disk,
+            queue: Some(queue),
+            writer: Some(writer),
         })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.disk.dir
     }
 
-    fn save(&self, name: &str, frame: &Frame, prediction: &Prediction) -> anyhow::Result<()> {
+    /// Queues the frame to be kept (waits while [`KEEP_QUEUE`] examples wait already).
+    fn save(&self, name: &str, frame: &Arc<Frame>, prediction: &Prediction) {
+        *self.disk.queued.lock().unwrap() += 1;
+        let keep = Keep {
+            name: name.to_string(),
+            frame: frame.clone(),
+            prediction: prediction.clone(),
+        };
+        if let Some(queue) = &self.queue
+            && queue.send(keep).is_err()
+        {
+            *self.disk.queued.lock().unwrap() -= 1;
+            tracing::warn!("cannot keep hard example {name}: the writer has stopped");
+        }
+    }
+
+    /// Waits until every queued example is written.
+    pub fn flush(&self) {
+        let mut queued = self.disk.queued.lock().unwrap();
+        while *queued > 0 {
+            queued = self.disk.written.wait(queued).unwrap();
+        }
+    }
+
+    /// The images kept now (after the queued ones are written).
+    pub fn images(&self) -> Vec<PathBuf> {
+        self.flush();
+        self.disk.kept.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+impl Drop for HardExampleStore {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// A kept frame's image (not its preview, not the index).
+fn is_example(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    !name.ends_with(".preview.jpg") && (name.ends_with(".png") || name.ends_with(".jpg"))
+}
+
+impl KeptOnDisk {
+    fn save(&self, keep: &Keep) -> anyhow::Result<()> {
+        let Keep {
+            name,
+            frame,
+            prediction,
+        } = keep;
         let stem: String = name
             .chars()
             .map(|c| {
@@ -268,12 +365,19 @@ impl HardExampleStore {
                 }
             })
             .collect();
-        let image = self.dir.join(format!("{stem}.png"));
-        let mut encoded = std::io::Cursor::new(Vec::new());
-        frame
-            .pixels()
-            .write_to(&mut encoded, image::ImageFormat::Png)?;
-        write_atomically(&image, encoded.get_ref())?;
+        let image = match frame.encoded() {
+            // The file's own bytes: nothing re-encoded, nothing lost.
+            Some((bytes, extension)) => {
+                let image = self.dir.join(format!("{stem}.{extension}"));
+                write_atomically(&image, bytes)?;
+                image
+            }
+            None => {
+                let image = self.dir.join(format!("{stem}.png"));
+                write_atomically(&image, &png(frame)?)?;
+                image
+            }
+        };
         if let Prediction::Detections(found) = prediction {
             let mut encoded = std::io::Cursor::new(Vec::new());
             preview(frame, found).write_to(&mut encoded, image::ImageFormat::Jpeg)?;
@@ -301,11 +405,21 @@ impl HardExampleStore {
         }
         Ok(())
     }
+}
 
-    /// The images kept now.
-    pub fn images(&self) -> Vec<PathBuf> {
-        self.kept.lock().unwrap().iter().cloned().collect()
-    }
+/// A frame as PNG, compressed fast (a hard example is written once and read rarely).
+fn png(frame: &Frame) -> anyhow::Result<Vec<u8>> {
+    use image::ImageEncoder as _;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut bytes = Vec::new();
+    PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, FilterType::Adaptive)
+        .write_image(
+            frame.pixels().as_raw(),
+            frame.width(),
+            frame.height(),
+            image::ExtendedColorType::Rgb8,
+        )?;
+    Ok(bytes)
 }
 
 /// Every frame's outcome as JSON lines in `results.jsonl`. Bounded: past `max_bytes` the
@@ -354,15 +468,34 @@ fn preview_path(image: &Path) -> PathBuf {
     image.with_extension("preview.jpg")
 }
 
-/// A small copy of the frame with its boxes drawn, for a person to glance at.
+/// A small copy of the frame with its boxes drawn, for a person to glance at: the frame
+/// shrunk by a whole factor (each preview pixel the mean of a square of frame pixels,
+/// in integers: a hard example is kept off the frame path, but on the same cores).
 fn preview(frame: &Frame, found: &crate::plugin::Detections) -> image::RgbImage {
-    let scale = (PREVIEW_WIDTH as f32 / frame.width() as f32).min(1.0);
+    let factor = frame.width().div_ceil(PREVIEW_WIDTH).max(1);
+    let scale = 1.0 / factor as f32;
     let (w, h) = (
-        ((frame.width() as f32 * scale) as u32).max(1),
-        ((frame.height() as f32 * scale) as u32).max(1),
+        (frame.width() / factor).max(1),
+        (frame.height() / factor).max(1),
     );
-    let mut small =
-        image::imageops::resize(frame.pixels(), w, h, image::imageops::FilterType::Triangle);
+    let source = frame.pixels();
+    let mut small = image::RgbImage::new(w, h);
+    let area = factor * factor;
+    for (x, y, pixel) in small.enumerate_pixels_mut() {
+        let mut sum = [0u32; 3];
+        for dy in 0..factor {
+            for dx in 0..factor {
+                let p = source.get_pixel(
+                    (x * factor + dx).min(frame.width() - 1),
+                    (y * factor + dy).min(frame.height() - 1),
+                );
+                for c in 0..3 {
+                    sum[c] += u32::from(p[c]);
+                }
+            }
+        }
+        *pixel = image::Rgb(sum.map(|s| (s / area) as u8));
+    }
     let red = image::Rgb([255, 32, 32]);
     for ([x1, y1, x2, y2], _, _) in found.rows() {
         let clamp = |v: f32, max: u32| ((v * scale).max(0.0) as u32).min(max - 1);

@@ -474,8 +474,9 @@ impl LocalJob {
         }
         let round = self.state.round()? + 1;
         let (train, eval) = split(pending, self.train_prob, round);
+        // The files first: a round the state records as started always has them.
+        self.write_split(round, &train, eval.clone())?;
         self.state.start_round(round, &train, &eval)?;
-        self.write_split(round, &train)?;
         Ok(Collected::Started { round, decision })
     }
 
@@ -569,7 +570,7 @@ impl LocalJob {
         let (new, old) = if from != Stage::Deploy {
             self.entered(round, Stage::Eval);
             let started = Instant::now();
-            let eval = self.eval_set(round)?;
+            let eval = self.eval_set(round, None)?;
             let new = self
                 .estimator(&self.eval_params, &model_path, ROUND_DEADLINE)?
                 .evaluate(&eval)?;
@@ -654,15 +655,21 @@ impl LocalJob {
         Ok(decision)
     }
 
-    /// The evaluation sets of the last rounds up to `round`, without duplicates.
-    fn eval_set(&self, round: u64) -> anyhow::Result<Arc<[Sample]>> {
+    /// The evaluation sets of the last rounds up to `round`, without duplicates; round
+    /// `round`'s own is `current` when given (before the state records it).
+    fn eval_set(&self, round: u64, current: Option<Vec<Sample>>) -> anyhow::Result<Arc<[Sample]>> {
         let mut sets = EvalSets::default();
         let first = round
             .saturating_sub(super::split::EVAL_SETS_KEPT as u64 - 1)
             .max(1);
-        for r in first..=round {
+        for r in first..round {
             sets.add(r, self.state.round_samples(r, "eval")?);
         }
+        let current = match current {
+            Some(samples) => samples,
+            None => self.state.round_samples(round, "eval")?,
+        };
+        sets.add(round, current);
         Ok(sets.samples().cloned().collect())
     }
 
@@ -685,10 +692,10 @@ impl LocalJob {
 
     /// Writes round `round`'s training samples and its evaluation set (see
     /// [`RoundFiles`]) as `txt` indexes.
-    fn write_split(&self, round: u64, train: &[Sample]) -> anyhow::Result<()> {
+    fn write_split(&self, round: u64, train: &[Sample], eval: Vec<Sample>) -> anyhow::Result<()> {
         let files = self.round_files(round)?;
         std::fs::create_dir_all(files.train_index.parent().unwrap())?;
-        let eval = self.eval_set(round)?;
+        let eval = self.eval_set(round, Some(eval))?;
         for (path, samples) in [(&files.train_index, train), (&files.test_index, &eval)] {
             let text: String = samples
                 .iter()

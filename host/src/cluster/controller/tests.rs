@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
 use super::*;
-use crate::api::{self, IncrementalLearningJob, IncrementalLearningJobStatus};
+use crate::api::{self, IncrementalLearningJob, IncrementalLearningJobStatus, JobCondition};
 use crate::cluster::{RoundData, condition};
 
 const JOBS: &str = "/apis/sedna.io/v1alpha1/namespaces/edge/incrementallearningjobs/helmet";
@@ -103,7 +103,7 @@ impl ApiServer {
     }
 
     /// A status patch: the conditions it sets. It is written over the version read.
-    async fn status(&mut self) -> Vec<crate::api::JobCondition> {
+    async fn status(&mut self) -> Vec<JobCondition> {
         let patch = self
             .expect(Method::PATCH, &format!("{JOBS}/status?"), json!(job(None)))
             .await;
@@ -111,6 +111,15 @@ impl ApiServer {
         let status: IncrementalLearningJobStatus =
             serde_json::from_value(patch["status"].clone()).unwrap();
         status.conditions
+    }
+
+    /// A transition: the status patch, whose last condition is `stage kind`, then its
+    /// Event (reason `<stage><kind>`, type `event`). Returns the condition.
+    async fn transition(&mut self, stage: &str, kind: &str, event: &str) -> JobCondition {
+        let last = self.status().await.pop().expect("a condition");
+        assert_eq!((last.stage.as_str(), last.kind.as_str()), (stage, kind));
+        assert_eq!(self.event().await, (format!("{stage}{kind}"), event.into()));
+        last
     }
 
     async fn created_pod(&mut self) -> Value {
@@ -395,12 +404,7 @@ fn a_live_pod_of_the_stage_is_recorded_not_replaced() {
         api.resources().await;
         api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Pending")])
             .await;
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Train", "Starting")
-        );
-        assert_eq!(api.event().await, ("TrainStarting".into(), "Normal".into()));
+        api.transition("Train", "Starting", "Normal").await;
         api.done().await;
     });
 }
@@ -411,12 +415,7 @@ fn the_stage_follows_its_pod_into_running_and_completed() {
         api.resources().await;
         api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Running")])
             .await;
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Train", "Running")
-        );
-        assert_eq!(api.event().await, ("TrainRunning".into(), "Normal".into()));
+        api.transition("Train", "Running", "Normal").await;
         api.done().await;
     });
     // Running again: nothing to say.
@@ -435,17 +434,9 @@ fn the_stage_follows_its_pod_into_running_and_completed() {
             "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report.to_string()}},
         }]);
         api.list_pods(vec![serving(), done]).await;
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Train", "Completed")
-        );
+        let last = api.transition("Train", "Completed", "Normal").await;
         let data: RoundData = serde_json::from_str(last.data.as_deref().unwrap()).unwrap();
         assert_eq!(data.report, Some(report));
-        assert_eq!(
-            api.event().await,
-            ("TrainCompleted".into(), "Normal".into())
-        );
         api.done().await;
     });
 }
@@ -460,11 +451,7 @@ fn a_failed_pod_fails_its_stage_with_its_message() {
             "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "TEST_DATASET_URL: /output/data/train/3/eval.txt holds no samples"}},
         }]);
         api.list_pods(vec![serving(), failed]).await;
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Eval", "Failed")
-        );
+        let last = api.transition("Eval", "Failed", "Warning").await;
         assert!(
             last.message
                 .as_deref()
@@ -472,23 +459,17 @@ fn a_failed_pod_fails_its_stage_with_its_message() {
                 .contains("holds no samples"),
             "{last:?}"
         );
-        assert_eq!(api.event().await, ("EvalFailed".into(), "Warning".into()));
         api.done().await;
     });
     // A stage whose Pod is gone fails too.
     scenario(at("Train", "Running"), |mut api| async move {
         api.resources().await;
         api.list_pods(vec![serving()]).await;
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Train", "Failed")
-        );
+        let last = api.transition("Train", "Failed", "Warning").await;
         assert!(
             last.message.as_deref().unwrap().contains("was deleted"),
             "{last:?}"
         );
-        assert_eq!(api.event().await, ("TrainFailed".into(), "Warning".into()));
         api.done().await;
     });
 }
@@ -508,12 +489,7 @@ fn a_trained_round_gets_its_eval_pod() {
         );
         assert_eq!(env["TEST_DATASET_URL"], "/output/data/train/3/eval.txt");
         assert_eq!(env["input_shape"], "352,640");
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Eval", "Starting")
-        );
-        assert_eq!(api.event().await, ("EvalStarting".into(), "Normal".into()));
+        api.transition("Eval", "Starting", "Normal").await;
         api.done().await;
     });
 }
@@ -523,18 +499,10 @@ fn a_hot_update_deploy_leaves_the_inference_pod_serving() {
     scenario(at("Deploy", "Ready"), |mut api| async move {
         api.resources().await;
         api.list_pods(vec![serving()]).await;
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Deploy", "Completed")
-        );
+        let last = api.transition("Deploy", "Completed", "Normal").await;
         assert!(
             last.message.as_deref().unwrap().contains("hot update"),
             "{last:?}"
-        );
-        assert_eq!(
-            api.event().await,
-            ("DeployCompleted".into(), "Normal".into())
         );
         api.done().await;
     });
@@ -549,18 +517,10 @@ fn a_deploy_without_hot_update_replaces_the_inference_pod() {
         api.list_pods(vec![serving()]).await;
         api.expect(Method::DELETE, &format!("{PODS}/helmet-infer?"), serving())
             .await;
-        let last = api.status().await.pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.kind.as_str()),
-            ("Deploy", "Completed")
-        );
+        let last = api.transition("Deploy", "Completed", "Normal").await;
         assert!(
             last.message.as_deref().unwrap().contains("replaced"),
             "{last:?}"
-        );
-        assert_eq!(
-            api.event().await,
-            ("DeployCompleted".into(), "Normal".into())
         );
         api.done().await;
     });

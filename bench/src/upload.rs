@@ -1,15 +1,9 @@
-//! Upload-to-serving for a Rust HEM through the HTTP API (issue 6: <= 50 ms after the
-//! upload completes), over real HTTP on 127.0.0.1 against a job whose worker streams
-//! frames. Each round uploads a HEM never seen before (the built-in IBT with a custom
-//! section of its own, so that its sha256 is new and it is compiled afresh), then binds
-//! it to the job's `hem` slot and waits for the first frame the new HEM decides.
-//!
-//! Prints medians of: the upload (checks, precompilation, store), the bind (load from the
-//! precompiled cache, type-check, init, swap), the wait from the end of the upload to the
-//! first frame decided by the new HEM, and the bind again after the in-memory cache is
-//! dropped (a host restarted since the upload: the precompiled file on disk).
-//!
-//! `cargo bench -p sedna --bench serve`
+//! Plugin upload to serving, through the HTTP API over real HTTP on 127.0.0.1, against a
+//! job whose worker runs the example's model on frames that keep coming. Each round
+//! uploads a HEM never seen before (the built-in IBT with a custom section of its own, so
+//! that its sha256 is new and it is compiled afresh), binds it to the job's `hem` slot
+//! and waits for the first frame the new HEM decides. Then it binds it again after the
+//! in-memory cache is dropped (as after a restart: the precompiled file on disk).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,16 +15,9 @@ use sedna::learn::LocalJob;
 use sedna::plugin::{Builtin, PluginStore, Runtime, RuntimeConfig};
 use sedna::server::{Service, Token};
 
-mod support;
-use support::{SMALL, detector};
+use crate::median;
 
-const ROUNDS: usize = 15;
 const TOKEN: &str = "a-token-for-the-benchmark";
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 /// A component with a custom section appended: the same plugin, new bytes.
 fn variant(wasm: &[u8], n: usize) -> Vec<u8> {
@@ -45,9 +32,9 @@ fn variant(wasm: &[u8], n: usize) -> Vec<u8> {
     out
 }
 
-/// A job whose worker reads a folder of frames that the bench keeps filling.
-fn job_yaml(root: &Path) -> std::path::PathBuf {
-    detector(SMALL).save(&root.join("base.onnx")).unwrap();
+/// A job on `model` whose worker reads a folder of frames that the bench keeps filling.
+fn job_yaml(root: &Path, model: &Path) -> std::path::PathBuf {
+    std::fs::copy(model, root.join("base.onnx")).unwrap();
     std::fs::write(root.join("index.txt"), "").unwrap();
     std::fs::create_dir_all(root.join("camera")).unwrap();
     let yaml = format!(
@@ -107,10 +94,23 @@ fn put(url: &str, body: &[u8]) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn main() {
+/// Medians over `rounds` uploads, in milliseconds.
+pub struct Upload {
+    pub wasm_kib: usize,
+    pub upload: f64,
+    pub bind: f64,
+    pub to_first_frame: f64,
+    pub bind_from_disk: f64,
+    pub frames: u64,
+    pub failed: u64,
+}
+
+/// Uploads and binds a new HEM `rounds` times while the worker runs `model` on copies
+/// of `frame`.
+pub fn measure(model: &Path, frame: &Path, rounds: usize) -> Upload {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let yaml = job_yaml(root);
+    let yaml = job_yaml(root, model);
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(root.join("home/cache")),
         ..RuntimeConfig::default()
@@ -132,9 +132,9 @@ fn main() {
     let addr: SocketAddr = service.start("127.0.0.1:0".parse().unwrap()).unwrap();
     let base = format!("http://{addr}");
 
-    // Frames flow all along: a new 64x64 image every 2 ms, fed as it comes.
+    // Frames flow all along: a new one every 2 ms after the last, fed as it comes.
     let camera = root.join("camera");
-    let frame = image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 30]));
+    let frame = frame.to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = std::thread::spawn({
         let (worker, stop) = (worker.clone(), stop.clone());
@@ -143,7 +143,7 @@ fn main() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                frame.save(camera.join(format!("{n:09}.png"))).unwrap();
+                std::fs::copy(&frame, camera.join(format!("{n:09}.png"))).unwrap();
                 source.feed(&worker).unwrap();
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -153,7 +153,7 @@ fn main() {
     let ibt = Builtin::find("IBT").unwrap().wasm;
     let (mut uploads, mut binds, mut to_first_frame, mut from_disk) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let wasm = variant(ibt, round);
         let started = Instant::now();
         put(&format!("{base}/v1/plugins/bench-hem/{round}"), &wasm);
@@ -180,29 +180,13 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     feeder.join().unwrap();
-    println!(
-        "upload-to-serving, Rust HEM (IBT, {} KB), {ROUNDS} rounds, medians:",
-        ibt.len() / 1024
-    );
-    println!(
-        "  upload (checks, precompile, store):          {:7.2} ms",
-        median(&mut uploads)
-    );
-    println!(
-        "  bind after upload (load, init, swap):        {:7.2} ms   target <= 50 ms",
-        median(&mut binds)
-    );
-    println!(
-        "  upload done -> first frame by the new HEM:   {:7.2} ms",
-        median(&mut to_first_frame)
-    );
-    println!(
-        "  bind from the precompiled file on disk:      {:7.2} ms",
-        median(&mut from_disk)
-    );
-    println!(
-        "  frames run meanwhile: {}, failed: {}",
-        worker.stats.frames.get(),
-        worker.stats.failed.get()
-    );
+    Upload {
+        wasm_kib: ibt.len() / 1024,
+        upload: median(&mut uploads),
+        bind: median(&mut binds),
+        to_first_frame: median(&mut to_first_frame),
+        bind_from_disk: median(&mut from_disk),
+        frames: worker.stats.frames.get(),
+        failed: worker.stats.failed.get(),
+    }
 }

@@ -1,0 +1,159 @@
+"""What a Sedna user runs today, per frame: Pillow decodes, numpy pre-processes,
+onnxruntime runs the model, numpy decodes the grid head, a Python loop does NMS, Sedna's
+IBT rule decides, and a hard example is written (the frame as PNG, a JPEG preview with
+the boxes, a JSON line). The same steps, thresholds and model as the Rust worker.
+
+Prints one JSON object: per-round milliseconds per frame, peak RSS, and every frame's
+decision and boxes (for the agreement check)."""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageDraw
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def decode_grid(out, classes, width, height, threshold):
+    """The grid head [1, 5 + C, H, W]: objectness, centre offsets, size, class logits."""
+    grid = out[0]
+    rows, cols = grid.shape[1], grid.shape[2]
+    objectness = sigmoid(grid[0])
+    ys, xs = np.nonzero(objectness >= threshold)
+    if len(ys) == 0:
+        return []
+    logits = grid[5 : 5 + classes, ys, xs]
+    logits = logits - logits.max(axis=0, keepdims=True)
+    probabilities = np.exp(logits)
+    probabilities /= probabilities.sum(axis=0, keepdims=True)
+    best = probabilities.argmax(axis=0)
+    scores = objectness[ys, xs] * probabilities[best, np.arange(len(best))]
+    stride_x, stride_y = width / cols, height / rows
+    cx = (xs + sigmoid(grid[1, ys, xs])) * stride_x
+    cy = (ys + sigmoid(grid[2, ys, xs])) * stride_y
+    w = sigmoid(grid[3, ys, xs]) * width
+    h = sigmoid(grid[4, ys, xs]) * height
+    found = []
+    for i in range(len(ys)):
+        if scores[i] < threshold:
+            continue
+        found.append(
+            ([cx[i] - w[i] / 2, cy[i] - h[i] / 2, cx[i] + w[i] / 2, cy[i] + h[i] / 2],
+             float(scores[i]), int(best[i]))
+        )
+    return found
+
+
+def iou(a, b):
+    w = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+    h = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    inter = w * h
+    area = lambda r: max(r[2] - r[0], 0.0) * max(r[3] - r[1], 0.0)
+    union = area(a) + area(b) - inter
+    return 0.0 if union <= 0 else inter / union
+
+
+def nms(candidates, threshold):
+    kept = []
+    for c in sorted(candidates, key=lambda c: -c[1]):
+        if not any(k[2] == c[2] and iou(k[0], c[0]) > threshold for k in kept):
+            kept.append(c)
+    return kept
+
+
+class IBTFilter:
+    """Sedna's image-box-threshold rule (lib/sedna/algorithms/hard_example_mining)."""
+
+    def __init__(self, threshold_img=0.5, threshold_box=0.5):
+        self.threshold_img = threshold_img
+        self.threshold_box = threshold_box
+
+    def __call__(self, infer_result=None):
+        if not infer_result:
+            return False
+        uncertain = [s for s in infer_result if float(s) <= self.threshold_box]
+        return len(uncertain) / len(infer_result) >= 1 - self.threshold_img
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--frames", required=True, help="a file listing the frames, one path a line")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--obj-threshold", type=float, default=0.1)
+    parser.add_argument("--nms-threshold", type=float, default=0.2)
+    parser.add_argument("--threshold-img", type=float, default=0.5)
+    parser.add_argument("--threshold-box", type=float, default=0.3)
+    args = parser.parse_args()
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    classes = len(meta["sedna.class_names"].split(","))
+    model_input = session.get_inputs()[0]
+    height, width = model_input.shape[2], model_input.shape[3]
+    output = session.get_outputs()[0].name
+    ibt = IBTFilter(args.threshold_img, args.threshold_box)
+    frames = [line.strip() for line in open(args.frames) if line.strip()]
+    os.makedirs(args.out, exist_ok=True)
+
+    def one_frame(path, keep):
+        image = Image.open(path).convert("RGB")
+        x = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        out = session.run([output], {model_input.name: x})[0]
+        boxes = nms(decode_grid(out, classes, width, height, args.obj_threshold), args.nms_threshold)
+        # Corners clipped to the image, as the Rust estimator gives them.
+        boxes = [([min(max(v, 0.0), bound) for v, bound in zip(corners, (width, height) * 2)], score, label)
+                 for corners, score, label in boxes]
+        hard = ibt([score for _, score, _ in boxes])
+        if hard and keep:
+            name = os.path.splitext(os.path.basename(path))[0]
+            image.save(os.path.join(args.out, name + ".png"))
+            preview = image.copy()
+            draw = ImageDraw.Draw(preview)
+            for corners, _, _ in boxes:
+                draw.rectangle(corners, outline=(255, 0, 0))
+            preview.save(os.path.join(args.out, name + ".preview.jpg"), quality=80)
+            with open(os.path.join(args.out, "index.jsonl"), "a") as index:
+                index.write(json.dumps({"image": name + ".png", "boxes": [b[0] for b in boxes],
+                                        "scores": [b[1] for b in boxes], "labels": [b[2] for b in boxes]}) + "\n")
+        return hard, boxes
+
+    for path in frames[:3]:  # warm up, as the Rust side does
+        one_frame(path, keep=False)
+    rounds = []
+    decisions = []
+    for r in range(args.rounds):
+        started = time.perf_counter()
+        for path in frames:
+            hard, boxes = one_frame(path, keep=True)
+            if r == 0:
+                decisions.append({
+                    "frame": os.path.splitext(os.path.basename(path))[0],
+                    "hard": hard,
+                    "boxes": [[float(v) for v in b[0]] for b in boxes],
+                    "scores": [b[1] for b in boxes],
+                    "labels": [b[2] for b in boxes],
+                })
+        rounds.append((time.perf_counter() - started) * 1e3 / len(frames))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    json.dump({"ms_per_frame": rounds, "peak_rss_kib": peak_kib, "decisions": decisions,
+               "versions": {"python": sys.version.split()[0], "onnxruntime": ort.__version__,
+                            "numpy": np.__version__, "pillow": Image.__version__}}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
