@@ -1,7 +1,7 @@
 """What a Sedna user runs today, per frame: Pillow decodes, numpy pre-processes,
 onnxruntime runs the model, numpy decodes the grid head, a Python loop does NMS, Sedna's
-IBT rule decides, and a hard example is written (the frame as PNG, a JPEG preview with
-the boxes, a JSON line). The same steps, thresholds and model as the Rust worker.
+IBT rule decides, and a hard example is written (the frame file copied, a half-size
+JPEG preview with the boxes, a JSON line). The same steps, thresholds and model as the Rust worker.
 
 Prints one JSON object: per-round milliseconds per frame, peak RSS, and every frame's
 decision and boxes (for the agreement check)."""
@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 
@@ -120,15 +121,17 @@ def main():
                  for corners, score, label in boxes]
         hard = ibt([score for _, score, _ in boxes])
         if hard and keep:
+            # What the Rust worker keeps: the frame file's own bytes, a half-size JPEG
+            # preview with the boxes drawn, a JSON line.
             name = os.path.splitext(os.path.basename(path))[0]
-            image.save(os.path.join(args.out, name + ".png"))
-            preview = image.copy()
+            shutil.copyfile(path, os.path.join(args.out, os.path.basename(path)))
+            preview = image.reduce(2)
             draw = ImageDraw.Draw(preview)
             for corners, _, _ in boxes:
-                draw.rectangle(corners, outline=(255, 0, 0))
-            preview.save(os.path.join(args.out, name + ".preview.jpg"), quality=80)
+                draw.rectangle([v / 2 for v in corners], outline=(255, 32, 32))
+            preview.save(os.path.join(args.out, name + ".preview.jpg"))
             with open(os.path.join(args.out, "index.jsonl"), "a") as index:
-                index.write(json.dumps({"image": name + ".png", "boxes": [b[0] for b in boxes],
+                index.write(json.dumps({"image": os.path.basename(path), "boxes": [b[0] for b in boxes],
                                         "scores": [b[1] for b in boxes], "labels": [b[2] for b in boxes]}) + "\n")
         return hard, boxes
 
