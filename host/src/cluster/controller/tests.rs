@@ -85,6 +85,13 @@ impl ApiServer {
         }
     }
 
+    /// What every look at a job reads first: the Models and the Dataset, then the job's
+    /// Pods (`pods`).
+    async fn looks_at(&mut self, pods: Vec<Value>) {
+        self.resources().await;
+        self.list_pods(pods).await;
+    }
+
     async fn list_pods(&mut self, pods: Vec<Value>) {
         let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods});
         self.expect(Method::GET, LIST_PODS, list).await;
@@ -200,6 +207,15 @@ fn pod(name: &str, worker: &str, phase: &str) -> Value {
     })
 }
 
+/// `pod` with its container ended: exit code, reason and termination message.
+fn terminated(mut pod: Value, exit_code: i32, reason: &str, message: &str) -> Value {
+    pod["status"]["containerStatuses"] = json!([{
+        "name": "worker", "image": "sedna", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}},
+    }]);
+    pod
+}
+
 fn serving() -> Value {
     pod("helmet-infer", "infer", "Running")
 }
@@ -231,6 +247,12 @@ where
         api(ApiServer(handle)).await;
         reconciled.await.unwrap().expect("reconcile succeeds")
     })
+}
+
+/// The condition's message says `text`.
+fn says(condition: &JobCondition, text: &str) {
+    let message = condition.message.as_deref().unwrap_or_default();
+    assert!(message.contains(text), "{text:?} not in {condition:?}");
 }
 
 fn env(pod: &Value) -> std::collections::BTreeMap<String, String> {
@@ -270,8 +292,7 @@ fn a_new_job_gets_the_finalizer_first() {
 #[test]
 fn start_creates_the_inference_worker_and_waits_for_the_trigger() {
     scenario(job(None), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![]).await;
+        api.looks_at(vec![]).await;
         let pod = api.created_pod().await;
         assert_eq!(pod["metadata"]["name"], "helmet-infer");
         assert_eq!(pod["metadata"]["labels"]["sedna.io/job"], "helmet");
@@ -350,8 +371,7 @@ fn start_creates_the_inference_worker_and_waits_for_the_trigger() {
 #[test]
 fn train_ready_creates_the_train_pod() {
     scenario(at("Train", "Ready"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving()]).await;
+        api.looks_at(vec![serving()]).await;
         let pod = api.created_pod().await;
         assert_eq!(pod["metadata"]["name"], "helmet-train-3");
         assert_eq!(pod["metadata"]["labels"]["sedna.io/round"], "3");
@@ -383,8 +403,7 @@ fn train_ready_creates_the_train_pod() {
 #[test]
 fn a_retried_stage_first_deletes_the_failed_attempt() {
     let action = scenario(at("Train", "Ready"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Failed")])
+        api.looks_at(vec![serving(), pod("helmet-train-3", "train", "Failed")])
             .await;
         api.expect(
             Method::DELETE,
@@ -401,8 +420,7 @@ fn a_retried_stage_first_deletes_the_failed_attempt() {
 fn a_live_pod_of_the_stage_is_recorded_not_replaced() {
     // A look whose status write did not land made the Pod already.
     scenario(at("Train", "Ready"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Pending")])
+        api.looks_at(vec![serving(), pod("helmet-train-3", "train", "Pending")])
             .await;
         api.transition("Train", "Starting", "Normal").await;
         api.done().await;
@@ -412,28 +430,22 @@ fn a_live_pod_of_the_stage_is_recorded_not_replaced() {
 #[test]
 fn the_stage_follows_its_pod_into_running_and_completed() {
     scenario(at("Train", "Starting"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Running")])
+        api.looks_at(vec![serving(), pod("helmet-train-3", "train", "Running")])
             .await;
         api.transition("Train", "Running", "Normal").await;
         api.done().await;
     });
     // Running again: nothing to say.
     scenario(at("Train", "Running"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Running")])
+        api.looks_at(vec![serving(), pod("helmet-train-3", "train", "Running")])
             .await;
         api.done().await;
     });
     let report = json!({"samples": 40, "models": [{"url": "/output/train/3/model.onnx", "metrics": {"loss": [0.5, 0.25]}}]});
     scenario(at("Train", "Running"), |mut api| async move {
-        api.resources().await;
-        let mut done = pod("helmet-train-3", "train", "Succeeded");
-        done["status"]["containerStatuses"] = json!([{
-            "name": "train-worker", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report.to_string()}},
-        }]);
-        api.list_pods(vec![serving(), done]).await;
+        let done = pod("helmet-train-3", "train", "Succeeded");
+        let done = terminated(done, 0, "Completed", &report.to_string());
+        api.looks_at(vec![serving(), done]).await;
         let last = api.transition("Train", "Completed", "Normal").await;
         let data: RoundData = serde_json::from_str(last.data.as_deref().unwrap()).unwrap();
         assert_eq!(data.report, Some(report));
@@ -444,32 +456,19 @@ fn the_stage_follows_its_pod_into_running_and_completed() {
 #[test]
 fn a_failed_pod_fails_its_stage_with_its_message() {
     scenario(at("Eval", "Running"), |mut api| async move {
-        api.resources().await;
-        let mut failed = pod("helmet-eval-3", "eval", "Failed");
-        failed["status"]["containerStatuses"] = json!([{
-            "name": "eval-worker", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "TEST_DATASET_URL: /output/data/train/3/eval.txt holds no samples"}},
-        }]);
-        api.list_pods(vec![serving(), failed]).await;
+        let failed = pod("helmet-eval-3", "eval", "Failed");
+        let said = "TEST_DATASET_URL: /output/data/train/3/eval.txt holds no samples";
+        api.looks_at(vec![serving(), terminated(failed, 1, "Error", said)])
+            .await;
         let last = api.transition("Eval", "Failed", "Warning").await;
-        assert!(
-            last.message
-                .as_deref()
-                .unwrap()
-                .contains("holds no samples"),
-            "{last:?}"
-        );
+        says(&last, "holds no samples");
         api.done().await;
     });
     // A stage whose Pod is gone fails too.
     scenario(at("Train", "Running"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving()]).await;
+        api.looks_at(vec![serving()]).await;
         let last = api.transition("Train", "Failed", "Warning").await;
-        assert!(
-            last.message.as_deref().unwrap().contains("was deleted"),
-            "{last:?}"
-        );
+        says(&last, "was deleted");
         api.done().await;
     });
 }
@@ -477,8 +476,7 @@ fn a_failed_pod_fails_its_stage_with_its_message() {
 #[test]
 fn a_trained_round_gets_its_eval_pod() {
     scenario(at("Train", "Completed"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving(), pod("helmet-train-3", "train", "Succeeded")])
+        api.looks_at(vec![serving(), pod("helmet-train-3", "train", "Succeeded")])
             .await;
         let pod = api.created_pod().await;
         assert_eq!(pod["metadata"]["name"], "helmet-eval-3");
@@ -497,13 +495,9 @@ fn a_trained_round_gets_its_eval_pod() {
 #[test]
 fn a_hot_update_deploy_leaves_the_inference_pod_serving() {
     scenario(at("Deploy", "Ready"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving()]).await;
+        api.looks_at(vec![serving()]).await;
         let last = api.transition("Deploy", "Completed", "Normal").await;
-        assert!(
-            last.message.as_deref().unwrap().contains("hot update"),
-            "{last:?}"
-        );
+        says(&last, "hot update");
         api.done().await;
     });
 }
@@ -513,15 +507,11 @@ fn a_deploy_without_hot_update_replaces_the_inference_pod() {
     let mut job = at("Deploy", "Ready");
     job.spec.deploy_spec.model.hot_update_enabled = false;
     scenario(job, |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![serving()]).await;
+        api.looks_at(vec![serving()]).await;
         api.expect(Method::DELETE, &format!("{PODS}/helmet-infer?"), serving())
             .await;
         let last = api.transition("Deploy", "Completed", "Normal").await;
-        assert!(
-            last.message.as_deref().unwrap().contains("replaced"),
-            "{last:?}"
-        );
+        says(&last, "replaced");
         api.done().await;
     });
 }
@@ -529,8 +519,7 @@ fn a_deploy_without_hot_update_replaces_the_inference_pod() {
 #[test]
 fn an_ended_inference_pod_is_replaced() {
     scenario(at("Train", "Waiting"), |mut api| async move {
-        api.resources().await;
-        api.list_pods(vec![pod("helmet-infer", "infer", "Failed")])
+        api.looks_at(vec![pod("helmet-infer", "infer", "Failed")])
             .await;
         api.expect(Method::DELETE, &format!("{PODS}/helmet-infer?"), serving())
             .await;
@@ -551,8 +540,7 @@ fn the_agents_turn_changes_nothing() {
         ("Train", "Failed"),
     ] {
         scenario(at(stage, kind), |mut api| async move {
-            api.resources().await;
-            api.list_pods(vec![serving()]).await;
+            api.looks_at(vec![serving()]).await;
             api.done().await;
         });
     }
