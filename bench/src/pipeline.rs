@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use helmet_detection::demo;
 use sedna::api::HardExampleMining;
+use sedna::infer::FrameSource;
 use sedna::infer::{Frame, InferenceWorker, Layout, Model, Preprocess, SessionOptions};
 use sedna::learn::job::inference;
+use sedna::plugin::json::parse_prediction;
 use sedna::plugin::{Builtin, Param, PluginStore, Prediction, Runtime, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
@@ -195,30 +197,15 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         }
         report.preprocess.push(ms_per_frame(started, paths.len()));
 
+        // The worker as `sedna` feeds it: the folder source, a pass over its images.
+        let mut source = FrameSource::open(&frames_dir.display().to_string(), 1, false)
+            .map_err(anyhow::Error::msg)?;
         let started = Instant::now();
-        let mut outcomes = Vec::with_capacity(paths.len());
-        for path in &paths {
-            let frame = Arc::new(Frame::open(path)?);
-            outcomes.push(worker.process(&name(path), &frame)?);
-        }
-        report.worker.push(ms_per_frame(started, paths.len()));
+        let ran = source.feed(&worker)?;
+        report.worker.push(ms_per_frame(started, ran));
+        anyhow::ensure!(ran == paths.len(), "the source ran {ran} frames");
         if round == 0 {
-            for (path, outcome) in paths.iter().zip(outcomes) {
-                let Prediction::Detections(found) = outcome.prediction else {
-                    anyhow::bail!("the detector gave no detections");
-                };
-                report.decisions.push(Decision {
-                    frame: name(path),
-                    hard: outcome.hard,
-                    boxes: found
-                        .boxes
-                        .chunks(4)
-                        .map(|b| [b[0], b[1], b[2], b[3]])
-                        .collect(),
-                    scores: found.scores,
-                    labels: found.labels,
-                });
-            }
+            report.decisions = decisions(&args.out.join("inference/results.jsonl"), ran)?;
         }
     }
     report.stages = worker
@@ -252,6 +239,34 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
             .push(started.elapsed().as_secs_f64() * 1e3);
     }
     Ok(report)
+}
+
+/// The last `count` frames' decisions and boxes, from the worker's results log.
+fn decisions(results: &Path, count: usize) -> anyhow::Result<Vec<Decision>> {
+    let text = std::fs::read_to_string(results)?;
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line)?;
+            let prediction =
+                parse_prediction(&entry["prediction"].to_string()).map_err(anyhow::Error::msg)?;
+            let Prediction::Detections(found) = prediction else {
+                anyhow::bail!("the detector gave no detections: {line}");
+            };
+            Ok(Decision {
+                frame: entry["frame"].as_str().unwrap_or_default().to_string(),
+                hard: entry["hard"].as_bool().unwrap_or_default(),
+                boxes: found
+                    .boxes
+                    .chunks(4)
+                    .map(|b| [b[0], b[1], b[2], b[3]])
+                    .collect(),
+                scores: found.scores,
+                labels: found.labels,
+            })
+        })
+        .collect()
 }
 
 #[derive(clap::Args)]
