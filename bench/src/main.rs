@@ -101,7 +101,7 @@ fn child<T: serde::de::DeserializeOwned>(backend: &str, args: &[&str]) -> anyhow
 }
 
 /// The example's base model and `count` of its shifted test frames, copied into a folder
-/// of their own (and listed in `frames.txt`).
+/// of their own that holds nothing else (and listed in `frames.txt`).
 fn example(out: &Path, count: usize) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     let sizes = Sizes::FULL;
     let data = demo::data(out, &sizes)?;
@@ -110,14 +110,14 @@ fn example(out: &Path, count: usize) -> anyhow::Result<(PathBuf, PathBuf, PathBu
         eprintln!("training the example's base model (once)");
         demo::base_model(&Lab::new()?, out, &data, sizes.base_epochs)?;
     }
+    // Exactly these frames: the worker runs the whole folder.
     let dir = out.join("frames");
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut list = String::new();
     for sample in data.shifted_test.iter().take(count) {
         let copy = dir.join(sample.image.file_name().unwrap());
-        if !copy.exists() {
-            std::fs::copy(&sample.image, &copy)?;
-        }
+        std::fs::copy(&sample.image, &copy)?;
         list.push_str(&format!("{}\n", copy.display()));
     }
     let listed = out.join("frames.txt");
@@ -158,13 +158,7 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
+    let memory = pipeline::proc_kib("/proc/meminfo", "MemTotal")
         .map_or(String::new(), |kib| format!(", {} GiB", kib >> 20));
     format!("{cpu}, {cores} cores{memory}")
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use helmet_detection::demo;
 use sedna::api::HardExampleMining;
@@ -85,7 +85,7 @@ fn worker(
     model: &Path,
     frames_dir: &Path,
     out: &Path,
-) -> anyhow::Result<(Arc<InferenceWorker>, sedna::infer::FrameSource)> {
+) -> anyhow::Result<Arc<InferenceWorker>> {
     let mut params: Vec<Param> = demo::PARAMS
         .iter()
         .map(|(k, v)| Param {
@@ -110,10 +110,15 @@ fn worker(
         &store,
     )?
     .expect("a folder of frames is a source");
-    Ok((
-        served.worker,
-        served.source.expect("a new inference has its source"),
-    ))
+    Ok(served.worker)
+}
+
+/// One pass of the worker over the folder, through the folder source `sedna` feeds it
+/// with (a new one each pass: a folder source runs each image once). Returns the frames run.
+fn one_pass(worker: &InferenceWorker, frames_dir: &Path) -> anyhow::Result<usize> {
+    FrameSource::open(&frames_dir.display().to_string(), 1, false)
+        .map_err(anyhow::Error::msg)?
+        .feed(worker)
 }
 
 /// The plugin runtime as `sedna` sets it up: compiled components cached on disk (beside
@@ -138,7 +143,7 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
     let frames_dir = paths[0].parent().expect("frames are files").to_path_buf();
     let runtime = runtime(&args.out)?;
     let _ = std::fs::remove_dir_all(&args.out);
-    let (worker, _) = worker(&runtime, &args.model, &frames_dir, &args.out)?;
+    let worker = worker(&runtime, &args.model, &frames_dir, &args.out)?;
 
     let options = SessionOptions::default();
     let mut session = Model::load(&args.model)?.session(&options)?;
@@ -197,11 +202,8 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         }
         report.preprocess.push(ms_per_frame(started, paths.len()));
 
-        // The worker as `sedna` feeds it: the folder source, a pass over its images.
-        let mut source = FrameSource::open(&frames_dir.display().to_string(), 1, false)
-            .map_err(anyhow::Error::msg)?;
         let started = Instant::now();
-        let ran = source.feed(&worker)?;
+        let ran = one_pass(&worker, &frames_dir)?;
         report.worker.push(ms_per_frame(started, ran));
         anyhow::ensure!(ran == paths.len(), "the source ran {ran} frames");
         if round == 0 {
@@ -287,25 +289,25 @@ pub struct RssArgs {
 pub fn peak_memory(args: &RssArgs) -> anyhow::Result<(u64, usize)> {
     let runtime = runtime(&args.out)?;
     let _ = std::fs::remove_dir_all(&args.out);
-    let (worker, _) = worker(&runtime, &args.model, &args.frames_dir, &args.out)?;
+    let worker = worker(&runtime, &args.model, &args.frames_dir, &args.out)?;
     let mut ran = 0;
     for _ in 0..args.passes {
-        // A new source each pass: a folder source runs each image once.
-        let mut source =
-            sedna::infer::FrameSource::open(&args.frames_dir.display().to_string(), 1, false)
-                .map_err(anyhow::Error::msg)?;
-        ran += source.feed(&worker)?;
+        ran += one_pass(&worker, &args.frames_dir)?;
     }
-    std::thread::sleep(Duration::from_millis(10));
-    Ok((peak_rss_kib()?, ran))
+    let peak = proc_kib("/proc/self/status", "VmHWM")
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))?;
+    Ok((peak, ran))
 }
 
-/// `VmHWM` of this process.
-pub fn peak_rss_kib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
+/// The `<key>: <n> kB` entry of a `/proc` file.
+pub fn proc_kib(file: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(file)
+        .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }

@@ -17,7 +17,7 @@ use crate::cluster::pods::PARAMETERS_ENV;
 use crate::cluster::{ModelMetrics, WorkerReport};
 use crate::learn::ModelWatch;
 use crate::learn::dataset::{DatasetMonitor, Format, Sample};
-use crate::learn::job::{self, DEFAULT_ESTIMATOR, ROUND_DEADLINE, estimator_on, params};
+use crate::learn::job::{self, ROUND_DEADLINE, estimator_on, estimator_source, params};
 use crate::plugin::{Param, Source};
 
 /// Where a worker's report goes unless `SEDNA_REPORT_PATH` says otherwise: the file
@@ -72,20 +72,8 @@ fn parameters() -> anyhow::Result<Vec<Param>> {
         .collect())
 }
 
-fn setting<'a>(params: &'a [Param], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|p| p.key == key)
-        .map(|p| p.value.as_str())
-}
-
 fn estimator(context: &Context, params: &[Param]) -> anyhow::Result<Source> {
-    let name = setting(params, "estimator").unwrap_or(DEFAULT_ESTIMATOR);
-    context
-        .store()?
-        .resolve(name)
-        .with_context(|| format!("the template's env `estimator` ({name})"))
+    estimator_source(&context.store()?, params).context("the template's env `estimator`")
 }
 
 /// Every sample of a `txt` index; lines that are not samples are reported, not fatal.
@@ -217,6 +205,9 @@ fn hem_parameters(json: &str) -> anyhow::Result<Vec<KeyValue>> {
 
 fn infer(context: &Context, params: &[Param]) -> anyhow::Result<()> {
     let deployed = PathBuf::from(env("MODEL_URL")?);
+    // Watched before it is looked for: a model that is not there yet counts as a change
+    // when it appears.
+    let mut watch = ModelWatch::new(&deployed);
     let base = std::env::var("BASE_MODEL_URL").map(PathBuf::from).ok();
     let model = match base {
         Some(base) if !deployed.exists() => base,
@@ -261,11 +252,6 @@ fn infer(context: &Context, params: &[Param]) -> anyhow::Result<()> {
     let source = inference.source.expect("a new inference has its source");
     tracing::info!("serving {} on {}", model.display(), source.describe());
     std::thread::spawn(move || source.feed_forever(&worker));
-    let mut watch = ModelWatch::new(&deployed);
-    if model != deployed {
-        // Not served yet: its first appearance counts as a change.
-        watch = ModelWatch::absent(&deployed);
-    }
     loop {
         std::thread::sleep(Duration::from_secs(poll));
         if hot && watch.changed() {

@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{RoundData, WorkerReport, appended, condition, last_condition, status_patch};
+use super::{RoundData, WorkerReport, appended, condition, last_condition, now, status_patch};
 use crate::api::{Dataset, IncrementalLearningJob, JobCondition, Model, Resources};
 use crate::learn::trigger::{CheckSchedule, ClockTime};
 use crate::learn::{Collected, LocalJob};
@@ -134,13 +134,7 @@ impl Agent {
                 .uid()
                 .unwrap_or_else(|| format!("{}/{}", namespace.unwrap_or_default(), job.name_any()));
             mine.push(uid.clone());
-            let models: Vec<Model> = seen
-                .models
-                .iter()
-                .filter(|m| m.namespace() == job.namespace())
-                .map(|m| Model::clone(m))
-                .collect();
-            if let Err(e) = self.look(&uid, job, dataset, models).await {
+            if let Err(e) = self.look(&uid, job, dataset, &seen.models).await {
                 tracing::warn!(job = %job.name_any(), "{e:#}");
             }
         }
@@ -152,12 +146,16 @@ impl Agent {
         uid: &str,
         job: &IncrementalLearningJob,
         dataset: &Dataset,
-        models: Vec<Model>,
+        models: &[Arc<Model>],
     ) -> anyhow::Result<()> {
         if !self.jobs.contains_key(uid) {
             let resources = Resources {
                 datasets: vec![dataset.clone()],
-                models,
+                models: models
+                    .iter()
+                    .filter(|m| m.namespace() == job.namespace())
+                    .map(|m| Model::clone(m))
+                    .collect(),
                 jobs: vec![job.clone()],
             };
             let opened = LocalJob::open_deciding(&resources, None, &self.runtime, &self.store)
@@ -208,7 +206,7 @@ impl Agent {
             let datasets: Api<Dataset> = Api::namespaced(self.client.clone(), &namespace);
             let status = serde_json::json!({ "status": {
                 "numberOfSamples": samples,
-                "updateTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "updateTime": now(),
             }});
             datasets
                 .patch_status(

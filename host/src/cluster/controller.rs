@@ -260,34 +260,20 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
         "Train" => Worker::Train,
         _ => Worker::Eval,
     };
+    let pod_of = |worker: Worker| find(&worker.pod_name(&name, Some(data.round)));
     match (last.stage.as_str(), last.kind.as_str()) {
-        ("Train" | "Eval", "Ready") => {
-            start(
-                &apis,
-                context,
-                job,
-                &places,
-                worker,
-                &data,
-                find(&worker.pod_name(&name, Some(data.round))),
-            )
-            .await
-        }
-        ("Train", "Completed") => {
-            let eval = Worker::Eval;
-            start(
-                &apis,
-                context,
-                job,
-                &places,
-                eval,
-                &data,
-                find(&eval.pod_name(&name, Some(data.round))),
-            )
-            .await
+        ("Train" | "Eval", "Ready") | ("Train", "Completed") => {
+            // A trained round goes straight on to its evaluation.
+            let worker = if last.kind == "Completed" {
+                Worker::Eval
+            } else {
+                worker
+            };
+            let existing = pod_of(worker);
+            start(&apis, context, job, &places, worker, &data, existing).await
         }
         ("Train" | "Eval", "Starting" | "Running") => {
-            let pod = find(&worker.pod_name(&name, Some(data.round)));
+            let pod = pod_of(worker);
             follow(&apis, context, job, worker, &last.kind, data, pod).await
         }
         ("Deploy", "Ready") => deploy(&apis, context, job, &places, &data, find(&infer_name)).await,

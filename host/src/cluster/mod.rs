@@ -61,6 +61,11 @@ pub fn last_condition(job: &IncrementalLearningJob) -> Option<(&JobCondition, Op
     Some((condition, data))
 }
 
+/// Now, as the API server writes times (RFC 3339, seconds, UTC).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// A new condition, stamped now.
 pub fn condition(
     stage: &str,
@@ -69,7 +74,7 @@ pub fn condition(
     message: impl Into<String>,
     data: Option<&RoundData>,
 ) -> JobCondition {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = now();
     JobCondition {
         kind: kind.into(),
         status: "True".into(),

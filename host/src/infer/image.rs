@@ -3,7 +3,6 @@
 //! normalise per channel and lay out as NCHW or NHWC, in one pass over the output.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::{ErrorKind, InferError, Tensor};
 
@@ -14,22 +13,22 @@ pub struct Frame {
     image: image::RgbImage,
     /// The encoded image and its file extension (`png`, `jpg`): what a hard example
     /// keeps, rather than encoding the pixels again.
-    encoded: Option<(Arc<[u8]>, &'static str)>,
+    encoded: Option<(Vec<u8>, &'static str)>,
 }
 
 impl Frame {
     /// Decodes the image file at `path` (PNG or JPEG).
     pub fn open(path: &Path) -> Result<Self, InferError> {
         let bytes = super::read_file(path, "image")?;
-        Self::decode_owned(&path.display().to_string(), bytes.into())
+        Self::decode_owned(&path.display().to_string(), bytes)
     }
 
     /// Decodes an encoded image (PNG or JPEG) held in memory.
     pub fn decode(name: &str, bytes: &[u8]) -> Result<Self, InferError> {
-        Self::decode_owned(name, bytes.into())
+        Self::decode_owned(name, bytes.to_vec())
     }
 
-    fn decode_owned(name: &str, bytes: Arc<[u8]>) -> Result<Self, InferError> {
+    fn decode_owned(name: &str, bytes: Vec<u8>) -> Result<Self, InferError> {
         let error = |e: image::ImageError| {
             InferError::new(
                 ErrorKind::InvalidEncoding,

@@ -152,6 +152,23 @@ const RESULTS_MAX_BYTES: u64 = 64 << 20;
 /// Hard examples kept on disk before the oldest are deleted.
 const HARD_EXAMPLES_KEPT: usize = 10_000;
 
+/// The parameter `key` (the last entry wins, as later `env` entries do).
+pub fn setting<'a>(params: &'a [Param], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|p| p.key == key)
+        .map(|p| p.value.as_str())
+}
+
+/// The estimator the parameters name (`estimator`), else [`DEFAULT_ESTIMATOR`].
+pub fn estimator_source(store: &PluginStore, params: &[Param]) -> anyhow::Result<Source> {
+    let name = setting(params, "estimator").unwrap_or(DEFAULT_ESTIMATOR);
+    store
+        .resolve(name)
+        .with_context(|| format!("estimator {name}"))
+}
+
 /// Sedna's `{key, value}` entries as plugin parameters.
 pub fn params(values: &[KeyValue]) -> Vec<Param> {
     values
@@ -253,13 +270,7 @@ impl LocalJob {
         })?;
 
         let train_params = params(&api::parameters(&spec.train_spec.template));
-        let estimator_name = train_params
-            .iter()
-            .rev()
-            .find(|p| p.key == "estimator")
-            .map_or(DEFAULT_ESTIMATOR, |p| p.value.as_str());
-        let estimator = store
-            .resolve(estimator_name)
+        let estimator = estimator_source(store, &train_params)
             .with_context(|| what("spec.trainSpec env `estimator`"))?;
 
         let output = PathBuf::from(&spec.output_dir);
@@ -648,6 +659,7 @@ impl LocalJob {
         let decision = self.deploy_trigger.evaluate(&stats, now);
         if decision.fire {
             copy_atomically(&self.round_files(round)?.model, &self.deploy_model)?;
+            // The job wrote it: polling must not take it for a model from elsewhere.
             self.deployed_watch.changed();
         }
         self.state
@@ -755,13 +767,7 @@ pub fn inference(
     output: &Path,
     store: &PluginStore,
 ) -> anyhow::Result<Option<Inference>> {
-    let setting = |key: &str| {
-        deploy_params
-            .iter()
-            .rev()
-            .find(|p| p.key == key)
-            .map(|p| p.value.clone())
-    };
+    let setting = |key: &str| setting(deploy_params, key).map(str::to_string);
     let Some(url) = setting("video_url") else {
         return Ok(None);
     };
@@ -849,19 +855,12 @@ pub struct ModelWatch {
 }
 
 impl ModelWatch {
-    /// Watches `path` from its current state: only later changes count.
+    /// Watches `path` from its current state: only later changes count (a file that
+    /// does not exist yet counts when it appears).
     pub fn new(path: &Path) -> Self {
         ModelWatch {
             path: path.to_path_buf(),
             seen: file_stamp(path),
-        }
-    }
-
-    /// Watches `path` as if it did not exist yet: the file as it is now counts as a change.
-    pub fn absent(path: &Path) -> Self {
-        ModelWatch {
-            path: path.to_path_buf(),
-            seen: None,
         }
     }
 
