@@ -352,7 +352,13 @@ fn pre_processing_normalises_lays_out_and_pads() {
         })
         .unwrap();
     assert_eq!(nhwc.dims, vec![1, 2, 4, 3]);
-    assert_eq!(nhwc.data[(4 + 3) * 3], at(0, 1, 3));
+    for (c, y, x) in (0..3).flat_map(|c| (0..2).flat_map(move |y| (0..4).map(move |x| (c, y, x)))) {
+        assert_eq!(
+            nhwc.data[(y * 4 + x) * 3 + c],
+            at(c, y, x),
+            "({c}, {y}, {x})"
+        );
+    }
 
     // A 4x2 image letterboxed into 4x4 is padded with grey above and below.
     let boxed = frame.to_tensor(&spec(4, 4, true, Layout::Nchw)).unwrap();

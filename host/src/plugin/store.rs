@@ -1,11 +1,12 @@
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::files::write_atomically;
 
 /// A plugin's bytes and the name it goes by in logs and errors.
 #[derive(Clone, Debug)]
@@ -274,16 +275,6 @@ fn read_reference(path: &Path) -> anyhow::Result<StoredPlugin> {
     let bytes = fs::read(path)?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a valid store entry", path.display()))
-}
-
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("no parent directory")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
