@@ -259,13 +259,9 @@ fn decisions(results: &Path, count: usize) -> anyhow::Result<Vec<Decision>> {
             Ok(Decision {
                 frame: entry["frame"].as_str().unwrap_or_default().to_string(),
                 hard: entry["hard"].as_bool().unwrap_or_default(),
-                boxes: found
-                    .boxes
-                    .chunks(4)
-                    .map(|b| [b[0], b[1], b[2], b[3]])
-                    .collect(),
-                scores: found.scores,
-                labels: found.labels,
+                boxes: found.rows().map(|(corners, _, _)| corners).collect(),
+                scores: found.rows().map(|(_, score, _)| score).collect(),
+                labels: found.rows().map(|(_, _, label)| label).collect(),
             })
         })
         .collect()

@@ -1,5 +1,5 @@
 // IBT hard-example mining, Sedna's `IBT` algorithm, as a C plugin for the world
-// `hard-example-miner` of sedna:plugin@0.1.0 (wit/plugin.wit).
+// `hard-example-miner` of sedna:plugin@0.2.0 (wit/plugin.wit).
 //
 // A frame is hard when the share of its boxes whose score is at most `threshold_box` is
 // at least `1 - threshold_img`. A frame with no boxes is not hard; neither is one with a
@@ -170,19 +170,21 @@ static void warn_score_once(void) {
 
 static bool decide(const exports_sedna_plugin_mining_prediction_t *prediction) {
     if (prediction->tag != SEDNA_PLUGIN_TYPES_PREDICTION_DETECTIONS) return false;
-    // Boxes come as columns; IBT needs only the scores.
-    const hard_example_miner_list_f32_t *scores = &prediction->val.detections.scores;
-    if (scores->len == 0) return false;
+    // Boxes come as Sedna's rows [x1, y1, x2, y2, score, label] end to end; IBT needs
+    // only the scores.
+    const hard_example_miner_list_f32_t *rows = &prediction->val.detections.rows;
+    size_t boxes = rows->len / 6;
+    if (boxes == 0) return false;
     size_t uncertain = 0;
-    for (size_t i = 0; i < scores->len; i++) {
-        float score = scores->ptr[i];
+    for (size_t i = 0; i < boxes; i++) {
+        float score = rows->ptr[i * 6 + 4];
         if (!(score >= 0.0f && score <= 1.0f)) {  // NaN is outside too
             warn_score_once();
             return false;
         }
         if ((double)score <= threshold_box) uncertain++;
     }
-    return (double)uncertain / (double)scores->len >= 1.0 - threshold_img;
+    return (double)uncertain / (double)boxes >= 1.0 - threshold_img;
 }
 
 bool exports_sedna_plugin_mining_is_hard_example(

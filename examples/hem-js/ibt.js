@@ -1,13 +1,13 @@
 // IBT hard-example mining for Sedna, in JavaScript.
 //
 // Built with componentize-js into a WebAssembly component of the world
-// `sedna:plugin/hard-example-miner@0.1.0` (wit/plugin.wit). It makes the same decisions as
+// `sedna:plugin/hard-example-miner@0.2.0` (wit/plugin.wit). It makes the same decisions as
 // the built-in `IBT` (plugins/hem-ibt): a frame is hard when the share of its boxes whose
 // score is at most `threshold_box` is at least `1 - threshold_img`. A frame with no boxes
 // is not hard, nor is one with a score outside [0, 1] (logged once), nor a classification.
 //
 // How componentize-js maps the WIT types to JavaScript:
-//   - a `record` is a plain object with camelCase fields (`boxes`, `scores`, `labels`);
+//   - a `record` is a plain object with camelCase fields (`rows`);
 //   - a `list<f32>` is a Float32Array;
 //   - a `variant` is `{ tag, val }` with the case name as the tag (`'detections'`);
 //   - an `enum` is its case name as a string (`'warn'`);
@@ -15,7 +15,7 @@
 //   - the exported interface `mining` is an exported object of that name whose methods are
 //     the interface's functions in camelCase; the import `sedna:plugin/log` is an ES import.
 
-import { log } from 'sedna:plugin/log@0.1.0';
+import { log } from 'sedna:plugin/log@0.2.0';
 
 const DEFAULT_THRESHOLD = 0.5;
 
@@ -56,13 +56,19 @@ function unit(params, key, fallback) {
   return number;
 }
 
-// The decision for one frame's box scores, or `undefined` when one is outside [0, 1].
-function isHard(scores) {
-  if (scores.length === 0) {
+// Values in one of Sedna's rows [x1, y1, x2, y2, score, label], as `detections` lays
+// them out end to end.
+const ROW = 6;
+
+// The decision for one frame's rows, or `undefined` when a score is outside [0, 1].
+function isHard(rows) {
+  const boxes = Math.floor(rows.length / ROW);
+  if (boxes === 0) {
     return false;
   }
   let uncertain = 0;
-  for (const score of scores) {
+  for (let i = 0; i < boxes; i++) {
+    const score = rows[i * ROW + 4];
     if (!(score >= 0 && score <= 1)) {
       return undefined;
     }
@@ -70,7 +76,7 @@ function isHard(scores) {
       uncertain += 1;
     }
   }
-  return uncertain / scores.length >= 1 - thresholdImg;
+  return uncertain / boxes >= 1 - thresholdImg;
 }
 
 function isHardExample(prediction) {
@@ -78,8 +84,8 @@ function isHardExample(prediction) {
     // `class-scores`: IBT is defined on boxes only.
     return false;
   }
-  // Boxes come as columns (`boxes`, `scores`, `labels`); IBT needs only the scores.
-  const hard = isHard(prediction.val.scores);
+  // Boxes come as Sedna's rows end to end (`rows`); IBT needs only the scores.
+  const hard = isHard(prediction.val.rows);
   if (hard === undefined) {
     if (!warnedScore) {
       warnedScore = true;

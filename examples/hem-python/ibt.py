@@ -31,9 +31,14 @@ def unit(key: str, value: str) -> float:
 
 def is_hard(prediction: Prediction) -> bool:
     global warned_about_scores
-    if not isinstance(prediction, Prediction_Detections) or not prediction.value.scores:
+    if not isinstance(prediction, Prediction_Detections):
         return False
-    scores = prediction.value.scores  # boxes come as columns; IBT needs only the scores
+    # Boxes come as Sedna's rows [x1, y1, x2, y2, score, label] end to end; IBT needs
+    # only the scores.
+    rows = prediction.value.rows
+    scores = rows[4 : len(rows) // 6 * 6 : 6]
+    if not scores:
+        return False
     if any(not 0.0 <= s <= 1.0 for s in scores):
         if not warned_about_scores:
             warned_about_scores = True

@@ -14,7 +14,7 @@ use super::worlds::{self, types::Param};
 pub trait World: Send + Sync + 'static {
     /// The world's name in `wit/`, e.g. `hard-example-miner`.
     const NAME: &'static str;
-    /// The interface a component of this world exports, e.g. `sedna:plugin/mining@0.1.0`.
+    /// The interface a component of this world exports, e.g. `sedna:plugin/mining@0.2.0`.
     const EXPORT: &'static str;
     type Pre: Send + Sync;
     type Bindings: Send;

@@ -57,20 +57,19 @@ use types::{Detections, Metric, Param, Prediction};
 #[allow(clippy::derivable_impls)]
 impl Default for Detections {
     fn default() -> Self {
-        Detections {
-            boxes: Vec::new(),
-            scores: Vec::new(),
-            labels: Vec::new(),
-        }
+        Detections { rows: Vec::new() }
     }
 }
+
+/// Values in one of Sedna's rows `[x1, y1, x2, y2, score, label]`, as `detections` lays
+/// them out (the guests' SDK mirrors these helpers on its own bindings).
+pub const ROW: usize = 6;
 
 impl Detections {
     /// Appends one box: corners `[x1, y1, x2, y2]`, score and class index.
     pub fn push(&mut self, corners: [f32; 4], score: f32, label: u32) {
-        self.boxes.extend_from_slice(&corners);
-        self.scores.push(score);
-        self.labels.push(label);
+        self.rows.extend_from_slice(&corners);
+        self.rows.extend([score, label as f32]);
     }
 
     /// From Sedna's rows `([x1, y1, x2, y2], score, label)`.
@@ -83,20 +82,19 @@ impl Detections {
     }
 
     pub fn len(&self) -> usize {
-        self.scores.len()
+        self.rows.len() / ROW
     }
 
     pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
+        self.len() == 0
     }
 
-    /// The boxes as Sedna's rows; columns of unequal length end at the shortest.
+    /// The boxes as Sedna's rows. A trailing partial row is left out; a label that is
+    /// not a whole number is cut to one (a negative one to 0).
     pub fn rows(&self) -> impl Iterator<Item = ([f32; 4], f32, u32)> + '_ {
-        self.boxes
-            .chunks_exact(4)
-            .zip(&self.scores)
-            .zip(&self.labels)
-            .map(|((corners, &score), &label)| (corners.try_into().unwrap(), score, label))
+        self.rows
+            .chunks_exact(ROW)
+            .map(|r| ([r[0], r[1], r[2], r[3]], r[4], r[5] as u32))
     }
 }
 
@@ -138,7 +136,7 @@ pub struct Hem;
 world!(
     Hem,
     "hard-example-miner",
-    "sedna:plugin/mining@0.1.0",
+    "sedna:plugin/mining@0.2.0",
     hem_bindings::HardExampleMinerPre<HostState>,
     hem_bindings::HardExampleMiner,
     sedna_plugin_mining
@@ -178,7 +176,7 @@ pub struct TriggerCondition;
 world!(
     TriggerCondition,
     "trigger-condition",
-    "sedna:plugin/condition@0.1.0",
+    "sedna:plugin/condition@0.2.0",
     trigger_bindings::TriggerConditionPre<HostState>,
     trigger_bindings::TriggerCondition,
     sedna_plugin_condition
@@ -201,7 +199,7 @@ pub struct Estimator;
 world!(
     Estimator,
     "estimator",
-    "sedna:plugin/estimation@0.1.0",
+    "sedna:plugin/estimation@0.2.0",
     estimator_bindings::EstimatorPre<HostState>,
     estimator_bindings::Estimator,
     sedna_plugin_estimation

@@ -176,18 +176,12 @@ impl Loaded {
         .map_err(|e| format!("output `{}`: {e}", c.output))?;
         let placement = frame.placement(&self.preprocess());
         let (width, height) = (frame.width() as f32, frame.height() as f32);
-        let mut detections = Detections {
-            boxes: Vec::new(),
-            scores: Vec::new(),
-            labels: Vec::new(),
-        };
+        let mut detections = Detections::new();
         for candidate in decode::nms(candidates, c.nms_threshold) {
             let [x1, y1, x2, y2] = candidate.corners;
             let (x1, y1) = to_source(&placement, x1, y1, width, height);
             let (x2, y2) = to_source(&placement, x2, y2, width, height);
-            detections.boxes.extend([x1, y1, x2, y2]);
-            detections.scores.push(candidate.score);
-            detections.labels.push(candidate.class);
+            detections.push([x1, y1, x2, y2], candidate.score, candidate.class);
         }
         Ok(Prediction::Detections(detections))
     }
@@ -442,11 +436,9 @@ fn to_source(p: &Placement, x: f32, y: f32, width: f32, height: f32) -> (f32, f3
 
 fn candidates(found: &Detections) -> Vec<Candidate> {
     found
-        .boxes
-        .chunks_exact(4)
-        .zip(found.scores.iter().zip(&found.labels))
-        .map(|(corners, (&score, &class))| Candidate {
-            corners: corners.try_into().expect("chunks of 4"),
+        .rows()
+        .map(|(corners, score, class)| Candidate {
+            corners,
             score,
             class,
         })
@@ -455,10 +447,8 @@ fn candidates(found: &Detections) -> Vec<Candidate> {
 
 fn boxes(truth: &Detections) -> Truth {
     truth
-        .boxes
-        .chunks_exact(4)
-        .zip(&truth.labels)
-        .map(|(corners, &class)| (corners.try_into().expect("chunks of 4"), class))
+        .rows()
+        .map(|(corners, _, class)| (corners, class))
         .collect()
 }
 

@@ -38,12 +38,13 @@ impl Thresholds {
     }
 
     /// The decision for one frame's box scores, or `None` when a score is outside [0, 1].
-    pub fn is_hard(&self, scores: &[f32]) -> Option<bool> {
-        if scores.is_empty() {
+    pub fn is_hard(&self, scores: impl ExactSizeIterator<Item = f32>) -> Option<bool> {
+        let boxes = scores.len();
+        if boxes == 0 {
             return Some(false);
         }
         let mut uncertain = 0usize;
-        for &score in scores {
+        for score in scores {
             if !(0.0..=1.0).contains(&score) {
                 return None;
             }
@@ -51,7 +52,7 @@ impl Thresholds {
                 uncertain += 1;
             }
         }
-        Some(uncertain as f64 / scores.len() as f64 >= 1.0 - self.img)
+        Some(uncertain as f64 / boxes as f64 >= 1.0 - self.img)
     }
 }
 
@@ -71,7 +72,7 @@ impl Guest for Ibt {
 
     fn is_hard_example(prediction: Prediction) -> bool {
         let scores = match &prediction {
-            Prediction::Detections(detections) => &detections.scores,
+            Prediction::Detections(detections) => detections.scores(),
             Prediction::ClassScores(_) => return false,
         };
         CONFIG.get().is_hard(scores).unwrap_or_else(|| {
@@ -105,6 +106,10 @@ mod tests {
         }
     }
 
+    fn scores(scores: &[f32]) -> impl ExactSizeIterator<Item = f32> + '_ {
+        scores.iter().copied()
+    }
+
     #[test]
     fn decisions_follow_the_share_of_uncertain_boxes() {
         let t = Thresholds {
@@ -112,16 +117,16 @@ mod tests {
             boxes: 0.9,
         };
         // 1 of 2 boxes uncertain: 0.5 >= 0.1.
-        assert_eq!(t.is_hard(&[0.95, 0.5]), Some(true));
-        assert_eq!(t.is_hard(&[0.95, 0.99]), Some(false));
+        assert_eq!(t.is_hard(scores(&[0.95, 0.5])), Some(true));
+        assert_eq!(t.is_hard(scores(&[0.95, 0.99])), Some(false));
         // A score equal to threshold_box counts as uncertain.
-        assert_eq!(t.is_hard(&[0.9]), Some(true));
-        assert_eq!(t.is_hard(&[]), Some(false));
-        assert_eq!(t.is_hard(&[0.5, 1.5]), None);
+        assert_eq!(t.is_hard(scores(&[0.9])), Some(true));
+        assert_eq!(t.is_hard(scores(&[])), Some(false));
+        assert_eq!(t.is_hard(scores(&[0.5, 1.5])), None);
         // 1 uncertain box of 10 is a share of 0.1 >= 1 - 0.9, as in Python's floats.
         let mut ten = vec![0.95; 9];
         ten.push(0.5);
-        assert_eq!(t.is_hard(&ten), Some(true));
+        assert_eq!(t.is_hard(scores(&ten)), Some(true));
     }
 
     #[test]

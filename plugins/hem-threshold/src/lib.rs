@@ -12,11 +12,12 @@ thread_local! {
 }
 
 /// The decision for one frame's box scores.
-pub fn is_hard(scores: &[f32], threshold: f64) -> bool {
-    if scores.is_empty() {
+pub fn is_hard(scores: impl ExactSizeIterator<Item = f32>, threshold: f64) -> bool {
+    let boxes = scores.len();
+    if boxes == 0 {
         return false;
     }
-    let mean = scores.iter().map(|&s| f64::from(s)).sum::<f64>() / scores.len() as f64;
+    let mean = scores.map(f64::from).sum::<f64>() / boxes as f64;
     mean < threshold
 }
 
@@ -31,7 +32,7 @@ impl Guest for Threshold {
 
     fn is_hard_example(prediction: Prediction) -> bool {
         match prediction {
-            Prediction::Detections(detections) => is_hard(&detections.scores, THRESHOLD.get()),
+            Prediction::Detections(detections) => is_hard(detections.scores(), THRESHOLD.get()),
             Prediction::ClassScores(_) => false,
         }
     }

@@ -30,8 +30,8 @@ pub mod trigger {
         export_macro_name: "export_trigger",
         default_bindings_module: "sedna_plugin_sdk::trigger",
         with: {
-            "sedna:plugin/types@0.1.0": crate::hem::sedna::plugin::types,
-            "sedna:plugin/log@0.1.0": crate::hem::sedna::plugin::log,
+            "sedna:plugin/types@0.2.0": crate::hem::sedna::plugin::types,
+            "sedna:plugin/log@0.2.0": crate::hem::sedna::plugin::log,
         },
     });
 
@@ -50,8 +50,8 @@ pub mod estimator {
         export_macro_name: "export_estimator",
         default_bindings_module: "sedna_plugin_sdk::estimator",
         with: {
-            "sedna:plugin/types@0.1.0": crate::hem::sedna::plugin::types,
-            "sedna:plugin/log@0.1.0": crate::hem::sedna::plugin::log,
+            "sedna:plugin/types@0.2.0": crate::hem::sedna::plugin::types,
+            "sedna:plugin/log@0.2.0": crate::hem::sedna::plugin::log,
         },
     });
 
@@ -64,7 +64,50 @@ pub mod estimator {
 use std::fmt::Display;
 use std::str::FromStr;
 
-use hem::Param;
+use hem::{Detections, Param};
+
+/// Values in one of Sedna's rows `[x1, y1, x2, y2, score, label]`, as `detections` lays
+/// them out (the host mirrors these helpers on its own bindings).
+pub const ROW: usize = 6;
+
+impl Detections {
+    pub fn new() -> Self {
+        Detections { rows: Vec::new() }
+    }
+
+    /// Appends one box: corners `[x1, y1, x2, y2]`, score and class index.
+    pub fn push(&mut self, corners: [f32; 4], score: f32, label: u32) {
+        self.rows.extend_from_slice(&corners);
+        self.rows.extend([score, label as f32]);
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len() / ROW
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each box's score, in order.
+    pub fn scores(&self) -> impl ExactSizeIterator<Item = f32> + '_ {
+        self.rows.chunks_exact(ROW).map(|r| r[4])
+    }
+
+    /// The boxes as Sedna's rows `([x1, y1, x2, y2], score, label)`. A trailing partial
+    /// row is left out; a label that is not a whole number is cut to one.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = ([f32; 4], f32, u32)> + '_ {
+        self.rows
+            .chunks_exact(ROW)
+            .map(|r| ([r[0], r[1], r[2], r[3]], r[4], r[5] as u32))
+    }
+}
+
+impl Default for Detections {
+    fn default() -> Self {
+        Detections::new()
+    }
+}
 
 /// A plugin's parameters, as Sedna passes them: strings by key. The last value of a
 /// repeated key wins.
@@ -126,6 +169,19 @@ mod tests {
                 value: v.to_string(),
             })
             .collect()
+    }
+
+    #[test]
+    fn detections_are_sedna_rows_end_to_end() {
+        let mut found = Detections::new();
+        found.push([1.0, 2.0, 3.0, 4.0], 0.5, 7);
+        found.push([5.0, 6.0, 7.0, 8.0], 0.25, 0);
+        assert_eq!(found.rows[..6], [1.0, 2.0, 3.0, 4.0, 0.5, 7.0]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found.scores().collect::<Vec<_>>(), [0.5, 0.25]);
+        assert_eq!(found.rows().nth(1), Some(([5.0, 6.0, 7.0, 8.0], 0.25, 0)));
+        found.rows.push(9.0);
+        assert_eq!(found.len(), 2, "a partial row is not a box");
     }
 
     #[test]
