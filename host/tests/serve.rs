@@ -446,6 +446,27 @@ fn uploads_are_checked_and_nothing_changes_without_the_token() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // A plugin in use is not removed; once the slot holds another, it is.
+    let (status, body) = host.call("DELETE", "/v1/plugins/ratio/1", Some(&token), b"");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("plugin_in_use")),
+        "{body}"
+    );
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`train-trigger` slot of job `colour-job`"),
+        "{detail}"
+    );
+    assert!(host.get("/v1/plugins").to_string().contains("\"ratio\""));
+    let (status, body) = put(
+        &format!("/v1/jobs/{JOB}/slots/train-trigger"),
+        br#"{"plugin": "HardExampleRatio", "params": {"window": "10"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = host.call("DELETE", "/v1/plugins/ratio/1", Some(&token), b"");
+    assert_eq!(status, 204);
+
     // The CLI lists and removes through the API.
     let out = host.sedna(&["plugin", "list"]);
     let listed = text(&out.stdout);

@@ -193,25 +193,44 @@ impl JobHandle {
 
     /// The plugin in each slot now, by name (`None` for a trigger with no plugin).
     pub fn slots(&self) -> Vec<(SlotName, Option<String>)> {
+        self.plugins()
+            .into_iter()
+            .map(|(slot, names)| (slot, (!names.is_empty()).then(|| names.join(", "))))
+            .collect()
+    }
+
+    /// The slot that holds the plugin named `name`, if one does.
+    pub fn holding(&self, name: &str) -> Option<SlotName> {
+        self.plugins()
+            .into_iter()
+            .find(|(_, names)| names.iter().any(|n| n == name))
+            .map(|(slot, _)| slot)
+    }
+
+    /// The plugins in each slot now, by name (a trigger slot holds any number).
+    fn plugins(&self) -> Vec<(SlotName, Vec<String>)> {
         let worker = self.worker.as_deref();
         let trigger = |i: usize| {
-            let plugins = self.triggers[i].load();
-            (!plugins.is_empty()).then(|| {
-                plugins
-                    .iter()
-                    .map(|p| p.name().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+            self.triggers[i]
+                .load()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect()
         };
         vec![
-            (SlotName::Hem, worker.map(|w| w.hem().name().to_string())),
+            (
+                SlotName::Hem,
+                worker
+                    .map(|w| w.hem().name().to_string())
+                    .into_iter()
+                    .collect(),
+            ),
             (
                 SlotName::Estimator,
-                Some(worker.map_or_else(
+                vec![worker.map_or_else(
                     || self.estimator.load().name.clone(),
                     |w| w.estimator().name().to_string(),
-                )),
+                )],
             ),
             (SlotName::TrainTrigger, trigger(0)),
             (SlotName::DeployTrigger, trigger(1)),

@@ -290,11 +290,7 @@ async fn remove_plugin(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
     blocking(move || {
-        service.stored(&name, &version)?;
-        service
-            .store
-            .remove(&name, &version)
-            .map_err(HttpError::internal)?;
+        service.remove(&name, &version)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -405,6 +401,30 @@ impl Service {
             .entry(name, version)
             .map_err(HttpError::internal)?
             .ok_or_else(|| no_plugin(&format!("{name}@{version}")))
+    }
+
+    /// Removes a stored plugin that no job's slot holds: one in use stays, so that the
+    /// store never lists less than what runs.
+    fn remove(&self, name: &str, version: &str) -> Result<(), HttpError> {
+        self.stored(name, version)?;
+        let reference = format!("{name}@{version}");
+        if let Some((job, slot)) = self
+            .jobs
+            .iter()
+            .find_map(|job| Some((job, job.holding(&reference)?)))
+        {
+            return Err(HttpError::new(
+                StatusCode::CONFLICT,
+                "plugin_in_use",
+                format!(
+                    "{reference} is bound to the `{slot}` slot of job `{}`: bind another plugin there first",
+                    job.name()
+                ),
+            ));
+        }
+        self.store
+            .remove(name, version)
+            .map_err(HttpError::internal)
     }
 
     /// Checks a component (a component, of `world` or of the one world it exports),
