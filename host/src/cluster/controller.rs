@@ -198,7 +198,7 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
     };
     let listed = apis
         .pods
-        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", pods::job_label(&name))))
         .await?
         .items;
     let find = |pod_name: &str| listed.iter().find(|p| p.name_any() == pod_name);
@@ -502,7 +502,7 @@ async fn cleanup(job: &IncrementalLearningJob, context: &Context) -> Result<Acti
     apis.pods
         .delete_collection(
             &DeleteParams::background(),
-            &ListParams::default().labels(&format!("{JOB_LABEL}={name}")),
+            &ListParams::default().labels(&format!("{JOB_LABEL}={}", pods::job_label(&name))),
         )
         .await?;
     publish(

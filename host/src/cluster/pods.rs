@@ -11,7 +11,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{self, IncrementalLearningJob};
 
-/// The label that ties a Pod to its job (the controller lists Pods by it).
+/// The label that ties a Pod to its job (the controller lists Pods by it); its value is
+/// [`job_label`].
 pub const JOB_LABEL: &str = "sedna.io/job";
 /// `train`, `eval` or `infer`.
 pub const WORKER_LABEL: &str = "sedna.io/worker";
@@ -20,6 +21,23 @@ pub const ROUND_LABEL: &str = "sedna.io/round";
 /// The template env entries, as `[{key, value}]` JSON: the parameters `sedna worker`
 /// hands the estimator (the same ones `sedna run` reads from the template).
 pub const PARAMETERS_ENV: &str = "SEDNA_PARAMETERS";
+
+/// Longest label value Kubernetes accepts.
+const MAX_LABEL_VALUE: usize = 63;
+
+/// The [`JOB_LABEL`] value of a job: its name, or for a name longer than a label value
+/// may be (a job's name may be 253 characters), its first 54 characters and a hash of the
+/// whole name, so that two long names stay apart.
+pub fn job_label(job_name: &str) -> String {
+    if job_name.len() <= MAX_LABEL_VALUE {
+        return job_name.to_string();
+    }
+    use sha2::Digest as _;
+    let hash = hex::encode(&sha2::Sha256::digest(job_name.as_bytes())[..4]);
+    // A label value ends in a letter or a digit; a name's characters are ASCII.
+    let prefix = job_name[..MAX_LABEL_VALUE - hash.len() - 1].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}")
+}
 
 /// The workers a job's Pods run (`sedna worker train|eval|infer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +102,7 @@ pub fn pod(job: &IncrementalLearningJob, plan: &PodPlan) -> Pod {
     let job_name = job.name_any();
     let mut metadata = template.metadata.clone().unwrap_or_default();
     let labels = metadata.labels.get_or_insert_with(Default::default);
-    labels.insert(JOB_LABEL.into(), job_name.clone());
+    labels.insert(JOB_LABEL.into(), job_label(&job_name));
     labels.insert(WORKER_LABEL.into(), worker.name().into());
     if let Some(round) = plan.round {
         labels.insert(ROUND_LABEL.into(), round.to_string());
@@ -217,6 +235,28 @@ pub fn termination_message(pod: &Pod) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_job_name_makes_a_valid_label_that_keeps_jobs_apart() {
+        assert_eq!(job_label("helmet"), "helmet");
+        let exact = "j".repeat(63);
+        assert_eq!(job_label(&exact), exact);
+        let a = format!("{}-a", "x.y-".repeat(30));
+        let b = format!("{}-b", "x.y-".repeat(30));
+        let (la, lb) = (job_label(&a), job_label(&b));
+        assert_ne!(la, lb);
+        assert_eq!(la, job_label(&a), "the same name, the same label");
+        for label in [&la, &lb] {
+            assert!(label.len() <= 63, "{label}");
+            assert!(label.starts_with("x.y-x.y"), "{label}");
+            let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+            assert!(
+                ends(label.chars().next()) && ends(label.chars().last()),
+                "{label}"
+            );
+            assert!(!label.contains("--") && !label.contains(".-"), "{label}");
+        }
+    }
 
     #[test]
     fn host_dirs_keep_the_outermost_absolute_directories() {
