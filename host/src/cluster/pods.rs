@@ -24,6 +24,8 @@ pub const PARAMETERS_ENV: &str = "SEDNA_PARAMETERS";
 
 /// Longest label value Kubernetes accepts.
 const MAX_LABEL_VALUE: usize = 63;
+/// Longest object name (a DNS subdomain).
+const MAX_NAME: usize = 253;
 
 /// The [`JOB_LABEL`] value of a job: its name, or for a name longer than a label value
 /// may be (a job's name may be 253 characters), its first 54 characters and a hash of the
@@ -65,11 +67,17 @@ impl Worker {
         }
     }
 
-    /// `<job>-train-<round>`, `<job>-eval-<round>`, `<job>-infer`.
+    /// `<job>-train-<round>`, `<job>-eval-<round>`, `<job>-infer`; for a job whose name
+    /// leaves no room for that (a name is at most 253 characters), its [`job_label`].
     pub fn pod_name(self, job: &str, round: Option<u64>) -> String {
-        match round {
-            Some(round) => format!("{job}-{}-{round}", self.name()),
-            None => format!("{job}-{}", self.name()),
+        let suffix = match round {
+            Some(round) => format!("-{}-{round}", self.name()),
+            None => format!("-{}", self.name()),
+        };
+        if job.len() + suffix.len() <= MAX_NAME {
+            format!("{job}{suffix}")
+        } else {
+            format!("{}{suffix}", job_label(job))
         }
     }
 
@@ -256,6 +264,12 @@ mod tests {
             );
             assert!(!label.contains("--") && !label.contains(".-"), "{label}");
         }
+
+        assert_eq!(Worker::Train.pod_name("helmet", Some(7)), "helmet-train-7");
+        let longest = "j".repeat(253);
+        let pod = Worker::Train.pod_name(&longest, Some(7));
+        assert!(pod.len() <= 253 && pod.ends_with("-train-7"), "{pod}");
+        assert_eq!(pod, format!("{}-train-7", job_label(&longest)));
     }
 
     #[test]
