@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use helmet_detection::demo;
-use sedna::api::HardExampleMining;
+use sedna::api::PluginRef;
 use sedna::infer::FrameSource;
 use sedna::infer::{Frame, InferenceWorker, Layout, Model, Preprocess, SessionOptions};
 use sedna::learn::job::inference;
@@ -62,9 +62,9 @@ pub struct Report {
 }
 
 /// IBT's thresholds in the example's job.
-pub fn mining() -> HardExampleMining {
+pub fn mining() -> PluginRef {
     let (img, boxes) = demo::Sizes::FULL.mining;
-    HardExampleMining {
+    PluginRef {
         name: "IBT".into(),
         parameters: vec![
             sedna::api::KeyValue {

@@ -272,6 +272,88 @@ fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval()
     assert!(!job.root().join("deploy/model.onnx").exists());
 }
 
+/// The job with a `HardExampleRatio` plugin ANDed with its train condition.
+fn with_ratio_plugin(job: &Job, ratio: &str) {
+    job.edit(
+        r#"condition: {operator: ">", threshold: 20, metric: num_of_samples}"#,
+        &format!(
+            r#"condition: {{operator: ">", threshold: 20, metric: num_of_samples}}
+      plugins: [{{name: HardExampleRatio, parameters: [{{key: window, value: "4"}}, {{key: ratio, value: "{ratio}"}}]}}]"#
+        ),
+    );
+}
+
+#[test]
+fn a_trigger_plugin_in_the_job_reads_the_inference_pods_decisions_on_the_node() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    with_ratio_plugin(&job, "0.5");
+    let mut agent = open(&job);
+    let waiting = waiting(&job);
+    job.append(32, "");
+    assert!(
+        step(&mut agent, &waiting, true, noon()).unwrap().is_none(),
+        "no decisions yet: the plugin cannot say"
+    );
+
+    // The inference Pod logs its frames in the job's output directory on this node.
+    let results = job.root().join("out/inference");
+    std::fs::create_dir_all(&results).unwrap();
+    let log = |hard: &[bool]| {
+        let mut text = std::fs::read_to_string(results.join("results.jsonl")).unwrap_or_default();
+        for (i, hard) in hard.iter().enumerate() {
+            text.push_str(&format!(
+                "{{\"frame\": \"f{i}\", \"hard\": {hard}, \"prediction\": []}}\n"
+            ));
+        }
+        text.push_str("{\"frame\": \"broken\", \"error\": \"cannot decode\"}\n");
+        std::fs::write(results.join("results.jsonl"), text).unwrap();
+    };
+    log(&[true, false, false, false]);
+    assert!(
+        step(&mut agent, &waiting, true, noon()).unwrap().is_none(),
+        "32 samples, but 1 hard frame of the last 4 is not more than 0.5"
+    );
+    log(&[true, true, true]);
+    let ready = step(&mut agent, &waiting, true, noon()).unwrap().unwrap();
+    assert_eq!(stage(&ready), ("Train", "Ready"));
+    assert!(
+        ready
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("HardExampleRatio"),
+        "{ready:?}"
+    );
+}
+
+#[test]
+fn a_trigger_plugin_that_is_missing_or_refuses_its_parameters_stops_the_job_at_load() {
+    let job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let store = PluginStore::open(&job.root().join("home")).unwrap();
+    let opened = |job: &Job| {
+        let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+        LocalJob::open_deciding(&resources, None, common::runtime(), &store)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .expect("the job does not open")
+    };
+    with_ratio_plugin(&job, "1.5");
+    let error = opened(&job);
+    assert!(
+        error.contains("field `spec.trainSpec.trigger.plugins[0]`")
+            && error.contains("`ratio`")
+            && error.contains("1.5"),
+        "{error}"
+    );
+    job.edit("name: HardExampleRatio", "name: NoSuchCondition");
+    let error = opened(&job);
+    assert!(
+        error.contains("field `spec.trainSpec.trigger.plugins[0].name`")
+            && error.contains("NoSuchCondition"),
+        "{error}"
+    );
+}
+
 #[test]
 fn workers_say_which_env_variable_or_file_is_wrong() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");

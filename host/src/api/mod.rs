@@ -188,6 +188,9 @@ pub struct TrainTrigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<Timer>,
     pub condition: Condition,
+    /// `trigger-condition` plugins, each ANDed with `condition` (Sedna has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginRef>,
 }
 
 fn default_period() -> u64 {
@@ -206,7 +209,7 @@ pub struct EvalSpec {
 pub struct DeploySpec {
     pub model: DeployModel,
     pub trigger: DeployTrigger,
-    pub hard_example_mining: HardExampleMining,
+    pub hard_example_mining: PluginRef,
     #[schemars(schema_with = "pod_template_schema")]
     pub template: PodTemplateSpec,
 }
@@ -225,12 +228,16 @@ pub struct DeployModel {
 #[serde(deny_unknown_fields)]
 pub struct DeployTrigger {
     pub condition: Condition,
+    /// `trigger-condition` plugins, each ANDed with `condition` (Sedna has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginRef>,
 }
 
-/// A HEM plugin by built-in name (`IBT`), store name (`name@version`) or `.wasm` path.
+/// A plugin by built-in name (`IBT`), store name (`name@version`) or `.wasm` path, with
+/// its parameters as Sedna writes them.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HardExampleMining {
+pub struct PluginRef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<KeyValue>,

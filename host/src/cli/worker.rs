@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::Context;
-use crate::api::{HardExampleMining, KeyValue};
+use crate::api::{KeyValue, PluginRef};
 use crate::cluster::pods::PARAMETERS_ENV;
 use crate::cluster::{ModelMetrics, WorkerReport};
 use crate::learn::ModelWatch;
@@ -213,7 +213,7 @@ fn infer(context: &Context, params: &[Param]) -> anyhow::Result<()> {
         Some(base) if !deployed.exists() => base,
         _ => deployed.clone(),
     };
-    let mining = HardExampleMining {
+    let mining = PluginRef {
         name: env("HEM_NAME")?,
         parameters: hem_parameters(&std::env::var("HEM_PARAMETERS").unwrap_or_default())?,
     };

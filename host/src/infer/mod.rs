@@ -6,6 +6,7 @@ pub mod backend;
 pub mod builder;
 pub mod image;
 pub mod model;
+pub mod results;
 pub mod sample;
 pub mod source;
 pub mod tensor;
@@ -16,11 +17,12 @@ pub use backend::{Backend, BackendKind, backend};
 pub use builder::{Attr, ModelBuilder};
 pub use image::{Frame, Layout, Preprocess};
 pub use model::{Model, Session, SessionOptions, ValueSpec};
+pub use results::{DecisionTail, ResultLog};
 pub use sample::{Label, Sample};
 pub use source::{FrameSource, ImageDir};
 pub use tensor::Tensor;
 pub use video::{VideoFrame, VideoReader, VideoWriter};
-pub use worker::{FrameStages, HardExampleStore, InferenceWorker, Outcome, ResultLog, WorkerStats};
+pub use worker::{FrameStages, HardExampleStore, InferenceWorker, Outcome, WorkerStats};
 
 /// What went wrong, in the categories of the `inference` interface's `error-code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

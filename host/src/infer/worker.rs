@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Frame;
+use super::results::ResultLog;
 use crate::files::write_atomically;
 use crate::metrics::{Counter, Histogram};
 use crate::plugin::json::prediction_to_json;
@@ -426,45 +427,6 @@ fn png(frame: &Frame) -> anyhow::Result<Vec<u8>> {
             image::ExtendedColorType::Rgb8,
         )?;
     Ok(bytes)
-}
-
-/// Every frame's outcome as JSON lines in `results.jsonl`. Bounded: past `max_bytes` the
-/// file becomes `results.1.jsonl` (replacing the one before) and a new one starts.
-pub struct ResultLog {
-    path: PathBuf,
-    max_bytes: u64,
-    file: std::sync::Mutex<Option<std::fs::File>>,
-}
-
-impl ResultLog {
-    pub fn new(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(ResultLog {
-            path: dir.join("results.jsonl"),
-            max_bytes,
-            file: std::sync::Mutex::new(None),
-        })
-    }
-
-    fn append(&self, line: &serde_json::Value) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        let mut file = self.file.lock().unwrap();
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
-            std::fs::rename(&self.path, self.path.with_extension("1.jsonl"))?;
-            *file = None;
-        }
-        let file = match &mut *file {
-            Some(file) => file,
-            empty => empty.insert(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?,
-            ),
-        };
-        writeln!(file, "{line}")?;
-        Ok(())
-    }
 }
 
 /// Width of a hard example's preview image.

@@ -25,13 +25,14 @@ use super::dataset::{DatasetMonitor, Label, Sample};
 use super::handle::JobHandle;
 use super::split::{EvalSets, split};
 use super::state::{JobState, Stage};
-use super::trigger::{ClockTime, Decision, Trigger};
+use super::trigger::{ClockTime, Decision, PluginConditions, Trigger};
 use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
 use crate::files::write_atomically;
-use crate::infer::{FrameSource, HardExampleStore, InferenceWorker, ResultLog};
+use crate::infer::{DecisionTail, FrameSource, HardExampleStore, InferenceWorker, ResultLog};
 use crate::metrics::{Counter, Histogram};
 use crate::plugin::{
     DirGrant, Estimator, Hem, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source,
+    TriggerCondition,
 };
 
 /// The estimator a job uses unless its train template's `env` names one (`estimator`).
@@ -129,6 +130,9 @@ pub struct LocalJob {
     train_params: Vec<Param>,
     eval_params: Vec<Param>,
     inference: Option<Inference>,
+    /// Without a worker here (`sedna agent`), the decisions of the one in the inference
+    /// Pod, read from its results log on this node.
+    decisions: Option<DecisionTail>,
     poll_period: Duration,
     /// `hotUpdateEnabled`: swap beside the serving model rather than restart the worker.
     hot_update: bool,
@@ -148,6 +152,11 @@ pub struct Inference {
 
 /// Size of the inference results file before it is rotated (one old file is kept).
 const RESULTS_MAX_BYTES: u64 = 64 << 20;
+
+/// Where the inference worker logs every frame's outcome.
+fn results_dir(output: &Path) -> PathBuf {
+    output.join("inference")
+}
 
 /// Hard examples kept on disk before the oldest are deleted.
 const HARD_EXAMPLES_KEPT: usize = 10_000;
@@ -246,16 +255,35 @@ impl LocalJob {
             .find(|d| d.name_any() == spec.dataset.name)
             .expect("references are checked at load");
 
+        // A trigger's plugin conditions, loaded and initialised now: a bad one stops the
+        // job here, naming its field.
+        let plugins = |plugins: &[api::PluginRef], field: &str| -> anyhow::Result<_> {
+            let loaded = plugins
+                .iter()
+                .enumerate()
+                .map(|(i, plugin)| {
+                    let field = format!("{field}[{i}]");
+                    let source = store
+                        .resolve(&plugin.name)
+                        .with_context(|| what(&format!("{field}.name")))?;
+                    let params = params(&plugin.parameters);
+                    Plugin::<TriggerCondition>::load(runtime, &source, params, Sandbox::default())
+                        .with_context(|| what(&field))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(PluginConditions::new(loaded))
+        };
         let train = &spec.train_spec.trigger;
         let train_trigger = Trigger {
             timer: train.timer,
             conditions: vec![train.condition.clone()],
-            plugins: Default::default(),
+            plugins: plugins(&train.plugins, "spec.trainSpec.trigger.plugins")?,
         };
+        let deploy = &spec.deploy_spec.trigger;
         let deploy_trigger = Trigger {
             timer: None,
-            conditions: vec![spec.deploy_spec.trigger.condition.clone()],
-            plugins: Default::default(),
+            conditions: vec![deploy.condition.clone()],
+            plugins: plugins(&deploy.plugins, "spec.deploySpec.trigger.plugins")?,
         };
         let per_class: Vec<String> = PER_CLASS_METRICS
             .iter()
@@ -285,6 +313,7 @@ impl LocalJob {
         let monitor =
             DatasetMonitor::resume(&dataset.spec.url, dataset.spec.format, state.cursor()?);
         let deploy_params = params(&api::parameters(&spec.deploy_spec.template));
+        let decisions = (!with_worker).then(|| DecisionTail::new(&results_dir(&output)));
         let mut job = LocalJob {
             name: job_name,
             spec: Arc::new(job.clone()),
@@ -301,6 +330,7 @@ impl LocalJob {
             train_params,
             eval_params: params(&api::parameters(&spec.eval_spec.template)),
             inference: None,
+            decisions,
             poll_period: Duration::from_secs(spec.deploy_spec.model.poll_period_seconds.max(1)),
             hot_update: spec.deploy_spec.model.hot_update_enabled,
             stage_observer: None,
@@ -470,10 +500,20 @@ impl LocalJob {
             name: "num_of_samples".into(),
             values: vec![pending.len() as f64],
         }];
-        if let Some(inference) = &self.inference {
+        let hard_examples = match (&self.inference, &mut self.decisions) {
+            (Some(inference), _) => Some(inference.worker.recent_decisions()),
+            (None, Some(tail)) => {
+                if let Err(e) = tail.update() {
+                    tracing::warn!(job = %self.name, "the inference results: {e:#}");
+                }
+                Some(tail.recent())
+            }
+            (None, None) => None,
+        };
+        if let Some(values) = hard_examples {
             stats.push(Metric {
                 name: "hard_examples".into(),
-                values: inference.worker.recent_decisions(),
+                values,
             });
         }
         let decision = self.train_trigger.evaluate(&stats, now);
@@ -761,7 +801,7 @@ pub fn inference(
     job: &str,
     runtime: &Runtime,
     deploy_params: &[Param],
-    mining: &api::HardExampleMining,
+    mining: &api::PluginRef,
     estimator: &Source,
     model: &Path,
     output: &Path,
@@ -837,10 +877,7 @@ pub fn inference(
         Slot::new(hem),
         HardExampleStore::open(&he_dir, HARD_EXAMPLES_KEPT)?,
     )
-    .with_results(ResultLog::new(
-        &output.join("inference"),
-        RESULTS_MAX_BYTES,
-    )?);
+    .with_results(ResultLog::new(&results_dir(output), RESULTS_MAX_BYTES)?);
     Ok(Some(Inference {
         worker: Arc::new(worker),
         source: Some(source),

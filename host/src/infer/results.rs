@@ -1,0 +1,212 @@
+//! The inference worker's results log: every frame's outcome as a JSON line, written by
+//! the worker and read back, from another process, for its decisions.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::worker::RECENT_DECISIONS;
+
+/// The log's file; past its bound it is renamed to [`ROTATED`].
+const CURRENT: &str = "results.jsonl";
+/// The previous file (one is kept).
+const ROTATED: &str = "results.1.jsonl";
+
+/// Every frame's outcome as JSON lines in `results.jsonl`. Bounded: past `max_bytes` the
+/// file becomes `results.1.jsonl` (replacing the one before) and a new one starts.
+pub struct ResultLog {
+    path: PathBuf,
+    max_bytes: u64,
+    file: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl ResultLog {
+    pub fn new(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(ResultLog {
+            path: dir.join(CURRENT),
+            max_bytes,
+            file: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub(super) fn append(&self, line: &serde_json::Value) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut file = self.file.lock().unwrap();
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
+            std::fs::rename(&self.path, self.path.with_file_name(ROTATED))?;
+            *file = None;
+        }
+        let file = match &mut *file {
+            Some(file) => file,
+            empty => empty.insert(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            ),
+        };
+        writeln!(file, "{line}")?;
+        Ok(())
+    }
+}
+
+/// The last [`RECENT_DECISIONS`] decisions of a worker in another process, followed
+/// through its results log: the `hard_examples` metric for `sedna agent`, whose
+/// inference worker runs in a Pod on the same node and writes the log there.
+pub struct DecisionTail {
+    dir: PathBuf,
+    /// The file being followed (by its identity, which a rotation keeps) and how much
+    /// of it has been read: whole lines only.
+    reading: Option<(FileId, u64)>,
+    recent: VecDeque<bool>,
+}
+
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl DecisionTail {
+    /// Follows the log the worker keeps in `dir`; nothing is read before [`Self::update`].
+    pub fn new(dir: &Path) -> Self {
+        DecisionTail {
+            dir: dir.to_path_buf(),
+            reading: None,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Reads the decisions written since the last update: the rest of the file it was
+    /// reading (found under its rotated name if the log rotated meanwhile), then the
+    /// current file. The first update reads the rotated file and the current one whole.
+    /// Lines without a decision (a frame that failed) or that are not JSON are skipped.
+    pub fn update(&mut self) -> anyhow::Result<()> {
+        let (current, rotated) = (self.dir.join(CURRENT), self.dir.join(ROTATED));
+        let Some(current_id) = file_id(&current) else {
+            return Ok(()); // the worker has written nothing yet
+        };
+        let from = match self.reading {
+            Some((id, offset)) if id == current_id => offset,
+            Some((id, offset)) => {
+                if file_id(&rotated) == Some(id) {
+                    self.read(&rotated, offset)?;
+                }
+                0
+            }
+            None => {
+                if rotated.exists() {
+                    self.read(&rotated, 0)?;
+                }
+                0
+            }
+        };
+        let read_to = self.read(&current, from)?;
+        self.reading = Some((current_id, read_to));
+        Ok(())
+    }
+
+    /// The decisions, oldest first, as 1 (hard) and 0.
+    pub fn recent(&self) -> Vec<f64> {
+        self.recent
+            .iter()
+            .map(|&hard| f64::from(u8::from(hard)))
+            .collect()
+    }
+
+    /// Reads `path`'s whole lines from `offset` (from the start if the file is now
+    /// shorter: it was replaced) and returns where the last whole line ends.
+    fn read(&mut self, path: &Path, offset: u64) -> anyhow::Result<u64> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let offset = if file.metadata()?.len() < offset {
+            0
+        } else {
+            offset
+        };
+        let mut reader = BufReader::new(file);
+        reader.seek(SeekFrom::Start(offset))?;
+        let (mut at, mut line) = (offset, Vec::new());
+        loop {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line)?;
+            if read == 0 || line.last() != Some(&b'\n') {
+                return Ok(at); // the end, or a line still being written
+            }
+            at += read as u64;
+            let hard = serde_json::from_slice::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|entry| entry["hard"].as_bool());
+            if let Some(hard) = hard {
+                if self.recent.len() == RECENT_DECISIONS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(hard);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decision(hard: bool) -> serde_json::Value {
+        json!({"frame": "f", "hard": hard, "prediction": []})
+    }
+
+    #[test]
+    fn the_tail_follows_appends_and_rotations_and_skips_what_is_not_a_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tail = DecisionTail::new(dir.path());
+        tail.update().unwrap();
+        assert!(tail.recent().is_empty(), "no log yet: no decisions");
+
+        // Small enough that every few lines rotate the file.
+        let log = ResultLog::new(dir.path(), 150).unwrap();
+        log.append(&decision(true)).unwrap();
+        log.append(&json!({"frame": "g", "error": "cannot decode"}))
+            .unwrap();
+        log.append(&decision(false)).unwrap();
+        tail.update().unwrap();
+        assert_eq!(tail.recent(), [1.0, 0.0]);
+
+        // A line still being written is read once it is whole.
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(CURRENT))
+            .unwrap();
+        write!(file, "{{\"frame\": \"h\", \"ha").unwrap();
+        tail.update().unwrap();
+        assert_eq!(tail.recent(), [1.0, 0.0]);
+        writeln!(file, "rd\": true}}").unwrap();
+        writeln!(file, "not json").unwrap();
+        tail.update().unwrap();
+        assert_eq!(tail.recent(), [1.0, 0.0, 1.0]);
+
+        // Appends across rotations: nothing is lost or read twice.
+        for i in 0..10 {
+            log.append(&decision(i % 3 == 0)).unwrap();
+            if i % 4 == 0 {
+                tail.update().unwrap();
+            }
+        }
+        tail.update().unwrap();
+        let expected: Vec<f64> = [1.0, 0.0, 1.0]
+            .into_iter()
+            .chain((0..10).map(|i| f64::from(u8::from(i % 3 == 0))))
+            .collect();
+        assert_eq!(tail.recent(), expected);
+        assert!(dir.path().join(ROTATED).exists(), "the log rotated");
+
+        // A new reader starts from what the two files hold.
+        let mut fresh = DecisionTail::new(dir.path());
+        fresh.update().unwrap();
+        let held = fresh.recent();
+        assert!(!held.is_empty() && expected.ends_with(&held), "{held:?}");
+    }
+}
