@@ -46,9 +46,18 @@ impl ResultLog {
                     .open(&self.path)?,
             ),
         };
-        writeln!(file, "{line}")?;
+        file.write_all(&json_line(line))?;
         Ok(())
     }
+}
+
+/// `value` as one JSON line, to be written with one `write`: formatting straight into a
+/// file writes each token on its own (hundreds of system calls a frame), and a reader
+/// following the file could see a line half written.
+pub(super) fn json_line(value: &serde_json::Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).expect("a JSON value serializes");
+    line.push(b'\n');
+    line
 }
 
 /// The last [`RECENT_DECISIONS`] decisions of a worker in another process, followed

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Frame;
-use super::results::ResultLog;
+use super::results::{ResultLog, json_line};
 use crate::files::write_atomically;
 use crate::metrics::{Counter, Histogram};
 use crate::plugin::json::prediction_to_json;
@@ -401,7 +401,7 @@ impl KeptOnDisk {
             .create(true)
             .append(true)
             .open(self.dir.join("index.jsonl"))?;
-        writeln!(index, "{line}")?;
+        index.write_all(&json_line(&line))?;
         let mut kept = self.kept.lock().unwrap();
         kept.push_back(image);
         while kept.len() > self.capacity {
