@@ -345,6 +345,15 @@ fn a_trigger_plugin_that_is_missing_or_refuses_its_parameters_stops_the_job_at_l
             && error.contains("1.5"),
         "{error}"
     );
+    let ratio = r#"{name: HardExampleRatio, parameters: [{key: window, value: "4"}, {key: ratio, value: "1.5"}]}"#;
+    job.edit(ratio, &vec![ratio; 16].join(", "));
+    let error = opened(&job);
+    assert!(
+        error.contains("field `spec.trainSpec.trigger.plugins`")
+            && error.contains("at most 16 conditions"),
+        "{error}"
+    );
+    job.edit(&vec![ratio; 16].join(", "), ratio);
     job.edit("name: HardExampleRatio", "name: NoSuchCondition");
     let error = opened(&job);
     assert!(

@@ -233,8 +233,8 @@ pub struct DeployTrigger {
     pub plugins: Vec<PluginRef>,
 }
 
-/// A plugin by built-in name (`IBT`), store name (`name@version`) or `.wasm` path, with
-/// its parameters as Sedna writes them.
+/// A plugin by built-in name (`IBT`, `HardExampleRatio`), store name (`name@version`) or
+/// `.wasm` path, with its parameters as Sedna writes them.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRef {

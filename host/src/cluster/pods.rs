@@ -28,17 +28,26 @@ const MAX_LABEL_VALUE: usize = 63;
 const MAX_NAME: usize = 253;
 
 /// The [`JOB_LABEL`] value of a job: its name, or for a name longer than a label value
-/// may be (a job's name may be 253 characters), its first 54 characters and a hash of the
-/// whole name, so that two long names stay apart.
+/// may be (a job's name may be 253 characters), its first 54 characters, `_` and a hash
+/// of the whole name. Two long names stay apart, and no job can be named like a long
+/// one's label (`_` is not allowed in names), so a label never selects another job's Pods.
 pub fn job_label(job_name: &str) -> String {
-    if job_name.len() <= MAX_LABEL_VALUE {
-        return job_name.to_string();
+    long_name(job_name, '_')
+}
+
+/// `name` if it fits a label value, else its first characters, `separator` and a hash.
+fn long_name(name: &str, separator: char) -> String {
+    if name.len() <= MAX_LABEL_VALUE {
+        return name.to_string();
     }
     use sha2::Digest as _;
-    let hash = hex::encode(&sha2::Sha256::digest(job_name.as_bytes())[..4]);
-    // A label value ends in a letter or a digit; a name's characters are ASCII.
-    let prefix = job_name[..MAX_LABEL_VALUE - hash.len() - 1].trim_end_matches(['-', '.']);
-    format!("{prefix}-{hash}")
+    let hash = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..4]);
+    // A label value ends in a letter or a digit; Kubernetes names are ASCII.
+    let prefix: String = name
+        .chars()
+        .take(MAX_LABEL_VALUE - hash.len() - 1)
+        .collect();
+    format!("{}{separator}{hash}", prefix.trim_end_matches(['-', '.']))
 }
 
 /// The workers a job's Pods run (`sedna worker train|eval|infer`).
@@ -68,7 +77,8 @@ impl Worker {
     }
 
     /// `<job>-train-<round>`, `<job>-eval-<round>`, `<job>-infer`; for a job whose name
-    /// leaves no room for that (a name is at most 253 characters), its [`job_label`].
+    /// leaves no room for that (a name is at most 253 characters), a shortened name
+    /// (as [`job_label`], with `-`: a Pod's name allows no `_`).
     pub fn pod_name(self, job: &str, round: Option<u64>) -> String {
         let suffix = match round {
             Some(round) => format!("-{}-{round}", self.name()),
@@ -77,7 +87,7 @@ impl Worker {
         if job.len() + suffix.len() <= MAX_NAME {
             format!("{job}{suffix}")
         } else {
-            format!("{}{suffix}", job_label(job))
+            format!("{}{suffix}", long_name(job, '-'))
         }
     }
 
@@ -262,14 +272,19 @@ mod tests {
                 ends(label.chars().next()) && ends(label.chars().last()),
                 "{label}"
             );
-            assert!(!label.contains("--") && !label.contains(".-"), "{label}");
+            assert!(!label.contains("-_") && !label.contains("._"), "{label}");
+            assert!(label.contains('_'), "no job can be named {label}");
         }
 
         assert_eq!(Worker::Train.pod_name("helmet", Some(7)), "helmet-train-7");
         let longest = "j".repeat(253);
         let pod = Worker::Train.pod_name(&longest, Some(7));
         assert!(pod.len() <= 253 && pod.ends_with("-train-7"), "{pod}");
-        assert_eq!(pod, format!("{}-train-7", job_label(&longest)));
+        assert_eq!(
+            pod,
+            format!("{}-train-7", job_label(&longest).replace('_', "-"))
+        );
+        assert!(!pod.contains('_'), "{pod}");
     }
 
     #[test]

@@ -33,9 +33,14 @@ impl ResultLog {
     pub(super) fn append(&self, line: &serde_json::Value) -> anyhow::Result<()> {
         use std::io::Write as _;
         let mut file = self.file.lock().unwrap();
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
-            std::fs::rename(&self.path, self.path.with_file_name(ROTATED))?;
-            *file = None;
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.len() >= self.max_bytes => {
+                std::fs::rename(&self.path, self.path.with_file_name(ROTATED))?;
+                *file = None;
+            }
+            Ok(_) => {}
+            // Deleted under us: start a new one rather than write where nobody reads.
+            Err(_) => *file = None,
         }
         let file = match &mut *file {
             Some(file) => file,
@@ -62,20 +67,41 @@ pub(super) fn json_line(value: &serde_json::Value) -> Vec<u8> {
 
 /// The last [`RECENT_DECISIONS`] decisions of a worker in another process, followed
 /// through its results log: the `hard_examples` metric for `sedna agent`, whose
-/// inference worker runs in a Pod on the same node and writes the log there.
+/// inference worker runs in a Pod on the same node and writes the log there. Unlike an
+/// in-process worker's, they include what the log held when the tail started (the
+/// window survives a restart of the agent).
 pub struct DecisionTail {
     dir: PathBuf,
-    /// The file being followed (by its identity, which a rotation keeps) and how much
-    /// of it has been read: whole lines only.
-    reading: Option<(FileId, u64)>,
+    /// The file being followed, kept open so that it can be read to its end after the
+    /// log rotated it away (a rename, or its deletion at the next rotation).
+    following: Option<Followed>,
     recent: VecDeque<bool>,
 }
 
-type FileId = (u64, u64);
+struct Followed {
+    file: BufReader<std::fs::File>,
+    /// Device and inode, taken from the open file.
+    id: (u64, u64),
+    /// Where the whole lines read so far end.
+    offset: u64,
+}
 
-fn file_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+impl Followed {
+    /// `path` opened, or `None` when there is no such file (yet).
+    fn open(path: &Path) -> anyhow::Result<Option<Self>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        let meta = file.metadata()?;
+        Ok(Some(Followed {
+            file: BufReader::new(file),
+            id: (meta.dev(), meta.ino()),
+            offset: 0,
+        }))
+    }
 }
 
 impl DecisionTail {
@@ -83,38 +109,34 @@ impl DecisionTail {
     pub fn new(dir: &Path) -> Self {
         DecisionTail {
             dir: dir.to_path_buf(),
-            reading: None,
+            following: None,
             recent: VecDeque::new(),
         }
     }
 
     /// Reads the decisions written since the last update: the rest of the file it was
-    /// reading (found under its rotated name if the log rotated meanwhile), then the
-    /// current file. The first update reads the rotated file and the current one whole.
+    /// following, then, if the log rotated meanwhile, the rotated file (unless that is
+    /// the one it followed) and the current one. The first update reads both files whole.
     /// Lines without a decision (a frame that failed) or that are not JSON are skipped.
     pub fn update(&mut self) -> anyhow::Result<()> {
-        let (current, rotated) = (self.dir.join(CURRENT), self.dir.join(ROTATED));
-        let Some(current_id) = file_id(&current) else {
+        let Some(current) = Followed::open(&self.dir.join(CURRENT))? else {
             return Ok(()); // the worker has written nothing yet
         };
-        let from = match self.reading {
-            Some((id, offset)) if id == current_id => offset,
-            Some((id, offset)) => {
-                if file_id(&rotated) == Some(id) {
-                    self.read(&rotated, offset)?;
-                }
-                0
-            }
-            None => {
-                if rotated.exists() {
-                    self.read(&rotated, 0)?;
-                }
-                0
-            }
-        };
-        let read_to = self.read(&current, from)?;
-        self.reading = Some((current_id, read_to));
-        Ok(())
+        let followed = self.following.as_ref().map(|f| f.id);
+        if followed == Some(current.id) {
+            return self.read_followed();
+        }
+        // The log rotated (or this is the first update). What the followed file got
+        // before its rename is complete now that the current file exists: finish it.
+        self.read_followed()?;
+        if let Some(rotated) = Followed::open(&self.dir.join(ROTATED))?
+            && Some(rotated.id) != followed
+        {
+            self.following = Some(rotated);
+            self.read_followed()?;
+        }
+        self.following = Some(current);
+        self.read_followed()
     }
 
     /// The decisions, oldest first, as 1 (hard) and 0.
@@ -125,26 +147,24 @@ impl DecisionTail {
             .collect()
     }
 
-    /// Reads `path`'s whole lines from `offset` (from the start if the file is now
-    /// shorter: it was replaced) and returns where the last whole line ends.
-    fn read(&mut self, path: &Path, offset: u64) -> anyhow::Result<u64> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let offset = if file.metadata()?.len() < offset {
-            0
-        } else {
-            offset
+    /// Reads the followed file's whole lines from where it stopped, moving its offset
+    /// past each line read (so that an error midway loses nor repeats nothing).
+    fn read_followed(&mut self) -> anyhow::Result<()> {
+        let Some(followed) = self.following.as_mut() else {
+            return Ok(());
         };
-        let mut reader = BufReader::new(file);
-        reader.seek(SeekFrom::Start(offset))?;
-        let (mut at, mut line) = (offset, Vec::new());
+        if followed.file.get_ref().metadata()?.len() < followed.offset {
+            followed.offset = 0; // truncated in place: read it again from its start
+        }
+        followed.file.seek(SeekFrom::Start(followed.offset))?;
+        let mut line = Vec::new();
         loop {
             line.clear();
-            let read = reader.read_until(b'\n', &mut line)?;
+            let read = followed.file.read_until(b'\n', &mut line)?;
             if read == 0 || line.last() != Some(&b'\n') {
-                return Ok(at); // the end, or a line still being written
+                return Ok(()); // the end, or a line still being written
             }
-            at += read as u64;
+            followed.offset += read as u64;
             let hard = serde_json::from_slice::<serde_json::Value>(&line)
                 .ok()
                 .and_then(|entry| entry["hard"].as_bool());
@@ -205,12 +225,21 @@ mod tests {
             }
         }
         tail.update().unwrap();
-        let expected: Vec<f64> = [1.0, 0.0, 1.0]
+        let mut expected: Vec<f64> = [1.0, 0.0, 1.0]
             .into_iter()
             .chain((0..10).map(|i| f64::from(u8::from(i % 3 == 0))))
             .collect();
         assert_eq!(tail.recent(), expected);
         assert!(dir.path().join(ROTATED).exists(), "the log rotated");
+
+        // Two rotations between two updates: the followed file is read to its end though
+        // it is gone, then the rotated one whole, then the current one.
+        for i in 0..10 {
+            log.append(&decision(i % 2 == 0)).unwrap();
+        }
+        tail.update().unwrap();
+        expected.extend((0..10).map(|i| f64::from(u8::from(i % 2 == 0))));
+        assert_eq!(tail.recent(), expected);
 
         // A new reader starts from what the two files hold.
         let mut fresh = DecisionTail::new(dir.path());

@@ -25,7 +25,7 @@ use super::dataset::{DatasetMonitor, Label, Sample};
 use super::handle::JobHandle;
 use super::split::{EvalSets, split};
 use super::state::{JobState, Stage};
-use super::trigger::{ClockTime, Decision, PluginConditions, Trigger};
+use super::trigger::{ClockTime, Decision, MAX_CONDITIONS, PluginConditions, Trigger};
 use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
 use crate::files::write_atomically;
 use crate::infer::{DecisionTail, FrameSource, HardExampleStore, InferenceWorker, ResultLog};
@@ -258,6 +258,13 @@ impl LocalJob {
         // A trigger's plugin conditions, loaded and initialised now: a bad one stops the
         // job here, naming its field.
         let plugins = |plugins: &[api::PluginRef], field: &str| -> anyhow::Result<_> {
+            if plugins.len() >= MAX_CONDITIONS {
+                bail!(
+                    "{}: a trigger holds at most {MAX_CONDITIONS} conditions, its `condition` and {} plugins",
+                    what(field),
+                    MAX_CONDITIONS - 1
+                );
+            }
             let loaded = plugins
                 .iter()
                 .enumerate()

@@ -36,6 +36,9 @@ pub struct Service {
     token: Token,
     jobs: Vec<JobHandle>,
     max_upload: usize,
+    /// Held by a bind and by a removal, so that a plugin cannot be removed while a bind
+    /// of it is on its way into a slot.
+    binding: std::sync::Mutex<()>,
 }
 
 impl Service {
@@ -46,6 +49,7 @@ impl Service {
             token,
             jobs,
             max_upload: DEFAULT_MAX_UPLOAD,
+            binding: Default::default(),
         }
     }
 

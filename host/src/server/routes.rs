@@ -406,6 +406,7 @@ impl Service {
     /// Removes a stored plugin that no job's slot holds: one in use stays, so that the
     /// store never lists less than what runs.
     fn remove(&self, name: &str, version: &str) -> Result<(), HttpError> {
+        let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
         self.stored(name, version)?;
         let reference = format!("{name}@{version}");
         if let Some((job, slot)) = self
@@ -470,6 +471,7 @@ impl Service {
     }
 
     fn bind(&self, job: &str, slot: &str, request: BindRequest) -> Result<Bound, HttpError> {
+        let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
         let job = self.job(job)?;
         let slot: SlotName = slot
             .parse()

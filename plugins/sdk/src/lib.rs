@@ -95,7 +95,8 @@ impl Detections {
     }
 
     /// The boxes as Sedna's rows `([x1, y1, x2, y2], score, label)`. A trailing partial
-    /// row is left out; a label that is not a whole number is cut to one.
+    /// row is left out; a label that is not a whole number is cut to one (a negative one
+    /// to 0).
     pub fn rows(&self) -> impl ExactSizeIterator<Item = ([f32; 4], f32, u32)> + '_ {
         self.rows
             .chunks_exact(ROW)
