@@ -190,6 +190,7 @@ pub struct TrainTrigger {
     pub condition: Condition,
     /// `trigger-condition` plugins, each ANDed with `condition` (Sedna has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::learn::trigger::MAX_PLUGINS))]
     pub plugins: Vec<PluginRef>,
 }
 
@@ -230,6 +231,7 @@ pub struct DeployTrigger {
     pub condition: Condition,
     /// `trigger-condition` plugins, each ANDed with `condition` (Sedna has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::learn::trigger::MAX_PLUGINS))]
     pub plugins: Vec<PluginRef>,
 }
 

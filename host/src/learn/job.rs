@@ -25,7 +25,7 @@ use super::dataset::{DatasetMonitor, Label, Sample};
 use super::handle::JobHandle;
 use super::split::{EvalSets, split};
 use super::state::{JobState, Stage};
-use super::trigger::{ClockTime, Decision, MAX_CONDITIONS, PluginConditions, Trigger};
+use super::trigger::{ClockTime, Decision, MAX_CONDITIONS, MAX_PLUGINS, PluginConditions, Trigger};
 use crate::api::{self, IncrementalLearningJob, KeyValue, Resources};
 use crate::files::write_atomically;
 use crate::infer::{DecisionTail, FrameSource, HardExampleStore, InferenceWorker, ResultLog};
@@ -258,11 +258,10 @@ impl LocalJob {
         // A trigger's plugin conditions, loaded and initialised now: a bad one stops the
         // job here, naming its field.
         let plugins = |plugins: &[api::PluginRef], field: &str| -> anyhow::Result<_> {
-            if plugins.len() >= MAX_CONDITIONS {
+            if plugins.len() > MAX_PLUGINS {
                 bail!(
-                    "{}: a trigger holds at most {MAX_CONDITIONS} conditions, its `condition` and {} plugins",
-                    what(field),
-                    MAX_CONDITIONS - 1
+                    "{}: a trigger holds at most {MAX_CONDITIONS} conditions, its `condition` and {MAX_PLUGINS} plugins",
+                    what(field)
                 );
             }
             let loaded = plugins

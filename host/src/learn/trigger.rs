@@ -21,6 +21,8 @@ use crate::plugin::{Metric, Plugin, TriggerCondition};
 const EPSILON: f64 = 1e-6;
 /// Conditions one trigger may hold: a bounded list (Sedna's is unbounded).
 pub const MAX_CONDITIONS: usize = 16;
+/// Plugin conditions a trigger may name beside its own condition.
+pub const MAX_PLUGINS: usize = MAX_CONDITIONS - 1;
 
 /// Lets serde read these types from strings through their `FromStr`, keeping its errors,
 /// and write them as their `Display`; in a CRD's schema they are strings matching
