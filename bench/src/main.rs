@@ -87,14 +87,24 @@ fn main() -> anyhow::Result<()> {
 
 /// Runs this program again with `args`, on `backend`, and reads the JSON it prints.
 fn child<T: serde::de::DeserializeOwned>(backend: &str, args: &[&str]) -> anyhow::Result<T> {
-    let output = Command::new(std::env::current_exe()?)
-        .args(args)
-        .env(BACKEND_ENV, backend)
-        .env("SEDNA_LOG", "warn")
-        .output()?;
+    json_output(
+        Command::new(std::env::current_exe()?)
+            .args(args)
+            .env(BACKEND_ENV, backend)
+            .env("SEDNA_LOG", "warn"),
+        &format!("{args:?} on {backend}"),
+    )
+}
+
+/// Runs `command` (`what` in the error) and reads the JSON it prints.
+pub fn json_output<T: serde::de::DeserializeOwned>(
+    command: &mut Command,
+    what: &str,
+) -> anyhow::Result<T> {
+    let output = command.output()?;
     anyhow::ensure!(
         output.status.success(),
-        "{args:?} on {backend} failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(serde_json::from_slice(&output.stdout)?)

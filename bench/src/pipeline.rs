@@ -148,8 +148,8 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
     let options = SessionOptions::default();
     let mut session = Model::load(&args.model)?.session(&options)?;
     let spec = Preprocess {
-        width: 640,
-        height: 352,
+        width: helmet_detection::scene::WIDTH,
+        height: helmet_detection::scene::HEIGHT,
         letterbox: false,
         mean: [0.0; 3],
         std: [1.0; 3],

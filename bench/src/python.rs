@@ -68,26 +68,22 @@ impl Loop<'_> {
         let params: std::collections::HashMap<_, _> =
             helmet_detection::demo::PARAMS.into_iter().collect();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python_loop.py");
-        let output = Command::new(python)
-            .arg(script)
-            .arg("--model")
-            .arg(self.model)
-            .arg("--frames")
-            .arg(self.frames)
-            .arg("--out")
-            .arg(self.out)
-            .args(["--rounds", &self.rounds.to_string()])
-            .args(["--threads", &self.threads.to_string()])
-            .args(["--obj-threshold", params["obj_threshold"]])
-            .args(["--nms-threshold", params["nms_threshold"]])
-            .args(["--threshold-img", &img.to_string()])
-            .args(["--threshold-box", &boxes.to_string()])
-            .output()?;
-        anyhow::ensure!(
-            output.status.success(),
-            "the Python loop failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(serde_json::from_slice(&output.stdout)?)
+        crate::json_output(
+            Command::new(python)
+                .arg(script)
+                .arg("--model")
+                .arg(self.model)
+                .arg("--frames")
+                .arg(self.frames)
+                .arg("--out")
+                .arg(self.out)
+                .args(["--rounds", &self.rounds.to_string()])
+                .args(["--threads", &self.threads.to_string()])
+                .args(["--obj-threshold", params["obj_threshold"]])
+                .args(["--nms-threshold", params["nms_threshold"]])
+                .args(["--threshold-img", &img.to_string()])
+                .args(["--threshold-box", &boxes.to_string()]),
+            "the Python loop",
+        )
     }
 }
