@@ -25,7 +25,7 @@ use std::process::Command;
 use clap::{Parser, Subcommand};
 use helmet_detection::demo::{self, Sizes};
 use helmet_detection::lab::Lab;
-use sedna::infer::backend::BACKEND_ENV;
+use sedna::media::backend::BACKEND_ENV;
 
 #[derive(Parser)]
 #[command(about = "Sedna for Rust's benchmarks in one run (see BENCHMARKS.md)")]
@@ -185,9 +185,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let rounds = cli.rounds.to_string();
     let frames_count = std::fs::read_to_string(&frames)?.lines().count();
 
-    let active = sedna::infer::backend().map_err(anyhow::Error::msg)?;
+    let active = sedna::media::backend().map_err(anyhow::Error::msg)?;
     let mut backends = vec![];
-    if active.kind == sedna::infer::BackendKind::OnnxRuntime {
+    if active.kind == sedna::media::BackendKind::OnnxRuntime {
         backends.push("onnxruntime");
     } else {
         eprintln!(

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use helmet_detection::demo;
-use sedna::api::PluginRef;
-use sedna::infer::FrameSource;
-use sedna::infer::{Frame, InferenceWorker, Layout, Model, Preprocess, SessionOptions};
-use sedna::learn::job::inference;
+use sedna::spec::PluginRef;
+use sedna::pipeline::FrameSource;
+use sedna::media::{Frame, Layout, Model, Preprocess, SessionOptions};
+use sedna::pipeline::InferenceWorker;
+use sedna::learn::{Layout, ServingPlan};
 use sedna::plugin::json::parse_prediction;
 use sedna::plugin::{Builtin, Param, PluginStore, Prediction, Runtime, RuntimeConfig};
 use serde::{Deserialize, Serialize};
@@ -67,11 +68,11 @@ pub fn mining() -> PluginRef {
     PluginRef {
         name: "IBT".into(),
         parameters: vec![
-            sedna::api::KeyValue {
+            sedna::spec::KeyValue {
                 key: "threshold_img".into(),
                 value: img.to_string(),
             },
-            sedna::api::KeyValue {
+            sedna::spec::KeyValue {
                 key: "threshold_box".into(),
                 value: boxes.to_string(),
             },
@@ -99,16 +100,15 @@ fn worker(
     });
     let store = PluginStore::open(&out.join("home"))?;
     let onnx = Builtin::find("ONNX").expect("built in").source();
-    let served = inference(
-        "bench",
-        runtime,
-        &params,
-        &mining(),
-        &onnx,
+    let served = ServingPlan {
+        job: "bench",
+        deploy_params: &params,
+        mining: &mining(),
+        estimator: &onnx,
         model,
-        out,
-        &store,
-    )?
+        layout: &Layout::new(out),
+    }
+    .open(runtime, &store)?
     .expect("a folder of frames is a source");
     Ok(served.worker)
 }
@@ -135,7 +135,7 @@ fn ms_per_frame(started: Instant, frames: usize) -> f64 {
 }
 
 pub fn measure(args: &Args) -> anyhow::Result<Report> {
-    let backend = sedna::infer::backend().map_err(anyhow::Error::msg)?;
+    let backend = sedna::media::backend().map_err(anyhow::Error::msg)?;
     let paths: Vec<PathBuf> = std::fs::read_to_string(&args.frames)?
         .lines()
         .map(PathBuf::from)

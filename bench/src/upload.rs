@@ -117,7 +117,7 @@ pub fn measure(model: &Path, frame: &Path, rounds: usize) -> Upload {
     })
     .unwrap();
     let store = PluginStore::open(&root.join("home")).unwrap();
-    let resources = sedna::api::load(&[yaml]).unwrap();
+    let resources = sedna::spec::load(&[yaml]).unwrap();
     let mut job = LocalJob::open(&resources, None, &runtime, &store).unwrap();
     let handle = job.handle();
     let worker = handle.worker.clone().unwrap();

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sedna::infer::backend::BACKEND_ENV;
-use sedna::infer::{Frame, Layout, Model, Preprocess, SessionOptions};
+use sedna::media::backend::BACKEND_ENV;
+use sedna::media::{Frame, Layout, Model, Preprocess, SessionOptions};
 use sedna::plugin::{Builtin, Estimator, Param, Plugin, Runtime, RuntimeConfig, Sandbox};
 
 mod support;
@@ -34,11 +34,11 @@ fn per_frame(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let backend = sedna::infer::backend().expect("an ONNX backend");
+    let backend = sedna::media::backend().expect("an ONNX backend");
     for (name, layers) in [("0.19 GMAC", SMALL), ("1.3 GMAC", TINY_YOLO_CLASS)] {
         measure(backend, name, layers);
     }
-    if std::env::var_os(BACKEND_ENV).is_none() && backend.kind != sedna::infer::BackendKind::Tract {
+    if std::env::var_os(BACKEND_ENV).is_none() && backend.kind != sedna::media::BackendKind::Tract {
         let status = Command::new(std::env::current_exe().unwrap())
             .args(std::env::args().skip(1))
             .env(BACKEND_ENV, "tract")
@@ -48,7 +48,7 @@ fn main() {
     }
 }
 
-fn measure(backend: &sedna::infer::Backend, name: &str, layers: &[(usize, usize, i64)]) {
+fn measure(backend: &sedna::media::Backend, name: &str, layers: &[(usize, usize, i64)]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("detector.onnx");
     detector(layers).save(&path).unwrap();

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sedna::infer::{Frame, HardExampleStore, InferenceWorker};
+use sedna::media::Frame;
+use sedna::pipeline::{HardExampleStore, InferenceWorker};
 use sedna::plugin::{
     Builtin, Estimator, Hem, Param, Plugin, Prediction, Runtime, RuntimeConfig, Sandbox, Slot,
 };

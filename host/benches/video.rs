@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use image::RgbImage;
-use sedna::infer::{VideoReader, VideoWriter};
+use sedna::media::{VideoReader, VideoWriter};
 
 const FRAMES: u32 = 250;
 const RUNS: usize = 5;

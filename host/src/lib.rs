@@ -3,13 +3,36 @@
 //! A native host that runs KubeEdge Sedna's incremental-learning loop and loads its
 //! algorithms (estimators, hard-example miners, trigger conditions) as sandboxed
 //! WebAssembly components defined by the WIT contract in `wit/`.
+//!
+//! # Layers
+//!
+//! Each folder owns one concern and imports only the layers below it (top to bottom, the
+//! way data flows: source -> frame -> estimator -> HEM -> hard examples -> labels ->
+//! dataset -> trigger -> train -> eval -> deploy):
+//!
+//! | layer        | owns                                                                 | imports |
+//! |--------------|----------------------------------------------------------------------|---------|
+//! | [`cli`]      | clap types and dispatch                                              | all below |
+//! | [`server`]   | the HTTP API: `router()`, typed errors, auth, `/metrics` (feature `server`) | learn, plugin, pipeline, media |
+//! | [`cluster`]  | Kubernetes: the Pod env contract, controller, agent, worker bodies (feature `cluster`) | learn, pipeline, plugin, media, spec |
+//! | [`learn`]    | the job: setup, stages, output layout, run loop, state, dataset, split, triggers, status, labels | pipeline, plugin, media, spec |
+//! | [`pipeline`] | frame sources, the inference worker, hard-example store, results log | plugin, media |
+//! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | media |
+//! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | (support) |
+//! | [`spec`]     | Sedna's resources and value types (conditions, timers, stages)       | nothing |
+//!
+//! [`files`] and [`metrics`] are support modules every layer may use: atomic writes, and
+//! counters and histograms. No file imports a layer above its own, and no two files
+//! import each other.
 
-pub mod api;
 pub mod cli;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod files;
-pub mod infer;
 pub mod learn;
+pub mod media;
 pub mod metrics;
+pub mod pipeline;
 pub mod plugin;
 pub mod server;
+pub mod spec;

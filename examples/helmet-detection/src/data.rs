@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use sedna::infer::{Label, Sample};
+use sedna::media::{Label, Sample};
 
 use crate::scene::{self, Look};
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sedna::cli::progress::RoundProgress;
-use sedna::infer::{InferenceWorker, Sample, VideoWriter};
+use sedna::media::{Sample, VideoWriter};
+use sedna::pipeline::InferenceWorker;
 use sedna::learn::trigger::ClockTime;
 use sedna::learn::{Checked, LocalJob};
 use sedna::plugin::{Metric, PluginStore};
@@ -272,7 +273,7 @@ pub fn run(out: &Path, sizes: &Sizes) -> anyhow::Result<Outcome> {
     std::fs::write(&yaml, job_yaml(out, &base, sizes))?;
 
     println!("[4/5] the job: streaming, mining, labelling, training, deploying");
-    let resources = sedna::api::load(std::slice::from_ref(&yaml))?;
+    let resources = sedna::spec::load(std::slice::from_ref(&yaml))?;
     let store = PluginStore::open(&out.join("home"))?;
     let mut job = LocalJob::open(&resources, None, lab.runtime(), &store)?;
     let progress = RoundProgress::attach(&mut job);

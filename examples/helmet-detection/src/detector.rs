@@ -9,7 +9,7 @@
 //! 4x4 patches of the 32x32 window around it. Distinct colours land in distinct
 //! features, so learning a new colour leaves what the head knows of the others alone.
 
-use sedna::infer::{Attr, Model, ModelBuilder, Tensor};
+use sedna::media::{Attr, Model, ModelBuilder, Tensor};
 
 use crate::scene::{CLASSES, HEIGHT, WIDTH};
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sedna::learn::job::estimator_on;
+use sedna::learn::estimator::estimator_on;
 use sedna::plugin::{Builtin, Estimator, Metric, Param, Plugin, Runtime};
 
 pub struct Lab {

@@ -1,7 +1,7 @@
 //! What the benches share: detector models of a given cost at the seed's input size.
 #![allow(dead_code)]
 
-use sedna::infer::{Attr, Model, ModelBuilder, Tensor};
+use sedna::media::{Attr, Model, ModelBuilder, Tensor};
 
 pub const CLASSES: usize = 4;
 

@@ -1,4 +1,6 @@
-//! The `sedna` command line.
+//! The `sedna` command line: clap types and dispatch to the layers below. Without the
+//! `cluster` feature there are no `controller`, `agent` and `worker` commands; without
+//! `server`, no `--listen` and no client for `--host`.
 
 mod label;
 mod plugin;
@@ -6,6 +8,9 @@ mod predict;
 pub mod progress;
 mod remote;
 mod run;
+#[cfg(feature = "server")]
+mod serve;
+#[cfg(feature = "cluster")]
 mod worker;
 
 use std::io::IsTerminal;
@@ -55,15 +60,19 @@ enum Command {
     Crds,
     /// On Kubernetes: run IncrementalLearningJobs' Pods and stages (Sedna's
     /// GlobalManager role).
+    #[cfg(feature = "cluster")]
     Controller(Controller),
     /// On Kubernetes, one per node: count the samples of the datasets on this node, fire
     /// the train trigger and decide deploys (Sedna's LocalController role).
+    #[cfg(feature = "cluster")]
     Agent(Agent),
     /// The worker a job's Pod runs, set up by the controller's env variables.
+    #[cfg(feature = "cluster")]
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
 }
 
+#[cfg(feature = "cluster")]
 #[derive(clap::Args)]
 pub struct Controller {
     /// Only this namespace's jobs (else every namespace's).
@@ -71,6 +80,7 @@ pub struct Controller {
     namespace: Option<String>,
 }
 
+#[cfg(feature = "cluster")]
 #[derive(clap::Args)]
 pub struct Agent {
     /// This node's name (in a DaemonSet: from the downward API, `spec.nodeName`).
@@ -86,6 +96,7 @@ pub struct Agent {
 }
 
 /// Runs `work` with a Kubernetes client from the Pod's service account or the kubeconfig.
+#[cfg(feature = "cluster")]
 fn with_cluster<F, Fut>(work: F) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(kube::Client) -> Fut,
@@ -141,14 +152,14 @@ pub fn parse_params(params: &[String]) -> anyhow::Result<Vec<Param>> {
 fn doctor(context: &Context) -> anyhow::Result<ExitCode> {
     println!("sedna {}", env!("CARGO_PKG_VERSION"));
     println!("data directory: {}", context.home.display());
-    let backend = crate::infer::backend().map_err(anyhow::Error::msg)?;
+    let backend = crate::media::backend().map_err(anyhow::Error::msg)?;
     println!("onnx backend: {} {}", backend.kind, backend.version);
     if let Some(library) = &backend.library {
         println!("onnx library: {}", library.display());
     }
     if let Some(why) = &backend.fallback {
         println!("onnx runtime not used: {why}");
-        println!("to use it: {}", crate::infer::backend::HOW_TO_GET_ORT);
+        println!("to use it: {}", crate::media::backend::HOW_TO_GET_ORT);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -175,12 +186,14 @@ pub fn main() -> ExitCode {
         Command::Label(command) => command.run(),
         Command::Doctor => doctor(&context),
         Command::Crds => {
-            print!("{}", crate::api::crds_yaml());
+            print!("{}", crate::spec::crds_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "cluster")]
         Command::Controller(controller) => with_cluster(|client| async move {
             crate::cluster::controller::run(client, controller.namespace.as_deref()).await
         }),
+        #[cfg(feature = "cluster")]
         Command::Agent(agent) => context.runtime().and_then(|runtime| {
             let store = context.store()?;
             with_cluster(|client| async move {
@@ -195,6 +208,7 @@ pub fn main() -> ExitCode {
                 .await
             })
         }),
+        #[cfg(feature = "cluster")]
         Command::Worker(worker) => worker.run(&context),
     };
     match result {

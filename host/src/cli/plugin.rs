@@ -10,7 +10,7 @@ use super::Context;
 use super::remote::{HostArgs, Remote};
 use crate::plugin::inspect::{self, Inspection};
 use crate::plugin::{Hem, Plugin, Sandbox, Source, StoredPlugin, check_name, json};
-use crate::server::{Bound, DEFAULT_LISTEN, Uploaded};
+use crate::server::wire::{Bound, DEFAULT_LISTEN, Uploaded};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {

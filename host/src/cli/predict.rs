@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Context;
-use crate::infer::Frame;
+use crate::media::Frame;
 use crate::plugin::{Estimator, Param, Plugin, Sandbox, json};
 
 #[derive(Args)]

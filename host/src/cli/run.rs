@@ -2,22 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::Args;
-use kube::ResourceExt;
 
 use super::Context;
 use super::progress::RoundProgress;
 use super::remote::{HostArgs, Remote};
-use crate::api;
-use crate::learn::trigger::{CheckSchedule, ClockTime};
-use crate::learn::{Checked, JobStatus, LocalJob};
+use crate::learn::setup::pick;
+use crate::learn::{self, Checked, JobStatus, LocalJob, Runs};
 use crate::plugin::check_name;
-use crate::server::{DEFAULT_LISTEN, DEFAULT_MAX_UPLOAD, Service, Token};
-
-/// How often the run loop wakes to see whether a check or a poll is due.
-const TICK: std::time::Duration = std::time::Duration::from_millis(200);
+use crate::spec;
 
 #[derive(Args)]
 pub struct Run {
@@ -30,106 +24,54 @@ pub struct Run {
     /// Check once (running a round to its end if the trigger fires), then exit.
     #[arg(long)]
     once: bool,
-    /// Serve the HTTP API (plugin upload and binding, status, /metrics) on ADDR; without
-    /// ADDR on 127.0.0.1:9301, this machine only.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_LISTEN)]
-    listen: Option<std::net::SocketAddr>,
-    /// The API's token, for calls that change the host; by default one made at the first
-    /// start and kept in the data directory (mode 0600).
-    #[arg(long, value_name = "FILE", requires = "listen")]
-    token_file: Option<PathBuf>,
-    /// The largest component the API accepts, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_UPLOAD, requires = "listen")]
-    max_upload: usize,
+    #[cfg(feature = "server")]
+    #[command(flatten)]
+    serve: super::serve::ServeArgs,
 }
 
 impl Run {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        let resources = api::load(&self.files)?;
+        let resources = spec::load(&self.files)?;
         tracing::info!(
             "local mode: container images, node names, volumes and resources are not used"
         );
         let runtime = context.runtime()?;
         let mut job = LocalJob::open(&resources, self.job.as_deref(), &runtime, &context.store()?)?;
-        if let Some(addr) = self.listen {
-            let token = match &self.token_file {
-                Some(file) => Token::read(file)?,
-                None => {
-                    let file = context.home.join("token");
-                    let (token, made) = Token::read_or_create(&file)?;
-                    if made {
-                        println!(
-                            "API token (printed once; kept in {}, mode 0600): {}",
-                            file.display(),
-                            token.as_str()
-                        );
-                    }
-                    token
-                }
-            };
-            let service =
-                Service::new(runtime.clone(), context.store()?, token, vec![job.handle()])
-                    .max_upload(self.max_upload);
-            let bound = service.start(addr)?;
-            println!("serving the API on http://{bound}");
-        }
+        #[cfg(feature = "server")]
+        self.serve.start(context, &runtime, &job)?;
         tracing::info!(
             job = job.name(),
             "running; checking every {:?}, state in {}",
             job.period(),
             job.state().path().display()
         );
-        let feed = job.take_feed();
-        if let Some((worker, mut source)) = feed {
-            tracing::info!(job = job.name(), "inference on {}", source.describe());
-            if self.once {
-                source.feed(&worker)?;
-            } else {
-                std::thread::spawn(move || source.feed_forever(&worker));
-            }
-        }
         let progress = RoundProgress::attach(&mut job);
-        let mut check = CheckSchedule::new(job.period());
-        let mut poll = CheckSchedule::new(job.poll_period());
-        poll.due(Instant::now());
-        loop {
-            if !self.once
-                && poll.due(Instant::now())
-                && let Err(e) = job.poll_deployed_model()
-            {
-                tracing::error!(job = job.name(), "{e:#}");
-            }
-            if self.once || check.due(Instant::now()) {
-                let checked = job.check(ClockTime::now());
-                progress.done();
-                match checked {
-                    Ok(Checked::Waiting { pending, decision }) => tracing::info!(
-                        job = job.name(),
-                        "{pending} new samples; not training: {}",
-                        decision.reasons.join("; ")
-                    ),
-                    Ok(Checked::Round(report)) => {
-                        let outcome = if report.deployed {
-                            "deployed"
-                        } else {
-                            "not deployed"
-                        };
-                        println!(
-                            "round {}: {outcome} ({})",
-                            report.round,
-                            report.reasons.join("; ")
-                        );
-                    }
-                    // A failed check is recorded in the job's status; the next one retries.
-                    Err(e) if !self.once => tracing::error!(job = job.name(), "{e:#}"),
-                    Err(e) => return Err(e),
+        let runs = if self.once { Runs::Once } else { Runs::Forever };
+        let name = job.name().to_string();
+        learn::run(&mut job, runs, |checked| {
+            progress.done();
+            match checked {
+                Ok(Checked::Waiting { pending, decision }) => tracing::info!(
+                    job = name,
+                    "{pending} new samples; not training: {}",
+                    decision.reasons.join("; ")
+                ),
+                Ok(Checked::Round(report)) => {
+                    let outcome = if report.deployed {
+                        "deployed"
+                    } else {
+                        "not deployed"
+                    };
+                    println!(
+                        "round {}: {outcome} ({})",
+                        report.round,
+                        report.reasons.join("; ")
+                    );
                 }
+                Err(_) => {}
             }
-            if self.once {
-                return Ok(ExitCode::SUCCESS);
-            }
-            std::thread::sleep(TICK);
-        }
+        })?;
+        Ok(ExitCode::SUCCESS)
     }
 }
 
@@ -172,19 +114,8 @@ impl Status {
                 }
             }
             None => {
-                let resources = api::load(&self.files)?;
-                let job = match (&self.job, resources.jobs.as_slice()) {
-                    (Some(name), jobs) => jobs.iter().find(|j| &j.name_any() == name),
-                    (None, [job]) => Some(job),
-                    _ => None,
-                }
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "name the job with --job (the files hold {})",
-                        resources.jobs.len()
-                    )
-                })?;
-                JobStatus::read(job)?
+                let resources = spec::load(&self.files)?;
+                JobStatus::read(pick(&resources, self.job.as_deref())?)?
             }
         };
         if self.json {

@@ -22,7 +22,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::{RoundData, WorkerReport, appended, condition, last_condition, now, status_patch};
-use crate::api::{Dataset, IncrementalLearningJob, JobCondition, Model, Resources};
+use crate::spec::{
+    ConditionType, Dataset, IncrementalLearningJob, JobCondition, Model, Resources, Stage,
+};
 use crate::learn::trigger::{CheckSchedule, ClockTime};
 use crate::learn::{Collected, LocalJob};
 use crate::plugin::{PluginStore, Runtime};
@@ -257,8 +259,10 @@ pub fn step(
         return Ok(None);
     };
     let in_progress = job.state().in_progress()?.map(|(round, _)| round);
-    match (last.stage.as_str(), last.kind.as_str()) {
-        ("Eval", "Completed") => {
+    use ConditionType::{Completed, Failed, Waiting};
+    use Stage::{Deploy, Eval, Train};
+    match (last.stage(), last.kind()) {
+        (Some(Eval), Some(Completed)) => {
             let Some(mut data) = data.filter(|d| Some(d.round) == in_progress) else {
                 // Decided already.
                 return Ok(None);
@@ -272,8 +276,8 @@ pub fn step(
                 .and_then(|r| <&[_; 2]>::try_from(r.models.as_slice()).ok())
             else {
                 return Ok(Some(condition(
-                    "Eval",
-                    "Failed",
+                    Eval,
+                    Failed,
                     "BadReport",
                     format!(
                         "round {}: the eval worker did not report two models' metrics (the new and the deployed): run `sedna worker eval` in the eval template",
@@ -283,36 +287,36 @@ pub fn step(
                 )));
             };
             let decision =
-                job.decide(data.round, &new.to_metrics(), &deployed.to_metrics(), now)?;
+                job.decide(data.round, &new.metrics(), &deployed.metrics(), now)?;
             let reasons = decision.reasons.join("; ");
             Ok(Some(if decision.fire {
                 condition(
-                    "Deploy",
-                    "Ready",
+                    Deploy,
+                    ConditionType::Ready,
                     "Deploy",
                     format!("round {}: deploying: {reasons}", data.round),
                     Some(&data),
                 )
             } else {
                 condition(
-                    "Deploy",
-                    "Completed",
+                    Deploy,
+                    Completed,
                     "NotDeployed",
                     format!("round {}: not deployed: {reasons}", data.round),
                     Some(&data),
                 )
             }))
         }
-        ("Train" | "Eval", "Failed") if check_due => match (data, in_progress) {
+        (Some(stage @ (Train | Eval)), Some(Failed)) if check_due => match (data, in_progress) {
             (Some(data), Some(round)) if data.round == round => {
                 let data = RoundData {
                     report: None,
                     ..data
                 };
-                let message = format!("round {round}: trying the {} stage again", last.stage);
+                let message = format!("round {round}: trying the {stage} stage again");
                 Ok(Some(condition(
-                    &last.stage,
-                    "Ready",
+                    stage,
+                    ConditionType::Ready,
                     "Retry",
                     message,
                     Some(&data),
@@ -320,7 +324,9 @@ pub fn step(
             }
             _ => start(job, now),
         },
-        ("Train", "Waiting") | ("Deploy", "Completed" | "Failed") if check_due => start(job, now),
+        (Some(Train), Some(Waiting)) | (Some(Deploy), Some(Completed | Failed)) if check_due => {
+            start(job, now)
+        }
         _ => Ok(None),
     }
 }
@@ -363,8 +369,8 @@ fn ready(job: &LocalJob, round: u64, message: String) -> anyhow::Result<JobCondi
         report: None,
     };
     Ok(condition(
-        "Train",
-        "Ready",
+        Stage::Train,
+        ConditionType::Ready,
         "TriggerFired",
         message,
         Some(&data),

@@ -17,9 +17,10 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::pods::{self, JOB_LABEL, PodPlan, Worker};
+use super::env::{EvalEnv, InferEnv, TrainEnv};
+use super::pods::{self, JOB_LABEL, Phase, PodPlan, Worker};
 use super::{RoundData, appended, condition, last_condition, status_patch};
-use crate::api::{Dataset, IncrementalLearningJob, Model};
+use crate::spec::{ConditionType, Dataset, IncrementalLearningJob, Model, Stage};
 
 /// The finalizer the controller puts on each job.
 pub const FINALIZER: &str = "sedna.io/incremental-learning-job";
@@ -221,7 +222,7 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
         }
         Some(pod)
             if pod.metadata.deletion_timestamp.is_none()
-                && matches!(pods::phase(pod), "Succeeded" | "Failed") =>
+                && pods::phase(pod).ended() =>
         {
             apis.pods
                 .delete(&infer_name, &DeleteParams::default())
@@ -244,8 +245,8 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
 
     let Some((last, data)) = last_condition(job) else {
         let waiting = condition(
-            "Train",
-            "Waiting",
+            Stage::Train,
+            ConditionType::Waiting,
             "JobStarted",
             "waiting for the train trigger",
             None,
@@ -256,15 +257,18 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
     let Some(data) = data else {
         return Ok(Action::requeue(RESYNC));
     };
-    let worker = match last.stage.as_str() {
-        "Train" => Worker::Train,
+    let (stage, kind) = (last.stage(), last.kind());
+    let worker = match stage {
+        Some(Stage::Train) => Worker::Train,
         _ => Worker::Eval,
     };
     let pod_of = |worker: Worker| find(&worker.pod_name(&name, Some(data.round)));
-    match (last.stage.as_str(), last.kind.as_str()) {
-        ("Train" | "Eval", "Ready") | ("Train", "Completed") => {
+    use ConditionType::{Completed, Ready, Running, Starting};
+    use Stage::{Deploy, Eval, Train};
+    match (stage, kind) {
+        (Some(Train | Eval), Some(Ready)) | (Some(Train), Some(Completed)) => {
             // A trained round goes straight on to its evaluation.
-            let worker = if last.kind == "Completed" {
+            let worker = if kind == Some(Completed) {
                 Worker::Eval
             } else {
                 worker
@@ -272,52 +276,36 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
             let existing = pod_of(worker);
             start(&apis, context, job, &places, worker, &data, existing).await
         }
-        ("Train" | "Eval", "Starting" | "Running") => {
+        (Some(Train | Eval), Some(kind @ (Starting | Running))) => {
             let pod = pod_of(worker);
-            follow(&apis, context, job, worker, &last.kind, data, pod).await
+            follow(&apis, context, job, worker, kind, data, pod).await
         }
-        ("Deploy", "Ready") => deploy(&apis, context, job, &places, &data, find(&infer_name)).await,
+        (Some(Deploy), Some(Ready)) => deploy(&apis, context, job, &places, &data, find(&infer_name)).await,
         _ => Ok(Action::requeue(RESYNC)),
     }
 }
 
 fn inference_plan<'a>(job: &IncrementalLearningJob, places: &'a Places) -> PodPlan<'a> {
     let deploy = &job.spec.deploy_spec;
-    let hem_parameters: serde_json::Map<String, serde_json::Value> = deploy
-        .hard_example_mining
-        .parameters
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone().into()))
-        .collect();
-    let output = Path::new(&job.spec.output_dir);
+    let env = InferEnv {
+        model: places.deploy_model.clone(),
+        base_model: Some(places.initial_model.clone()),
+        hem_name: deploy.hard_example_mining.name.clone(),
+        hem_parameters: deploy.hard_example_mining.parameters.clone(),
+        hot_update: deploy.model.hot_update_enabled,
+        poll_period_seconds: deploy.model.poll_period_seconds,
+        output_dir: Path::new(&job.spec.output_dir).display().to_string(),
+    };
     PodPlan {
         worker: Worker::Infer,
         round: None,
-        env: vec![
-            ("MODEL_URL", places.deploy_model.clone()),
-            ("BASE_MODEL_URL", places.initial_model.clone()),
-            ("HEM_NAME", deploy.hard_example_mining.name.clone()),
-            (
-                "HEM_PARAMETERS",
-                serde_json::Value::Object(hem_parameters).to_string(),
-            ),
-            (
-                "MODEL_HOT_UPDATE",
-                deploy.model.hot_update_enabled.to_string(),
-            ),
-            (
-                "MODEL_POLL_PERIOD_SECONDS",
-                deploy.model.poll_period_seconds.to_string(),
-            ),
-            ("OUTPUT_DIR", output.display().to_string()),
-        ],
+        env: env.to_env(),
         node: places.node.as_deref(),
         host_dirs: &places.host_dirs,
     }
 }
 
 /// Creates the stage's Pod for the round (after deleting an earlier attempt's).
-#[allow(clippy::too_many_arguments)]
 async fn start(
     apis: &Apis,
     context: &Context,
@@ -333,7 +321,7 @@ async fn start(
             return Ok(Action::requeue(SOON));
         }
         // An earlier attempt that ended: it goes first.
-        Some(pod) if matches!(pods::phase(pod), "Succeeded" | "Failed") => {
+        Some(pod) if pods::phase(pod).ended() => {
             apis.pods
                 .delete(&pod_name, &DeleteParams::default())
                 .await?;
@@ -355,7 +343,7 @@ async fn start(
     let message = format!("round {}: created Pod {pod_name}", data.round);
     let starting = condition(
         worker.stage(),
-        "Starting",
+        ConditionType::Starting,
         "PodCreated",
         message,
         Some(&data),
@@ -367,20 +355,18 @@ async fn start(
 /// A train or eval Pod's plan: the round's files.
 fn stage_plan<'a>(worker: Worker, data: &RoundData, places: &'a Places) -> PodPlan<'a> {
     let env = match worker {
-        Worker::Train => vec![
-            ("BASE_MODEL_URL", data.base_model_url.clone()),
-            ("TRAIN_DATASET_URL", data.train_dataset_url.clone()),
-            ("MODEL_URL", data.model_url.clone()),
-        ],
-        _ => vec![
+        Worker::Train => TrainEnv {
+            base_model: data.base_model_url.clone(),
+            train_dataset: data.train_dataset_url.clone(),
+            model: data.model_url.clone(),
+        }
+        .to_env(),
+        _ => EvalEnv {
             // The new model first, then the deployed one it is compared with.
-            (
-                "MODEL_URLS",
-                format!("{};{}", data.model_url, data.base_model_url),
-            ),
-            ("MODEL_URL", data.model_url.clone()),
-            ("TEST_DATASET_URL", data.test_dataset_url.clone()),
-        ],
+            models: vec![data.model_url.clone(), data.base_model_url.clone()],
+            test_dataset: data.test_dataset_url.clone(),
+        }
+        .to_env(),
     };
     PodPlan {
         worker,
@@ -392,13 +378,12 @@ fn stage_plan<'a>(worker: Worker, data: &RoundData, places: &'a Places) -> PodPl
 }
 
 /// Follows a stage's Pod into the job's conditions.
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     apis: &Apis,
     context: &Context,
     job: &IncrementalLearningJob,
     worker: Worker,
-    kind: &str,
+    kind: ConditionType,
     mut data: RoundData,
     pod: Option<&Pod>,
 ) -> Result<Action, Error> {
@@ -409,31 +394,31 @@ async fn follow(
         None => Some((
             condition(
                 stage,
-                "Failed",
+                ConditionType::Failed,
                 "PodDeleted",
                 format!("round {round}: Pod {pod_name} was deleted"),
                 Some(&data),
             ),
             EventType::Warning,
         )),
-        Some("Running") if kind != "Running" => Some((
+        Some(Phase::Running) if kind != ConditionType::Running => Some((
             condition(
                 stage,
-                "Running",
+                ConditionType::Running,
                 "PodRunning",
                 format!("round {round}: Pod {pod_name} is running"),
                 Some(&data),
             ),
             EventType::Normal,
         )),
-        Some("Succeeded") => {
+        Some(Phase::Succeeded) => {
             let said = pods::termination_message(pod.expect("a phase means a Pod"));
             data.report =
                 Some(serde_json::from_str(&said).unwrap_or(serde_json::Value::String(said)));
             Some((
                 condition(
                     stage,
-                    "Completed",
+                    ConditionType::Completed,
                     "PodSucceeded",
                     format!("round {round}: Pod {pod_name} succeeded"),
                     Some(&data),
@@ -441,13 +426,13 @@ async fn follow(
                 EventType::Normal,
             ))
         }
-        Some("Failed") => {
+        Some(Phase::Failed) => {
             let said = pods::termination_message(pod.expect("a phase means a Pod"));
             let said: String = said.chars().take(1024).collect();
             Some((
                 condition(
                     stage,
-                    "Failed",
+                    ConditionType::Failed,
                     "PodFailed",
                     format!("round {round}: Pod {pod_name} failed: {said}"),
                     Some(&data),
@@ -489,7 +474,13 @@ async fn deploy(
             data.round, places.deploy_model
         )
     };
-    let done = condition("Deploy", "Completed", "ModelDeployed", message, Some(data));
+    let done = condition(
+        Stage::Deploy,
+        ConditionType::Completed,
+        "ModelDeployed",
+        message,
+        Some(data),
+    );
     transit(apis, context, job, done, EventType::Normal).await?;
     Ok(Action::requeue(RESYNC))
 }
@@ -521,7 +512,7 @@ async fn transit(
     apis: &Apis,
     context: &Context,
     job: &IncrementalLearningJob,
-    next: crate::api::JobCondition,
+    next: crate::spec::JobCondition,
     kind: EventType,
 ) -> Result<(), Error> {
     let reason = format!("{}{}", next.stage, next.kind);
@@ -558,5 +549,7 @@ async fn publish(
     }
 }
 
+#[cfg(test)]
+mod fixtures;
 #[cfg(test)]
 mod tests;

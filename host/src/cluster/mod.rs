@@ -19,19 +19,24 @@
 //! | `Deploy Ready`                          | controller | hot update: `Deploy Completed`; else the inference Pod is replaced first |
 //! | `Train Failed`, `Eval Failed`           | agent      | at the next check, the same stage again: `Ready`    |
 //!
-//! Unlike Sedna, the condition list is bounded ([`MAX_CONDITIONS`]) and a stage's
+//! Unlike Sedna, the condition list is bounded ([`STATUS_CONDITIONS_KEPT`]) and a stage's
 //! result travels in its Pod's termination message, not in a fire-and-forget report.
 
 pub mod agent;
 pub mod controller;
+pub mod env;
 pub mod pods;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{IncrementalLearningJob, IncrementalLearningJobStatus, JobCondition};
+use crate::plugin::{Metric, MetricMap, metric_map, metrics_of};
+use crate::spec::{
+    ConditionType, IncrementalLearningJob, IncrementalLearningJobStatus, JobCondition, Stage,
+};
 
 /// Conditions kept in a job's status, newest last (Sedna's list grows without bound).
-pub const MAX_CONDITIONS: usize = 20;
+pub const STATUS_CONDITIONS_KEPT: usize = 20;
 
 /// What a round's conditions carry from stage to stage (the condition's `data`, JSON).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -68,17 +73,17 @@ pub fn now() -> String {
 
 /// A new condition, stamped now.
 pub fn condition(
-    stage: &str,
-    kind: &str,
+    stage: Stage,
+    kind: ConditionType,
     reason: &str,
     message: impl Into<String>,
     data: Option<&RoundData>,
 ) -> JobCondition {
     let now = now();
     JobCondition {
-        kind: kind.into(),
+        kind: kind.name().into(),
         status: "True".into(),
-        stage: stage.into(),
+        stage: stage.name().into(),
         last_heartbeat_time: Some(now.clone()),
         last_transition_time: Some(now),
         reason: Some(reason.into()),
@@ -88,7 +93,7 @@ pub fn condition(
 }
 
 /// The job's status with `condition` appended (the oldest dropped past
-/// [`MAX_CONDITIONS`]); `startTime` is set at the first condition.
+/// [`STATUS_CONDITIONS_KEPT`]); `startTime` is set at the first condition.
 pub fn appended(
     job: &IncrementalLearningJob,
     condition: JobCondition,
@@ -98,7 +103,10 @@ pub fn appended(
         status.start_time = condition.last_transition_time.clone();
     }
     status.conditions.push(condition);
-    let excess = status.conditions.len().saturating_sub(MAX_CONDITIONS);
+    let excess = status
+        .conditions
+        .len()
+        .saturating_sub(STATUS_CONDITIONS_KEPT);
     status.conditions.drain(..excess);
     status
 }
@@ -131,30 +139,22 @@ pub struct WorkerReport {
     pub models: Vec<ModelMetrics>,
 }
 
+/// One model's metrics in a worker's report.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct ModelMetrics {
     pub url: String,
-    pub metrics: std::collections::BTreeMap<String, Vec<f64>>,
+    pub metrics: MetricMap,
 }
 
 impl ModelMetrics {
-    pub fn new(url: &str, metrics: &[crate::plugin::Metric]) -> Self {
+    pub fn new(url: &str, metrics: &[Metric]) -> Self {
         ModelMetrics {
             url: url.into(),
-            metrics: metrics
-                .iter()
-                .map(|m| (m.name.clone(), m.values.clone()))
-                .collect(),
+            metrics: metric_map(metrics),
         }
     }
 
-    pub fn to_metrics(&self) -> Vec<crate::plugin::Metric> {
-        self.metrics
-            .iter()
-            .map(|(name, values)| crate::plugin::Metric {
-                name: name.clone(),
-                values: values.clone(),
-            })
-            .collect()
+    pub fn metrics(&self) -> Vec<Metric> {
+        metrics_of(&self.metrics)
     }
 }

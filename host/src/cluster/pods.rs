@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{self, IncrementalLearningJob};
+use super::env::{CommonEnv, Env};
+use crate::spec::{self, IncrementalLearningJob, Stage};
 
 /// The label that ties a Pod to its job (the controller lists Pods by it); its value is
 /// [`job_label`].
@@ -18,9 +19,6 @@ pub const JOB_LABEL: &str = "sedna.io/job";
 pub const WORKER_LABEL: &str = "sedna.io/worker";
 /// The round a train or eval Pod belongs to.
 pub const ROUND_LABEL: &str = "sedna.io/round";
-/// The template env entries, as `[{key, value}]` JSON: the parameters `sedna worker`
-/// hands the estimator (the same ones `sedna run` reads from the template).
-pub const PARAMETERS_ENV: &str = "SEDNA_PARAMETERS";
 
 /// Longest label value Kubernetes accepts.
 const MAX_LABEL_VALUE: usize = 63;
@@ -68,11 +66,11 @@ impl Worker {
     }
 
     /// The stage of the job's conditions this worker's Pod moves.
-    pub fn stage(self) -> &'static str {
+    pub fn stage(self) -> Stage {
         match self {
-            Worker::Train => "Train",
-            Worker::Eval => "Eval",
-            Worker::Infer => "Deploy",
+            Worker::Train => Stage::Train,
+            Worker::Eval => Stage::Eval,
+            Worker::Infer => Stage::Deploy,
         }
     }
 
@@ -105,7 +103,7 @@ pub struct PodPlan<'a> {
     pub worker: Worker,
     pub round: Option<u64>,
     /// Sedna's env variables for this worker (they replace template entries of the same name).
-    pub env: Vec<(&'static str, String)>,
+    pub env: Env,
     /// The dataset's node, where the data and the job's output live; a template's own
     /// `nodeName` wins.
     pub node: Option<&'a str>,
@@ -140,15 +138,14 @@ pub fn pod(job: &IncrementalLearningJob, plan: &PodPlan) -> Pod {
         // A stage runs once: a failed Pod fails the stage (the agent retries it).
         spec.restart_policy = Some("Never".into());
     }
-    let parameters =
-        serde_json::to_string(&api::parameters(template)).expect("parameters serialize");
-    let mut env: Vec<(&str, String)> = vec![
-        ("NAMESPACE", job.namespace().unwrap_or_default()),
-        ("JOB_NAME", job_name.clone()),
-        ("WORKER_NAME", worker.pod_name(&job_name, plan.round)),
-        (PARAMETERS_ENV, parameters),
-    ];
-    env.extend(plan.env.iter().map(|(k, v)| (*k, v.clone())));
+    let mut env = CommonEnv {
+        namespace: job.namespace().unwrap_or_default(),
+        job_name: job_name.clone(),
+        worker_name: worker.pod_name(&job_name, plan.round),
+        parameters: spec::parameters(template),
+    }
+    .to_env();
+    env.extend(plan.env.iter().cloned());
 
     let volumes: Vec<(String, &PathBuf)> = plan
         .host_dirs
@@ -219,12 +216,33 @@ pub fn host_dirs<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Vec<PathBuf> {
     kept
 }
 
-/// A Pod's phase (`Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`).
-pub fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
+/// A Pod's phase, as Kubernetes reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+impl Phase {
+    /// Whether the Pod ended, one way or the other.
+    pub fn ended(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// A Pod's phase; a Pod with none yet is `Pending`, one Kubernetes names otherwise
+/// `Unknown`.
+pub fn phase(pod: &Pod) -> Phase {
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        None | Some("Pending") => Phase::Pending,
+        Some("Running") => Phase::Running,
+        Some("Succeeded") => Phase::Succeeded,
+        Some("Failed") => Phase::Failed,
+        Some(_) => Phase::Unknown,
+    }
 }
 
 /// What the Pod's containers said as they ended: the termination messages of those

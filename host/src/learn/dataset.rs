@@ -14,19 +14,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::infer::{Label, Sample};
+pub use crate::media::{Label, Sample};
+pub use crate::spec::Format;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// How much of the index's beginning identifies it: a different beginning means the file
 /// was replaced, and is read again from the start.
 const HEAD: usize = 4096;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Txt,
-    Csv,
-}
 
 /// A line that is not a sample, and why.
 #[derive(Clone, Debug, PartialEq)]

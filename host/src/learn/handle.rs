@@ -9,11 +9,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use kube::Resource;
 
-use super::job::RoundStats;
-use super::status::{Inference, JobStatus};
+use super::stats::RoundStats;
+use super::status::{InferenceStatus, JobStatus};
 use super::trigger::PluginConditions;
-use crate::api::IncrementalLearningJob;
-use crate::infer::InferenceWorker;
+use crate::spec::IncrementalLearningJob;
+use crate::pipeline::InferenceWorker;
 use crate::metrics::Counter;
 use crate::plugin::{
     Estimator, Param, Plugin, PluginError, Runtime, Sandbox, Source, TriggerCondition,
@@ -128,7 +128,7 @@ impl JobHandle {
     /// The job's status from its state database, with the live worker's counters.
     pub fn status(&self) -> anyhow::Result<JobStatus> {
         let mut status = JobStatus::read(&self.spec)?;
-        status.inference = self.worker.as_deref().map(Inference::of);
+        status.inference = self.worker.as_deref().map(InferenceStatus::of);
         Ok(status)
     }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use crate::pipeline::hard_examples::{HardExampleRecord, INDEX};
 use crate::plugin::Prediction;
 use crate::plugin::json::prediction_from_json;
 
@@ -53,23 +54,23 @@ struct HardExample {
 /// Reads the hard-example store's `index.jsonl`; entries whose image is gone (the store
 /// is bounded) or that are not detections are skipped.
 fn hard_examples(dir: &Path) -> anyhow::Result<Vec<HardExample>> {
-    let path = dir.join("index.jsonl");
+    let path = dir.join(INDEX);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("{}: {e}; name a hard-example directory", path.display()))?;
     let mut examples = Vec::new();
     for (number, line) in text.lines().enumerate() {
-        let entry: Value = match serde_json::from_str(line) {
-            Ok(entry) => entry,
+        let record: HardExampleRecord = match serde_json::from_str(line) {
+            Ok(record) => record,
             Err(e) => {
                 tracing::warn!("{}:{}: skipped: {e}", path.display(), number + 1);
                 continue;
             }
         };
-        let image = dir.join(entry["image"].as_str().unwrap_or_default());
+        let image = dir.join(&record.image);
         if !image.is_file() {
             continue;
         }
-        let Ok(Prediction::Detections(detections)) = prediction_from_json(&entry["prediction"])
+        let Ok(Prediction::Detections(detections)) = prediction_from_json(&record.prediction)
         else {
             tracing::warn!(
                 "{}:{}: skipped: not a detection (YOLO and COCO hold boxes)",
@@ -80,8 +81,8 @@ fn hard_examples(dir: &Path) -> anyhow::Result<Vec<HardExample>> {
         };
         examples.push(HardExample {
             image,
-            width: entry["width"].as_u64().unwrap_or(0) as u32,
-            height: entry["height"].as_u64().unwrap_or(0) as u32,
+            width: record.width,
+            height: record.height,
             boxes: detections.rows().map(|(b, _, class)| (b, class)).collect(),
         });
     }

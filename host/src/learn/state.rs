@@ -12,6 +12,9 @@ use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::dataset::{Cursor, Label, Sample};
+use crate::plugin::Metric;
+pub use crate::spec::Stage;
+use crate::spec::ConditionType;
 
 /// Conditions kept in the history (Sedna's list grows without bound).
 pub const CONDITIONS_KEPT: i64 = 100;
@@ -43,27 +46,37 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 ";
 
-/// A stage of a round, as Sedna names them.
+/// The two parts a round's samples are split into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
+pub enum Split {
     Train,
     Eval,
-    Deploy,
 }
 
-impl Stage {
-    pub fn name(self) -> &'static str {
+impl Split {
+    fn name(self) -> &'static str {
         match self {
-            Stage::Train => "Train",
-            Stage::Eval => "Eval",
-            Stage::Deploy => "Deploy",
+            Split::Train => "train",
+            Split::Eval => "eval",
         }
     }
+}
 
-    fn parse(text: &str) -> Option<Self> {
-        [Stage::Train, Stage::Eval, Stage::Deploy]
-            .into_iter()
-            .find(|s| s.name() == text)
+/// Whose metrics a round records: the training's, the new model's, the deployed model's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelRole {
+    Train,
+    New,
+    Deployed,
+}
+
+impl ModelRole {
+    fn name(self) -> &'static str {
+        match self {
+            ModelRole::Train => "train",
+            ModelRole::New => "new",
+            ModelRole::Deployed => "deployed",
+        }
     }
 }
 
@@ -191,11 +204,11 @@ impl JobState {
                 "UPDATE samples SET round = ?1, split = ?2
                  WHERE id = (SELECT id FROM samples WHERE round IS NULL AND line = ?3 AND image = ?4 ORDER BY id LIMIT 1)",
             )?;
-            for (split, samples) in [("train", train), ("eval", eval)] {
+            for (split, samples) in [(Split::Train, train), (Split::Eval, eval)] {
                 for s in samples {
                     assign.execute(params![
                         round as i64,
-                        split,
+                        split.name(),
                         s.line as i64,
                         s.image.to_string_lossy()
                     ])?;
@@ -208,9 +221,12 @@ impl JobState {
         Ok(())
     }
 
-    /// A round's samples of one split (`train` or `eval`).
-    pub fn round_samples(&self, round: u64, split: &str) -> anyhow::Result<Vec<Sample>> {
-        self.samples_where("round = ?1 AND split = ?2", &[&(round as i64), &split])
+    /// A round's samples of one split.
+    pub fn round_samples(&self, round: u64, split: Split) -> anyhow::Result<Vec<Sample>> {
+        self.samples_where(
+            "round = ?1 AND split = ?2",
+            &[&(round as i64), &split.name()],
+        )
     }
 
     /// The round in progress and its stage, if a round was interrupted.
@@ -218,7 +234,7 @@ impl JobState {
         let round = self.round()?;
         Ok(self
             .meta("stage")?
-            .and_then(|s| Stage::parse(&s))
+            .and_then(|s| s.parse::<Stage>().ok())
             .map(|stage| (round, stage)))
     }
 
@@ -257,8 +273,8 @@ impl JobState {
     pub fn record_metrics(
         &mut self,
         round: u64,
-        model: &str,
-        metrics: &[crate::plugin::Metric],
+        model: ModelRole,
+        metrics: &[Metric],
     ) -> anyhow::Result<()> {
         let tx = self.db.transaction()?;
         for m in metrics {
@@ -266,7 +282,7 @@ impl JobState {
                 "INSERT OR REPLACE INTO metrics (round, model, name, vals) VALUES (?1, ?2, ?3, ?4)",
                 params![
                     round as i64,
-                    model,
+                    model.name(),
                     m.name,
                     serde_json::to_string(&m.values)?
                 ],
@@ -276,17 +292,17 @@ impl JobState {
         Ok(())
     }
 
-    /// The metrics recorded for `model` (`train`, `new`, `deployed`) in `round`.
-    pub fn metrics(&self, round: u64, model: &str) -> anyhow::Result<Vec<crate::plugin::Metric>> {
+    /// The metrics recorded for `model` in `round`.
+    pub fn metrics(&self, round: u64, model: ModelRole) -> anyhow::Result<Vec<Metric>> {
         let mut query = self.db.prepare(
             "SELECT name, vals FROM metrics WHERE round = ?1 AND model = ?2 ORDER BY rowid",
         )?;
-        let rows = query.query_map(params![round as i64, model], |r| {
+        let rows = query.query_map(params![round as i64, model.name()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         rows.map(|row| {
             let (name, values) = row?;
-            Ok(crate::plugin::Metric {
+            Ok(Metric {
                 name,
                 values: serde_json::from_str(&values)?,
             })
@@ -298,14 +314,14 @@ impl JobState {
     pub fn record_condition(
         &mut self,
         round: u64,
-        stage: &str,
-        kind: &str,
+        stage: Stage,
+        kind: ConditionType,
         message: &str,
     ) -> anyhow::Result<()> {
         let at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
         self.db.execute(
             "INSERT INTO conditions (at, round, stage, type, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![at, round as i64, stage, kind, message],
+            params![at, round as i64, stage.name(), kind.name(), message],
         )?;
         self.db.execute(
             "DELETE FROM conditions WHERE id <= (SELECT MAX(id) FROM conditions) - ?1",

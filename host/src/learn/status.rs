@@ -2,18 +2,18 @@
 //! from the job's state database, plus the live worker's counters when the job runs in
 //! this process.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use super::job::deltas;
-use super::state::{ConditionRecord, JobState};
-use crate::api::IncrementalLearningJob;
-use crate::infer::InferenceWorker;
-use crate::plugin::Metric;
+use super::layout::Layout;
+use super::state::{ConditionRecord, JobState, ModelRole};
+use crate::pipeline::InferenceWorker;
+use crate::pipeline::hard_examples::is_example;
+use crate::plugin::{MetricMap, deltas, metric_map, params};
+use crate::spec::IncrementalLearningJob;
 
 /// Conditions a status shows, newest last.
 pub const CONDITIONS_SHOWN: usize = 10;
@@ -32,7 +32,7 @@ pub struct JobStatus {
     pub hard_examples: HardExamples,
     /// The live inference worker, when the job runs in the process that answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inference: Option<Inference>,
+    pub inference: Option<InferenceStatus>,
     pub conditions: Vec<ConditionRecord>,
 }
 
@@ -51,9 +51,9 @@ pub struct Samples {
 /// The round's metrics by name: the new model's, the deployed model's and their deltas.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RoundMetrics {
-    pub new: BTreeMap<String, Vec<f64>>,
-    pub deployed: BTreeMap<String, Vec<f64>>,
-    pub delta: BTreeMap<String, Vec<f64>>,
+    pub new: MetricMap,
+    pub deployed: MetricMap,
+    pub delta: MetricMap,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,7 +64,7 @@ pub struct HardExamples {
 
 /// What the inference worker has done since the process started, and what it serves.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Inference {
+pub struct InferenceStatus {
     pub frames: u64,
     pub hard: u64,
     pub failed: u64,
@@ -73,9 +73,9 @@ pub struct Inference {
     pub hem: String,
 }
 
-impl Inference {
+impl InferenceStatus {
     pub fn of(worker: &InferenceWorker) -> Self {
-        Inference {
+        InferenceStatus {
             frames: worker.stats.frames.get(),
             hard: worker.stats.hard.get(),
             failed: worker.stats.failed.get(),
@@ -89,8 +89,8 @@ impl Inference {
 impl JobStatus {
     /// Reads the status of `job` from its state database under `outputDir`.
     pub fn read(job: &IncrementalLearningJob) -> anyhow::Result<Self> {
-        let output = PathBuf::from(&job.spec.output_dir);
-        let path = output.join("state.db");
+        let layout = Layout::new(&job.spec.output_dir);
+        let path = layout.state_db();
         if !path.is_file() {
             anyhow::bail!(
                 "job {} has not run yet (no {})",
@@ -101,19 +101,10 @@ impl JobStatus {
         let state = JobState::open(&path)?;
         let (waiting, used) = state.sample_counts()?;
         let round = state.round()?;
-        let by_name = |metrics: &[Metric]| -> BTreeMap<String, Vec<f64>> {
-            metrics
-                .iter()
-                .map(|m| (m.name.clone(), m.values.clone()))
-                .collect()
-        };
-        let new = state.metrics(round, "new")?;
-        let deployed = state.metrics(round, "deployed")?;
-        let he_dir = crate::api::parameters(&job.spec.deploy_spec.template)
-            .into_iter()
-            .rev()
-            .find(|p| p.key == "HE_SAVED_URL")
-            .map_or_else(|| output.join("hard_examples"), |p| PathBuf::from(p.value));
+        let new = state.metrics(round, ModelRole::New)?;
+        let deployed = state.metrics(round, ModelRole::Deployed)?;
+        let deploy_params = params(&crate::spec::parameters(&job.spec.deploy_spec.template));
+        let he_dir = layout.hard_examples(&deploy_params);
         let mut conditions = state.conditions()?;
         conditions.drain(..conditions.len().saturating_sub(CONDITIONS_SHOWN));
         Ok(JobStatus {
@@ -126,9 +117,9 @@ impl JobStatus {
             samples: Samples { waiting, used },
             deployed_model: state.deployed()?,
             metrics: RoundMetrics {
-                delta: by_name(&deltas(&new, &deployed)),
-                new: by_name(&new),
-                deployed: by_name(&deployed),
+                delta: metric_map(&deltas(&new, &deployed)),
+                new: metric_map(&new),
+                deployed: metric_map(&deployed),
             },
             hard_examples: HardExamples {
                 count: count_images(&he_dir),
@@ -140,12 +131,14 @@ impl JobStatus {
     }
 }
 
+/// The hard examples kept in `dir`: PNG frames and JPEG frames kept as their files were,
+/// not their previews.
 fn count_images(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+                .filter(|e| is_example(&e.path()))
                 .count()
         })
         .unwrap_or(0)
@@ -202,5 +195,25 @@ impl fmt::Display for JobStatus {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_examples_are_counted_whether_kept_as_png_or_jpeg() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "cam-0-000001.png",
+            "cam-0-000002.jpg",
+            "cam-0-000002.preview.jpg",
+            "index.jsonl",
+        ] {
+            std::fs::write(dir.path().join(file), b"").unwrap();
+        }
+        assert_eq!(count_images(dir.path()), 2);
+        assert_eq!(count_images(&dir.path().join("absent")), 0);
     }
 }

@@ -6,8 +6,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::cache::{CacheOutcome, ComponentCache};
-use super::error::{Cause, PluginError};
-use super::host::HostState;
+use super::error::{Cause, ErrorCounts, PluginError};
+use super::state::HostState;
 use super::store::Source;
 
 /// How the process's engine is sized. One knob, `max_instances`, sizes the pooling
@@ -50,9 +50,19 @@ struct Inner {
     cache: ComponentCache,
     config: RuntimeConfig,
     max_idle_instances: usize,
+    errors: ErrorCounts,
 }
 
 impl Runtime {
+    /// The names a component exports (to say which world a wrong one implements).
+    pub(crate) fn exported_names(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .exports(self.engine())
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
@@ -75,6 +85,7 @@ impl Runtime {
                 config,
                 max_idle_instances: std::thread::available_parallelism()
                     .map_or(2, |n| n.get().max(2)),
+                errors: ErrorCounts::default(),
             }),
         })
     }
@@ -89,6 +100,11 @@ impl Runtime {
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.inner.linker
+    }
+
+    /// The failures of the plugins this runtime loaded and called.
+    pub fn errors(&self) -> &ErrorCounts {
+        &self.inner.errors
     }
 
     pub fn cache(&self) -> &ComponentCache {

@@ -17,11 +17,6 @@ pub struct PluginError {
 impl PluginError {
     /// A failure, counted for `sedna_plugin_errors_total`.
     pub fn new(plugin: &str, call: &str, cause: Cause) -> Self {
-        *COUNTS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((call.to_string(), cause.kind()))
-            .or_default() += 1;
         PluginError {
             plugin: plugin.to_string(),
             call: call.to_string(),
@@ -30,18 +25,32 @@ impl PluginError {
     }
 }
 
-/// Plugin failures since the process started, by call and kind of cause. Calls are the
-/// worlds' function names, so the set stays small.
-static COUNTS: Mutex<BTreeMap<(String, &'static str), u64>> = Mutex::new(BTreeMap::new());
+/// Plugin failures by call and kind of cause, counted by the runtime that ran them
+/// (`/metrics`). Calls are the worlds' function names, so the set stays small.
+#[derive(Debug, Default)]
+pub struct ErrorCounts(Mutex<BTreeMap<(String, &'static str), u64>>);
 
-/// `(call, kind, failures)` for every call and kind that has failed.
-pub fn error_counts() -> Vec<(String, &'static str, u64)> {
-    COUNTS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|((call, kind), n)| (call.clone(), *kind, *n))
-        .collect()
+impl ErrorCounts {
+    /// Counts `error`, and hands it back.
+    pub fn count(&self, error: PluginError) -> PluginError {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((error.call.clone(), error.cause.kind()))
+            .or_default() += 1;
+        error
+    }
+
+    /// `(call, kind, failures)` for every call and kind that has failed.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((call, kind), n)| (call.clone(), *kind, *n))
+            .collect()
+    }
 }
 
 /// Why a plugin call failed.

@@ -2,15 +2,14 @@
 //! implements (`sedna plugin inspect` and `sedna plugin validate`).
 
 use serde::Serialize;
-use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 use super::engine::Runtime;
 use super::error::{Cause, PluginError};
 use super::instance::Plugin;
-use super::instance::World;
 use super::store::Source;
-use super::worlds::{self, Estimator, Hem, TriggerCondition};
+use super::world::{WORLDS, World};
+use super::worlds::{Estimator, Hem, TriggerCondition};
 
 #[derive(Debug, Serialize)]
 pub struct Inspection {
@@ -29,7 +28,7 @@ impl Inspection {
             [world] => Ok(world.clone()),
             [] => Err(format!(
                 "it implements none of the worlds ({}); see `sedna plugin inspect`",
-                worlds::ALL
+                WORLDS
                     .iter()
                     .map(|(w, _)| *w)
                     .collect::<Vec<_>>()
@@ -59,7 +58,7 @@ pub fn inspect(runtime: &Runtime, source: &Source) -> Result<Inspection, PluginE
     };
     let imports: Vec<Item> = ty.imports(engine).map(item).collect();
     let exports: Vec<Item> = ty.exports(engine).map(item).collect();
-    let worlds = worlds::ALL
+    let worlds = WORLDS
         .iter()
         .filter(|(_, export)| exports.iter().any(|e| e.name == *export))
         .map(|(world, _)| world.to_string())
@@ -80,12 +79,16 @@ pub fn validate(
     source: &Source,
     world: &str,
 ) -> Result<Inspection, PluginError> {
+    checked(runtime, source, world).map_err(|e| runtime.errors().count(e))
+}
+
+fn checked(runtime: &Runtime, source: &Source, world: &str) -> Result<Inspection, PluginError> {
     match world {
         Hem::NAME => Plugin::<Hem>::check(runtime, source).map(drop),
         TriggerCondition::NAME => Plugin::<TriggerCondition>::check(runtime, source).map(drop),
         Estimator::NAME => Plugin::<Estimator>::check(runtime, source).map(drop),
         _ => {
-            let known: Vec<&str> = worlds::ALL.iter().map(|(w, _)| *w).collect();
+            let known: Vec<&str> = WORLDS.iter().map(|(w, _)| *w).collect();
             let detail = format!("no such world; the worlds are {}", known.join(", "));
             Err(PluginError::new(
                 &source.name,
@@ -98,15 +101,6 @@ pub fn validate(
         }
     }?;
     inspect(runtime, source)
-}
-
-/// The names a component exports.
-pub(crate) fn exported_names(runtime: &Runtime, component: &Component) -> Vec<String> {
-    component
-        .component_type()
-        .exports(runtime.engine())
-        .map(|(name, _)| name.to_string())
-        .collect()
 }
 
 fn kind(item: &ComponentItem) -> &'static str {

@@ -1,36 +1,14 @@
 use std::sync::{Arc, Mutex};
 
-use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
 
 use super::engine::Runtime;
 use super::error::{Cause, PluginError};
-use super::host::HostState;
+use super::bindings::types::Param;
 use super::sandbox::Sandbox;
+use super::state::HostState;
 use super::store::Source;
-use super::worlds::{self, types::Param};
-
-/// A WIT world the host can drive: how its bindings are made and initialised.
-pub trait World: Send + Sync + 'static {
-    /// The world's name in `wit/`, e.g. `hard-example-miner`.
-    const NAME: &'static str;
-    /// The interface a component of this world exports, e.g. `sedna:plugin/mining@0.2.0`.
-    const EXPORT: &'static str;
-    type Pre: Send + Sync;
-    type Bindings: Send;
-
-    /// Type-checks the component's exports against the world, once per load.
-    fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings>;
-    fn init(
-        bindings: &Self::Bindings,
-        store: &mut Store<HostState>,
-        params: &[Param],
-    ) -> wasmtime::Result<Result<(), String>>;
-}
+use super::world::{WORLDS, World};
 
 /// A live, initialised instance of a plugin: its own store, memory and WASI context.
 pub struct Instance<W: World> {
@@ -62,6 +40,16 @@ impl<W: World> Plugin<W> {
         params: Vec<Param>,
         sandbox: Sandbox,
     ) -> Result<Self, PluginError> {
+        Self::load_uncounted(runtime, source, params, sandbox)
+            .map_err(|e| runtime.errors().count(e))
+    }
+
+    fn load_uncounted(
+        runtime: &Runtime,
+        source: &Source,
+        params: Vec<Param>,
+        sandbox: Sandbox,
+    ) -> Result<Self, PluginError> {
         let pre = Self::check(runtime, source)?;
         let plugin = Plugin {
             name: source.name.as_str().into(),
@@ -81,9 +69,9 @@ impl<W: World> Plugin<W> {
     pub fn check(runtime: &Runtime, source: &Source) -> Result<W::Pre, PluginError> {
         let (component, _) = runtime.compile(source)?;
         let wrong_world = |e: wasmtime::Error| {
-            let exports = super::inspect::exported_names(runtime, &component);
+            let exports = runtime.exported_names(&component);
             let mut detail = format!("{e:#}");
-            if let Some((world, _)) = worlds::ALL
+            if let Some((world, _)) = WORLDS
                 .iter()
                 .find(|(_, export)| exports.iter().any(|e| e == export))
             {
@@ -159,8 +147,18 @@ impl<W: World> Plugin<W> {
         Ok(Instance { store, bindings })
     }
 
-    /// Runs one call on an idle instance (or a fresh one) under the call deadline.
+    /// Runs one call on an idle instance (or a fresh one) under the call deadline; a
+    /// failure is counted in the runtime's errors.
     pub(crate) fn call<R>(
+        &self,
+        call: &str,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        self.call_uncounted(call, f)
+            .map_err(|e| self.runtime.errors().count(e))
+    }
+
+    fn call_uncounted<R>(
         &self,
         call: &str,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
@@ -191,8 +189,10 @@ impl<W: World> Plugin<W> {
         call: &str,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginError> {
-        self.call(call, f)?
-            .map_err(|why| PluginError::new(&self.name, call, Cause::Refused(why)))
+        self.call(call, f)?.map_err(|why| {
+            let refused = PluginError::new(&self.name, call, Cause::Refused(why));
+            self.runtime.errors().count(refused)
+        })
     }
 
     /// Turns a wasmtime error into a typed cause, with what the plugin last printed.

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::worlds::types::{Detections, Prediction};
+use super::bindings::types::{Detections, Prediction};
 
 const SHAPE: &str = "expected a list of boxes [x1, y1, x2, y2, score, label], {\"boxes\": [...]} or {\"class_scores\": [...]}";
 

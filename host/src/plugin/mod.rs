@@ -9,27 +9,42 @@
 //! - [`PluginStore`]: the content-addressed store of uploaded plugins plus the built-ins.
 //! - [`inspect`]: what a component file is and which world it implements.
 //! - [`json`]: predictions as JSON lines (`sedna plugin test`, hard-example records).
+//!
+//! Inside: `bindings.rs` holds only what `bindgen!` generates; `host/` the host side of
+//! each imported interface, a file each; `state.rs` what an instance's store holds;
+//! `world.rs` the [`World`] trait and `worlds.rs` each world's typed calls;
+//! `resources.rs` what a guest holds by handle. Imports [`crate::media`] and
+//! [`crate::spec`]; nothing above.
 
+mod bindings;
 mod cache;
+mod detections;
 mod engine;
 mod error;
 mod host;
-mod inference;
 pub mod inspect;
 mod instance;
 pub mod json;
+mod resources;
 mod sandbox;
 mod slot;
+mod state;
 mod store;
-pub mod worlds;
+mod values;
+mod world;
+mod worlds;
 
+pub use bindings::types::{Detections, Metric, Param, Prediction};
+pub use bindings::{inference, log, types};
 pub use cache::{CacheOutcome, ComponentCache};
+pub use detections::ROW;
 pub use engine::{Runtime, RuntimeConfig};
-pub use error::{Cause, PluginError, error_counts};
-pub use host::HostState;
-pub use instance::{Instance, Plugin, World};
+pub use error::{Cause, ErrorCounts, PluginError};
+pub use instance::{Instance, Plugin};
 pub use sandbox::{DirGrant, Sandbox};
 pub use slot::Slot;
+pub use state::HostState;
 pub use store::{BUILTINS, Builtin, PluginStore, Source, StoredPlugin, check_name};
-pub use worlds::types::{Detections, Metric, Param, Prediction};
+pub use values::{MetricMap, deltas, metric_map, metrics_of, params, setting};
+pub use world::{WORLDS, World};
 pub use worlds::{Estimator, Hem, TriggerCondition};

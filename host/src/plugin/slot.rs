@@ -3,10 +3,11 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::error::PluginError;
-use super::instance::{Plugin, World};
+use super::instance::Plugin;
+use super::world::World;
 use super::sandbox::Sandbox;
 use super::store::Source;
-use super::worlds::types::Param;
+use super::bindings::types::Param;
 
 /// A hot-swappable plugin: the one a job's stage (its HEM, estimator or trigger) calls.
 ///

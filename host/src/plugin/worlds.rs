@@ -1,110 +1,26 @@
-//! One wrapper per WIT world: its bindings, how to instantiate and initialise it, and its
-//! typed calls.
+//! One wrapper per WIT world: how to instantiate and initialise it, and its typed calls.
 
 use std::sync::Arc;
 
 use wasmtime::Store;
 use wasmtime::component::{InstancePre, Resource};
 
+use super::bindings::types::{Metric, Param, Prediction};
+use super::bindings::{estimator_bindings, hem_bindings, trigger_bindings};
 use super::error::PluginError;
-use super::host::HostState;
-use super::inference::Dataset;
-use super::instance::{Plugin, World};
-use crate::infer::{Frame, Sample, Tensor};
-
-mod hem_bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "hard-example-miner",
-        additional_derives: [PartialEq],
-    });
-}
-
-mod trigger_bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "trigger-condition",
-        with: {
-            "sedna:plugin/types": super::hem_bindings::sedna::plugin::types,
-            "sedna:plugin/log": super::hem_bindings::sedna::plugin::log,
-        },
-    });
-}
-
-mod estimator_bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "estimator",
-        imports: { "sedna:plugin/inference": trappable },
-        with: {
-            "sedna:plugin/types": super::hem_bindings::sedna::plugin::types,
-            "sedna:plugin/log": super::hem_bindings::sedna::plugin::log,
-            "sedna:plugin/inference.error": crate::infer::InferError,
-            "sedna:plugin/inference.tensor": crate::infer::Tensor,
-            "sedna:plugin/inference.frame": crate::plugin::inference::FrameHandle,
-            "sedna:plugin/inference.dataset": crate::plugin::inference::Dataset,
-            "sedna:plugin/inference.graph": crate::plugin::inference::Graph,
-            "sedna:plugin/inference.graph-execution-context": crate::plugin::inference::ExecutionContext,
-        },
-    });
-}
-
-pub use estimator_bindings::sedna::plugin::inference;
-pub use hem_bindings::sedna::plugin::{log, types};
-use types::{Detections, Metric, Param, Prediction};
-
-// bindgen's `additional_derives` would apply to every type, and variants cannot derive it.
-#[allow(clippy::derivable_impls)]
-impl Default for Detections {
-    fn default() -> Self {
-        Detections { rows: Vec::new() }
-    }
-}
-
-/// Values in one of Sedna's rows `[x1, y1, x2, y2, score, label]`, as `detections` lays
-/// them out (the guests' SDK mirrors these helpers on its own bindings).
-pub const ROW: usize = 6;
-
-impl Detections {
-    /// Appends one box: corners `[x1, y1, x2, y2]`, score and class index.
-    pub fn push(&mut self, corners: [f32; 4], score: f32, label: u32) {
-        self.rows.extend_from_slice(&corners);
-        self.rows.extend([score, label as f32]);
-    }
-
-    /// From Sedna's rows `([x1, y1, x2, y2], score, label)`.
-    pub fn from_rows(rows: impl IntoIterator<Item = ([f32; 4], f32, u32)>) -> Self {
-        let mut detections = Detections::default();
-        for (corners, score, label) in rows {
-            detections.push(corners, score, label);
-        }
-        detections
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len() / ROW
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The boxes as Sedna's rows. A trailing partial row is left out; a label that is
-    /// not a whole number is cut to one (a negative one to 0).
-    pub fn rows(&self) -> impl Iterator<Item = ([f32; 4], f32, u32)> + '_ {
-        self.rows
-            .chunks_exact(ROW)
-            .map(|r| ([r[0], r[1], r[2], r[3]], r[4], r[5] as u32))
-    }
-}
+use super::instance::Plugin;
+use super::resources::Dataset;
+use super::state::HostState;
+use super::world::{WORLDS, World};
+use crate::media::{Frame, Sample, Tensor};
 
 /// Implements [`World`] for a world whose exported interface starts with
 /// `init(list<param>) -> result<_, string>`.
 macro_rules! world {
-    ($world:ident, $name:literal, $export:literal, $pre:ty, $bindings:ty, $interface:ident) => {
+    ($world:ident, $index:literal, $pre:ty, $bindings:ty, $interface:ident) => {
         impl World for $world {
-            const NAME: &'static str = $name;
-            const EXPORT: &'static str = $export;
+            const NAME: &'static str = WORLDS[$index].0;
+            const EXPORT: &'static str = WORLDS[$index].1;
             type Pre = $pre;
             type Bindings = $bindings;
 
@@ -135,8 +51,7 @@ pub struct Hem;
 
 world!(
     Hem,
-    "hard-example-miner",
-    "sedna:plugin/mining@0.2.0",
+    0,
     hem_bindings::HardExampleMinerPre<HostState>,
     hem_bindings::HardExampleMiner,
     sedna_plugin_mining
@@ -175,8 +90,7 @@ pub struct TriggerCondition;
 
 world!(
     TriggerCondition,
-    "trigger-condition",
-    "sedna:plugin/condition@0.2.0",
+    1,
     trigger_bindings::TriggerConditionPre<HostState>,
     trigger_bindings::TriggerCondition,
     sedna_plugin_condition
@@ -198,8 +112,7 @@ pub struct Estimator;
 
 world!(
     Estimator,
-    "estimator",
-    "sedna:plugin/estimation@0.2.0",
+    2,
     estimator_bindings::EstimatorPre<HostState>,
     estimator_bindings::Estimator,
     sedna_plugin_estimation
@@ -291,9 +204,3 @@ impl Plugin<Estimator> {
     }
 }
 
-/// The worlds a component can implement, by name and exported interface.
-pub const ALL: &[(&str, &str)] = &[
-    (Hem::NAME, Hem::EXPORT),
-    (TriggerCondition::NAME, TriggerCondition::EXPORT),
-    (Estimator::NAME, Estimator::EXPORT),
-];

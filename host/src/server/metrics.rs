@@ -3,16 +3,16 @@
 
 use std::fmt::Write as _;
 
-use crate::infer::{InferenceWorker, WorkerStats};
+use crate::pipeline::{InferenceWorker, WorkerStats};
 use crate::learn::JobHandle;
 use crate::metrics::{BUCKETS, Histogram};
-use crate::plugin::error_counts;
+use crate::plugin::ErrorCounts;
 
 /// The content type Prometheus expects.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders every metric of `jobs` and of the process.
-pub fn render(jobs: &[JobHandle]) -> String {
+pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
     let mut out = Text::default();
     out.family(
         "sedna_build_info",
@@ -104,7 +104,8 @@ pub fn render(jobs: &[JobHandle]) -> String {
     );
     for job in jobs {
         for (stage, histogram) in job.rounds.stages() {
-            out.histogram(name, &[("job", job.name()), ("stage", stage)], histogram);
+            let stage = stage.name().to_ascii_lowercase();
+            out.histogram(name, &[("job", job.name()), ("stage", &stage)], histogram);
         }
     }
 
@@ -132,7 +133,7 @@ pub fn render(jobs: &[JobHandle]) -> String {
         "counter",
         "Plugin failures by call and kind (trap, timeout, out_of_memory, refused, ...).",
     );
-    for (call, kind, count) in error_counts() {
+    for (call, kind, count) in errors.snapshot() {
         out.sample(name, &[("call", &call), ("kind", kind)], count);
     }
     out.0

@@ -8,60 +8,37 @@
 //! the job does not have, 413 a body over the limit, 422 a component that is not one,
 //! implements the wrong world, or fails to start.
 
+//!
+//! Without the `server` feature only [`wire`] is built: what the calls answer, for a client.
+
+#[cfg(feature = "server")]
 mod auth;
+#[cfg(feature = "server")]
+mod error;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 mod routes;
+#[cfg(feature = "server")]
+mod service;
+pub mod wire;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use anyhow::Context as _;
-
+#[cfg(feature = "server")]
 pub use auth::Token;
-pub use routes::{Bound, HttpError, Uploaded};
+#[cfg(feature = "server")]
+pub use error::HttpError;
+#[cfg(feature = "server")]
+pub use routes::router;
+#[cfg(feature = "server")]
+pub use service::{DEFAULT_MAX_UPLOAD, Service};
+pub use wire::{BindRequest, Bound, DEFAULT_LISTEN, ErrorBody, Uploaded};
 
-use crate::learn::JobHandle;
-use crate::plugin::{PluginStore, Runtime};
-
-/// Where `sedna run --listen` serves when given no address: this machine only.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9301";
-/// The largest component an upload may carry, by default.
-pub const DEFAULT_MAX_UPLOAD: usize = 64 << 20;
-
-/// What the API serves: the plugin store, the runtime that checks and precompiles
-/// uploads, and the jobs running in this process.
-pub struct Service {
-    runtime: Runtime,
-    store: PluginStore,
-    token: Token,
-    jobs: Vec<JobHandle>,
-    max_upload: usize,
-    /// Held by a bind and by a removal, so that a plugin cannot be removed while a bind
-    /// of it is on its way into a slot.
-    binding: std::sync::Mutex<()>,
-}
-
+#[cfg(feature = "server")]
 impl Service {
-    pub fn new(runtime: Runtime, store: PluginStore, token: Token, jobs: Vec<JobHandle>) -> Self {
-        Service {
-            runtime,
-            store,
-            token,
-            jobs,
-            max_upload: DEFAULT_MAX_UPLOAD,
-            binding: Default::default(),
-        }
-    }
-
-    /// Sets the largest component an upload may carry.
-    pub fn max_upload(mut self, bytes: usize) -> Self {
-        self.max_upload = bytes;
-        self
-    }
-
     /// Binds `addr` (port 0 picks a free port) and serves on threads of its own until the
     /// process ends. Returns the address bound.
-    pub fn start(self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    pub fn start(self, addr: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+        use anyhow::Context as _;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on {addr} (--listen)"))?;
         listener.set_nonblocking(true)?;
@@ -72,7 +49,7 @@ impl Service {
             .enable_io()
             .enable_time()
             .build()?;
-        let app = routes::router(Arc::new(self));
+        let app = router(std::sync::Arc::new(self));
         std::thread::Builder::new()
             .name("sedna-http".into())
             .spawn(move || {
@@ -89,3 +66,4 @@ impl Service {
         Ok(bound)
     }
 }
+

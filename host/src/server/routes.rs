@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
@@ -12,22 +11,26 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use serde::{Deserialize, Serialize};
 
-use super::Service;
-use crate::learn::{BindError, JobHandle, JobStatus, SlotName};
+use super::service::Service;
+use super::error::HttpError;
+use super::wire::{BindRequest, Bound, Uploaded};
+use crate::learn::JobStatus;
 use crate::plugin::inspect::{self, Inspection};
-use crate::plugin::{Builtin, Cause, Param, PluginError, Source, StoredPlugin, check_name};
+use crate::plugin::{StoredPlugin, check_name};
 
 /// Bodies of the calls other than an upload (small JSON).
 const MAX_JSON_BODY: usize = 64 << 10;
 
-pub(super) fn router(service: Arc<Service>) -> Router {
+/// The API's routes over `service`: what [`Service::start`] serves, and what tests call
+/// in-process (`tower::ServiceExt::oneshot`).
+pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -45,75 +48,13 @@ pub(super) fn router(service: Arc<Service>) -> Router {
         .route("/v1/jobs/{job}/slots", get(job_slots))
         .route("/v1/jobs/{job}/slots/{slot}", put(bind))
         .fallback(|| async {
-            HttpError::new(
-                StatusCode::NOT_FOUND,
+            HttpError::not_found(
                 "not_found",
                 "no such route: the API is under /v1 (plugins, jobs), plus /metrics and /healthz",
             )
         })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(service)
-}
-
-/// An error as the API answers it: `{error, detail}` with its status.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HttpError {
-    #[serde(skip, default = "internal_status")]
-    pub status: StatusCode,
-    /// A short stable code, e.g. `wrong_world`.
-    pub error: String,
-    /// What went wrong and what to do, for people.
-    pub detail: String,
-}
-
-fn internal_status() -> StatusCode {
-    StatusCode::INTERNAL_SERVER_ERROR
-}
-
-impl HttpError {
-    pub fn new(status: StatusCode, error: &str, detail: impl Into<String>) -> Self {
-        HttpError {
-            status,
-            error: error.to_string(),
-            detail: detail.into(),
-        }
-    }
-
-    fn internal(e: impl std::fmt::Display) -> Self {
-        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    }
-
-    fn bad_name(e: anyhow::Error) -> Self {
-        HttpError::new(StatusCode::BAD_REQUEST, "bad_name", format!("{e:#}"))
-    }
-
-    fn no_job(name: &str) -> Self {
-        HttpError::new(
-            StatusCode::NOT_FOUND,
-            "no_such_job",
-            format!("no job {name:?} runs here (GET /v1/jobs lists them)"),
-        )
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
-    }
-}
-
-/// A component that failed a check or its start: 422, except when the host itself could
-/// not serve the call.
-impl From<PluginError> for HttpError {
-    fn from(e: PluginError) -> Self {
-        let (status, code) = match &e.cause {
-            Cause::WrongWorld { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world"),
-            Cause::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_component"),
-            Cause::Host(_) => (StatusCode::SERVICE_UNAVAILABLE, "host"),
-            _ => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_failed"),
-        };
-        HttpError::new(status, code, e.to_string())
-    }
 }
 
 /// Proof that the request carried the host's token. Taken before the body is read, so a
@@ -134,14 +75,10 @@ impl FromRequestParts<Arc<Service>> for Authorized {
             .and_then(|v| v.strip_prefix("Bearer "));
         match presented {
             Some(token) if service.token.matches(token.trim()) => Ok(Authorized),
-            Some(_) => Err(HttpError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+            Some(_) => Err(HttpError::Unauthorized(
                 "the token is not this host's: use the one it printed at its first start (in <home>/token) or the file given to --token-file",
             )),
-            None => Err(HttpError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+            None => Err(HttpError::Unauthorized(
                 "this call changes the host: send `Authorization: Bearer <token>` (the CLI reads --token-file, SEDNA_TOKEN or <home>/token)",
             )),
         }
@@ -160,7 +97,7 @@ async fn blocking<T: Send + 'static>(
 async fn metrics(State(service): State<Arc<Service>>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
-        super::metrics::render(&service.jobs),
+        super::metrics::render(&service.jobs, service.runtime.errors()),
     )
 }
 
@@ -177,7 +114,7 @@ async fn plugin_versions(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<StoredPlugin>>, HttpError> {
     blocking(move || {
-        check_name("name", &name).map_err(HttpError::bad_name)?;
+        check_name("name", &name).map_err(HttpError::BadName)?;
         let versions: Vec<StoredPlugin> = service
             .store
             .list()
@@ -186,7 +123,7 @@ async fn plugin_versions(
             .filter(|p| p.name == name)
             .collect();
         if versions.is_empty() {
-            return Err(no_plugin(&name));
+            return Err(HttpError::no_plugin(&name));
         }
         Ok(Json(versions))
     })
@@ -222,13 +159,6 @@ struct UploadQuery {
     world: Option<String>,
 }
 
-/// What an upload stored, and how long its checks and precompilation took.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Uploaded {
-    pub plugin: StoredPlugin,
-    pub compile_ms: f64,
-}
-
 async fn upload_latest(
     state: State<Arc<Service>>,
     authorized: Authorized,
@@ -258,13 +188,7 @@ async fn upload(
 /// The upload's bytes, up to `limit`. A declared length over the limit is refused before
 /// a byte is read, so a client that sent `Expect: 100-continue` never sends the body.
 async fn read_upload(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the upload is larger than this host's limit of {limit} bytes (--max-upload)"),
-        )
-    };
+    let too_large = || HttpError::TooLarge { limit };
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -275,11 +199,10 @@ async fn read_upload(headers: &HeaderMap, body: Body, limit: usize) -> Result<By
         if e.into_inner().is::<LengthLimitError>() {
             too_large()
         } else {
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the upload was cut short",
-            )
+            HttpError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                detail: "the upload was cut short".into(),
+            }
         }
     })
 }
@@ -332,26 +255,6 @@ async fn job_slots(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BindRequest {
-    /// A stored plugin (`name@version`, or a name stored in one version) or a built-in.
-    plugin: String,
-    /// The plugin's `init` parameters; by default, for the worker's slots, the serving
-    /// plugin's.
-    params: Option<BTreeMap<String, String>>,
-}
-
-/// What a bind swapped in, and how long loading, checking and swapping took.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Bound {
-    pub job: String,
-    pub slot: String,
-    pub plugin: String,
-    pub sha256: String,
-    pub took_ms: f64,
-}
-
 async fn bind(
     State(service): State<Arc<Service>>,
     _: Authorized,
@@ -360,16 +263,16 @@ async fn bind(
 ) -> Result<Json<Bound>, HttpError> {
     // JSON whatever the content type says, so that `curl -d` works as it is.
     let request: BindRequest = body
-        .map_err(|e| HttpError::new(e.status(), "bad_request", e.body_text()))
+        .map_err(|e| HttpError::BadRequest {
+            status: e.status(),
+            detail: e.body_text(),
+        })
         .and_then(|body| {
-            serde_json::from_slice(&body).map_err(|e| {
-                HttpError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!(
-                        "{e}: send {{\"plugin\": \"NAME@VERSION\", \"params\": {{\"KEY\": \"VALUE\"}}}}"
-                    ),
-                )
+            serde_json::from_slice(&body).map_err(|e| HttpError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                detail: format!(
+                    "{e}: send {{\"plugin\": \"NAME@VERSION\", \"params\": {{\"KEY\": \"VALUE\"}}}}"
+                ),
             })
         })?;
     blocking(move || service.bind(&job, &slot, request))
@@ -377,136 +280,3 @@ async fn bind(
         .map(Json)
 }
 
-fn no_plugin(reference: &str) -> HttpError {
-    HttpError::new(
-        StatusCode::NOT_FOUND,
-        "no_such_plugin",
-        format!("no stored plugin {reference:?} (GET /v1/plugins lists them)"),
-    )
-}
-
-impl Service {
-    fn job(&self, name: &str) -> Result<&JobHandle, HttpError> {
-        self.jobs
-            .iter()
-            .find(|j| j.name() == name)
-            .ok_or_else(|| HttpError::no_job(name))
-    }
-
-    /// The store's entry for `name@version` (uploaded plugins; built-ins are not stored).
-    fn stored(&self, name: &str, version: &str) -> Result<StoredPlugin, HttpError> {
-        check_name("name", name).map_err(HttpError::bad_name)?;
-        check_name("version", version).map_err(HttpError::bad_name)?;
-        self.store
-            .entry(name, version)
-            .map_err(HttpError::internal)?
-            .ok_or_else(|| no_plugin(&format!("{name}@{version}")))
-    }
-
-    /// Removes a stored plugin that no job's slot holds: one in use stays, so that the
-    /// store never lists less than what runs.
-    fn remove(&self, name: &str, version: &str) -> Result<(), HttpError> {
-        let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        self.stored(name, version)?;
-        let reference = format!("{name}@{version}");
-        if let Some((job, slot)) = self
-            .jobs
-            .iter()
-            .find_map(|job| Some((job, job.holding(&reference)?)))
-        {
-            return Err(HttpError::new(
-                StatusCode::CONFLICT,
-                "plugin_in_use",
-                format!(
-                    "{reference} is bound to the `{slot}` slot of job `{}`: bind another plugin there first",
-                    job.name()
-                ),
-            ));
-        }
-        self.store
-            .remove(name, version)
-            .map_err(HttpError::internal)
-    }
-
-    /// Checks a component (a component, of `world` or of the one world it exports),
-    /// compiles it into the cache, so that a bind loads it without compiling, and stores it.
-    fn upload(
-        &self,
-        name: &str,
-        version: &str,
-        world: Option<String>,
-        wasm: &[u8],
-    ) -> Result<Uploaded, HttpError> {
-        check_name("name", name).map_err(HttpError::bad_name)?;
-        check_name("version", version).map_err(HttpError::bad_name)?;
-        if Builtin::find(name).is_some() {
-            return Err(HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_name",
-                format!("`{name}` is the name of a built-in plugin: choose another name"),
-            ));
-        }
-        let source = Source::new(format!("{name}@{version}"), wasm);
-        let started = Instant::now();
-        let world = match world {
-            Some(world) => world,
-            None => inspect::inspect(&self.runtime, &source)?
-                .single_world()
-                .map_err(|why| {
-                    HttpError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "wrong_world",
-                        format!("{name}@{version}: {why} (?world=WORLD)"),
-                    )
-                })?,
-        };
-        inspect::validate(&self.runtime, &source, &world)?;
-        let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-        let plugin = self
-            .store
-            .add(name, version, &world, wasm)
-            .map_err(HttpError::internal)?;
-        tracing::info!(plugin = %source.name, world, sha256 = %plugin.sha256, "plugin uploaded");
-        Ok(Uploaded { plugin, compile_ms })
-    }
-
-    fn bind(&self, job: &str, slot: &str, request: BindRequest) -> Result<Bound, HttpError> {
-        let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        let job = self.job(job)?;
-        let slot: SlotName = slot
-            .parse()
-            .map_err(|e: String| HttpError::new(StatusCode::NOT_FOUND, "no_such_slot", e))?;
-        // Only the store and the built-ins: never a path on the host.
-        let reference = &request.plugin;
-        match reference.split_once('@') {
-            Some((name, version)) => {
-                check_name("name", name).map_err(HttpError::bad_name)?;
-                check_name("version", version).map_err(HttpError::bad_name)?;
-            }
-            None => check_name("name", reference).map_err(HttpError::bad_name)?,
-        }
-        let source = self.store.resolve(reference).map_err(|e| {
-            HttpError::new(StatusCode::NOT_FOUND, "no_such_plugin", format!("{e:#}"))
-        })?;
-        let params = request.params.map(|params| {
-            params
-                .into_iter()
-                .map(|(key, value)| Param { key, value })
-                .collect()
-        });
-        let started = Instant::now();
-        job.bind(slot, &source, params).map_err(|e| match e {
-            BindError::NoWorker { .. } => {
-                HttpError::new(StatusCode::CONFLICT, "no_such_slot", e.to_string())
-            }
-            BindError::Plugin(e) => e.into(),
-        })?;
-        Ok(Bound {
-            job: job.name().to_string(),
-            slot: slot.name().to_string(),
-            plugin: source.name,
-            sha256: source.sha256,
-            took_ms: started.elapsed().as_secs_f64() * 1e3,
-        })
-    }
-}

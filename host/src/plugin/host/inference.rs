@@ -7,27 +7,13 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use super::host::HostState;
-use super::worlds::inference::{
+use crate::plugin::bindings::inference::{
     self, ErrorCode, NamedTensor, Placement, Preprocess as WitPreprocess, TensorType, ValueInfo,
 };
-use super::worlds::types::Detections;
-use crate::infer::{
-    ErrorKind, Frame, InferError, Label, Layout, Model, Preprocess, Sample, Session,
-    SessionOptions, Tensor,
-};
-
-/// A model the guest holds (the `graph` resource).
-pub struct Graph(Arc<Model>);
-
-/// A session the guest holds (the `graph-execution-context` resource).
-pub struct ExecutionContext(Session);
-
-/// A labelled data set the guest holds (the `dataset` resource).
-pub struct Dataset(pub(crate) Arc<[Sample]>);
-
-/// A frame the guest holds (the `frame` resource): shared, never copied.
-pub type FrameHandle = Arc<Frame>;
+use crate::plugin::bindings::types::Detections;
+use crate::plugin::resources::{Dataset, ExecutionContext, FrameHandle, Graph};
+use crate::plugin::state::HostState;
+use crate::media::{ErrorKind, Frame, InferError, Label, Layout, Model, Preprocess, Sample, SessionOptions, Tensor};
 
 /// Bytes of host memory an instance's tensors may hold, beyond its linear memory: the
 /// same cap as its memory, so a plugin cannot grow the host without bound.
@@ -338,7 +324,7 @@ fn sample(dataset: &Dataset, index: u32) -> Result<&Sample, InferError> {
     })
 }
 
-fn value_infos(specs: &[crate::infer::ValueSpec]) -> Vec<ValueInfo> {
+fn value_infos(specs: &[crate::media::ValueSpec]) -> Vec<ValueInfo> {
     specs
         .iter()
         .map(|spec| ValueInfo {

@@ -1,11 +1,25 @@
 //! Where the inference worker's frames come from: the deploy template's `video_url`, a
 //! folder of images or an MP4 (H.264) file played in a loop like the seed's camera stand-in.
+//! A source pushes each frame into a [`FrameSink`] (the worker), so it knows nothing of
+//! estimators or HEMs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Frame, InferenceWorker, VideoReader};
+use crate::media::{Frame, InferError, VideoReader};
+
+/// What a source feeds: one call per frame, read or not.
+pub trait FrameSink {
+    /// Frame `name`, which took `read` to read and decode, or why it could not be read.
+    fn frame(&self, name: &str, frame: Result<Frame, InferError>, read: Duration);
+}
+
+/// A shared sink (the worker is shared with the job that swaps its models).
+impl<S: FrameSink + ?Sized> FrameSink for std::sync::Arc<S> {
+    fn frame(&self, name: &str, frame: Result<Frame, InferError>, read: Duration) {
+        (**self).frame(name, frame, read)
+    }
+}
 
 /// How long a folder source waits before looking for new images, and any source after
 /// a pass that ran nothing (a missing or empty video).
@@ -65,21 +79,21 @@ impl FrameSource {
         }
     }
 
-    /// Runs one pass through `worker`: the images added since the last pass, or the
-    /// video from start to end. A frame that cannot be read is counted and reported in
-    /// the results, and the pass goes on. Returns how many frames were run.
-    pub fn feed(&mut self, worker: &InferenceWorker) -> anyhow::Result<usize> {
+    /// Runs one pass into `sink`: the images added since the last pass, or the video from
+    /// start to end. A frame that cannot be read goes to the sink as its error, and the
+    /// pass goes on. Returns how many frames were run.
+    pub fn feed(&mut self, sink: &impl FrameSink) -> anyhow::Result<usize> {
         match self {
-            FrameSource::Images(images) => images.feed(worker),
-            FrameSource::Video(video) => video.feed(worker),
+            FrameSource::Images(images) => images.feed(sink),
+            FrameSource::Video(video) => video.feed(sink),
         }
     }
 
-    /// Feeds the worker pass after pass, for good: a pass that fails is logged and the
-    /// next one tries again.
-    pub fn feed_forever(mut self, worker: &InferenceWorker) {
+    /// Feeds `sink` pass after pass, for good: a pass that fails is logged and the next
+    /// one tries again.
+    pub fn feed_forever(mut self, sink: &impl FrameSink) {
         loop {
-            let ran = self.feed(worker).unwrap_or_else(|e| {
+            let ran = self.feed(sink).unwrap_or_else(|e| {
                 tracing::warn!("{e:#}");
                 0
             });
@@ -117,27 +131,6 @@ impl EveryNth {
     }
 }
 
-/// Runs one frame that took `read` to read and decode.
-fn run(
-    worker: &InferenceWorker,
-    name: &str,
-    frame: Result<Frame, super::InferError>,
-    read: Duration,
-) {
-    worker.stats.stages.read.observe(read);
-    match frame {
-        Ok(frame) => {
-            if let Err(e) = worker.process(name, &Arc::new(frame)) {
-                tracing::warn!("inference on {name}: {e}");
-            }
-        }
-        Err(e) => {
-            tracing::warn!("{e}");
-            worker.unreadable(name, &e.to_string());
-        }
-    }
-}
-
 /// A folder of images (PNG, JPEG), in name order; images added later are picked up by
 /// the next pass.
 pub struct ImageDir {
@@ -163,7 +156,7 @@ impl ImageDir {
         Ok(fresh)
     }
 
-    fn feed(&mut self, worker: &InferenceWorker) -> anyhow::Result<usize> {
+    fn feed(&mut self, sink: &impl FrameSink) -> anyhow::Result<usize> {
         let images = self.new_images().map_err(|e| {
             anyhow::anyhow!("cannot list the images in {}: {e}", self.dir.display())
         })?;
@@ -175,7 +168,7 @@ impl ImageDir {
                 .unwrap_or_default();
             let started = Instant::now();
             let frame = Frame::open(path);
-            run(worker, &name, frame, started.elapsed());
+            sink.frame(&name, frame, started.elapsed());
             ran += 1;
         }
         Ok(ran)
@@ -193,7 +186,7 @@ pub struct VideoLoop {
 }
 
 impl VideoLoop {
-    fn feed(&mut self, worker: &InferenceWorker) -> anyhow::Result<usize> {
+    fn feed(&mut self, sink: &impl FrameSink) -> anyhow::Result<usize> {
         let video = VideoReader::open(&self.path)?;
         let stem = self
             .path
@@ -220,12 +213,7 @@ impl VideoLoop {
                 let due = start + frame.time;
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
-            run(
-                worker,
-                &name,
-                frame.map(|f| Frame::from_image(&name, f.image)),
-                read,
-            );
+            sink.frame(&name, frame.map(|f| Frame::from_image(&name, f.image)), read);
             ran += 1;
         }
         Ok(ran)

@@ -1,4 +1,6 @@
-//! What a plugin instance's store holds, and the host functions every world imports.
+//! What a plugin instance's store holds: its WASI context, resource table, memory budget,
+//! sandbox and output tail; and the linker that gives every world its imports (the
+//! interfaces' host sides are in `host/`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -13,13 +15,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::{inference, log};
 use super::sandbox::Sandbox;
-use super::worlds::inference;
-use super::worlds::log::{self, Level};
-use super::worlds::types;
 
-/// Longest log message a plugin can emit in one call; the rest is cut.
-const MAX_LOG_MESSAGE: usize = 4096;
 /// How much of a plugin's stdout and stderr is kept to explain a trap.
 const OUTPUT_TAIL: usize = 4096;
 
@@ -31,7 +29,7 @@ pub struct HostState {
     pub(crate) sandbox: Sandbox,
     /// Bytes held by this instance's host-side tensors (capped like its memory).
     pub(crate) tensor_bytes: u64,
-    plugin: Arc<str>,
+    pub(crate) plugin: Arc<str>,
     pub(crate) output: OutputTail,
 }
 
@@ -78,25 +76,6 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
-        }
-    }
-}
-
-impl types::Host for HostState {}
-
-impl log::Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
-        let mut end = message.len().min(MAX_LOG_MESSAGE);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let (plugin, message) = (&*self.plugin, &message[..end]);
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
         }
     }
 }

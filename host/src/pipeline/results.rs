@@ -1,11 +1,54 @@
-//! The inference worker's results log: every frame's outcome as a JSON line, written by
-//! the worker and read back, from another process, for its decisions.
+//! The inference worker's results log: every frame's outcome as a [`ResultLine`], written
+//! by the worker and read back, from another process, for its decisions.
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::worker::RECENT_DECISIONS;
+use serde::{Deserialize, Serialize};
+
+use super::decisions::RecentDecisions;
+use crate::plugin::Prediction;
+use crate::plugin::json::prediction_to_json;
+
+/// One frame's outcome: its decision and prediction, or why it failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultLine {
+    pub frame: String,
+    /// Whether the HEM found it hard; absent when the frame failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<bool>,
+    /// The prediction as JSON ([`crate::plugin::json`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ResultLine {
+    pub fn decided(frame: &str, hard: bool, prediction: &Prediction) -> Self {
+        ResultLine {
+            frame: frame.into(),
+            hard: Some(hard),
+            prediction: Some(prediction_to_json(prediction)),
+            error: None,
+        }
+    }
+
+    pub fn failed(frame: &str, error: &str) -> Self {
+        ResultLine {
+            frame: frame.into(),
+            hard: None,
+            prediction: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// What the reader of the log needs of a line: its decision (the rest is skipped unread).
+#[derive(Deserialize)]
+struct Decision {
+    hard: Option<bool>,
+}
 
 /// The log's file; past its bound it is renamed to [`ROTATED`].
 const CURRENT: &str = "results.jsonl";
@@ -30,7 +73,7 @@ impl ResultLog {
         })
     }
 
-    pub(super) fn append(&self, line: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn append(&self, line: &ResultLine) -> anyhow::Result<()> {
         use std::io::Write as _;
         let mut file = self.file.lock().unwrap();
         match std::fs::metadata(&self.path) {
@@ -59,13 +102,13 @@ impl ResultLog {
 /// `value` as one JSON line, to be written with one `write`: formatting straight into a
 /// file writes each token on its own (hundreds of system calls a frame), and a reader
 /// following the file could see a line half written.
-pub(super) fn json_line(value: &serde_json::Value) -> Vec<u8> {
-    let mut line = serde_json::to_vec(value).expect("a JSON value serializes");
+pub(super) fn json_line(value: &impl Serialize) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).expect("a record serializes");
     line.push(b'\n');
     line
 }
 
-/// The last [`RECENT_DECISIONS`] decisions of a worker in another process, followed
+/// The last [`RECENT_DECISIONS`](super::RECENT_DECISIONS) decisions of a worker in another process, followed
 /// through its results log: the `hard_examples` metric for `sedna agent`, whose
 /// inference worker runs in a Pod on the same node and writes the log there. Unlike an
 /// in-process worker's, they include what the log held when the tail started (the
@@ -75,7 +118,7 @@ pub struct DecisionTail {
     /// The file being followed, kept open so that it can be read to its end after the
     /// log rotated it away (a rename, or its deletion at the next rotation).
     following: Option<Followed>,
-    recent: VecDeque<bool>,
+    recent: RecentDecisions,
 }
 
 struct Followed {
@@ -110,7 +153,7 @@ impl DecisionTail {
         DecisionTail {
             dir: dir.to_path_buf(),
             following: None,
-            recent: VecDeque::new(),
+            recent: RecentDecisions::default(),
         }
     }
 
@@ -141,10 +184,7 @@ impl DecisionTail {
 
     /// The decisions, oldest first, as 1 (hard) and 0.
     pub fn recent(&self) -> Vec<f64> {
-        self.recent
-            .iter()
-            .map(|&hard| f64::from(u8::from(hard)))
-            .collect()
+        self.recent.values()
     }
 
     /// Reads the followed file's whole lines from where it stopped, moving its offset
@@ -165,14 +205,11 @@ impl DecisionTail {
                 return Ok(()); // the end, or a line still being written
             }
             followed.offset += read as u64;
-            let hard = serde_json::from_slice::<serde_json::Value>(&line)
+            let hard = serde_json::from_slice::<Decision>(&line)
                 .ok()
-                .and_then(|entry| entry["hard"].as_bool());
+                .and_then(|line| line.hard);
             if let Some(hard) = hard {
-                if self.recent.len() == RECENT_DECISIONS {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back(hard);
+                self.recent.push(hard);
             }
         }
     }
@@ -181,10 +218,10 @@ impl DecisionTail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::plugin::Detections;
 
-    fn decision(hard: bool) -> serde_json::Value {
-        json!({"frame": "f", "hard": hard, "prediction": []})
+    fn decision(hard: bool) -> ResultLine {
+        ResultLine::decided("f", hard, &Prediction::Detections(Detections::default()))
     }
 
     #[test]
@@ -197,8 +234,7 @@ mod tests {
         // Small enough that every few lines rotate the file.
         let log = ResultLog::new(dir.path(), 150).unwrap();
         log.append(&decision(true)).unwrap();
-        log.append(&json!({"frame": "g", "error": "cannot decode"}))
-            .unwrap();
+        log.append(&ResultLine::failed("g", "cannot decode")).unwrap();
         log.append(&decision(false)).unwrap();
         tail.update().unwrap();
         assert_eq!(tail.recent(), [1.0, 0.0]);

@@ -1,28 +1,24 @@
-//! Inference on the host: the ONNX backend, models and sessions, image pre-processing
-//! and the inference worker. Large data (pixels, tensors, sessions) stays here; plugins hold it by
-//! handle through the `inference` interface.
+//! Media on the host: the ONNX backends, models and sessions, tensors, images and their
+//! pre-processing, video decode and encode, labelled samples. Large data (pixels, tensors,
+//! sessions) stays here; plugins hold it by handle through the `inference` interface.
+//!
+//! Imports nothing of ours but [`crate::files`].
 
 pub mod backend;
 pub mod builder;
 pub mod image;
 pub mod model;
-pub mod results;
 pub mod sample;
-pub mod source;
 pub mod tensor;
 pub mod video;
-pub mod worker;
 
 pub use backend::{Backend, BackendKind, backend};
 pub use builder::{Attr, ModelBuilder};
 pub use image::{Frame, Layout, Preprocess};
 pub use model::{Model, Session, SessionOptions, ValueSpec};
-pub use results::{DecisionTail, ResultLog};
 pub use sample::{Label, Sample};
-pub use source::{FrameSource, ImageDir};
 pub use tensor::Tensor;
 pub use video::{VideoFrame, VideoReader, VideoWriter};
-pub use worker::{FrameStages, HardExampleStore, InferenceWorker, Outcome, WorkerStats};
 
 /// What went wrong, in the categories of the `inference` interface's `error-code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,229 +1,30 @@
-//! The inference worker: frames from a source go through the estimator and the HEM;
-//! hard examples are kept (the raw frame and the prediction as a pre-label) for people
-//! to label. A deployed model is swapped in between two frames, never during one.
+//! Hard examples kept for people to label: the frame as it came, a small preview with the
+//! boxes drawn, and one [`HardExampleRecord`] per example in `index.jsonl` with the
+//! prediction as a pre-label.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Frame;
-use super::results::{ResultLog, json_line};
+use serde::{Deserialize, Serialize};
+
+use super::results::json_line;
 use crate::files::write_atomically;
-use crate::metrics::{Counter, Histogram};
+use crate::media::Frame;
+use crate::plugin::Prediction;
 use crate::plugin::json::prediction_to_json;
-use crate::plugin::{
-    Estimator, Hem, Param, Plugin, PluginError, Prediction, Sandbox, Slot, Source, World,
-};
 
-/// What the worker did with one frame.
-#[derive(Debug)]
-pub struct Outcome {
-    pub prediction: Prediction,
-    pub hard: bool,
-}
+/// The store's index: one [`HardExampleRecord`] a line.
+pub const INDEX: &str = "index.jsonl";
 
-/// Counters and latencies for the job's status and `/metrics`.
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    pub frames: Counter,
-    pub hard: Counter,
-    pub failed: Counter,
-    /// Model swaps (a deployed model, or a bound estimator or HEM).
-    pub swaps: Counter,
-    /// How long the last model swap took, from asking to serving (load, smoke test,
-    /// swap), in µs.
-    pub last_swap_micros: AtomicU64,
-    pub stages: FrameStages,
-}
-
-/// Where a frame's time goes.
-#[derive(Debug, Default)]
-pub struct FrameStages {
-    /// Reading and decoding the frame (an image file, a video frame).
-    pub read: Histogram,
-    /// The estimator's `predict`: pre-processing and the model.
-    pub predict: Histogram,
-    /// The HEM's decision.
-    pub mine: Histogram,
-    /// Writing a hard example.
-    pub keep: Histogram,
-}
-
-impl FrameStages {
-    /// Each stage with its name in `/metrics`.
-    pub fn named(&self) -> [(&'static str, &Histogram); 4] {
-        [
-            ("read", &self.read),
-            ("predict", &self.predict),
-            ("mine", &self.mine),
-            ("keep", &self.keep),
-        ]
-    }
-}
-
-pub struct InferenceWorker {
-    estimator: Slot<Estimator>,
-    hem: Slot<Hem>,
-    store: HardExampleStore,
-    results: Option<ResultLog>,
-    /// Held for each frame, and for a whole swap when hot update is off.
-    frame_gate: std::sync::Mutex<()>,
-    /// The last `RECENT_DECISIONS` decisions, oldest first (the `hard_examples` metric).
-    recent: std::sync::Mutex<std::collections::VecDeque<bool>>,
-    pub stats: WorkerStats,
-}
-
-/// Decisions the worker remembers for the `hard_examples` metric: the largest window
-/// the built-in `HardExampleRatio` condition accepts.
-pub const RECENT_DECISIONS: usize = 100_000;
-
-impl InferenceWorker {
-    pub fn new(estimator: Slot<Estimator>, hem: Slot<Hem>, store: HardExampleStore) -> Self {
-        InferenceWorker {
-            estimator,
-            hem,
-            store,
-            results: None,
-            frame_gate: Default::default(),
-            recent: Default::default(),
-            stats: WorkerStats::default(),
-        }
-    }
-
-    /// Also writes every frame's outcome as a JSON line to `log`.
-    pub fn with_results(mut self, log: ResultLog) -> Self {
-        self.results = Some(log);
-        self
-    }
-
-    /// Predicts, mines and (when hard) stores one frame. The estimator and HEM versions
-    /// are taken once, so a swap lands between frames.
-    pub fn process(&self, name: &str, frame: &Arc<Frame>) -> Result<Outcome, PluginError> {
-        let _frame = self.frame_gate.lock().unwrap_or_else(|e| e.into_inner());
-        let (estimator, hem) = (self.estimator.get(), self.hem.get());
-        let stages = &self.stats.stages;
-        let result = stages
-            .predict
-            .time(|| estimator.predict(frame))
-            .and_then(|prediction| {
-                let hard = stages.mine.time(|| hem.is_hard_example(&prediction))?;
-                Ok(Outcome { prediction, hard })
-            });
-        self.stats.frames.inc();
-        if let Ok(outcome) = &result {
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() == RECENT_DECISIONS {
-                recent.pop_front();
-            }
-            recent.push_back(outcome.hard);
-        }
-        match &result {
-            Ok(outcome) if outcome.hard => {
-                self.stats.hard.inc();
-                stages
-                    .keep
-                    .time(|| self.store.save(name, frame, &outcome.prediction));
-            }
-            Ok(_) => {}
-            Err(_) => self.stats.failed.inc(),
-        }
-        match &result {
-            Ok(o) => self.log_result(serde_json::json!({
-                "frame": name, "hard": o.hard, "prediction": prediction_to_json(&o.prediction)
-            })),
-            Err(e) => self.log_result(serde_json::json!({"frame": name, "error": e.to_string()})),
-        }
-        result
-    }
-
-    /// Counts a frame that could not even be read, and says so in the results.
-    pub fn unreadable(&self, name: &str, error: &str) {
-        self.stats.frames.inc();
-        self.stats.failed.inc();
-        self.log_result(serde_json::json!({"frame": name, "error": error}));
-    }
-
-    fn log_result(&self, line: serde_json::Value) {
-        if let Some(log) = &self.results
-            && let Err(e) = log.append(&line)
-        {
-            tracing::warn!("cannot write the inference results: {e:#}");
-        }
-    }
-
-    /// Swaps to `model` (same estimator and parameters); a model that does not load is
-    /// refused and the serving one stays. `hot` (`hotUpdateEnabled`): it loads beside the
-    /// serving one while frames go on. Otherwise the worker restarts: it stops between two
-    /// frames, loads the model and goes on; frames wait meanwhile, none is dropped.
-    pub fn swap_model(&self, model: &Path, hot: bool) -> Result<(), PluginError> {
-        let started = std::time::Instant::now();
-        let _stopped = (!hot).then(|| self.frame_gate.lock().unwrap_or_else(|e| e.into_inner()));
-        let current = self.estimator.get();
-        let source = current.source().clone();
-        let sandbox = Sandbox {
-            models: vec![("model".into(), model.to_path_buf())],
-            ..current.sandbox().clone()
-        };
-        self.estimator
-            .replace_with(&source, current.params().to_vec(), sandbox)?;
-        self.stats.swaps.inc();
-        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.stats.last_swap_micros.store(took, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Binds another HEM component (with `params`, else the serving one's): it is loaded
-    /// and initialised beside the serving one, then swapped in between two frames. One
-    /// that fails to load or initialise is refused and the serving one stays.
-    pub fn bind_hem(&self, source: &Source, params: Option<Vec<Param>>) -> Result<(), PluginError> {
-        rebind(&self.hem, source, params)
-    }
-
-    /// Binds another estimator component on the serving model, as `bind_hem` does.
-    pub fn bind_estimator(
-        &self,
-        source: &Source,
-        params: Option<Vec<Param>>,
-    ) -> Result<(), PluginError> {
-        rebind(&self.estimator, source, params)?;
-        self.stats.swaps.inc();
-        Ok(())
-    }
-
-    /// The recent decisions, oldest first, as 1 (hard) and 0: the `hard_examples` metric
-    /// trigger conditions read.
-    pub fn recent_decisions(&self) -> Vec<f64> {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent
-            .iter()
-            .map(|&hard| f64::from(u8::from(hard)))
-            .collect()
-    }
-
-    /// The estimator serving now.
-    pub fn estimator(&self) -> Arc<Plugin<Estimator>> {
-        self.estimator.get()
-    }
-
-    /// The HEM serving now.
-    pub fn hem(&self) -> Arc<Plugin<Hem>> {
-        self.hem.get()
-    }
-
-    pub fn store(&self) -> &HardExampleStore {
-        &self.store
-    }
-}
-
-/// Swaps `source` into `slot` with `params` (else the serving plugin's) and its sandbox.
-fn rebind<W: World>(
-    slot: &Slot<W>,
-    source: &Source,
-    params: Option<Vec<Param>>,
-) -> Result<(), PluginError> {
-    let current = slot.get();
-    let params = params.unwrap_or_else(|| current.params().to_vec());
-    slot.replace_with(source, params, current.sandbox().clone())
+/// One line of a store's [`INDEX`]: what `sedna label export` reads back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HardExampleRecord {
+    /// The image's file name, in the store's directory.
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    /// The prediction as JSON ([`crate::plugin::json`]): the pre-label.
+    pub prediction: serde_json::Value,
 }
 
 /// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on: a frame read
@@ -301,7 +102,7 @@ impl HardExampleStore {
     }
 
     /// Queues the frame to be kept (waits while [`KEEP_QUEUE`] examples wait already).
-    fn save(&self, name: &str, frame: &Arc<Frame>, prediction: &Prediction) {
+    pub(super) fn save(&self, name: &str, frame: &Arc<Frame>, prediction: &Prediction) {
         *self.disk.queued.lock().unwrap() += 1;
         let keep = Keep {
             name: name.to_string(),
@@ -340,8 +141,9 @@ impl Drop for HardExampleStore {
     }
 }
 
-/// A kept frame's image (not its preview, not the index).
-fn is_example(path: &Path) -> bool {
+/// A kept frame's image (not its preview, not the index): a `.png`, or a `.jpg` kept as
+/// its source file had it.
+pub fn is_example(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -390,18 +192,21 @@ impl KeptOnDisk {
             )?;
             write_atomically(&preview_path(&image), &encoded)?;
         }
-        let line = serde_json::json!({
-            "image": image.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "width": frame.width(),
-            "height": frame.height(),
-            "prediction": prediction_to_json(prediction),
-        });
+        let record = HardExampleRecord {
+            image: image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            width: frame.width(),
+            height: frame.height(),
+            prediction: prediction_to_json(prediction),
+        };
         use std::io::Write as _;
         let mut index = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("index.jsonl"))?;
-        index.write_all(&json_line(&line))?;
+            .open(self.dir.join(INDEX))?;
+        index.write_all(&json_line(&record))?;
         let mut kept = self.kept.lock().unwrap();
         kept.push_back(image);
         while kept.len() > self.capacity {
@@ -508,7 +313,7 @@ fn preview(frame: &Frame, found: &crate::plugin::Detections) -> image::RgbImage 
 
 #[cfg(test)]
 mod tests {
-    use super::Frame;
+    use crate::media::Frame;
     use crate::plugin::Detections;
 
     #[test]

@@ -20,8 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
-use crate::learn::dataset::Format;
-use crate::learn::trigger::{Condition, Timer};
+use super::{Condition, ConditionType, Format, MAX_PLUGINS, Stage, Timer};
 
 pub const API_VERSION: &str = "sedna.io/v1alpha1";
 
@@ -153,6 +152,18 @@ pub struct JobCondition {
     pub data: Option<String>,
 }
 
+impl JobCondition {
+    /// The stage, when it is one of Sedna's (a condition written by hand may hold anything).
+    pub fn stage(&self) -> Option<Stage> {
+        self.stage.parse().ok()
+    }
+
+    /// The condition's type, when it is one of Sedna's.
+    pub fn kind(&self) -> Option<ConditionType> {
+        self.kind.parse().ok()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameRef {
@@ -190,7 +201,7 @@ pub struct TrainTrigger {
     pub condition: Condition,
     /// `trigger-condition` plugins, each ANDed with `condition` (Sedna has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = crate::learn::trigger::MAX_PLUGINS))]
+    #[schemars(length(max = MAX_PLUGINS))]
     pub plugins: Vec<PluginRef>,
 }
 
@@ -231,7 +242,7 @@ pub struct DeployTrigger {
     pub condition: Condition,
     /// `trigger-condition` plugins, each ANDed with `condition` (Sedna has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = crate::learn::trigger::MAX_PLUGINS))]
+    #[schemars(length(max = MAX_PLUGINS))]
     pub plugins: Vec<PluginRef>,
 }
 
@@ -304,7 +315,7 @@ pub struct Resources {
 
 /// A resource that cannot be used: where it is and what to do.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct ApiError {
+pub struct SpecError {
     pub file: PathBuf,
     /// 1-based document number within the file.
     pub document: usize,
@@ -315,7 +326,7 @@ pub struct ApiError {
     pub message: String,
 }
 
-impl fmt::Display for ApiError {
+impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: document {}", self.file.display(), self.document)?;
         if let Some(resource) = &self.resource {
@@ -329,11 +340,11 @@ impl fmt::Display for ApiError {
 }
 
 /// Reads and checks the resources in `paths` (multi-document YAML files).
-pub fn load(paths: &[PathBuf]) -> Result<Resources, ApiError> {
+pub fn load(paths: &[PathBuf]) -> Result<Resources, SpecError> {
     let mut resources = Resources::default();
     let mut origins = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).map_err(|e| ApiError {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
             file: path.clone(),
             document: 0,
             resource: None,
@@ -347,7 +358,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Resources, ApiError> {
 }
 
 /// Reads and checks the resources in one YAML text, as if it were the file `file`.
-pub fn parse(file: &Path, text: &str) -> Result<Resources, ApiError> {
+pub fn parse(file: &Path, text: &str) -> Result<Resources, SpecError> {
     let mut resources = Resources::default();
     let mut origins = Vec::new();
     parse_into(file, text, &mut resources, &mut origins)?;
@@ -368,10 +379,10 @@ fn parse_into(
     text: &str,
     resources: &mut Resources,
     origins: &mut Vec<Origin>,
-) -> Result<(), ApiError> {
+) -> Result<(), SpecError> {
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let number = index + 1;
-        let error = |resource: Option<String>, field: Option<String>, message: String| ApiError {
+        let error = |resource: Option<String>, field: Option<String>, message: String| SpecError {
             file: file.to_path_buf(),
             document: number,
             resource,
@@ -461,7 +472,7 @@ fn typed_value<T: DeserializeOwned>(value: &Value) -> Result<T, (Option<String>,
 }
 
 /// Each job's model and dataset names must name resources given alongside it.
-fn check_references(resources: &Resources, origins: &[Origin]) -> Result<(), ApiError> {
+fn check_references(resources: &Resources, origins: &[Origin]) -> Result<(), SpecError> {
     for (job, origin) in resources.jobs.iter().zip(origins) {
         let models: Vec<&str> = resources
             .models
@@ -495,7 +506,7 @@ fn check_references(resources: &Resources, origins: &[Origin]) -> Result<(), Api
         ];
         for (field, name, kind, known) in references {
             if !known.contains(&name.as_str()) {
-                return Err(ApiError {
+                return Err(SpecError {
                     file: origin.file.clone(),
                     document: origin.document,
                     resource: Some(format!("IncrementalLearningJob {}", job.name_any())),

@@ -1,0 +1,189 @@
+//! `sedna worker train|eval|infer`: what a job's Pods run, set up by the env the
+//! controller gives them ([`super::env`]). Train and eval write their [`WorkerReport`]
+//! to the Pod's termination message, where the controller reads it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::env::{EvalEnv, InferEnv, TrainEnv, Vars};
+use super::{ModelMetrics, WorkerReport};
+use crate::learn::dataset::{DatasetMonitor, Format, Sample};
+use crate::learn::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on, estimator_source};
+use crate::learn::{Layout, ModelWatch, ServingPlan};
+use crate::plugin::{Param, PluginStore, Runtime, Source, params};
+use crate::spec::PluginRef;
+
+/// Where a worker's report goes unless `SEDNA_REPORT_PATH` says otherwise: the file
+/// Kubernetes makes the container's termination message from.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// What the workers share: the runtime, the plugin store and the estimator's parameters.
+pub struct Workers<'a> {
+    pub runtime: &'a Runtime,
+    pub store: &'a PluginStore,
+    pub params: Vec<Param>,
+}
+
+impl Workers<'_> {
+    /// The runtime and store, with the parameters of `vars` ([`super::env::parameters`]).
+    pub fn new<'a>(
+        runtime: &'a Runtime,
+        store: &'a PluginStore,
+        vars: &(impl Vars + ?Sized),
+    ) -> anyhow::Result<Workers<'a>> {
+        Ok(Workers {
+            runtime,
+            store,
+            params: params(&super::env::parameters(vars)?),
+        })
+    }
+
+    fn estimator(&self) -> anyhow::Result<Source> {
+        estimator_source(self.store, &self.params).context("the template's env `estimator`")
+    }
+
+    /// Fine-tunes the base model on the training index and saves the model.
+    pub fn train(&self, env: &TrainEnv) -> anyhow::Result<WorkerReport> {
+        let output = PathBuf::from(&env.model);
+        let (Some(dir), Some(file)) = (output.parent(), output.file_name()) else {
+            anyhow::bail!(
+                "MODEL_URL {}: give the path of the model file to write",
+                output.display()
+            );
+        };
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("MODEL_URL: cannot create {}", dir.display()))?;
+        let samples = samples(&env.train_dataset, "TRAIN_DATASET_URL")?;
+        let started = Instant::now();
+        let estimator = estimator_on(
+            self.runtime,
+            &self.estimator()?,
+            &self.params,
+            Path::new(&env.base_model),
+            dir,
+            ROUND_DEADLINE,
+        )?;
+        let metrics = estimator.train(&samples, None)?;
+        estimator.save(&format!("{GUEST_OUTPUT}/{}", file.to_string_lossy()))?;
+        tracing::info!(
+            "trained on {} samples in {:.1?}: {}",
+            samples.len(),
+            started.elapsed(),
+            output.display()
+        );
+        Ok(WorkerReport {
+            samples: samples.len(),
+            models: vec![ModelMetrics::new(&output.display().to_string(), &metrics)],
+        })
+    }
+
+    /// Evaluates each model on the test index.
+    pub fn eval(&self, env: &EvalEnv) -> anyhow::Result<WorkerReport> {
+        let samples = samples(&env.test_dataset, "TEST_DATASET_URL")?;
+        let source = self.estimator()?;
+        let mut models = Vec::new();
+        for url in &env.models {
+            let scratch = tempfile::tempdir()?;
+            let metrics = estimator_on(
+                self.runtime,
+                &source,
+                &self.params,
+                Path::new(url),
+                scratch.path(),
+                ROUND_DEADLINE,
+            )
+            .and_then(|e| Ok(e.evaluate(&samples)?))
+            .with_context(|| format!("MODEL_URLS: {url}"))?;
+            models.push(ModelMetrics::new(url, &metrics));
+        }
+        Ok(WorkerReport {
+            samples: samples.len(),
+            models,
+        })
+    }
+
+    /// Serves the model on the deploy template's `video_url` until the process ends; with
+    /// hot update, swaps to `MODEL_URL` when it changes.
+    pub fn infer(&self, env: &InferEnv, job: &str) -> anyhow::Result<()> {
+        let deployed = PathBuf::from(&env.model);
+        // Watched before it is looked for: a model that is not there yet counts as a change
+        // when it appears.
+        let mut watch = ModelWatch::new(&deployed);
+        let model = match &env.base_model {
+            Some(base) if !deployed.exists() => PathBuf::from(base),
+            _ => deployed.clone(),
+        };
+        let mining = PluginRef {
+            name: env.hem_name.clone(),
+            parameters: env.hem_parameters.clone(),
+        };
+        let layout = Layout::new(&env.output_dir);
+        std::fs::create_dir_all(layout.output())
+            .with_context(|| format!("OUTPUT_DIR: cannot create {}", env.output_dir))?;
+        let Some(serving) = (ServingPlan {
+            job,
+            deploy_params: &self.params,
+            mining: &mining,
+            estimator: &self.estimator()?,
+            model: &model,
+            layout: &layout,
+        })
+        .open(self.runtime, self.store)?
+        else {
+            anyhow::bail!(
+                "the deploy template's env has no usable `video_url`: name the video file or image folder to run on"
+            );
+        };
+        let worker = serving.worker.clone();
+        let source = serving.source.expect("a new worker has its source");
+        tracing::info!("serving {} on {}", model.display(), source.describe());
+        std::thread::spawn(move || source.feed_forever(&*worker));
+        loop {
+            std::thread::sleep(Duration::from_secs(env.poll_period_seconds));
+            if env.hot_update && watch.changed() {
+                match serving.worker.swap_model(&deployed, true) {
+                    Ok(()) => tracing::info!("now serving {}", deployed.display()),
+                    Err(e) => tracing::error!(
+                        "{} changed but the worker kept its model: {e}",
+                        deployed.display()
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Every sample of a `txt` index; lines that are not samples are reported, not fatal.
+fn samples(index: &str, key: &str) -> anyhow::Result<Arc<[Sample]>> {
+    let read = DatasetMonitor::new(index, Format::Txt)
+        .check()
+        .with_context(|| format!("{key}: cannot read {index}"))?;
+    for rejected in read.rejected.iter().take(10) {
+        tracing::warn!("{index}:{}: {}", rejected.line, rejected.reason);
+    }
+    if read.samples.is_empty() {
+        anyhow::bail!("{key}: {index} holds no samples");
+    }
+    Ok(read.samples.into())
+}
+
+/// Prints the report and writes it where the Pod's termination message comes from.
+pub fn report(report: &WorkerReport) -> anyhow::Result<()> {
+    let json = serde_json::to_string(report)?;
+    println!("{json}");
+    let path = std::env::var("SEDNA_REPORT_PATH").unwrap_or_else(|_| TERMINATION_LOG.into());
+    if json.len() > 4096 {
+        tracing::warn!(
+            "the report is {} bytes; Kubernetes keeps 4096 of a termination message",
+            json.len()
+        );
+    }
+    if let Err(e) = std::fs::write(&path, &json) {
+        // Outside a Pod there is no termination log; the report is on stdout.
+        tracing::info!("report not written to {path}: {e}");
+    }
+    Ok(())
+}

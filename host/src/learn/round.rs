@@ -1,0 +1,380 @@
+//! A job's checks and rounds. Each check reads what was appended to the data index,
+//! counts it towards the train trigger and, when the trigger fires, starts a round. A
+//! round's stages are one function each: train (fine-tune the serving model on the new
+//! training samples), eval (the new and the serving model on the same evaluation set),
+//! deploy (the deploy trigger on the new metrics and their `_delta` against the serving
+//! model; when it holds, the new model becomes the deploy model and the worker swaps to
+//! it). Each stage records its end in the state, so a round resumes at the stage it was in.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use super::dataset::{Label, Sample};
+use super::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on};
+use super::job::LocalJob;
+use super::layout::Layout;
+use super::split::{EVAL_SETS_KEPT, EvalSets, split};
+use super::state::{ModelRole, Split};
+use super::trigger::{ClockTime, Decision};
+use crate::files::write_atomically;
+use crate::plugin::{Estimator, Metric, Param, Plugin, deltas, metric_map};
+use crate::spec::{ConditionType, Stage};
+
+/// What one check did.
+#[derive(Debug)]
+pub enum Checked {
+    /// The train trigger did not fire: the samples waiting and why.
+    Waiting { pending: u64, decision: Decision },
+    /// A round ran to its end.
+    Round(RoundReport),
+}
+
+/// What reading the data index and the train trigger did.
+#[derive(Debug)]
+pub enum Collected {
+    /// The train trigger did not fire: the samples waiting and why.
+    Waiting { pending: u64, decision: Decision },
+    /// The trigger fired and round `round` started: its samples are split and written.
+    Started { round: u64, decision: Decision },
+}
+
+/// One finished round.
+#[derive(Debug)]
+pub struct RoundReport {
+    pub round: u64,
+    pub loss: Vec<f64>,
+    pub new: Vec<Metric>,
+    pub deployed_before: Vec<Metric>,
+    pub deployed: bool,
+    pub reasons: Vec<String>,
+}
+
+impl LocalJob {
+    /// One check at local time `now`: finishes an interrupted round, reads new samples,
+    /// evaluates the train trigger and runs a round when it fires.
+    pub fn check(&mut self, now: ClockTime) -> anyhow::Result<Checked> {
+        if let Some((round, stage)) = self.state.in_progress()? {
+            tracing::info!(job = %self.name, round, "resuming round {round} at {stage}");
+            return Ok(Checked::Round(self.run_round(round, stage, now)?));
+        }
+        match self.collect(now)? {
+            Collected::Waiting { pending, decision } => Ok(Checked::Waiting { pending, decision }),
+            Collected::Started { round, decision } => {
+                self.state.record_condition(
+                    round,
+                    Stage::Train,
+                    ConditionType::Running,
+                    &decision.reasons.join("; "),
+                )?;
+                Ok(Checked::Round(self.run_round(round, Stage::Train, now)?))
+            }
+        }
+    }
+
+    /// Reads what was appended to the data index and evaluates the train trigger; when
+    /// it fires, starts a round: splits the new samples and writes the round's index
+    /// files ([`LocalJob::round_files`]). Call it only with no round in progress.
+    pub fn collect(&mut self, now: ClockTime) -> anyhow::Result<Collected> {
+        let index = self.monitor.index().display().to_string();
+        let read = self
+            .monitor
+            .check()
+            .with_context(|| format!("cannot read the data index {index}"))?;
+        if read.rescanned {
+            tracing::warn!(job = %self.name, "the data index was truncated or replaced: read again from its start");
+        }
+        for rejected in read.rejected.iter().take(3) {
+            tracing::warn!(job = %self.name, "{index}:{}: {}", rejected.line, rejected.reason);
+        }
+        if !read.rejected.is_empty() {
+            let lines: Vec<String> = read
+                .rejected
+                .iter()
+                .take(10)
+                .map(|r| r.line.to_string())
+                .collect();
+            self.state.record_condition(
+                self.state.round()?,
+                Stage::Train,
+                ConditionType::Waiting,
+                &format!(
+                    "{} lines of the data index are not samples (lines {})",
+                    read.rejected.len(),
+                    lines.join(", ")
+                ),
+            )?;
+        }
+        self.state
+            .add_samples(&read.samples, self.monitor.cursor())?;
+
+        let pending = self.state.pending()?;
+        let mut stats = vec![Metric {
+            name: "num_of_samples".into(),
+            values: vec![pending.len() as f64],
+        }];
+        if let Some(values) = self.hard_examples() {
+            stats.push(Metric {
+                name: "hard_examples".into(),
+                values,
+            });
+        }
+        let decision = self.train_trigger.evaluate(&stats, now);
+        if !decision.fire {
+            return Ok(Collected::Waiting {
+                pending: pending.len() as u64,
+                decision,
+            });
+        }
+        let round = self.state.round()? + 1;
+        let (train, eval) = split(pending, self.train_prob, round);
+        // The files first: a round the state records as started always has them.
+        self.write_split(round, &train, eval.clone())?;
+        self.state.start_round(round, &train, &eval)?;
+        Ok(Collected::Started { round, decision })
+    }
+
+    /// Runs round `round` from stage `from` to its end; a failure is counted and recorded
+    /// as the failed stage's condition (the next check resumes there).
+    pub(super) fn run_round(
+        &mut self,
+        round: u64,
+        from: Stage,
+        now: ClockTime,
+    ) -> anyhow::Result<RoundReport> {
+        let result = self.stages(round, from, now);
+        match &result {
+            Ok(report) => {
+                self.stats.completed.inc();
+                if report.deployed {
+                    self.stats.deploys.inc();
+                }
+            }
+            Err(e) => {
+                self.stats.failed.inc();
+                let stage = self.state.in_progress()?.map_or(Stage::Train, |(_, s)| s);
+                self.state.record_condition(
+                    round,
+                    stage,
+                    ConditionType::Failed,
+                    &format!("{e:#}"),
+                )?;
+            }
+        }
+        result
+    }
+
+    fn stages(&mut self, round: u64, from: Stage, now: ClockTime) -> anyhow::Result<RoundReport> {
+        let loss = match from {
+            Stage::Train => self.train(round)?,
+            Stage::Eval | Stage::Deploy => Vec::new(),
+        };
+        let (new, old) = match from {
+            Stage::Train | Stage::Eval => self.eval(round)?,
+            Stage::Deploy => (
+                self.state.metrics(round, ModelRole::New)?,
+                self.state.metrics(round, ModelRole::Deployed)?,
+            ),
+        };
+        let decision = self.deploy(round, &new, &old, now)?;
+        Ok(RoundReport {
+            round,
+            loss,
+            new,
+            deployed_before: old,
+            deployed: decision.fire,
+            reasons: decision.reasons,
+        })
+    }
+
+    /// Fine-tunes the serving model on the round's training samples and saves the new
+    /// model. Returns the loss per epoch.
+    fn train(&mut self, round: u64) -> anyhow::Result<Vec<f64>> {
+        self.entered(round, Stage::Train);
+        let started = Instant::now();
+        let train: Arc<[Sample]> = self.state.round_samples(round, Split::Train)?.into();
+        let estimator = self.estimator(&self.train_params, &self.serving_model()?)?;
+        let report = estimator.train(&train, None)?;
+        let model = self.layout.model(round);
+        std::fs::create_dir_all(model.parent().expect("a round's model is in a directory"))?;
+        estimator.save(&format!(
+            "{GUEST_OUTPUT}/{}/{}",
+            Layout::train_dir(round),
+            Layout::MODEL_FILE
+        ))?;
+        write_json(&self.layout.train_report(round), &metric_map(&report))?;
+        let loss = report
+            .iter()
+            .find(|m| m.name == "loss")
+            .map(|m| m.values.clone())
+            .unwrap_or_default();
+        self.state.record_metrics(round, ModelRole::Train, &report)?;
+        self.stats.train.observe(started.elapsed());
+        self.state.set_stage(Some(Stage::Eval))?;
+        self.state.record_condition(
+            round,
+            Stage::Train,
+            ConditionType::Completed,
+            &format!("{} samples, loss per epoch {loss:?}", train.len()),
+        )?;
+        Ok(loss)
+    }
+
+    /// Evaluates the new and the serving model on the round's evaluation set. Returns
+    /// their metrics, the new model's first.
+    fn eval(&mut self, round: u64) -> anyhow::Result<(Vec<Metric>, Vec<Metric>)> {
+        self.entered(round, Stage::Eval);
+        let started = Instant::now();
+        let eval = self.eval_set(round, None)?;
+        let new = self
+            .estimator(&self.eval_params, &self.layout.model(round))?
+            .evaluate(&eval)?;
+        let old = self
+            .estimator(&self.eval_params, &self.serving_model()?)?
+            .evaluate(&eval)?;
+        let report = serde_json::json!({
+            "samples": eval.len(),
+            "new": metric_map(&new),
+            "deployed": metric_map(&old),
+        });
+        write_json(&self.layout.eval_report(round), &report)?;
+        self.state.record_metrics(round, ModelRole::New, &new)?;
+        self.state.record_metrics(round, ModelRole::Deployed, &old)?;
+        self.stats.eval.observe(started.elapsed());
+        self.state.set_stage(Some(Stage::Deploy))?;
+        self.state.record_condition(
+            round,
+            Stage::Eval,
+            ConditionType::Completed,
+            &format!("{} samples", eval.len()),
+        )?;
+        Ok((new, old))
+    }
+
+    /// The deploy trigger, the copy to the deploy model and the worker's swap.
+    fn deploy(
+        &mut self,
+        round: u64,
+        new: &[Metric],
+        old: &[Metric],
+        now: ClockTime,
+    ) -> anyhow::Result<Decision> {
+        self.entered(round, Stage::Deploy);
+        let started = Instant::now();
+        let decision = self.decide(round, new, old, now)?;
+        if decision.fire {
+            self.swap_worker(round, "deployed")?;
+        }
+        self.stats.deploy.observe(started.elapsed());
+        let outcome = if decision.fire {
+            "deployed"
+        } else {
+            "not deployed"
+        };
+        self.state.record_condition(
+            round,
+            Stage::Deploy,
+            ConditionType::Completed,
+            &format!("{outcome}: {}", decision.reasons.join("; ")),
+        )?;
+        Ok(decision)
+    }
+
+    /// Ends round `round`: the deploy trigger on the new model's metrics and their
+    /// `_delta` against the deployed model's; when it holds, the new model is copied to
+    /// the deploy model's file. Returns the deploy trigger's decision.
+    pub fn decide(
+        &mut self,
+        round: u64,
+        new: &[Metric],
+        deployed: &[Metric],
+        now: ClockTime,
+    ) -> anyhow::Result<Decision> {
+        let mut stats = new.to_vec();
+        stats.extend(deltas(new, deployed));
+        let decision = self.deploy_trigger.evaluate(&stats, now);
+        if decision.fire {
+            copy_atomically(&self.layout.model(round), &self.deploy_model)?;
+            // The job wrote it: polling must not take it for a model from elsewhere.
+            self.deployed_watch.changed();
+        }
+        self.state
+            .finish_round(decision.fire.then_some(self.deploy_model.as_path()))?;
+        Ok(decision)
+    }
+
+    /// The evaluation sets of the last rounds up to `round`, without duplicates; round
+    /// `round`'s own is `current` when given (before the state records it).
+    fn eval_set(&self, round: u64, current: Option<Vec<Sample>>) -> anyhow::Result<Arc<[Sample]>> {
+        let mut sets = EvalSets::default();
+        let first = round.saturating_sub(EVAL_SETS_KEPT as u64 - 1).max(1);
+        for r in first..round {
+            sets.add(r, self.state.round_samples(r, Split::Eval)?);
+        }
+        let current = match current {
+            Some(samples) => samples,
+            None => self.state.round_samples(round, Split::Eval)?,
+        };
+        sets.add(round, current);
+        Ok(sets.samples().cloned().collect())
+    }
+
+    /// An estimator on `model` for a round's stage, allowed to write into the job's output
+    /// directory.
+    fn estimator(&self, params: &[Param], model: &Path) -> anyhow::Result<Plugin<Estimator>> {
+        estimator_on(
+            &self.runtime,
+            &self.estimator.load(),
+            params,
+            model,
+            self.layout.output(),
+            ROUND_DEADLINE,
+        )
+    }
+
+    /// Writes round `round`'s training samples and its evaluation set (see
+    /// [`RoundFiles`](super::RoundFiles)) as `txt` indexes.
+    pub(super) fn write_split(
+        &self,
+        round: u64,
+        train: &[Sample],
+        eval: Vec<Sample>,
+    ) -> anyhow::Result<()> {
+        let (train_index, test_index) = self.layout.round_indexes(round);
+        let eval = self.eval_set(round, Some(eval))?;
+        for (path, samples) in [(&train_index, train), (&test_index, &eval)] {
+            let text: String = samples
+                .iter()
+                .map(|s| format!("{}\n", index_line(s)))
+                .collect();
+            write_atomically(path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// A sample as a Sedna `txt` index line (absolute image path).
+fn index_line(sample: &Sample) -> String {
+    let image = sample.image.display();
+    match &sample.label {
+        Label::Class(class) => format!("{image} {class}"),
+        Label::Boxes(boxes) => {
+            let boxes: Vec<String> = boxes
+                .iter()
+                .map(|([x1, y1, x2, y2], c)| format!("{x1},{y1},{x2},{y2},{c}"))
+                .collect();
+            format!("{image} {}", boxes.join(" "))
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    write_atomically(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
+fn copy_atomically(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    write_atomically(to, &bytes)
+}

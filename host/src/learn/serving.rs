@@ -1,0 +1,128 @@
+//! The job's inference worker, built from its deploy template: the frame source
+//! (`video_url`), the serving model, the estimator, the HEM and where hard examples go.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::estimator::{FRAME_DEADLINE, estimator_on};
+use super::layout::Layout;
+use crate::pipeline::{FrameSource, HardExampleStore, InferenceWorker, ResultLog};
+use crate::plugin::{Hem, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source, params, setting};
+use crate::spec::PluginRef;
+
+/// Size of the inference results file before it is rotated (one old file is kept).
+const RESULTS_MAX_BYTES: u64 = 64 << 20;
+/// Hard examples kept on disk before the oldest are deleted.
+const HARD_EXAMPLES_KEPT: usize = 10_000;
+
+/// An inference worker and the frames it reads (until the caller takes them to feed the
+/// worker on a thread of its own).
+pub struct Serving {
+    pub worker: Arc<InferenceWorker>,
+    pub source: Option<FrameSource>,
+}
+
+/// What the inference worker is made of.
+pub struct ServingPlan<'a> {
+    /// The job's name, for errors.
+    pub job: &'a str,
+    /// The deploy template's parameters: `video_url` (a folder of images or an MP4 file),
+    /// `every_nth_frame`, `video_realtime` (`"false"` plays a video as fast as the worker
+    /// goes), `hem_deadline_ms` and `hem_memory_mib` (bounds of each HEM call),
+    /// `HE_SAVED_URL`; the estimator's parameters too.
+    pub deploy_params: &'a [Param],
+    /// The job's `hardExampleMining`.
+    pub mining: &'a PluginRef,
+    pub estimator: &'a Source,
+    /// The model to serve.
+    pub model: &'a Path,
+    pub layout: &'a Layout,
+}
+
+impl ServingPlan<'_> {
+    /// The worker, or `None` when the template names no source (or one that cannot be
+    /// opened: the job runs without a worker, and says so). A bad value is an error.
+    pub fn open(&self, runtime: &Runtime, store: &PluginStore) -> anyhow::Result<Option<Serving>> {
+        let setting = |key: &str| setting(self.deploy_params, key).map(str::to_string);
+        let Some(url) = setting("video_url") else {
+            return Ok(None);
+        };
+        let every = self.count("every_nth_frame", 1)? as usize;
+        let hem_sandbox = Sandbox {
+            deadline: Duration::from_millis(self.count(
+                "hem_deadline_ms",
+                Sandbox::default().deadline.as_millis() as u64,
+            )?),
+            memory: self.count("hem_memory_mib", Sandbox::default().memory >> 20)? << 20,
+            ..Sandbox::default()
+        };
+        let realtime = match setting("video_realtime").as_deref().map(str::trim) {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => anyhow::bail!(
+                "IncrementalLearningJob {}, deploy template env `video_realtime` is {other:?}: give \"true\" or \"false\"",
+                self.job
+            ),
+        };
+        let source = match FrameSource::open(&url, every, realtime) {
+            Ok(source) => source,
+            Err(e) => {
+                tracing::warn!(
+                    job = %self.job,
+                    "inference worker not started: deploy template env `video_url`: {e}"
+                );
+                return Ok(None);
+            }
+        };
+        let hem_source = store.resolve(&self.mining.name).with_context(|| {
+            format!(
+                "IncrementalLearningJob {}, field `spec.deploySpec.hardExampleMining.name`",
+                self.job
+            )
+        })?;
+        let hem = Plugin::<Hem>::load(
+            runtime,
+            &hem_source,
+            params(&self.mining.parameters),
+            hem_sandbox,
+        )?;
+        let estimator = estimator_on(
+            runtime,
+            self.estimator,
+            self.deploy_params,
+            self.model,
+            self.layout.output(),
+            FRAME_DEADLINE,
+        )?;
+        let hard_examples = self.layout.hard_examples(self.deploy_params);
+        let worker = InferenceWorker::new(
+            Slot::new(estimator),
+            Slot::new(hem),
+            HardExampleStore::open(&hard_examples, HARD_EXAMPLES_KEPT)?,
+        )
+        .with_results(ResultLog::new(
+            &self.layout.results_dir(),
+            RESULTS_MAX_BYTES,
+        )?);
+        Ok(Some(Serving {
+            worker: Arc::new(worker),
+            source: Some(source),
+        }))
+    }
+
+    /// The deploy template's entry `key`: a whole number >= 1, or `default` when absent.
+    fn count(&self, key: &str, default: u64) -> anyhow::Result<u64> {
+        match setting(self.deploy_params, key) {
+            None => Ok(default),
+            Some(n) => n.trim().parse::<u64>().ok().filter(|n| *n >= 1).with_context(|| {
+                format!(
+                    "IncrementalLearningJob {}, deploy template env `{key}` is {n:?}: give a whole number >= 1",
+                    self.job
+                )
+            }),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Opening a job: its resources resolved and checked before anything runs. Every error
+//! names the job and the field to fix.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use kube::{Resource, ResourceExt};
+
+use super::dataset::DatasetMonitor;
+use super::estimator::{PER_CLASS_METRICS, estimator_source};
+use super::layout::Layout;
+use super::state::JobState;
+use super::trigger::{MAX_PLUGINS, MAX_TRIGGER_CONDITIONS, PluginConditions, Trigger};
+use crate::plugin::{Param, Plugin, PluginStore, Runtime, Sandbox, Source, TriggerCondition, params};
+use crate::spec::{self, IncrementalLearningJob, PluginRef, Resources};
+
+/// A job's parts, checked: what [`LocalJob`](super::LocalJob) runs.
+pub struct JobSetup {
+    pub name: String,
+    pub spec: IncrementalLearningJob,
+    pub train_prob: f64,
+    pub initial_model: PathBuf,
+    pub deploy_model: PathBuf,
+    pub layout: Layout,
+    pub state: JobState,
+    pub monitor: DatasetMonitor,
+    pub train_trigger: Trigger,
+    pub deploy_trigger: Trigger,
+    /// `checkPeriodSeconds`.
+    pub period: Duration,
+    /// `pollPeriodSeconds`.
+    pub poll_period: Duration,
+    /// `hotUpdateEnabled`.
+    pub hot_update: bool,
+    pub estimator: Source,
+    pub train_params: Vec<Param>,
+    pub eval_params: Vec<Param>,
+    pub deploy_params: Vec<Param>,
+}
+
+impl JobSetup {
+    /// Reads the job `name` (or the only one) from checked resources: resolves its models,
+    /// dataset and estimator, loads and checks its triggers, opens its state.
+    pub fn read(
+        resources: &Resources,
+        name: Option<&str>,
+        runtime: &Runtime,
+        store: &PluginStore,
+    ) -> anyhow::Result<Self> {
+        let job = pick(resources, name)?;
+        let spec = &job.spec;
+        let job_name = job.name_any();
+        let what = |field: &str| format!("IncrementalLearningJob {job_name}, field `{field}`");
+        let model_file = |model_name: &str, field: &str| -> anyhow::Result<PathBuf> {
+            let model = resources
+                .models
+                .iter()
+                .find(|m| m.name_any() == model_name)
+                .expect("references are checked at load");
+            let path = PathBuf::from(&model.spec.url);
+            if path.is_dir() {
+                bail!(
+                    "{}: Model {model_name} points at the directory {}: point its `spec.url` at the .onnx file",
+                    what(field),
+                    path.display()
+                );
+            }
+            Ok(path)
+        };
+        let initial_model = model_file(&spec.initial_model.name, "spec.initialModel")?;
+        if !initial_model.is_file() {
+            bail!(
+                "{}: the initial model {} does not exist",
+                what("spec.initialModel"),
+                initial_model.display()
+            );
+        }
+        let deploy_model = model_file(&spec.deploy_spec.model.name, "spec.deploySpec.model")?;
+        let dataset = resources
+            .datasets
+            .iter()
+            .find(|d| d.name_any() == spec.dataset.name)
+            .expect("references are checked at load");
+
+        let load_plugins =
+            |plugins: &[PluginRef], field: &str| trigger_plugins(runtime, store, plugins, field, &what);
+        let train = &spec.train_spec.trigger;
+        let train_trigger = Trigger {
+            timer: train.timer,
+            conditions: vec![train.condition.clone()],
+            plugins: load_plugins(&train.plugins, "spec.trainSpec.trigger.plugins")?,
+        };
+        let deploy = &spec.deploy_spec.trigger;
+        let deploy_trigger = Trigger {
+            timer: None,
+            conditions: vec![deploy.condition.clone()],
+            plugins: load_plugins(&deploy.plugins, "spec.deploySpec.trigger.plugins")?,
+        };
+        let per_class: Vec<String> = PER_CLASS_METRICS
+            .iter()
+            .flat_map(|m| [m.to_string(), format!("{m}_delta")])
+            .collect();
+        let per_class: Vec<&str> = per_class.iter().map(String::as_str).collect();
+        train_trigger
+            .validate(&[])
+            .map_err(|e| anyhow::anyhow!("{}: {e}", what("spec.trainSpec.trigger")))?;
+        deploy_trigger.validate(&per_class).map_err(|e| {
+            anyhow::anyhow!("{}: {e}", what("spec.deploySpec.trigger.condition.metric"))
+        })?;
+
+        let train_params = params(&spec::parameters(&spec.train_spec.template));
+        let estimator = estimator_source(store, &train_params)
+            .with_context(|| what("spec.trainSpec env `estimator`"))?;
+
+        let layout = Layout::new(&spec.output_dir);
+        std::fs::create_dir_all(layout.output()).with_context(|| {
+            format!(
+                "{}: cannot create {}",
+                what("spec.outputDir"),
+                layout.output().display()
+            )
+        })?;
+        let state = JobState::open(&layout.state_db())?;
+        let monitor =
+            DatasetMonitor::resume(&dataset.spec.url, dataset.spec.format, state.cursor()?);
+        Ok(JobSetup {
+            name: job_name.clone(),
+            spec: job.clone(),
+            train_prob: spec.dataset.train_prob,
+            initial_model,
+            deploy_model,
+            layout,
+            state,
+            monitor,
+            train_trigger,
+            deploy_trigger,
+            period: Duration::from_secs(train.check_period_seconds.max(1)),
+            poll_period: Duration::from_secs(spec.deploy_spec.model.poll_period_seconds.max(1)),
+            hot_update: spec.deploy_spec.model.hot_update_enabled,
+            estimator,
+            train_params,
+            eval_params: params(&spec::parameters(&spec.eval_spec.template)),
+            deploy_params: params(&spec::parameters(&spec.deploy_spec.template)),
+        })
+    }
+}
+
+/// A trigger's plugin conditions, loaded and initialised now: a bad one stops the job
+/// here, its error saying `what` field (`<field>[i].name`) to fix.
+fn trigger_plugins(
+    runtime: &Runtime,
+    store: &PluginStore,
+    plugins: &[PluginRef],
+    field: &str,
+    what: &dyn Fn(&str) -> String,
+) -> anyhow::Result<std::sync::Arc<PluginConditions>> {
+    if plugins.len() > MAX_PLUGINS {
+        bail!(
+            "{}: a trigger holds at most {MAX_TRIGGER_CONDITIONS} conditions, its `condition` and {MAX_PLUGINS} plugins",
+            what(field)
+        );
+    }
+    let loaded = plugins
+        .iter()
+        .enumerate()
+        .map(|(i, plugin)| {
+            let field = format!("{field}[{i}]");
+            let source = store
+                .resolve(&plugin.name)
+                .with_context(|| what(&format!("{field}.name")))?;
+            Plugin::<TriggerCondition>::load(
+                runtime,
+                &source,
+                params(&plugin.parameters),
+                Sandbox::default(),
+            )
+            .with_context(|| what(&field))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(PluginConditions::new(loaded))
+}
+
+/// The job called `name`, or the only one, from the resources the files hold.
+pub fn pick<'a>(
+    resources: &'a Resources,
+    name: Option<&str>,
+) -> anyhow::Result<&'a IncrementalLearningJob> {
+    let names: Vec<&str> = resources
+        .jobs
+        .iter()
+        .map(|j| j.meta().name.as_deref().unwrap_or_default())
+        .collect();
+    match name {
+        Some(name) => resources
+            .jobs
+            .iter()
+            .find(|j| j.name_any() == name)
+            .with_context(|| {
+                format!(
+                    "no IncrementalLearningJob named {name} (the files hold: {})",
+                    names.join(", ")
+                )
+            }),
+        None => match resources.jobs.as_slice() {
+            [job] => Ok(job),
+            [] => bail!("the files hold no IncrementalLearningJob"),
+            _ => bail!(
+                "the files hold several jobs ({}): choose one with --job",
+                names.join(", ")
+            ),
+        },
+    }
+}

@@ -1,0 +1,19 @@
+//! What an estimator holds by handle through the `inference` interface: models, sessions,
+//! data sets and frames stay on the host.
+
+use std::sync::Arc;
+
+use crate::media::{Frame, Model, Sample, Session};
+
+/// A model the guest holds (the `graph` resource).
+pub struct Graph(pub(super) Arc<Model>);
+
+/// A session the guest holds (the `graph-execution-context` resource).
+pub struct ExecutionContext(pub(super) Session);
+
+/// A labelled data set the guest holds (the `dataset` resource).
+pub struct Dataset(pub(super) Arc<[Sample]>);
+
+/// A frame the guest holds (the `frame` resource): shared, never copied.
+pub type FrameHandle = Arc<Frame>;
+

@@ -1,0 +1,173 @@
+//! What the API serves: the plugin store, the runtime that checks and precompiles
+//! uploads, and the jobs running in this process; and what each call does to them.
+
+use std::time::Instant;
+
+use super::auth::Token;
+use super::error::HttpError;
+use super::wire::{BindRequest, Bound, Uploaded};
+use crate::learn::{BindError, JobHandle, SlotName};
+use crate::plugin::inspect;
+use crate::plugin::{Builtin, Param, PluginStore, Runtime, Source, StoredPlugin, check_name};
+
+/// The largest component an upload may carry, by default.
+pub const DEFAULT_MAX_UPLOAD: usize = 64 << 20;
+
+/// What the API serves: the plugin store, the runtime that checks and precompiles
+/// uploads, and the jobs running in this process.
+pub struct Service {
+    pub(super) runtime: Runtime,
+    pub(super) store: PluginStore,
+    pub(super) token: Token,
+    pub(super) jobs: Vec<JobHandle>,
+    pub(super) max_upload: usize,
+    /// Held by a bind and by a removal, so that a plugin cannot be removed while a bind
+    /// of it is on its way into a slot.
+    binding: std::sync::Mutex<()>,
+}
+
+impl Service {
+    pub fn new(runtime: Runtime, store: PluginStore, token: Token, jobs: Vec<JobHandle>) -> Self {
+        Service {
+            runtime,
+            store,
+            token,
+            jobs,
+            max_upload: DEFAULT_MAX_UPLOAD,
+            binding: Default::default(),
+        }
+    }
+
+    /// Sets the largest component an upload may carry.
+    pub fn max_upload(mut self, bytes: usize) -> Self {
+        self.max_upload = bytes;
+        self
+    }
+}
+
+
+impl Service {
+    pub(super) fn job(&self, name: &str) -> Result<&JobHandle, HttpError> {
+        self.jobs
+            .iter()
+            .find(|j| j.name() == name)
+            .ok_or_else(|| {
+                HttpError::not_found(
+                    "no_such_job",
+                    format!("no job {name:?} runs here (GET /v1/jobs lists them)"),
+                )
+            })
+    }
+
+    /// The store's entry for `name@version` (uploaded plugins; built-ins are not stored).
+    pub(super) fn stored(&self, name: &str, version: &str) -> Result<StoredPlugin, HttpError> {
+        check_name("name", name).map_err(HttpError::BadName)?;
+        check_name("version", version).map_err(HttpError::BadName)?;
+        self.store
+            .entry(name, version)
+            .map_err(HttpError::internal)?
+            .ok_or_else(|| HttpError::no_plugin(&format!("{name}@{version}")))
+    }
+
+    /// Removes a stored plugin that no job's slot holds: one in use stays, so that the
+    /// store never lists less than what runs.
+    pub(super) fn remove(&self, name: &str, version: &str) -> Result<(), HttpError> {
+        let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
+        self.stored(name, version)?;
+        let reference = format!("{name}@{version}");
+        if let Some((job, slot)) = self
+            .jobs
+            .iter()
+            .find_map(|job| Some((job, job.holding(&reference)?)))
+        {
+            return Err(HttpError::Conflict {
+                code: "plugin_in_use",
+                detail: format!(
+                    "{reference} is bound to the `{slot}` slot of job `{}`: bind another plugin there first",
+                    job.name()
+                ),
+            });
+        }
+        self.store
+            .remove(name, version)
+            .map_err(HttpError::internal)
+    }
+
+    /// Checks a component (a component, of `world` or of the one world it exports),
+    /// compiles it into the cache, so that a bind loads it without compiling, and stores it.
+    pub(super) fn upload(
+        &self,
+        name: &str,
+        version: &str,
+        world: Option<String>,
+        wasm: &[u8],
+    ) -> Result<Uploaded, HttpError> {
+        check_name("name", name).map_err(HttpError::BadName)?;
+        check_name("version", version).map_err(HttpError::BadName)?;
+        if Builtin::find(name).is_some() {
+            return Err(HttpError::BadName(anyhow::anyhow!(
+                "`{name}` is the name of a built-in plugin: choose another name"
+            )));
+        }
+        let source = Source::new(format!("{name}@{version}"), wasm);
+        let started = Instant::now();
+        let world = match world {
+            Some(world) => world,
+            None => inspect::inspect(&self.runtime, &source)?
+                .single_world()
+                .map_err(|why| {
+                    HttpError::WrongWorld(format!("{name}@{version}: {why} (?world=WORLD)"))
+                })?,
+        };
+        inspect::validate(&self.runtime, &source, &world)?;
+        let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+        let plugin = self
+            .store
+            .add(name, version, &world, wasm)
+            .map_err(HttpError::internal)?;
+        tracing::info!(plugin = %source.name, world, sha256 = %plugin.sha256, "plugin uploaded");
+        Ok(Uploaded { plugin, compile_ms })
+    }
+
+    pub(super) fn bind(&self, job: &str, slot: &str, request: BindRequest) -> Result<Bound, HttpError> {
+        let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
+        let job = self.job(job)?;
+        let slot: SlotName = slot
+            .parse()
+            .map_err(|e: String| HttpError::not_found("no_such_slot", e))?;
+        // Only the store and the built-ins: never a path on the host.
+        let reference = &request.plugin;
+        match reference.split_once('@') {
+            Some((name, version)) => {
+                check_name("name", name).map_err(HttpError::BadName)?;
+                check_name("version", version).map_err(HttpError::BadName)?;
+            }
+            None => check_name("name", reference).map_err(HttpError::BadName)?,
+        }
+        let source = self
+            .store
+            .resolve(reference)
+            .map_err(|e| HttpError::not_found("no_such_plugin", format!("{e:#}")))?;
+        let params = request.params.map(|params| {
+            params
+                .into_iter()
+                .map(|(key, value)| Param { key, value })
+                .collect()
+        });
+        let started = Instant::now();
+        job.bind(slot, &source, params).map_err(|e| match e {
+            BindError::NoWorker { .. } => HttpError::Conflict {
+                code: "no_such_slot",
+                detail: e.to_string(),
+            },
+            BindError::Plugin(e) => e.into(),
+        })?;
+        Ok(Bound {
+            job: job.name().to_string(),
+            slot: slot.name().to_string(),
+            plugin: source.name,
+            sha256: source.sha256,
+            took_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
