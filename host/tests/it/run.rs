@@ -304,6 +304,7 @@ fn a_job_held_in_deploy() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("sedna=info"))
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
     let resources = sedna::api::load(&[PathBuf::from(yaml)]).unwrap();
     let runtime = Runtime::new(RuntimeConfig {

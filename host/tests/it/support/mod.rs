@@ -23,11 +23,13 @@ pub fn runtime() -> &'static Runtime {
 /// A command that runs one test of this binary, `test` (its path without the crate, as
 /// `cargo test` lists it: `run::a_job_held_in_deploy`), alone in a child process.
 ///
-/// For tests that kill a process at a point only the library lets them reach (an
-/// observer such as `LocalJob::on_stage`), so that production code needs no
-/// fault-injection switch. The child test is `#[ignore]`d, so that a normal run skips it,
-/// and returns at once unless the environment its parent sets is there; it reads that
-/// environment itself (test code, never the host's).
+/// For tests that need a process of their own: to kill it at a point only the library
+/// lets them reach (an observer such as `LocalJob::on_stage`, so that production code
+/// needs no fault-injection switch), or to run with other environment variables. The
+/// child test is `#[ignore]`d, so that a normal run skips it; one that would harm when
+/// run by hand (`-- --ignored`) returns at once unless the environment its parent sets
+/// is there, and reads that environment itself (test code, never the host's). With one
+/// test thread, libtest writes `test <name> ... ` on the child's first line of output.
 pub fn this_binary_running(test: &str) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args([
