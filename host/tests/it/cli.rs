@@ -1,10 +1,8 @@
 //! The `sedna plugin` commands, run as a user runs them.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use crate::support::*;
 use sedna::plugin::Prediction;
 
 fn sedna(home: &std::path::Path, args: &[&str]) -> Output {

@@ -1,8 +1,6 @@
 //! A trigger ANDs Sedna's built-in condition with conditions written as plugins.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use sedna::learn::trigger::{Condition, PluginConditions, Trigger};
 
 #[test]

@@ -1,8 +1,8 @@
 //! ONNX models, sessions and image pre-processing on the host.
 
 use std::path::Path;
-use std::process::Command;
 
+use crate::support;
 use sedna::infer::{
     Attr, BackendKind, ErrorKind, Frame, Layout, Model, ModelBuilder, Preprocess, SessionOptions,
     Tensor,
@@ -98,20 +98,16 @@ fn print_scores_on_the_chosen_backend() {
 }
 
 fn scores_on(backend: &str) -> Option<Vec<f32>> {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "print_scores_on_the_chosen_backend",
-            "--ignored",
-            "--nocapture",
-        ])
+    let output = support::this_binary_running("infer::print_scores_on_the_chosen_backend")
         .env("SEDNA_ONNX_BACKEND", backend)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    // One test thread: libtest writes the test's name on the line the child prints to.
+    let prefix = format!("backend={backend} scores=");
     let line = stdout
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("backend={backend} scores=")));
+        .find_map(|l| l.split_once(&prefix).map(|(_, json)| json));
     match line {
         Some(json) => Some(serde_json::from_str(json).unwrap()),
         None => {

@@ -2,16 +2,14 @@
 //! running job: plugin upload and binding while frames stream, the checks an upload
 //! passes, the token, `/metrics`, and the CLI's `--host` commands.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::job::{Job, TRAIN_ENV, text};
-use common::{FIXTURE_HEM_HOSTILE, builtin_file};
+use crate::support::job::{Job, TRAIN_ENV, text};
+use crate::support::{FIXTURE_HEM_HOSTILE, builtin_file};
 
 const JOB: &str = "colour-job";
 /// Frames in the job's video: two seconds at 25 frames a second, played in a loop.

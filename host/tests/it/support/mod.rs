@@ -1,6 +1,6 @@
-//! Helpers shared by the host's integration tests.
-#![allow(dead_code)]
+//! Helpers shared by the host's integration tests (every module of `it`).
 
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -18,6 +18,28 @@ include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| Runtime::new(RuntimeConfig::default()).unwrap())
+}
+
+/// A command that runs one test of this binary, `test` (its path without the crate, as
+/// `cargo test` lists it: `run::a_job_held_in_deploy`), alone in a child process.
+///
+/// For tests that need a process of their own: to kill it at a point only the library
+/// lets them reach (an observer such as `LocalJob::on_stage`, so that production code
+/// needs no fault-injection switch), or to run with other environment variables. The
+/// child test is `#[ignore]`d, so that a normal run skips it; one that would harm when
+/// run by hand (`-- --ignored`) returns at once unless the environment its parent sets
+/// is there, and reads that environment itself (test code, never the host's). With one
+/// test thread, libtest writes `test <name> ... ` on the child's first line of output.
+pub fn this_binary_running(test: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--exact",
+        test,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    command
 }
 
 pub fn fixture(path: &str) -> Source {
@@ -91,7 +113,7 @@ pub fn frame(scores: &[f32]) -> Prediction {
 /// decision (single and batch) and every refused parameter.
 pub fn assert_ibt_vectors(runtime: &Runtime, source: &Source) {
     let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../../../tests/vectors/ibt.json")).unwrap();
+        serde_json::from_str(include_str!("../../../../tests/vectors/ibt.json")).unwrap();
     for case in vectors["cases"].as_array().unwrap() {
         let params: Vec<Param> = case["params"]
             .as_object()
@@ -117,8 +139,10 @@ pub fn assert_ibt_vectors(runtime: &Runtime, source: &Source) {
             .unwrap();
         assert_eq!(batch, vec![expected; 2], "{name} (batch)");
     }
-    let bad: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(include_str!("../../../tests/vectors/ibt-bad-params.json")).unwrap();
+    let bad: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(include_str!(
+        "../../../../tests/vectors/ibt-bad-params.json"
+    ))
+    .unwrap();
     for params in bad {
         let (key, value) = params.iter().next().unwrap();
         let err = Plugin::<Hem>::load(

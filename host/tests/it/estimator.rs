@@ -1,14 +1,12 @@
 //! The built-in `ONNX` estimator component, end to end: a small grid detector the test
 //! writes itself, synthetic images, then predict, evaluate, train, save and reload.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::models::*;
-use common::*;
+use crate::support::models::*;
+use crate::support::*;
 use sedna::infer::{Frame, Label, Model, Sample};
 use sedna::plugin::{Cause, DirGrant, Estimator, Metric, Plugin, Prediction, Sandbox};
 

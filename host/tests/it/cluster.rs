@@ -3,13 +3,12 @@
 //! whole rounds by hand, as the controller would hand them on. The controller itself is
 //! tested against kube's mock API service (`src/cluster/controller/tests.rs`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::job::{Job, TRAIN_ENV, lines, text};
+use crate::support;
+use crate::support::job::{Job, TRAIN_ENV, lines, text};
 use sedna::api::{IncrementalLearningJob, JobCondition};
 use sedna::cluster::agent::step;
 use sedna::cluster::{RoundData, WorkerReport, appended, condition};
@@ -28,7 +27,7 @@ fn resource(job: &Job) -> IncrementalLearningJob {
 fn open(job: &Job) -> LocalJob {
     let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
     let store = PluginStore::open(&job.root().join("home")).unwrap();
-    LocalJob::open_deciding(&resources, None, common::runtime(), &store).unwrap()
+    LocalJob::open_deciding(&resources, None, support::runtime(), &store).unwrap()
 }
 
 /// The job with `last` as its last condition.
@@ -332,7 +331,7 @@ fn a_trigger_plugin_that_is_missing_or_refuses_its_parameters_stops_the_job_at_l
     let store = PluginStore::open(&job.root().join("home")).unwrap();
     let opened = |job: &Job| {
         let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
-        LocalJob::open_deciding(&resources, None, common::runtime(), &store)
+        LocalJob::open_deciding(&resources, None, support::runtime(), &store)
             .err()
             .map(|e| format!("{e:#}"))
             .expect("the job does not open")
@@ -478,7 +477,7 @@ fn the_inference_worker_serves_mines_and_swaps_to_a_deployed_model() {
 /// For users with a cluster: the controller's first steps against the current kube
 /// context (`kubectl apply -f deploy/crds.yaml` first). It makes a namespace of its own
 /// and deletes it at the end. No API server can be installed where this project is built,
-/// so CI skips it: `cargo test -p sedna --test cluster -- --ignored`.
+/// so CI skips it: `cargo test -p sedna --test it -- --ignored cluster::`.
 #[test]
 #[ignore = "needs a Kubernetes cluster: the current kube context, with deploy/crds.yaml applied"]
 fn the_controller_against_the_current_kube_context() {
@@ -500,7 +499,7 @@ fn the_controller_against_the_current_kube_context() {
             .await
             .unwrap();
 
-        let text = include_str!("data/quick-start.yaml");
+        let text = include_str!("../data/quick-start.yaml");
         let resources = sedna::api::parse(Path::new("quick-start.yaml"), text).unwrap();
         let post = PostParams::default();
         for dataset in &resources.datasets {
@@ -595,7 +594,7 @@ fn the_agent_writes_its_move_and_the_sample_count_to_the_status_subresources() {
     runtime.block_on(async {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
-        let plugins = common::runtime();
+        let plugins = support::runtime();
         let elsewhere = Agent::new(client.clone(), "other", None, plugins.clone(), store());
         let here = Agent::new(client, "edge", None, plugins.clone(), store());
         let agents = async move {

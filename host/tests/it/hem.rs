@@ -1,9 +1,7 @@
 //! The built-in hard-example miners, driven through their components: table-driven
 //! vectors, Sedna's edge cases, bad parameters, and IBT against a plain reference.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use sedna::plugin::{Cause, Detections, Hem, Plugin, Prediction, Sandbox};
 
 fn load(name: &str, pairs: &[(&str, &str)]) -> Result<Plugin<Hem>, sedna::plugin::PluginError> {

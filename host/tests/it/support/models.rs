@@ -59,15 +59,6 @@ pub fn detector(metadata: &[(&str, &str)]) -> Model {
     builder.build().unwrap()
 }
 
-/// Small arbitrary weights.
-pub fn weights(dims: &[usize], salt: f32, scale: f32) -> Tensor {
-    let len = dims.iter().product();
-    let data = (0..len)
-        .map(|i| ((i as f32 + salt) * 1.37).sin() * scale)
-        .collect();
-    Tensor::new("w", dims.to_vec(), data).unwrap()
-}
-
 /// Input 16x16; a 16x16 conv gives 8 colour features; a Gemm head (weight [2, 8]) gives
 /// red/blue logits, wired the wrong way round before training.
 pub fn classifier() -> Model {

@@ -1,11 +1,9 @@
 //! The precompiled-component cache: a second load hits it; a damaged entry is detected
 //! and rebuilt, never trusted.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::support::*;
 use sedna::plugin::{CacheOutcome, Hem, Plugin, Runtime, RuntimeConfig, Sandbox};
 
 fn runtime_with_cache(dir: &std::path::Path) -> Runtime {

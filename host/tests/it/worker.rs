@@ -1,14 +1,12 @@
 //! The inference worker under load: a model swapped while frames flow drops none and
 //! mixes none; a model that does not load is refused while the old one serves on.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::models;
-use common::*;
+use crate::support::models;
+use crate::support::*;
 use sedna::infer::{Frame, HardExampleStore, InferenceWorker, ResultLog, Tensor};
 use sedna::plugin::{Estimator, Hem, Plugin, Prediction, Sandbox, Slot};
 

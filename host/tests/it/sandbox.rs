@@ -1,11 +1,9 @@
 //! Hostile plugins fail with a typed error within twice their deadline, and the host goes
 //! on serving good plugins.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use sedna::plugin::{Cause, DirGrant, Hem, Plugin, PluginError, Sandbox};
 
 const DEADLINE_MS: u64 = 300;

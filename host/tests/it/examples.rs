@@ -5,14 +5,12 @@
 //! command installs it: the test then reports that and passes, except in CI (`CI` set),
 //! where `.ci/run` installs every toolchain and a missing one is a failure.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use common::*;
+use crate::support::*;
 use sedna::plugin::{Runtime, RuntimeConfig, Source};
 
 /// A runtime whose compiled-component cache outlives the test run: the Python and

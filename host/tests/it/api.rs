@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sedna::api::{self, ApiError};
 
-const QUICK_START: &str = include_str!("data/quick-start.yaml");
+const QUICK_START: &str = include_str!("../data/quick-start.yaml");
 
 fn quick_start_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/quick-start.yaml")

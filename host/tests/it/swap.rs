@@ -1,12 +1,10 @@
 //! Hot swap under load: calls in flight finish on the version they started with, every
 //! answer comes from one version, and a failed replacement leaves the old one serving.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::*;
+use crate::support::*;
 use sedna::plugin::{Cause, Hem, Plugin, Prediction, Slot};
 
 fn answering(answer: bool) -> Vec<sedna::plugin::Param> {

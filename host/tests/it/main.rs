@@ -1,0 +1,27 @@
+//! The host's integration tests, as one test binary.
+//!
+//! Each file under `tests/` used to be a test binary of its own, and each of them linked
+//! the whole host (wasmtime, ONNX Runtime, tract, kube, ...): seventeen slow links per
+//! change and gigabytes of target directory. Here every former binary is a module, and
+//! `support` holds what they share. `cargo test -p sedna --test it` runs them all;
+//! `cargo test -p sedna --test it -- run::` runs one module.
+
+mod support;
+
+mod api;
+mod cache;
+mod cli;
+mod cluster;
+mod deploy;
+mod estimator;
+mod examples;
+mod hem;
+mod infer;
+mod label;
+mod run;
+mod sandbox;
+mod serve;
+mod swap;
+mod trigger;
+mod video;
+mod worker;
