@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use helmet_detection::demo;
-use sedna::spec::PluginRef;
-use sedna::pipeline::FrameSource;
+use sedna::learn::{OutputLayout, ServingPlan};
 use sedna::media::{Frame, Layout, Model, Preprocess, SessionOptions};
+use sedna::pipeline::FrameSource;
 use sedna::pipeline::InferenceWorker;
-use sedna::learn::{Layout, ServingPlan};
 use sedna::plugin::json::parse_prediction;
 use sedna::plugin::{Builtin, Param, PluginStore, Prediction, Runtime, RuntimeConfig};
+use sedna::spec::PluginRef;
 use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args)]
@@ -106,7 +106,7 @@ fn worker(
         mining: &mining(),
         estimator: &onnx,
         model,
-        layout: &Layout::new(out),
+        layout: &OutputLayout::new(out),
     }
     .open(runtime, &store)?
     .expect("a folder of frames is a source");

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sedna::cli::progress::RoundProgress;
-use sedna::media::{Sample, VideoWriter};
-use sedna::pipeline::InferenceWorker;
 use sedna::learn::trigger::ClockTime;
 use sedna::learn::{Checked, LocalJob};
+use sedna::media::{Sample, VideoWriter};
+use sedna::pipeline::InferenceWorker;
 use sedna::plugin::{Metric, PluginStore};
 
 use crate::lab::{self, Lab};

@@ -26,7 +26,12 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// Starts the API over `job` when `--listen` was given.
-    pub fn start(&self, context: &Context, runtime: &Runtime, job: &LocalJob) -> anyhow::Result<()> {
+    pub fn start(
+        &self,
+        context: &Context,
+        runtime: &Runtime,
+        job: &LocalJob,
+    ) -> anyhow::Result<()> {
         let Some(addr) = self.listen else {
             return Ok(());
         };

@@ -22,12 +22,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::{RoundData, WorkerReport, appended, condition, last_condition, now, status_patch};
-use crate::spec::{
-    ConditionType, Dataset, IncrementalLearningJob, JobCondition, Model, Resources, Stage,
-};
 use crate::learn::trigger::{CheckSchedule, ClockTime};
 use crate::learn::{Collected, LocalJob};
 use crate::plugin::{PluginStore, Runtime};
+use crate::spec::{
+    ConditionType, Dataset, IncrementalLearningJob, JobCondition, Model, Resources, Stage,
+};
 
 /// One job the agent decides for.
 struct Tracked {
@@ -286,8 +286,7 @@ pub fn step(
                     Some(&data),
                 )));
             };
-            let decision =
-                job.decide(data.round, &new.metrics(), &deployed.metrics(), now)?;
+            let decision = job.decide(data.round, &new.metrics(), &deployed.metrics(), now)?;
             let reasons = decision.reasons.join("; ");
             Ok(Some(if decision.fire {
                 condition(

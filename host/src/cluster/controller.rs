@@ -220,10 +220,7 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
             )
             .await;
         }
-        Some(pod)
-            if pod.metadata.deletion_timestamp.is_none()
-                && pods::phase(pod).ended() =>
-        {
+        Some(pod) if pod.metadata.deletion_timestamp.is_none() && pods::phase(pod).ended() => {
             apis.pods
                 .delete(&infer_name, &DeleteParams::default())
                 .await?;
@@ -280,7 +277,9 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
             let pod = pod_of(worker);
             follow(&apis, context, job, worker, kind, data, pod).await
         }
-        (Some(Deploy), Some(Ready)) => deploy(&apis, context, job, &places, &data, find(&infer_name)).await,
+        (Some(Deploy), Some(Ready)) => {
+            deploy(&apis, context, job, &places, &data, find(&infer_name)).await
+        }
         _ => Ok(Action::requeue(RESYNC)),
     }
 }

@@ -65,7 +65,9 @@ impl Vars for [(&'static str, String)] {
     }
 
     fn all(&self) -> Vec<(String, String)> {
-        self.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 }
 
@@ -97,7 +99,9 @@ impl CommonEnv {
 pub fn parameters(vars: &(impl Vars + ?Sized)) -> anyhow::Result<Vec<KeyValue>> {
     if let Some(json) = vars.var(PARAMETERS) {
         return serde_json::from_str(&json).with_context(|| {
-            format!("the env variable {PARAMETERS} is not a JSON list of {{\"key\", \"value\"}}: {json}")
+            format!(
+                "the env variable {PARAMETERS} is not a JSON list of {{\"key\", \"value\"}}: {json}"
+            )
         });
     }
     Ok(vars
@@ -288,7 +292,8 @@ mod tests {
             model: "/models/deploy.onnx".into(),
             base_model: Some("/models/base.onnx".into()),
             hem_name: "IBT".into(),
-            hem_parameters: vec![kv("threshold_img", "0.9"), kv("threshold_box", "0.5")],
+            // As a JSON object: one value a key, in key order.
+            hem_parameters: vec![kv("threshold_box", "0.5"), kv("threshold_img", "0.9")],
             hot_update: true,
             poll_period_seconds: 30,
             output_dir: "/out".into(),

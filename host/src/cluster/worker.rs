@@ -12,7 +12,7 @@ use super::env::{EvalEnv, InferEnv, TrainEnv, Vars};
 use super::{ModelMetrics, WorkerReport};
 use crate::learn::dataset::{DatasetMonitor, Format, Sample};
 use crate::learn::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on, estimator_source};
-use crate::learn::{Layout, ModelWatch, ServingPlan};
+use crate::learn::{ModelWatch, OutputLayout, ServingPlan};
 use crate::plugin::{Param, PluginStore, Runtime, Source, params};
 use crate::spec::PluginRef;
 
@@ -120,7 +120,7 @@ impl Workers<'_> {
             name: env.hem_name.clone(),
             parameters: env.hem_parameters.clone(),
         };
-        let layout = Layout::new(&env.output_dir);
+        let layout = OutputLayout::new(&env.output_dir);
         std::fs::create_dir_all(layout.output())
             .with_context(|| format!("OUTPUT_DIR: cannot create {}", env.output_dir))?;
         let Some(serving) = (ServingPlan {

@@ -22,7 +22,6 @@ use xxhash_rust::xxh3::xxh3_64;
 /// was replaced, and is read again from the start.
 const HEAD: usize = 4096;
 
-
 /// A line that is not a sample, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejected {

@@ -12,12 +12,12 @@ use kube::Resource;
 use super::stats::RoundStats;
 use super::status::{InferenceStatus, JobStatus};
 use super::trigger::PluginConditions;
-use crate::spec::IncrementalLearningJob;
-use crate::pipeline::InferenceWorker;
 use crate::metrics::Counter;
+use crate::pipeline::InferenceWorker;
 use crate::plugin::{
     Estimator, Param, Plugin, PluginError, Runtime, Sandbox, Source, TriggerCondition,
 };
+use crate::spec::IncrementalLearningJob;
 
 /// A running job's shared parts. Cheap to clone.
 #[derive(Clone)]

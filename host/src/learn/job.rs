@@ -1,5 +1,5 @@
 //! An incremental-learning job in one process: `sedna run job.yaml`. What it holds and how
-//! it opens; its checks and rounds are in [`super::round`], its files where [`Layout`]
+//! it opens; its checks and rounds are in [`super::round`], its files where [`OutputLayout`]
 //! says.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use super::dataset::DatasetMonitor;
 use super::handle::JobHandle;
-use super::layout::Layout;
+use super::layout::OutputLayout;
 use super::serving::{Serving, ServingPlan};
 use super::setup::JobSetup;
 use super::state::JobState;
@@ -43,7 +43,7 @@ pub struct LocalJob {
     pub(super) train_prob: f64,
     initial_model: PathBuf,
     pub(super) deploy_model: PathBuf,
-    pub(super) layout: Layout,
+    pub(super) layout: OutputLayout,
     pub(super) state: JobState,
     pub(super) monitor: DatasetMonitor,
     pub(super) train_trigger: Trigger,
@@ -78,7 +78,10 @@ impl LocalJob {
         store: &PluginStore,
     ) -> anyhow::Result<Self> {
         let setup = JobSetup::read(resources, name, runtime, store)?;
-        let model = setup.state.deployed()?.unwrap_or_else(|| setup.initial_model.clone());
+        let model = setup
+            .state
+            .deployed()?
+            .unwrap_or_else(|| setup.initial_model.clone());
         let serving = ServingPlan {
             job: &setup.name,
             deploy_params: &setup.deploy_params,
@@ -187,19 +190,21 @@ impl LocalJob {
             return Ok(false);
         };
         let model = self.deploy_model.display().to_string();
-        let (kind, message, swapped) =
-            match serving.worker.swap_model(&self.deploy_model, self.hot_update) {
-                Ok(()) => (
-                    ConditionType::Completed,
-                    format!("{model} {why}: now serving it"),
-                    true,
-                ),
-                Err(e) => (
-                    ConditionType::Failed,
-                    format!("{model} {why} but the worker kept its model: {e}"),
-                    false,
-                ),
-            };
+        let (kind, message, swapped) = match serving
+            .worker
+            .swap_model(&self.deploy_model, self.hot_update)
+        {
+            Ok(()) => (
+                ConditionType::Completed,
+                format!("{model} {why}: now serving it"),
+                true,
+            ),
+            Err(e) => (
+                ConditionType::Failed,
+                format!("{model} {why} but the worker kept its model: {e}"),
+                false,
+            ),
+        };
         self.state
             .record_condition(round, Stage::Deploy, kind, &message)?;
         Ok(swapped)

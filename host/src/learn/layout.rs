@@ -20,13 +20,13 @@ pub const HARD_EXAMPLES_ENV: &str = "HE_SAVED_URL";
 
 /// A job's output directory.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Layout {
+pub struct OutputLayout {
     output: PathBuf,
 }
 
-impl Layout {
+impl OutputLayout {
     pub fn new(output_dir: impl Into<PathBuf>) -> Self {
-        Layout {
+        OutputLayout {
             output: output_dir.into(),
         }
     }
@@ -71,9 +71,7 @@ impl Layout {
 
     /// What training reported (loss per epoch).
     pub fn train_report(&self, round: u64) -> PathBuf {
-        self.output
-            .join(Self::train_dir(round))
-            .join("report.json")
+        self.output.join(Self::train_dir(round)).join("report.json")
     }
 
     /// Both models' metrics on the round's evaluation set.
@@ -91,7 +89,7 @@ mod tests {
 
     #[test]
     fn paths_are_under_the_output_dir_and_he_saved_url_wins() {
-        let layout = Layout::new("/out");
+        let layout = OutputLayout::new("/out");
         assert_eq!(layout.state_db(), Path::new("/out/state.db"));
         assert_eq!(
             layout.round_indexes(3),

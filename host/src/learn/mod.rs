@@ -24,7 +24,7 @@ pub mod watch;
 
 pub use handle::{BindError, JobHandle, SlotName};
 pub use job::{LocalJob, RoundFiles, StageObserver};
-pub use layout::Layout;
+pub use layout::OutputLayout;
 pub use round::{Checked, Collected, RoundReport};
 pub use run::{Runs, run};
 pub use serving::{Serving, ServingPlan};

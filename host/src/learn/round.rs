@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use super::dataset::{Label, Sample};
 use super::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on};
 use super::job::LocalJob;
-use super::layout::Layout;
+use super::layout::OutputLayout;
 use super::split::{EVAL_SETS_KEPT, EvalSets, split};
 use super::state::{ModelRole, Split};
 use super::trigger::{ClockTime, Decision};
@@ -201,8 +201,8 @@ impl LocalJob {
         std::fs::create_dir_all(model.parent().expect("a round's model is in a directory"))?;
         estimator.save(&format!(
             "{GUEST_OUTPUT}/{}/{}",
-            Layout::train_dir(round),
-            Layout::MODEL_FILE
+            OutputLayout::train_dir(round),
+            OutputLayout::MODEL_FILE
         ))?;
         write_json(&self.layout.train_report(round), &metric_map(&report))?;
         let loss = report
@@ -210,7 +210,8 @@ impl LocalJob {
             .find(|m| m.name == "loss")
             .map(|m| m.values.clone())
             .unwrap_or_default();
-        self.state.record_metrics(round, ModelRole::Train, &report)?;
+        self.state
+            .record_metrics(round, ModelRole::Train, &report)?;
         self.stats.train.observe(started.elapsed());
         self.state.set_stage(Some(Stage::Eval))?;
         self.state.record_condition(
@@ -241,7 +242,8 @@ impl LocalJob {
         });
         write_json(&self.layout.eval_report(round), &report)?;
         self.state.record_metrics(round, ModelRole::New, &new)?;
-        self.state.record_metrics(round, ModelRole::Deployed, &old)?;
+        self.state
+            .record_metrics(round, ModelRole::Deployed, &old)?;
         self.stats.eval.observe(started.elapsed());
         self.state.set_stage(Some(Stage::Deploy))?;
         self.state.record_condition(

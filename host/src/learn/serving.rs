@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::estimator::{FRAME_DEADLINE, estimator_on};
-use super::layout::Layout;
+use super::layout::OutputLayout;
 use crate::pipeline::{FrameSource, HardExampleStore, InferenceWorker, ResultLog};
-use crate::plugin::{Hem, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source, params, setting};
+use crate::plugin::{
+    Hem, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source, params, setting,
+};
 use crate::spec::PluginRef;
 
 /// Size of the inference results file before it is rotated (one old file is kept).
@@ -39,7 +41,7 @@ pub struct ServingPlan<'a> {
     pub estimator: &'a Source,
     /// The model to serve.
     pub model: &'a Path,
-    pub layout: &'a Layout,
+    pub layout: &'a OutputLayout,
 }
 
 impl ServingPlan<'_> {

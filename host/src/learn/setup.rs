@@ -9,10 +9,12 @@ use kube::{Resource, ResourceExt};
 
 use super::dataset::DatasetMonitor;
 use super::estimator::{PER_CLASS_METRICS, estimator_source};
-use super::layout::Layout;
+use super::layout::OutputLayout;
 use super::state::JobState;
 use super::trigger::{MAX_PLUGINS, MAX_TRIGGER_CONDITIONS, PluginConditions, Trigger};
-use crate::plugin::{Param, Plugin, PluginStore, Runtime, Sandbox, Source, TriggerCondition, params};
+use crate::plugin::{
+    Param, Plugin, PluginStore, Runtime, Sandbox, Source, TriggerCondition, params,
+};
 use crate::spec::{self, IncrementalLearningJob, PluginRef, Resources};
 
 /// A job's parts, checked: what [`LocalJob`](super::LocalJob) runs.
@@ -22,7 +24,7 @@ pub struct JobSetup {
     pub train_prob: f64,
     pub initial_model: PathBuf,
     pub deploy_model: PathBuf,
-    pub layout: Layout,
+    pub layout: OutputLayout,
     pub state: JobState,
     pub monitor: DatasetMonitor,
     pub train_trigger: Trigger,
@@ -83,8 +85,9 @@ impl JobSetup {
             .find(|d| d.name_any() == spec.dataset.name)
             .expect("references are checked at load");
 
-        let load_plugins =
-            |plugins: &[PluginRef], field: &str| trigger_plugins(runtime, store, plugins, field, &what);
+        let load_plugins = |plugins: &[PluginRef], field: &str| {
+            trigger_plugins(runtime, store, plugins, field, &what)
+        };
         let train = &spec.train_spec.trigger;
         let train_trigger = Trigger {
             timer: train.timer,
@@ -113,7 +116,7 @@ impl JobSetup {
         let estimator = estimator_source(store, &train_params)
             .with_context(|| what("spec.trainSpec env `estimator`"))?;
 
-        let layout = Layout::new(&spec.output_dir);
+        let layout = OutputLayout::new(&spec.output_dir);
         std::fs::create_dir_all(layout.output()).with_context(|| {
             format!(
                 "{}: cannot create {}",

@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::dataset::{Cursor, Label, Sample};
 use crate::plugin::Metric;
-pub use crate::spec::Stage;
 use crate::spec::ConditionType;
+pub use crate::spec::Stage;
 
 /// Conditions kept in the history (Sedna's list grows without bound).
 pub const CONDITIONS_KEPT: i64 = 100;

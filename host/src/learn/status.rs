@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use super::layout::Layout;
+use super::layout::OutputLayout;
 use super::state::{ConditionRecord, JobState, ModelRole};
 use crate::pipeline::InferenceWorker;
 use crate::pipeline::hard_examples::is_example;
@@ -89,7 +89,7 @@ impl InferenceStatus {
 impl JobStatus {
     /// Reads the status of `job` from its state database under `outputDir`.
     pub fn read(job: &IncrementalLearningJob) -> anyhow::Result<Self> {
-        let layout = Layout::new(&job.spec.output_dir);
+        let layout = OutputLayout::new(&job.spec.output_dir);
         let path = layout.state_db();
         if !path.is_file() {
             anyhow::bail!(

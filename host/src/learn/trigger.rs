@@ -218,7 +218,9 @@ mod tests {
             .evaluate(|n| values_of(&stats, n))
             .unwrap_err();
         assert!(err.contains("`precision_delta[3]` does not exist"), "{err}");
-        let err = condition("recall", ">", 0.1).evaluate(|n| values_of(&stats, n)).unwrap_err();
+        let err = condition("recall", ">", 0.1)
+            .evaluate(|n| values_of(&stats, n))
+            .unwrap_err();
         assert!(err.contains("`recall` is not available"), "{err}");
         for bad in ["", "a[", "a[x]", "a b", "[1]"] {
             assert!(bad.parse::<MetricRef>().is_err(), "{bad:?}");

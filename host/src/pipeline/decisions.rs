@@ -22,7 +22,10 @@ impl RecentDecisions {
 
     /// The decisions, oldest first, as 1 (hard) and 0: what trigger conditions read.
     pub fn values(&self) -> Vec<f64> {
-        self.0.iter().map(|&hard| f64::from(u8::from(hard))).collect()
+        self.0
+            .iter()
+            .map(|&hard| f64::from(u8::from(hard)))
+            .collect()
     }
 }
 
@@ -38,6 +41,9 @@ mod tests {
         }
         let values = recent.values();
         assert_eq!(values.len(), RECENT_DECISIONS);
-        assert!(values.iter().all(|&v| v == 0.0), "the two hard ones were the oldest");
+        assert!(
+            values.iter().all(|&v| v == 0.0),
+            "the two hard ones were the oldest"
+        );
     }
 }

@@ -234,7 +234,8 @@ mod tests {
         // Small enough that every few lines rotate the file.
         let log = ResultLog::new(dir.path(), 150).unwrap();
         log.append(&decision(true)).unwrap();
-        log.append(&ResultLine::failed("g", "cannot decode")).unwrap();
+        log.append(&ResultLine::failed("g", "cannot decode"))
+            .unwrap();
         log.append(&decision(false)).unwrap();
         tail.update().unwrap();
         assert_eq!(tail.recent(), [1.0, 0.0]);

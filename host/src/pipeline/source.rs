@@ -213,7 +213,11 @@ impl VideoLoop {
                 let due = start + frame.time;
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
-            sink.frame(&name, frame.map(|f| Frame::from_image(&name, f.image)), read);
+            sink.frame(
+                &name,
+                frame.map(|f| Frame::from_image(&name, f.image)),
+                read,
+            );
             ran += 1;
         }
         Ok(ran)

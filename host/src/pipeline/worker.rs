@@ -234,4 +234,3 @@ fn rebind<W: World>(
     let params = params.unwrap_or_else(|| current.params().to_vec());
     slot.replace_with(source, params, current.sandbox().clone())
 }
-

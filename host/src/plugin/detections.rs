@@ -47,4 +47,3 @@ impl Detections {
             .map(|r| ([r[0], r[1], r[2], r[3]], r[4], r[5] as u32))
     }
 }
-

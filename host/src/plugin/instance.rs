@@ -2,9 +2,9 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::{Store, Trap};
 
+use super::bindings::types::Param;
 use super::engine::Runtime;
 use super::error::{Cause, PluginError};
-use super::bindings::types::Param;
 use super::sandbox::Sandbox;
 use super::state::HostState;
 use super::store::Source;

@@ -16,4 +16,3 @@ pub struct Dataset(pub(super) Arc<[Sample]>);
 
 /// A frame the guest holds (the `frame` resource): shared, never copied.
 pub type FrameHandle = Arc<Frame>;
-

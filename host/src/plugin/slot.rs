@@ -2,12 +2,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use super::bindings::types::Param;
 use super::error::PluginError;
 use super::instance::Plugin;
-use super::world::World;
 use super::sandbox::Sandbox;
 use super::store::Source;
-use super::bindings::types::Param;
+use super::world::World;
 
 /// A hot-swappable plugin: the one a job's stage (its HEM, estimator or trigger) calls.
 ///

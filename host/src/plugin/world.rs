@@ -35,4 +35,3 @@ pub trait World: Send + Sync + 'static {
         params: &[Param],
     ) -> wasmtime::Result<Result<(), String>>;
 }
-

@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::pipeline::{InferenceWorker, WorkerStats};
 use crate::learn::JobHandle;
 use crate::metrics::{BUCKETS, Histogram};
+use crate::pipeline::{InferenceWorker, WorkerStats};
 use crate::plugin::ErrorCounts;
 
 /// The content type Prometheus expects.

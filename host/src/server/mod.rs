@@ -66,4 +66,3 @@ impl Service {
         Ok(bound)
     }
 }
-

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http_body_util::LengthLimitError;
 use serde::{Deserialize, Serialize};
 
-use super::service::Service;
 use super::error::HttpError;
+use super::service::Service;
 use super::wire::{BindRequest, Bound, Uploaded};
 use crate::learn::JobStatus;
 use crate::plugin::inspect::{self, Inspection};
@@ -279,4 +279,3 @@ async fn bind(
         .await
         .map(Json)
 }
-

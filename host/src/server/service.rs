@@ -45,18 +45,14 @@ impl Service {
     }
 }
 
-
 impl Service {
     pub(super) fn job(&self, name: &str) -> Result<&JobHandle, HttpError> {
-        self.jobs
-            .iter()
-            .find(|j| j.name() == name)
-            .ok_or_else(|| {
-                HttpError::not_found(
-                    "no_such_job",
-                    format!("no job {name:?} runs here (GET /v1/jobs lists them)"),
-                )
-            })
+        self.jobs.iter().find(|j| j.name() == name).ok_or_else(|| {
+            HttpError::not_found(
+                "no_such_job",
+                format!("no job {name:?} runs here (GET /v1/jobs lists them)"),
+            )
+        })
     }
 
     /// The store's entry for `name@version` (uploaded plugins; built-ins are not stored).
@@ -129,7 +125,12 @@ impl Service {
         Ok(Uploaded { plugin, compile_ms })
     }
 
-    pub(super) fn bind(&self, job: &str, slot: &str, request: BindRequest) -> Result<Bound, HttpError> {
+    pub(super) fn bind(
+        &self,
+        job: &str,
+        slot: &str,
+        request: BindRequest,
+    ) -> Result<Bound, HttpError> {
         let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
         let job = self.job(job)?;
         let slot: SlotName = slot

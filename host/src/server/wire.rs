@@ -45,4 +45,3 @@ pub struct BindRequest {
     /// plugin's.
     pub params: Option<BTreeMap<String, String>>,
 }
-

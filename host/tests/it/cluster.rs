@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::job::{Job, TRAIN_ENV, lines, text};
-use sedna::api::{IncrementalLearningJob, JobCondition};
 use sedna::cluster::agent::step;
 use sedna::cluster::{RoundData, WorkerReport, appended, condition};
 use sedna::learn::LocalJob;
 use sedna::learn::trigger::ClockTime;
 use sedna::plugin::PluginStore;
+use sedna::spec::{ConditionType, IncrementalLearningJob, JobCondition, Stage};
 
 fn resource(job: &Job) -> IncrementalLearningJob {
-    sedna::api::load(std::slice::from_ref(&job.yaml))
+    sedna::spec::load(std::slice::from_ref(&job.yaml))
         .unwrap()
         .jobs
         .remove(0)
@@ -25,7 +25,7 @@ fn resource(job: &Job) -> IncrementalLearningJob {
 
 /// The job as the agent opens it on the dataset's node.
 fn open(job: &Job) -> LocalJob {
-    let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
     let store = PluginStore::open(&job.root().join("home")).unwrap();
     LocalJob::open_deciding(&resources, None, support::runtime(), &store).unwrap()
 }
@@ -35,7 +35,7 @@ fn at(job: &Job, last: JobCondition) -> IncrementalLearningJob {
     let mut resource = resource(job);
     resource.status = Some(appended(
         &resource,
-        condition("Train", "Waiting", "JobStarted", "", None),
+        condition(Stage::Train, ConditionType::Waiting, "JobStarted", "", None),
     ));
     resource.status = Some(appended(&resource, last));
     resource
@@ -46,7 +46,7 @@ fn waiting(job: &Job) -> IncrementalLearningJob {
     let mut waiting = resource.clone();
     waiting.status = Some(appended(
         &resource,
-        condition("Train", "Waiting", "JobStarted", "", None),
+        condition(Stage::Train, ConditionType::Waiting, "JobStarted", "", None),
     ));
     waiting
 }
@@ -144,7 +144,7 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
     let report = report.expect("the train worker wrote its report");
     assert_eq!(report.samples, 24);
     assert_eq!(report.models[0].metrics["loss"].len(), 20, "epochs = 20");
-    sedna::infer::Model::load(Path::new(&round.model_url)).unwrap();
+    sedna::media::Model::load(Path::new(&round.model_url)).unwrap();
     let printed: WorkerReport = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(printed, report, "the report is printed too");
 
@@ -172,7 +172,13 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
     };
     let completed = at(
         &job,
-        condition("Eval", "Completed", "PodSucceeded", "", Some(&evaluated)),
+        condition(
+            Stage::Eval,
+            ConditionType::Completed,
+            "PodSucceeded",
+            "",
+            Some(&evaluated),
+        ),
     );
     let decided = step(&mut agent, &completed, false, noon())
         .unwrap()
@@ -201,7 +207,13 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
     // The next round starts from the deployed model.
     let deployed = at(
         &job,
-        condition("Deploy", "Completed", "ModelDeployed", "", Some(&round)),
+        condition(
+            Stage::Deploy,
+            ConditionType::Completed,
+            "ModelDeployed",
+            "",
+            Some(&round),
+        ),
     );
     assert!(
         step(&mut agent, &deployed, true, noon()).unwrap().is_none(),
@@ -227,7 +239,13 @@ fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval()
     let round = data(&ready);
     let failed = at(
         &job,
-        condition("Train", "Failed", "PodFailed", "OOMKilled", Some(&round)),
+        condition(
+            Stage::Train,
+            ConditionType::Failed,
+            "PodFailed",
+            "OOMKilled",
+            Some(&round),
+        ),
     );
     assert!(
         step(&mut agent, &failed, false, noon()).unwrap().is_none(),
@@ -243,7 +261,13 @@ fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval()
 
     let eval_failed = at(
         &job,
-        condition("Eval", "Failed", "PodFailed", "Error", Some(&round)),
+        condition(
+            Stage::Eval,
+            ConditionType::Failed,
+            "PodFailed",
+            "Error",
+            Some(&round),
+        ),
     );
     let again = step(&mut agent, &eval_failed, true, noon())
         .unwrap()
@@ -256,7 +280,13 @@ fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval()
     };
     let completed = at(
         &job,
-        condition("Eval", "Completed", "PodSucceeded", "", Some(&nonsense)),
+        condition(
+            Stage::Eval,
+            ConditionType::Completed,
+            "PodSucceeded",
+            "",
+            Some(&nonsense),
+        ),
     );
     let refused = step(&mut agent, &completed, true, noon()).unwrap().unwrap();
     assert_eq!(stage(&refused), ("Eval", "Failed"));
@@ -330,7 +360,7 @@ fn a_trigger_plugin_that_is_missing_or_refuses_its_parameters_stops_the_job_at_l
     let job = Job::new(TRAIN_ENV, "accuracy_delta");
     let store = PluginStore::open(&job.root().join("home")).unwrap();
     let opened = |job: &Job| {
-        let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+        let resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
         LocalJob::open_deciding(&resources, None, support::runtime(), &store)
             .err()
             .map(|e| format!("{e:#}"))
@@ -500,7 +530,7 @@ fn the_controller_against_the_current_kube_context() {
             .unwrap();
 
         let text = include_str!("../data/quick-start.yaml");
-        let resources = sedna::api::parse(Path::new("quick-start.yaml"), text).unwrap();
+        let resources = sedna::spec::parse(Path::new("quick-start.yaml"), text).unwrap();
         let post = PostParams::default();
         for dataset in &resources.datasets {
             Api::namespaced(client.clone(), &namespace)
@@ -563,7 +593,7 @@ fn the_agent_writes_its_move_and_the_sample_count_to_the_status_subresources() {
 
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     job.append(25, "");
-    let mut resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let mut resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
     let mut resource = waiting(&job);
     resource.metadata.namespace = Some("edge".into());
     resource.metadata.uid = Some("5a1e".into());

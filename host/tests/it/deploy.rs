@@ -17,7 +17,7 @@ fn deploy(file: &str) -> String {
 #[test]
 fn deploy_holds_the_crds_the_types_generate() {
     assert!(
-        deploy("crds.yaml") == sedna::api::crds_yaml(),
+        deploy("crds.yaml") == sedna::spec::crds_yaml(),
         "deploy/crds.yaml differs from the types: run `cargo run -- crds > deploy/crds.yaml`"
     );
 }
@@ -95,7 +95,7 @@ fn sedna_crds_prints_them() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        sedna::api::crds_yaml()
+        sedna::spec::crds_yaml()
     );
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::models::*;
 use crate::support::*;
-use sedna::infer::{Frame, Label, Model, Sample};
+use sedna::media::{Frame, Label, Model, Sample};
 use sedna::plugin::{Cause, DirGrant, Estimator, Metric, Plugin, Prediction, Sandbox};
 
 struct Job {
@@ -186,7 +186,7 @@ fn weights_are_read_and_replaced_by_name() {
     assert!(after > before, "{before} -> {after}");
     assert_eq!(estimator.get_weights().unwrap(), weights);
 
-    let wrong = vec![("head.b".to_string(), sedna::infer::Tensor::zeros(vec![3]))];
+    let wrong = vec![("head.b".to_string(), sedna::media::Tensor::zeros(vec![3]))];
     let error = estimator.set_weights(wrong).unwrap_err();
     assert!(
         error

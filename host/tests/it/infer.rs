@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::support;
-use sedna::infer::{
+use sedna::media::{
     Attr, BackendKind, ErrorKind, Frame, Layout, Model, ModelBuilder, Preprocess, SessionOptions,
     Tensor,
 };
@@ -88,7 +88,7 @@ fn a_model_runs_and_its_scores_are_a_distribution() {
 #[test]
 #[ignore = "run by both_backends_give_the_same_scores in a process of its own"]
 fn print_scores_on_the_chosen_backend() {
-    let backend = sedna::infer::backend().unwrap();
+    let backend = sedna::media::backend().unwrap();
     let scores = scores(&classifier(), &image_input());
     println!(
         "backend={} scores={}",
@@ -118,7 +118,7 @@ fn scores_on(backend: &str) -> Option<Vec<f32>> {
             );
             eprintln!(
                 "ONNX Runtime is not installed here, so only tract was tested ({}): {stderr}",
-                sedna::infer::backend::HOW_TO_GET_ORT
+                sedna::media::backend::HOW_TO_GET_ORT
             );
             None
         }
@@ -135,7 +135,7 @@ fn both_backends_give_the_same_scores() {
 
 #[test]
 fn the_backend_is_named_and_auto_prefers_onnx_runtime_when_installed() {
-    let backend = sedna::infer::backend().unwrap();
+    let backend = sedna::media::backend().unwrap();
     match backend.kind {
         BackendKind::OnnxRuntime => {
             assert!(backend.library.is_some());

@@ -8,7 +8,6 @@
 
 mod support;
 
-mod api;
 mod cache;
 mod cli;
 mod cluster;
@@ -18,9 +17,11 @@ mod examples;
 mod hem;
 mod infer;
 mod label;
+mod layers;
 mod run;
 mod sandbox;
 mod serve;
+mod spec;
 mod swap;
 mod trigger;
 mod video;

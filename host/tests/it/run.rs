@@ -43,7 +43,7 @@ fn a_job_waits_for_its_trigger_then_trains_evaluates_and_deploys() {
         "trainProb 0.75 of 32"
     );
     assert_eq!(lines(&out_dir.join("data/train/1/eval.txt")), 8);
-    sedna::infer::Model::load(&out_dir.join("train/1/model.onnx")).unwrap();
+    sedna::media::Model::load(&out_dir.join("train/1/model.onnx")).unwrap();
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out_dir.join("train/1/report.json")).unwrap(),
     )
@@ -243,7 +243,7 @@ fn kill_in(mut job: Job, stage: &str, train_lines: usize) {
         "{}",
         text(&out.stderr)
     );
-    sedna::infer::Model::load(&job.root().join("deploy/model.onnx")).unwrap();
+    sedna::media::Model::load(&job.root().join("deploy/model.onnx")).unwrap();
     assert_eq!(
         lines(&job.root().join("out/data/train/1/train.txt")),
         train_lines
@@ -306,7 +306,7 @@ fn a_job_held_in_deploy() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let resources = sedna::api::load(&[PathBuf::from(yaml)]).unwrap();
+    let resources = sedna::spec::load(&[PathBuf::from(yaml)]).unwrap();
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(home.join("cache")),
         ..RuntimeConfig::default()
@@ -395,7 +395,7 @@ fn a_model_written_to_the_deploy_path_from_outside_is_picked_up_by_polling() {
     std::fs::create_dir_all(&camera).unwrap();
     job.inference_env(&[("video_url", &camera.display().to_string())]);
     job.append(4, "");
-    let resources = sedna::api::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
     let store = sedna::plugin::PluginStore::open(&job.root().join("home")).unwrap();
     let mut local =
         sedna::learn::LocalJob::open(&resources, None, support::runtime(), &store).unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use image::RgbImage;
-use sedna::infer::{ErrorKind, VideoReader, VideoWriter};
+use sedna::media::{ErrorKind, VideoReader, VideoWriter};
 
 /// Frame `i`: a colour that changes with `i`, with a white square moving across it.
 fn frame(i: u32, width: u32, height: u32) -> RgbImage {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::support::models;
 use crate::support::*;
-use sedna::infer::{Frame, HardExampleStore, InferenceWorker, ResultLog, Tensor};
+use sedna::media::{Frame, Tensor};
+use sedna::pipeline::{HardExampleStore, InferenceWorker, ResultLog};
 use sedna::plugin::{Estimator, Hem, Plugin, Prediction, Sandbox, Slot};
 
 #[test]
@@ -180,7 +181,7 @@ fn hard_examples_keep_the_raw_frame_a_preview_and_a_pre_label_within_a_bound() {
     // A frame read from a file is kept as the file's own bytes, with its extension.
     let jpeg = dir.path().join("camera.jpg");
     models::scene(3, 1).0.pixels().save(&jpeg).unwrap();
-    let frame = sedna::infer::Frame::open(&jpeg).unwrap();
+    let frame = sedna::media::Frame::open(&jpeg).unwrap();
     assert!(worker.process("frame/3", &Arc::new(frame)).unwrap().hard);
     assert_eq!(
         worker.store().images(),

@@ -16,14 +16,15 @@ use tower_test::mock::{self, Handle};
 use super::{Context, FINALIZER, reconcile};
 use crate::cluster::{RoundData, condition};
 use crate::spec::{
-    self, ConditionType, IncrementalLearningJob, IncrementalLearningJobStatus, JobCondition,
-    Stage,
+    self, ConditionType, IncrementalLearningJob, IncrementalLearningJobStatus, JobCondition, Stage,
 };
 
-pub(super) const JOBS: &str = "/apis/sedna.io/v1alpha1/namespaces/edge/incrementallearningjobs/helmet";
+pub(super) const JOBS: &str =
+    "/apis/sedna.io/v1alpha1/namespaces/edge/incrementallearningjobs/helmet";
 pub(super) const PODS: &str = "/api/v1/namespaces/edge/pods";
 pub(super) const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/edge/events";
-pub(super) const LIST_PODS: &str = "/api/v1/namespaces/edge/pods?&labelSelector=sedna.io%2Fjob%3Dhelmet";
+pub(super) const LIST_PODS: &str =
+    "/api/v1/namespaces/edge/pods?&labelSelector=sedna.io%2Fjob%3Dhelmet";
 
 /// The API server's side: each request the controller must send, in order.
 pub(super) struct ApiServer(Handle<Request<Body>, Response<Body>>);
@@ -126,7 +127,12 @@ impl ApiServer {
 
     /// A transition: the status patch, whose last condition is `stage kind`, then its
     /// Event (reason `<stage><kind>`, type `event`). Returns the condition.
-    pub(super) async fn transition(&mut self, stage: &str, kind: &str, event: &str) -> JobCondition {
+    pub(super) async fn transition(
+        &mut self,
+        stage: &str,
+        kind: &str,
+        event: &str,
+    ) -> JobCondition {
         let last = self.status().await.pop().expect("a condition");
         assert_eq!((last.stage.as_str(), last.kind.as_str()), (stage, kind));
         assert_eq!(self.event().await, (format!("{stage}{kind}"), event.into()));
@@ -280,4 +286,3 @@ pub(super) fn env(pod: &Value) -> std::collections::BTreeMap<String, String> {
         })
         .collect()
 }
-

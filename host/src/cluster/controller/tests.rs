@@ -1,10 +1,14 @@
 //! The controller against kube's mock API service: one scenario per transition, each
 //! asserting the exact requests, in order, and what they carry.
 
+use std::time::Duration;
+
+use http::{Method, StatusCode};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::fixtures::*;
+use super::{FINALIZER, SOON};
 use crate::cluster::{RoundData, condition};
 use crate::spec::ConditionType::{Completed, Ready, Running, Starting, Waiting};
 use crate::spec::Stage::{Deploy, Eval, Train};
@@ -68,7 +72,7 @@ fn start_creates_the_inference_worker_and_waits_for_the_trigger() {
         assert_eq!(env["JOB_NAME"], "helmet");
         // The template's own entries stay, and are the worker's parameters.
         assert_eq!(env["video_url"], "file://video/video.mp4");
-        assert!(env[crate::cluster::pods::PARAMETERS_ENV].contains("\"video_url\""));
+        assert!(env[crate::cluster::env::PARAMETERS].contains("\"video_url\""));
         // The template's volumes stay; the job's host directories are added.
         let volumes: Vec<&str> = pod["spec"]["volumes"]
             .as_array()
@@ -359,7 +363,13 @@ fn conditions_are_bounded() {
     for i in 0..(crate::cluster::STATUS_CONDITIONS_KEPT + 5) {
         let status = crate::cluster::appended(
             &job,
-            condition(Stage::Train, ConditionType::Waiting, "Test", format!("{i}"), None),
+            condition(
+                Stage::Train,
+                ConditionType::Waiting,
+                "Test",
+                format!("{i}"),
+                None,
+            ),
         );
         job.status = Some(status);
     }

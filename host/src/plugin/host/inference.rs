@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
+use crate::media::{
+    ErrorKind, Frame, InferError, Label, Layout, Model, Preprocess, Sample, SessionOptions, Tensor,
+};
 use crate::plugin::bindings::inference::{
     self, ErrorCode, NamedTensor, Placement, Preprocess as WitPreprocess, TensorType, ValueInfo,
 };
 use crate::plugin::bindings::types::Detections;
 use crate::plugin::resources::{Dataset, ExecutionContext, FrameHandle, Graph};
 use crate::plugin::state::HostState;
-use crate::media::{ErrorKind, Frame, InferError, Label, Layout, Model, Preprocess, Sample, SessionOptions, Tensor};
 
 /// Bytes of host memory an instance's tensors may hold, beyond its linear memory: the
 /// same cap as its memory, so a plugin cannot grow the host without bound.

@@ -25,4 +25,3 @@ impl log::Host for HostState {
         }
     }
 }
-

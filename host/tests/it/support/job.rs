@@ -114,7 +114,7 @@ spec:
         self.next_seed += count;
         let mut text = std::fs::read_to_string(&self.index).unwrap();
         for s in samples.iter() {
-            let sedna::infer::Label::Class(class) = &s.label else {
+            let sedna::media::Label::Class(class) = &s.label else {
                 unreachable!()
             };
             text.push_str(&format!(
@@ -130,9 +130,9 @@ spec:
     /// at 25 frames a second.
     pub fn record_video(&self, frames: u64) -> PathBuf {
         let video = self.root().join("camera.mp4");
-        let mut writer = sedna::infer::VideoWriter::create(&video, 32, 32, 25).unwrap();
+        let mut writer = sedna::media::VideoWriter::create(&video, 32, 32, 25).unwrap();
         for sample in models::colour_samples(&self.root().join("data"), 500, frames).iter() {
-            let frame = sedna::infer::Frame::open(&sample.image).unwrap();
+            let frame = sedna::media::Frame::open(&sample.image).unwrap();
             let frame = image::imageops::resize(frame.pixels(), 32, 32, image::imageops::Nearest);
             writer.write(&frame).unwrap();
         }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sedna::infer::{Attr, Frame, Label, Model, ModelBuilder, Sample, Tensor};
+use sedna::media::{Attr, Frame, Label, Model, ModelBuilder, Sample, Tensor};
 
 /// 8 filters of `size` x `size` pixels, even over the patch: a stand-in for a pretrained backbone's
 /// colour features. Filters 0-2 answer to one colour more than the other two, 3-5 to

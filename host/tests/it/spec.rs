@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sedna::api::{self, ApiError};
+use sedna::spec::{self, SpecError};
 
 const QUICK_START: &str = include_str!("../data/quick-start.yaml");
 
@@ -12,12 +12,12 @@ fn quick_start_path() -> PathBuf {
 }
 
 /// The quick start with one edit applied, parsed as `job.yaml`.
-fn parse_edited(from: &str, to: &str) -> Result<api::Resources, ApiError> {
+fn parse_edited(from: &str, to: &str) -> Result<spec::Resources, SpecError> {
     assert!(
         QUICK_START.contains(from),
         "the quick start has no {from:?}"
     );
-    api::parse(Path::new("job.yaml"), &QUICK_START.replacen(from, to, 1))
+    spec::parse(Path::new("job.yaml"), &QUICK_START.replacen(from, to, 1))
 }
 
 fn assert_error(from: &str, to: &str, field: &str, says: &str) {
@@ -35,7 +35,7 @@ fn assert_error(from: &str, to: &str, field: &str, says: &str) {
 
 #[test]
 fn the_quick_start_loads_as_written() {
-    let resources = api::load(&[quick_start_path()]).unwrap();
+    let resources = spec::load(&[quick_start_path()]).unwrap();
     assert_eq!(resources.datasets.len(), 1);
     assert_eq!(resources.models.len(), 2);
     let job = &resources.jobs[0];
@@ -55,7 +55,7 @@ fn the_quick_start_loads_as_written() {
     assert_eq!(spec.deploy_spec.hard_example_mining.name, "IBT");
     assert_eq!(spec.deploy_spec.hard_example_mining.parameters.len(), 2);
     assert!(spec.deploy_spec.model.hot_update_enabled);
-    let train = sedna::api::parameters(&spec.train_spec.template);
+    let train = sedna::spec::parameters(&spec.train_spec.template);
     let names: Vec<&str> = train.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         names,
@@ -69,7 +69,7 @@ fn the_quick_start_loads_as_written() {
         ]
     );
     assert_eq!(train[3].value, "person,helmet,helmet-on,helmet-off");
-    let infer = sedna::api::parameters(&spec.deploy_spec.template);
+    let infer = sedna::spec::parameters(&spec.deploy_spec.template);
     assert!(
         infer
             .iter()
@@ -149,14 +149,14 @@ fn a_resource_without_a_name_is_refused() {
 
 #[test]
 fn the_quick_start_round_trips_through_the_custom_resource_types() {
-    let resources = api::parse(Path::new("job.yaml"), QUICK_START).unwrap();
+    let resources = spec::parse(Path::new("job.yaml"), QUICK_START).unwrap();
     let job = &resources.jobs[0];
     let yaml = serde_yaml_ng::to_string(job).unwrap();
     assert!(
         yaml.starts_with("apiVersion: sedna.io/v1alpha1\nkind: IncrementalLearningJob\n"),
         "{yaml}"
     );
-    let again: api::IncrementalLearningJob = serde_yaml_ng::from_str(&yaml).unwrap();
+    let again: spec::IncrementalLearningJob = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(&again, job);
 }
 
@@ -181,9 +181,9 @@ fn documents_that_are_not_sedna_resources() {
         err.message.contains("txt") && err.message.contains("csv"),
         "{err}"
     );
-    let err = api::parse(Path::new("x.yaml"), "kind: [unclosed").unwrap_err();
+    let err = spec::parse(Path::new("x.yaml"), "kind: [unclosed").unwrap_err();
     assert!(err.message.contains("not valid YAML"), "{err}");
-    let err = api::load(&[PathBuf::from("/no/such/job.yaml")]).unwrap_err();
+    let err = spec::load(&[PathBuf::from("/no/such/job.yaml")]).unwrap_err();
     assert!(
         err.to_string().contains("/no/such/job.yaml") && err.message.contains("cannot read"),
         "{err}"
