@@ -112,3 +112,35 @@ impl IntoResponse for HttpError {
         (self.status(), Json(body)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: HttpError) -> (StatusCode, ErrorBody) {
+        let response = error.into_response();
+        let status = response.status();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = runtime
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn a_fault_of_the_host_is_answered_without_its_detail() {
+        let (status, body) = answer(HttpError::internal(anyhow::anyhow!(
+            "cannot open /var/lib/sedna/secret/state.db"
+        )));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body.error, "internal");
+        assert!(!body.detail.contains("/var/lib"), "{}", body.detail);
+
+        let (status, body) = answer(HttpError::TooLarge { limit: 10 });
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body.error, "too_large");
+        assert!(body.detail.contains("10 bytes"), "{}", body.detail);
+    }
+}

@@ -296,99 +296,16 @@ fn a_pushed_hem_changes_the_decisions_of_the_next_frames_and_no_frame_is_dropped
 }
 
 #[test]
-fn uploads_are_checked_and_nothing_changes_without_the_token() {
+fn a_refused_bind_keeps_the_serving_plugin_and_a_plugin_in_use_stays_stored() {
     let host = Host::start(&["--max-upload", "1048576"]);
     let token = host.token();
     let dir = tempfile::tempdir().unwrap();
     let hem = std::fs::read(FIXTURE_HEM_HOSTILE).unwrap();
     let trigger = std::fs::read(builtin_file(dir.path(), "HardExampleRatio")).unwrap();
 
-    // No token, or a wrong one: 401, and nothing is stored.
-    for presented in [None, Some("not-the-token-at-all")] {
-        let (status, body) = host.call("PUT", "/v1/plugins/mine/1", presented, &hem);
-        assert_eq!(status, 401, "{body}");
-        assert_eq!(body["error"], "unauthorized");
-        let (status, _) = host.call("DELETE", "/v1/plugins/mine/1", presented, b"");
-        assert_eq!(status, 401);
-        let bind = br#"{"plugin": "CloudOnly"}"#;
-        let (status, _) = host.call("PUT", &format!("/v1/jobs/{JOB}/slots/hem"), presented, bind);
-        assert_eq!(status, 401);
-    }
-    let stored = host.get("/v1/plugins");
-    assert!(!stored.to_string().contains("\"mine\""), "{stored}");
-    assert_eq!(
-        host.get(&format!("/v1/jobs/{JOB}/slots"))["hem"],
-        "EdgeOnly"
-    );
-
+    // What needs no running worker (the token, the upload checks, bad binds) is tested on
+    // the router in-process (`routes.rs`); here, against frames that stream.
     let put = |path: &str, body: &[u8]| host.call("PUT", path, Some(&token), body);
-    // The wrong world: 422 with the mismatch.
-    let (status, body) = put("/v1/plugins/ratio/1?world=hard-example-miner", &trigger);
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (422, Some("wrong_world")),
-        "{body}"
-    );
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("hard-example-miner"),
-        "{body}"
-    );
-    // Not a component: text, and a core module.
-    for bytes in [&b"hello"[..], b"\0asm\x01\0\0\0"] {
-        let (status, body) = put("/v1/plugins/junk/1", bytes);
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (422, Some("not_a_component")),
-            "{body}"
-        );
-    }
-    // Over the limit: 413.
-    let (status, body) = put("/v1/plugins/big/1", &vec![0u8; 2 << 20]);
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (413, Some("too_large")),
-        "{body}"
-    );
-    // Names that could escape the store: 400.
-    for name in ["..%2F..%2Fetc", "%2E%2E", "a%20b", &"x".repeat(65)] {
-        let (status, body) = put(&format!("/v1/plugins/{name}/1"), &hem);
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("bad_name")),
-            "{name}: {body}"
-        );
-    }
-    // A bind names a stored plugin or a built-in, never a file on the host.
-    let (status, body) = put(
-        &format!("/v1/jobs/{JOB}/slots/hem"),
-        br#"{"plugin": "/etc/passwd.wasm"}"#,
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("bad_name")),
-        "{body}"
-    );
-    let (status, _) = put("/v1/jobs/no-such-job/slots/hem", br#"{"plugin": "IBT"}"#);
-    assert_eq!(status, 404);
-    let (status, body) = put(
-        &format!("/v1/jobs/{JOB}/slots/hat"),
-        br#"{"plugin": "IBT"}"#,
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("no_such_slot")),
-        "{body}"
-    );
-    assert!(
-        body["detail"].as_str().unwrap().contains("train-trigger"),
-        "{body}"
-    );
-    let (status, _) = put(&format!("/v1/jobs/{JOB}/slots/hem"), b"{not json");
-    assert_eq!(status, 400);
-
     // A plugin that traps in `init` is refused, and the one serving keeps serving.
     let (status, body) = put("/v1/plugins/trapper/1", &hem);
     assert_eq!(status, 201, "{body}");
@@ -481,9 +398,6 @@ fn uploads_are_checked_and_nothing_changes_without_the_token() {
         "{}",
         text(&out.stderr)
     );
-
-    let (status, body) = host.call("GET", "/healthz", None, b"");
-    assert_eq!((status, body.as_str()), (200, Some("ok\n")));
 }
 
 #[test]
