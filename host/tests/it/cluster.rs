@@ -8,48 +8,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support;
+use crate::support::documents::JobDoc;
 use crate::support::job::{Job, TRAIN_ENV, lines, text};
 use sedna::cluster::agent::step;
-use sedna::cluster::{RoundData, WorkerReport, appended, condition};
+use sedna::cluster::{RoundData, WorkerReport, condition};
 use sedna::learn::LocalJob;
 use sedna::learn::trigger::ClockTime;
 use sedna::plugin::PluginStore;
 use sedna::spec::{ConditionType, IncrementalLearningJob, JobCondition, Stage};
-
-fn resource(job: &Job) -> IncrementalLearningJob {
-    sedna::spec::load(std::slice::from_ref(&job.yaml))
-        .unwrap()
-        .jobs
-        .remove(0)
-}
-
-/// The job as the agent opens it on the dataset's node.
-fn open(job: &Job) -> LocalJob {
-    let resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
-    let store = PluginStore::open(&job.root().join("home")).unwrap();
-    LocalJob::open_deciding(&resources, None, support::runtime(), &store).unwrap()
-}
-
-/// The job with `last` as its last condition.
-fn at(job: &Job, last: JobCondition) -> IncrementalLearningJob {
-    let mut resource = resource(job);
-    resource.status = Some(appended(
-        &resource,
-        condition(Stage::Train, ConditionType::Waiting, "JobStarted", "", None),
-    ));
-    resource.status = Some(appended(&resource, last));
-    resource
-}
-
-fn waiting(job: &Job) -> IncrementalLearningJob {
-    let resource = resource(job);
-    let mut waiting = resource.clone();
-    waiting.status = Some(appended(
-        &resource,
-        condition(Stage::Train, ConditionType::Waiting, "JobStarted", "", None),
-    ));
-    waiting
-}
 
 fn noon() -> ClockTime {
     ClockTime::new(12, 0).unwrap()
@@ -96,8 +62,8 @@ fn path(p: &Path) -> &str {
 #[test]
 fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
-    let mut agent = open(&job);
-    let waiting = waiting(&job);
+    let mut agent = job.deciding();
+    let waiting = JobDoc::of(&job).started().doc();
     job.append(12, "");
     assert!(
         step(&mut agent, &waiting, true, noon()).unwrap().is_none(),
@@ -127,7 +93,10 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
         path(&job.root().join("out/train/1/model.onnx"))
     );
     // Handed over: until the controller moves, the agent has nothing to do.
-    let handed = at(&job, ready.clone());
+    let handed = JobDoc::of(&job)
+        .started()
+        .then_condition(ready.clone())
+        .doc();
     assert!(step(&mut agent, &handed, true, noon()).unwrap().is_none());
 
     // The train Pod.
@@ -170,16 +139,15 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
         report: Some(serde_json::to_value(&report).unwrap()),
         ..round.clone()
     };
-    let completed = at(
-        &job,
-        condition(
+    let completed = JobDoc::of(&job)
+        .started()
+        .then(
             Stage::Eval,
             ConditionType::Completed,
             "PodSucceeded",
-            "",
-            Some(&evaluated),
-        ),
-    );
+            &evaluated,
+        )
+        .doc();
     let decided = step(&mut agent, &completed, false, noon())
         .unwrap()
         .unwrap();
@@ -205,16 +173,15 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
     );
 
     // The next round starts from the deployed model.
-    let deployed = at(
-        &job,
-        condition(
+    let deployed = JobDoc::of(&job)
+        .started()
+        .then(
             Stage::Deploy,
             ConditionType::Completed,
             "ModelDeployed",
-            "",
-            Some(&round),
-        ),
-    );
+            &round,
+        )
+        .doc();
     assert!(
         step(&mut agent, &deployed, true, noon()).unwrap().is_none(),
         "no new samples"
@@ -231,22 +198,22 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
 #[test]
 fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
-    let mut agent = open(&job);
+    let mut agent = job.deciding();
     job.append(25, "");
-    let ready = step(&mut agent, &waiting(&job), true, noon())
+    let ready = step(&mut agent, &JobDoc::of(&job).started().doc(), true, noon())
         .unwrap()
         .unwrap();
     let round = data(&ready);
-    let failed = at(
-        &job,
-        condition(
+    let failed = JobDoc::of(&job)
+        .started()
+        .then_condition(condition(
             Stage::Train,
             ConditionType::Failed,
             "PodFailed",
             "OOMKilled",
             Some(&round),
-        ),
-    );
+        ))
+        .doc();
     assert!(
         step(&mut agent, &failed, false, noon()).unwrap().is_none(),
         "not before the check period"
@@ -259,16 +226,16 @@ fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval()
         "{again:?}"
     );
 
-    let eval_failed = at(
-        &job,
-        condition(
+    let eval_failed = JobDoc::of(&job)
+        .started()
+        .then_condition(condition(
             Stage::Eval,
             ConditionType::Failed,
             "PodFailed",
             "Error",
             Some(&round),
-        ),
-    );
+        ))
+        .doc();
     let again = step(&mut agent, &eval_failed, true, noon())
         .unwrap()
         .unwrap();
@@ -278,16 +245,15 @@ fn a_failed_stage_is_tried_again_at_the_next_check_and_a_bad_report_fails_eval()
         report: Some(serde_json::json!("Completed (exit code 0)")),
         ..round.clone()
     };
-    let completed = at(
-        &job,
-        condition(
+    let completed = JobDoc::of(&job)
+        .started()
+        .then(
             Stage::Eval,
             ConditionType::Completed,
             "PodSucceeded",
-            "",
-            Some(&nonsense),
-        ),
-    );
+            &nonsense,
+        )
+        .doc();
     let refused = step(&mut agent, &completed, true, noon()).unwrap().unwrap();
     assert_eq!(stage(&refused), ("Eval", "Failed"));
     assert!(
@@ -316,8 +282,8 @@ fn with_ratio_plugin(job: &Job, ratio: &str) {
 fn a_trigger_plugin_in_the_job_reads_the_inference_pods_decisions_on_the_node() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     with_ratio_plugin(&job, "0.5");
-    let mut agent = open(&job);
-    let waiting = waiting(&job);
+    let mut agent = job.deciding();
+    let waiting = JobDoc::of(&job).started().doc();
     job.append(32, "");
     assert!(
         step(&mut agent, &waiting, true, noon()).unwrap().is_none(),
@@ -594,8 +560,7 @@ fn the_agent_writes_its_move_and_the_sample_count_to_the_status_subresources() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     job.append(25, "");
     let mut resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
-    let mut resource = waiting(&job);
-    resource.metadata.namespace = Some("edge".into());
+    let mut resource = JobDoc::of(&job).started().in_namespace("edge").doc();
     resource.metadata.uid = Some("5a1e".into());
     resource.metadata.resource_version = Some("7".into());
     for meta in resources

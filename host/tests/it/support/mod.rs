@@ -9,6 +9,8 @@ use sedna::plugin::{
     Sandbox, Source, TriggerCondition,
 };
 
+#[cfg(feature = "cluster")]
+pub mod documents;
 pub mod job;
 pub mod models;
 
