@@ -6,7 +6,8 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use sedna::learn::dataset::{DatasetMonitor, Format};
+use sedna::learn::dataset::DatasetMonitor;
+use sedna::spec::Format;
 
 use crate::median;
 

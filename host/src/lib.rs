@@ -13,17 +13,18 @@
 //! | layer        | owns                                                                 | imports |
 //! |--------------|----------------------------------------------------------------------|---------|
 //! | [`cli`]      | clap types and dispatch                                              | all below |
-//! | [`server`]   | the HTTP API: `router()`, typed errors, auth, `/metrics` (feature `server`) | learn, plugin, pipeline, media |
-//! | [`cluster`]  | Kubernetes: the Pod env contract, controller, agent, worker bodies (feature `cluster`) | learn, pipeline, plugin, media, spec |
-//! | [`learn`]    | the job: setup, stages, output layout, run loop, state, dataset, split, triggers, status, labels | pipeline, plugin, media, spec |
-//! | [`pipeline`] | frame sources, the inference worker, hard-example store, results log | plugin, media |
-//! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | media |
-//! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | (support) |
+//! | [`server`]   | the HTTP API: `router()`, typed errors, auth, `/metrics`, its client (feature `server`) | learn and below |
+//! | [`cluster`]  | Kubernetes: the Pod env contract, controller, agent, worker bodies (feature `cluster`) | learn and below |
+//! | [`learn`]    | the job: setup, stages, output layout, run loop, state, dataset, split, triggers, status, labels | pipeline and below |
+//! | [`pipeline`] | frame sources, the inference worker, hard-example store, results log | plugin and below |
+//! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | media, spec |
+//! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | spec |
 //! | [`spec`]     | Sedna's resources and value types (conditions, timers, stages)       | nothing |
 //!
-//! [`files`] and [`metrics`] are support modules every layer may use: atomic writes, and
-//! counters and histograms. No file imports a layer above its own, and no two files
-//! import each other.
+//! [`files`] and [`metrics`] sit beside [`spec`] at the bottom, for every layer: atomic
+//! writes, counters and histograms. [`cluster`] and [`server`] do not import each other.
+//! No file imports a layer above its own, and no two files import each other, even through
+//! others: `tests/it/layers.rs` checks both on the source.
 
 pub mod cli;
 #[cfg(feature = "cluster")]

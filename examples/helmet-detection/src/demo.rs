@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sedna::cli::progress::RoundProgress;
-use sedna::learn::trigger::ClockTime;
 use sedna::learn::{Checked, LocalJob};
 use sedna::media::{Sample, VideoWriter};
 use sedna::pipeline::InferenceWorker;
 use sedna::plugin::{Metric, PluginStore};
+use sedna::spec::ClockTime;
 
 use crate::lab::{self, Lab};
 use crate::scene::{self, Look};

@@ -7,10 +7,11 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
 use super::Context;
-use super::remote::{HostArgs, Remote};
+use super::remote::{HostArgs, connect};
 use crate::plugin::inspect::{self, Inspection};
 use crate::plugin::{Hem, Plugin, Sandbox, Source, StoredPlugin, check_name, json};
-use crate::server::wire::{Bound, DEFAULT_LISTEN, Uploaded};
+use crate::server::DEFAULT_LISTEN;
+use crate::server::wire::{Bound, Uploaded};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -121,10 +122,8 @@ impl PluginCommand {
             } => push(context, &file, entry, bind.as_deref(), &params, &remote)?,
             PluginCommand::List { json, remote } => {
                 let plugins: Vec<StoredPlugin> = match &remote.host {
-                    Some(host) => {
-                        Remote::connect(host, remote.token_file.as_deref(), &context.home)?
-                            .get("/v1/plugins")?
-                    }
+                    Some(host) => connect(host, remote.token_file.as_deref(), &context.home)?
+                        .get("/v1/plugins")?,
                     None => context.store()?.list()?,
                 };
                 if json {
@@ -156,7 +155,7 @@ impl PluginCommand {
                     Some(host) => {
                         check_name("name", name)?;
                         check_name("version", version)?;
-                        Remote::connect(host, remote.token_file.as_deref(), &context.home)?
+                        connect(host, remote.token_file.as_deref(), &context.home)?
                             .delete(&format!("/v1/plugins/{name}/{version}"))?
                     }
                     None => context.store()?.remove(name, version)?,
@@ -215,7 +214,7 @@ fn push(
         world,
     } = entry;
     let host = remote.host.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let remote = Remote::connect(host, remote.token_file.as_deref(), &context.home)?;
+    let remote = connect(host, remote.token_file.as_deref(), &context.home)?;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     check_name("name", &name)?;
     check_name("version", &version)?;

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::Context;
 use super::progress::RoundProgress;
-use super::remote::{HostArgs, Remote};
+use super::remote::{HostArgs, connect};
 use crate::learn::setup::pick;
 use crate::learn::{self, Checked, JobStatus, LocalJob, Runs};
 use crate::plugin::check_name;
@@ -93,8 +93,7 @@ impl Status {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let status = match &self.remote.host {
             Some(host) => {
-                let remote =
-                    Remote::connect(host, self.remote.token_file.as_deref(), &context.home)?;
+                let remote = connect(host, self.remote.token_file.as_deref(), &context.home)?;
                 match &self.job {
                     Some(name) => {
                         check_name("job", name)?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::Context;
-use crate::cluster::env::{EvalEnv, InferEnv, JOB_NAME, ProcessEnv, TrainEnv, Vars as _};
+use crate::cluster::env::{CommonEnv, EvalEnv, InferEnv, ProcessEnv, TrainEnv};
 use crate::cluster::worker::{Workers, report};
 
 #[derive(Subcommand)]
@@ -22,17 +22,28 @@ pub enum WorkerCommand {
 }
 
 impl WorkerCommand {
+    /// Reads the env first: a missing or bad variable is said before anything loads.
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        let common = CommonEnv::from_env(&ProcessEnv)?;
+        let role = match self {
+            WorkerCommand::Train => Role::Train(TrainEnv::from_env(&ProcessEnv)?),
+            WorkerCommand::Eval => Role::Eval(EvalEnv::from_env(&ProcessEnv)?),
+            WorkerCommand::Infer => Role::Infer(InferEnv::from_env(&ProcessEnv)?),
+        };
         let (runtime, store) = (context.runtime()?, context.store()?);
-        let workers = Workers::new(&runtime, &store, &ProcessEnv)?;
-        match self {
-            WorkerCommand::Train => report(&workers.train(&TrainEnv::from_env(&ProcessEnv)?)?)?,
-            WorkerCommand::Eval => report(&workers.eval(&EvalEnv::from_env(&ProcessEnv)?)?)?,
-            WorkerCommand::Infer => {
-                let job = ProcessEnv.var(JOB_NAME).unwrap_or_else(|| "job".into());
-                workers.infer(&InferEnv::from_env(&ProcessEnv)?, &job)?
-            }
+        let workers = Workers::new(&runtime, &store, common);
+        match role {
+            Role::Train(env) => report(&workers.train(&env)?)?,
+            Role::Eval(env) => report(&workers.eval(&env)?)?,
+            Role::Infer(env) => workers.infer(&env)?,
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A worker's role with its env, read.
+enum Role {
+    Train(TrainEnv),
+    Eval(EvalEnv),
+    Infer(InferEnv),
 }

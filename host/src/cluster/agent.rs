@@ -22,11 +22,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::{RoundData, WorkerReport, appended, condition, last_condition, now, status_patch};
-use crate::learn::trigger::{CheckSchedule, ClockTime};
+use crate::learn::trigger::CheckSchedule;
 use crate::learn::{Collected, LocalJob};
 use crate::plugin::{PluginStore, Runtime};
 use crate::spec::{
-    ConditionType, Dataset, IncrementalLearningJob, JobCondition, Model, Resources, Stage,
+    ClockTime, ConditionType, Dataset, IncrementalLearningJob, JobCondition, Model, Resources,
+    Stage,
 };
 
 /// One job the agent decides for.

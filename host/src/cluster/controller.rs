@@ -293,7 +293,7 @@ fn inference_plan<'a>(job: &IncrementalLearningJob, places: &'a Places) -> PodPl
         hem_parameters: deploy.hard_example_mining.parameters.clone(),
         hot_update: deploy.model.hot_update_enabled,
         poll_period_seconds: deploy.model.poll_period_seconds,
-        output_dir: Path::new(&job.spec.output_dir).display().to_string(),
+        output_dir: job.spec.output_dir.clone(),
     };
     PodPlan {
         worker: Worker::Infer,

@@ -22,6 +22,9 @@ pub const HEM_PARAMETERS: &str = "HEM_PARAMETERS";
 pub const MODEL_HOT_UPDATE: &str = "MODEL_HOT_UPDATE";
 pub const MODEL_POLL_PERIOD_SECONDS: &str = "MODEL_POLL_PERIOD_SECONDS";
 pub const OUTPUT_DIR: &str = "OUTPUT_DIR";
+/// Where a train or eval worker writes its report, when not to Kubernetes's termination
+/// log (tests; a worker run by hand).
+pub const REPORT_PATH: &str = "SEDNA_REPORT_PATH";
 
 /// A Pod's env, as `(name, value)` pairs.
 pub type Env = Vec<(&'static str, String)>;
@@ -81,6 +84,16 @@ pub struct CommonEnv {
 }
 
 impl CommonEnv {
+    /// What a worker knows of itself; outside a Pod (run by hand) the names may be absent.
+    pub fn from_env(vars: &(impl Vars + ?Sized)) -> anyhow::Result<Self> {
+        Ok(CommonEnv {
+            namespace: vars.var(NAMESPACE).unwrap_or_default(),
+            job_name: vars.var(JOB_NAME).unwrap_or_else(|| "job".into()),
+            worker_name: vars.var(WORKER_NAME).unwrap_or_default(),
+            parameters: parameters(vars)?,
+        })
+    }
+
     pub fn to_env(&self) -> Env {
         vec![
             (NAMESPACE, self.namespace.clone()),
@@ -305,7 +318,7 @@ mod tests {
             worker_name: "job-infer".into(),
             parameters: vec![kv("epochs", "3")],
         };
-        assert_eq!(parameters(&*common.to_env()).unwrap(), common.parameters);
+        assert_eq!(CommonEnv::from_env(&*common.to_env()).unwrap(), common);
     }
 
     #[test]

@@ -8,37 +8,36 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::env::{EvalEnv, InferEnv, TrainEnv, Vars};
+use super::env::{CommonEnv, EvalEnv, InferEnv, REPORT_PATH, TrainEnv};
 use super::{ModelMetrics, WorkerReport};
-use crate::learn::dataset::{DatasetMonitor, Format, Sample};
+use crate::learn::dataset::DatasetMonitor;
 use crate::learn::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on, estimator_source};
 use crate::learn::{ModelWatch, OutputLayout, ServingPlan};
+use crate::media::Sample;
 use crate::plugin::{Param, PluginStore, Runtime, Source, params};
-use crate::spec::PluginRef;
+use crate::spec::{Format, PluginRef};
 
-/// Where a worker's report goes unless `SEDNA_REPORT_PATH` says otherwise: the file
+/// Where a worker's report goes unless [`REPORT_PATH`] says otherwise: the file
 /// Kubernetes makes the container's termination message from.
 const TERMINATION_LOG: &str = "/dev/termination-log";
 
-/// What the workers share: the runtime, the plugin store and the estimator's parameters.
+/// What the workers share: the runtime, the plugin store, and who this worker is with
+/// the estimator's parameters.
 pub struct Workers<'a> {
     pub runtime: &'a Runtime,
     pub store: &'a PluginStore,
+    pub common: CommonEnv,
     pub params: Vec<Param>,
 }
 
 impl Workers<'_> {
-    /// The runtime and store, with the parameters of `vars` ([`super::env::parameters`]).
-    pub fn new<'a>(
-        runtime: &'a Runtime,
-        store: &'a PluginStore,
-        vars: &(impl Vars + ?Sized),
-    ) -> anyhow::Result<Workers<'a>> {
-        Ok(Workers {
+    pub fn new<'a>(runtime: &'a Runtime, store: &'a PluginStore, common: CommonEnv) -> Workers<'a> {
+        Workers {
             runtime,
             store,
-            params: params(&super::env::parameters(vars)?),
-        })
+            params: params(&common.parameters),
+            common,
+        }
     }
 
     fn estimator(&self) -> anyhow::Result<Source> {
@@ -107,7 +106,7 @@ impl Workers<'_> {
 
     /// Serves the model on the deploy template's `video_url` until the process ends; with
     /// hot update, swaps to `MODEL_URL` when it changes.
-    pub fn infer(&self, env: &InferEnv, job: &str) -> anyhow::Result<()> {
+    pub fn infer(&self, env: &InferEnv) -> anyhow::Result<()> {
         let deployed = PathBuf::from(&env.model);
         // Watched before it is looked for: a model that is not there yet counts as a change
         // when it appears.
@@ -124,7 +123,7 @@ impl Workers<'_> {
         std::fs::create_dir_all(layout.output())
             .with_context(|| format!("OUTPUT_DIR: cannot create {}", env.output_dir))?;
         let Some(serving) = (ServingPlan {
-            job,
+            job: &self.common.job_name,
             deploy_params: &self.params,
             mining: &mining,
             estimator: &self.estimator()?,
@@ -174,7 +173,7 @@ fn samples(index: &str, key: &str) -> anyhow::Result<Arc<[Sample]>> {
 pub fn report(report: &WorkerReport) -> anyhow::Result<()> {
     let json = serde_json::to_string(report)?;
     println!("{json}");
-    let path = std::env::var("SEDNA_REPORT_PATH").unwrap_or_else(|_| TERMINATION_LOG.into());
+    let path = std::env::var(REPORT_PATH).unwrap_or_else(|_| TERMINATION_LOG.into());
     if json.len() > 4096 {
         tracing::warn!(
             "the report is {} bytes; Kubernetes keeps 4096 of a termination message",

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::media::{Label, Sample};
-pub use crate::spec::Format;
+use crate::media::{Label, Sample};
+use crate::spec::Format;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// How much of the index's beginning identifies it: a different beginning means the file

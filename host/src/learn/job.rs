@@ -35,7 +35,7 @@ pub struct RoundFiles {
 }
 
 /// Told when a round enters a stage: progress on a terminal, or a test's fault injection.
-pub type StageObserver = Box<dyn Fn(u64, Stage) + Send>;
+type StageObserver = Box<dyn Fn(u64, Stage) + Send>;
 
 pub struct LocalJob {
     pub(super) name: String,
@@ -78,6 +78,8 @@ impl LocalJob {
         store: &PluginStore,
     ) -> anyhow::Result<Self> {
         let setup = JobSetup::read(resources, name, runtime, store)?;
+        // Watched before the worker loads: a model written meanwhile counts as a change.
+        let deployed_watch = ModelWatch::new(&setup.deploy_model);
         let model = setup
             .state
             .deployed()?
@@ -91,7 +93,13 @@ impl LocalJob {
             layout: &setup.layout,
         }
         .open(runtime, store)?;
-        Ok(Self::from_setup(setup, runtime, serving, None))
+        Ok(Self::from_setup(
+            setup,
+            runtime,
+            deployed_watch,
+            serving,
+            None,
+        ))
     }
 
     /// The job without an inference worker: what `sedna agent` decides with, while the
@@ -105,12 +113,20 @@ impl LocalJob {
     ) -> anyhow::Result<Self> {
         let setup = JobSetup::read(resources, name, runtime, store)?;
         let decisions = DecisionTail::new(&setup.layout.results_dir());
-        Ok(Self::from_setup(setup, runtime, None, Some(decisions)))
+        let deployed_watch = ModelWatch::new(&setup.deploy_model);
+        Ok(Self::from_setup(
+            setup,
+            runtime,
+            deployed_watch,
+            None,
+            Some(decisions),
+        ))
     }
 
     fn from_setup(
         setup: JobSetup,
         runtime: &Runtime,
+        deployed_watch: ModelWatch,
         serving: Option<Serving>,
         decisions: Option<DecisionTail>,
     ) -> Self {
@@ -119,7 +135,7 @@ impl LocalJob {
             spec: Arc::new(setup.spec),
             train_prob: setup.train_prob,
             initial_model: setup.initial_model,
-            deployed_watch: ModelWatch::new(&setup.deploy_model),
+            deployed_watch,
             deploy_model: setup.deploy_model,
             layout: setup.layout,
             state: setup.state,

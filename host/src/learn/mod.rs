@@ -23,7 +23,7 @@ pub mod trigger;
 pub mod watch;
 
 pub use handle::{BindError, JobHandle, SlotName};
-pub use job::{LocalJob, RoundFiles, StageObserver};
+pub use job::{LocalJob, RoundFiles};
 pub use layout::OutputLayout;
 pub use round::{Checked, Collected, RoundReport};
 pub use run::{Runs, run};

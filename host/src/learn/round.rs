@@ -12,16 +12,16 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::dataset::{Label, Sample};
 use super::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on};
 use super::job::LocalJob;
 use super::layout::OutputLayout;
 use super::split::{EVAL_SETS_KEPT, EvalSets, split};
 use super::state::{ModelRole, Split};
-use super::trigger::{ClockTime, Decision};
+use super::trigger::Decision;
 use crate::files::write_atomically;
+use crate::media::{Label, Sample};
 use crate::plugin::{Estimator, Metric, Param, Plugin, deltas, metric_map};
-use crate::spec::{ConditionType, Stage};
+use crate::spec::{ClockTime, ConditionType, Stage};
 
 /// What one check did.
 #[derive(Debug)]
@@ -212,14 +212,8 @@ impl LocalJob {
             .unwrap_or_default();
         self.state
             .record_metrics(round, ModelRole::Train, &report)?;
-        self.stats.train.observe(started.elapsed());
-        self.state.set_stage(Some(Stage::Eval))?;
-        self.state.record_condition(
-            round,
-            Stage::Train,
-            ConditionType::Completed,
-            &format!("{} samples, loss per epoch {loss:?}", train.len()),
-        )?;
+        let message = format!("{} samples, loss per epoch {loss:?}", train.len());
+        self.completed(round, Stage::Train, started, &message)?;
         Ok(loss)
     }
 
@@ -244,12 +238,10 @@ impl LocalJob {
         self.state.record_metrics(round, ModelRole::New, &new)?;
         self.state
             .record_metrics(round, ModelRole::Deployed, &old)?;
-        self.stats.eval.observe(started.elapsed());
-        self.state.set_stage(Some(Stage::Deploy))?;
-        self.state.record_condition(
+        self.completed(
             round,
             Stage::Eval,
-            ConditionType::Completed,
+            started,
             &format!("{} samples", eval.len()),
         )?;
         Ok((new, old))
@@ -269,19 +261,36 @@ impl LocalJob {
         if decision.fire {
             self.swap_worker(round, "deployed")?;
         }
-        self.stats.deploy.observe(started.elapsed());
         let outcome = if decision.fire {
             "deployed"
         } else {
             "not deployed"
         };
-        self.state.record_condition(
-            round,
-            Stage::Deploy,
-            ConditionType::Completed,
-            &format!("{outcome}: {}", decision.reasons.join("; ")),
-        )?;
+        let message = format!("{outcome}: {}", decision.reasons.join("; "));
+        self.completed(round, Stage::Deploy, started, &message)?;
         Ok(decision)
+    }
+
+    /// Ends `stage` of `round`: its time in the stats, the stage the round resumes at if
+    /// the process stops now (none after Deploy: `decide` ended the round), its condition.
+    fn completed(
+        &mut self,
+        round: u64,
+        stage: Stage,
+        started: Instant,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        self.stats.of(stage).observe(started.elapsed());
+        let next = match stage {
+            Stage::Train => Some(Stage::Eval),
+            Stage::Eval => Some(Stage::Deploy),
+            Stage::Deploy => None,
+        };
+        if let Some(next) = next {
+            self.state.set_stage(Some(next))?;
+        }
+        self.state
+            .record_condition(round, stage, ConditionType::Completed, message)
     }
 
     /// Ends round `round`: the deploy trigger on the new model's metrics and their

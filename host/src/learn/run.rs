@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::job::LocalJob;
 use super::round::Checked;
-use super::trigger::{CheckSchedule, ClockTime};
+use super::trigger::CheckSchedule;
+use crate::spec::ClockTime;
 
 /// How often the run loop wakes to see whether a check or a poll is due.
 const TICK: Duration = Duration::from_millis(200);

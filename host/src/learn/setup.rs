@@ -11,40 +11,42 @@ use super::dataset::DatasetMonitor;
 use super::estimator::{PER_CLASS_METRICS, estimator_source};
 use super::layout::OutputLayout;
 use super::state::JobState;
-use super::trigger::{MAX_PLUGINS, MAX_TRIGGER_CONDITIONS, PluginConditions, Trigger};
+use super::trigger::{PluginConditions, Trigger};
 use crate::plugin::{
     Param, Plugin, PluginStore, Runtime, Sandbox, Source, TriggerCondition, params,
 };
-use crate::spec::{self, IncrementalLearningJob, PluginRef, Resources};
+use crate::spec::{
+    self, IncrementalLearningJob, MAX_PLUGINS, MAX_TRIGGER_CONDITIONS, PluginRef, Resources,
+};
 
 /// A job's parts, checked: what [`LocalJob`](super::LocalJob) runs.
-pub struct JobSetup {
-    pub name: String,
-    pub spec: IncrementalLearningJob,
-    pub train_prob: f64,
-    pub initial_model: PathBuf,
-    pub deploy_model: PathBuf,
-    pub layout: OutputLayout,
-    pub state: JobState,
-    pub monitor: DatasetMonitor,
-    pub train_trigger: Trigger,
-    pub deploy_trigger: Trigger,
+pub(super) struct JobSetup {
+    pub(super) name: String,
+    pub(super) spec: IncrementalLearningJob,
+    pub(super) train_prob: f64,
+    pub(super) initial_model: PathBuf,
+    pub(super) deploy_model: PathBuf,
+    pub(super) layout: OutputLayout,
+    pub(super) state: JobState,
+    pub(super) monitor: DatasetMonitor,
+    pub(super) train_trigger: Trigger,
+    pub(super) deploy_trigger: Trigger,
     /// `checkPeriodSeconds`.
-    pub period: Duration,
+    pub(super) period: Duration,
     /// `pollPeriodSeconds`.
-    pub poll_period: Duration,
+    pub(super) poll_period: Duration,
     /// `hotUpdateEnabled`.
-    pub hot_update: bool,
-    pub estimator: Source,
-    pub train_params: Vec<Param>,
-    pub eval_params: Vec<Param>,
-    pub deploy_params: Vec<Param>,
+    pub(super) hot_update: bool,
+    pub(super) estimator: Source,
+    pub(super) train_params: Vec<Param>,
+    pub(super) eval_params: Vec<Param>,
+    pub(super) deploy_params: Vec<Param>,
 }
 
 impl JobSetup {
     /// Reads the job `name` (or the only one) from checked resources: resolves its models,
     /// dataset and estimator, loads and checks its triggers, opens its state.
-    pub fn read(
+    pub(super) fn read(
         resources: &Resources,
         name: Option<&str>,
         runtime: &Runtime,

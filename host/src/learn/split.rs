@@ -5,7 +5,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use super::dataset::Sample;
+use crate::media::Sample;
 
 /// Evaluation sets kept, newest first dropped last (Sedna keeps 5).
 pub const EVAL_SETS_KEPT: usize = 5;
@@ -82,7 +82,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::learn::dataset::Label;
+    use crate::media::Label;
 
     fn samples(range: std::ops::Range<u64>) -> Vec<Sample> {
         range

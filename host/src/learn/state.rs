@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::dataset::{Cursor, Label, Sample};
+use super::dataset::Cursor;
+use crate::media::{Label, Sample};
 use crate::plugin::Metric;
 use crate::spec::ConditionType;
 pub use crate::spec::Stage;
@@ -85,9 +86,9 @@ impl ModelRole {
 pub struct ConditionRecord {
     pub at: String,
     pub round: u64,
-    pub stage: String,
+    pub stage: Stage,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ConditionType,
     pub message: String,
 }
 
@@ -336,15 +337,28 @@ impl JobState {
             .db
             .prepare("SELECT at, round, stage, type, message FROM conditions ORDER BY id")?;
         let rows = query.query_map([], |r| {
-            Ok(ConditionRecord {
-                at: r.get(0)?,
-                round: r.get::<_, i64>(1)? as u64,
-                stage: r.get(2)?,
-                kind: r.get(3)?,
-                message: r.get(4)?,
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.map(|row| {
+            let (at, round, stage, kind, message) = row?;
+            let bad = |e: String| {
+                anyhow::anyhow!("{}: a condition of round {round}: {e}", self.path.display())
+            };
+            Ok(ConditionRecord {
+                at,
+                round,
+                stage: stage.parse().map_err(bad)?,
+                kind: kind.parse().map_err(bad)?,
+                message,
+            })
+        })
+        .collect()
     }
 
     /// Samples per state: (pending, used in rounds).

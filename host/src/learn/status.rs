@@ -13,7 +13,7 @@ use super::state::{ConditionRecord, JobState, ModelRole};
 use crate::pipeline::InferenceWorker;
 use crate::pipeline::hard_examples::is_example;
 use crate::plugin::{MetricMap, deltas, metric_map, params};
-use crate::spec::IncrementalLearningJob;
+use crate::spec::{IncrementalLearningJob, Stage};
 
 /// Conditions a status shows, newest last.
 pub const CONDITIONS_SHOWN: usize = 10;
@@ -39,7 +39,7 @@ pub struct JobStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Running {
     pub round: u64,
-    pub stage: String,
+    pub stage: Stage,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,10 +110,9 @@ impl JobStatus {
         Ok(JobStatus {
             job: job.name_any(),
             round,
-            running: state.in_progress()?.map(|(round, stage)| Running {
-                round,
-                stage: stage.name().to_string(),
-            }),
+            running: state
+                .in_progress()?
+                .map(|(round, stage)| Running { round, stage }),
             samples: Samples { waiting, used },
             deployed_model: state.deployed()?,
             metrics: RoundMetrics {

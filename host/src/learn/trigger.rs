@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::plugin::{Metric, Plugin, TriggerCondition};
-pub use crate::spec::{ClockTime, Condition, MAX_PLUGINS, MAX_TRIGGER_CONDITIONS, Timer};
+use crate::spec::{ClockTime, Condition, MAX_TRIGGER_CONDITIONS, Timer};
 
 /// Whether a trigger fired, and why (or why not), for the job's status and log.
 #[derive(Debug, PartialEq)]

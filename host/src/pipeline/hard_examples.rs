@@ -16,15 +16,21 @@ use crate::plugin::json::prediction_to_json;
 /// The store's index: one [`HardExampleRecord`] a line.
 pub const INDEX: &str = "index.jsonl";
 
-/// One line of a store's [`INDEX`]: what `sedna label export` reads back.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One line of a store's [`INDEX`]: what `sedna label export` reads back. The fields are
+/// in alphabetical order, as the index has always written its keys; a line without one
+/// reads as empty (and is skipped when its image is not there).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HardExampleRecord {
-    /// The image's file name, in the store's directory.
-    pub image: String,
-    pub width: u32,
+    #[serde(default)]
     pub height: u32,
+    /// The image's file name, in the store's directory.
+    #[serde(default)]
+    pub image: String,
     /// The prediction as JSON ([`crate::plugin::json`]): the pre-label.
+    #[serde(default)]
     pub prediction: serde_json::Value,
+    #[serde(default)]
+    pub width: u32,
 }
 
 /// Hard examples on disk: `<name>.png` (the frame as it came, not drawn on: a frame read
@@ -193,13 +199,13 @@ impl KeptOnDisk {
             write_atomically(&preview_path(&image), &encoded)?;
         }
         let record = HardExampleRecord {
+            height: frame.height(),
             image: image
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            width: frame.width(),
-            height: frame.height(),
             prediction: prediction_to_json(prediction),
+            width: frame.width(),
         };
         use std::io::Write as _;
         let mut index = std::fs::OpenOptions::new()

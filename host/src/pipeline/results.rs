@@ -10,9 +10,12 @@ use super::decisions::RecentDecisions;
 use crate::plugin::Prediction;
 use crate::plugin::json::prediction_to_json;
 
-/// One frame's outcome: its decision and prediction, or why it failed.
+/// One frame's outcome: its decision and prediction, or why it failed. The fields are in
+/// alphabetical order, as the log has always written its keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultLine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub frame: String,
     /// Whether the HEM found it hard; absent when the frame failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,26 +23,24 @@ pub struct ResultLine {
     /// The prediction as JSON ([`crate::plugin::json`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 impl ResultLine {
     pub fn decided(frame: &str, hard: bool, prediction: &Prediction) -> Self {
         ResultLine {
+            error: None,
             frame: frame.into(),
             hard: Some(hard),
             prediction: Some(prediction_to_json(prediction)),
-            error: None,
         }
     }
 
     pub fn failed(frame: &str, error: &str) -> Self {
         ResultLine {
+            error: Some(error.into()),
             frame: frame.into(),
             hard: None,
             prediction: None,
-            error: Some(error.into()),
         }
     }
 }
@@ -73,7 +74,7 @@ impl ResultLog {
         })
     }
 
-    pub fn append(&self, line: &ResultLine) -> anyhow::Result<()> {
+    pub(super) fn append(&self, line: &ResultLine) -> anyhow::Result<()> {
         use std::io::Write as _;
         let mut file = self.file.lock().unwrap();
         match std::fs::metadata(&self.path) {
@@ -222,6 +223,14 @@ mod tests {
 
     fn decision(hard: bool) -> ResultLine {
         ResultLine::decided("f", hard, &Prediction::Detections(Detections::default()))
+    }
+
+    #[test]
+    fn lines_keep_the_keys_the_log_always_wrote() {
+        let failed = serde_json::to_string(&ResultLine::failed("f", "cannot decode")).unwrap();
+        assert_eq!(failed, r#"{"error":"cannot decode","frame":"f"}"#);
+        let decided = serde_json::to_string(&decision(true)).unwrap();
+        assert_eq!(decided, r#"{"frame":"f","hard":true,"prediction":[]}"#);
     }
 
     #[test]

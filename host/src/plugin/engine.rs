@@ -117,7 +117,8 @@ impl Runtime {
             .cache
             .get(&self.inner.engine, source)
             .map_err(|e| {
-                PluginError::new(&source.name, "compile", Cause::Invalid(format!("{e:#}")))
+                self.errors()
+                    .failed(&source.name, "compile", Cause::Invalid(format!("{e:#}")))
             })
     }
 

@@ -15,7 +15,7 @@ pub struct PluginError {
 }
 
 impl PluginError {
-    /// A failure, counted for `sedna_plugin_errors_total`.
+    /// A failure. The runtime counts the ones it meets ([`ErrorCounts::failed`]).
     pub fn new(plugin: &str, call: &str, cause: Cause) -> Self {
         PluginError {
             plugin: plugin.to_string(),
@@ -31,15 +31,15 @@ impl PluginError {
 pub struct ErrorCounts(Mutex<BTreeMap<(String, &'static str), u64>>);
 
 impl ErrorCounts {
-    /// Counts `error`, and hands it back.
-    pub fn count(&self, error: PluginError) -> PluginError {
+    /// A failure of `plugin`'s `call`, counted.
+    pub fn failed(&self, plugin: &str, call: &str, cause: Cause) -> PluginError {
         *self
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry((error.call.clone(), error.cause.kind()))
+            .entry((call.to_string(), cause.kind()))
             .or_default() += 1;
-        error
+        PluginError::new(plugin, call, cause)
     }
 
     /// `(call, kind, failures)` for every call and kind that has failed.

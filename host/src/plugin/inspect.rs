@@ -79,10 +79,6 @@ pub fn validate(
     source: &Source,
     world: &str,
 ) -> Result<Inspection, PluginError> {
-    checked(runtime, source, world).map_err(|e| runtime.errors().count(e))
-}
-
-fn checked(runtime: &Runtime, source: &Source, world: &str) -> Result<Inspection, PluginError> {
     match world {
         Hem::NAME => Plugin::<Hem>::check(runtime, source).map(drop),
         TriggerCondition::NAME => Plugin::<TriggerCondition>::check(runtime, source).map(drop),
@@ -90,7 +86,7 @@ fn checked(runtime: &Runtime, source: &Source, world: &str) -> Result<Inspection
         _ => {
             let known: Vec<&str> = WORLDS.iter().map(|(w, _)| *w).collect();
             let detail = format!("no such world; the worlds are {}", known.join(", "));
-            Err(PluginError::new(
+            Err(runtime.errors().failed(
                 &source.name,
                 "validate",
                 Cause::WrongWorld {

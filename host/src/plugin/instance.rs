@@ -40,16 +40,6 @@ impl<W: World> Plugin<W> {
         params: Vec<Param>,
         sandbox: Sandbox,
     ) -> Result<Self, PluginError> {
-        Self::load_uncounted(runtime, source, params, sandbox)
-            .map_err(|e| runtime.errors().count(e))
-    }
-
-    fn load_uncounted(
-        runtime: &Runtime,
-        source: &Source,
-        params: Vec<Param>,
-        sandbox: Sandbox,
-    ) -> Result<Self, PluginError> {
         let pre = Self::check(runtime, source)?;
         let plugin = Plugin {
             name: source.name.as_str().into(),
@@ -79,7 +69,7 @@ impl<W: World> Plugin<W> {
             } else if !exports.is_empty() {
                 detail.push_str(&format!("; it exports {}", exports.join(", ")));
             }
-            PluginError::new(
+            runtime.errors().failed(
                 &source.name,
                 "load",
                 Cause::WrongWorld {
@@ -128,7 +118,7 @@ impl<W: World> Plugin<W> {
         } = self.instantiate_uninitialised()?;
         match W::init(&bindings, &mut store, &self.params) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
-            Ok(Err(reason)) => Err(PluginError::new(&self.name, "init", Cause::Refused(reason))),
+            Ok(Err(reason)) => Err(self.error("init", Cause::Refused(reason))),
             Err(e) => Err(self.failure("init", e, &mut store)),
         }
     }
@@ -136,9 +126,8 @@ impl<W: World> Plugin<W> {
     /// A fresh instance whose `init` has not run: only for measuring instantiation.
     #[doc(hidden)]
     pub fn instantiate_uninitialised(&self) -> Result<Instance<W>, PluginError> {
-        let state = HostState::new(self.name.clone(), &self.sandbox).map_err(|e| {
-            PluginError::new(&self.name, "instantiate", Cause::Host(format!("{e:#}")))
-        })?;
+        let state = HostState::new(self.name.clone(), &self.sandbox)
+            .map_err(|e| self.error("instantiate", Cause::Host(format!("{e:#}"))))?;
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.budget);
         store.set_epoch_deadline(self.runtime.deadline_ticks(self.sandbox.deadline));
@@ -147,18 +136,8 @@ impl<W: World> Plugin<W> {
         Ok(Instance { store, bindings })
     }
 
-    /// Runs one call on an idle instance (or a fresh one) under the call deadline; a
-    /// failure is counted in the runtime's errors.
+    /// Runs one call on an idle instance (or a fresh one) under the call deadline.
     pub(crate) fn call<R>(
-        &self,
-        call: &str,
-        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
-        self.call_uncounted(call, f)
-            .map_err(|e| self.runtime.errors().count(e))
-    }
-
-    fn call_uncounted<R>(
         &self,
         call: &str,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
@@ -189,10 +168,8 @@ impl<W: World> Plugin<W> {
         call: &str,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginError> {
-        self.call(call, f)?.map_err(|why| {
-            let refused = PluginError::new(&self.name, call, Cause::Refused(why));
-            self.runtime.errors().count(refused)
-        })
+        self.call(call, f)?
+            .map_err(|why| self.error(call, Cause::Refused(why)))
     }
 
     /// Turns a wasmtime error into a typed cause, with what the plugin last printed.
@@ -212,7 +189,12 @@ impl<W: World> Plugin<W> {
             None => Cause::Trap(with_output(format!("{error:#}"), &printed)),
         };
         tracing::debug!(plugin = %self.name, call, "plugin call failed: {error:?}");
-        PluginError::new(&self.name, call, cause)
+        self.error(call, cause)
+    }
+
+    /// A failure of `call`, counted in the runtime's errors.
+    fn error(&self, call: &str, cause: Cause) -> PluginError {
+        self.runtime.errors().failed(&self.name, call, cause)
     }
 }
 

@@ -6,13 +6,15 @@ use wasmtime::component::InstancePre;
 use super::bindings::types::Param;
 use super::state::HostState;
 
-/// The worlds a component can implement, by name and exported interface (the `World`
-/// impls take theirs from here).
-pub const WORLDS: &[(&str, &str)] = &[
-    ("hard-example-miner", "sedna:plugin/mining@0.2.0"),
-    ("trigger-condition", "sedna:plugin/condition@0.2.0"),
-    ("estimator", "sedna:plugin/estimation@0.2.0"),
-];
+/// A world's name in `wit/` and the interface its components export.
+pub type WorldName = (&'static str, &'static str);
+
+pub const HARD_EXAMPLE_MINER: WorldName = ("hard-example-miner", "sedna:plugin/mining@0.2.0");
+pub const TRIGGER_CONDITION: WorldName = ("trigger-condition", "sedna:plugin/condition@0.2.0");
+pub const ESTIMATOR: WorldName = ("estimator", "sedna:plugin/estimation@0.2.0");
+
+/// The worlds a component can implement (the `World` impls take their names from here).
+pub const WORLDS: &[WorldName] = &[HARD_EXAMPLE_MINER, TRIGGER_CONDITION, ESTIMATOR];
 
 /// A WIT world the host can drive: how its bindings are made and initialised.
 pub trait World: Send + Sync + 'static {

@@ -11,16 +11,16 @@ use super::error::PluginError;
 use super::instance::Plugin;
 use super::resources::Dataset;
 use super::state::HostState;
-use super::world::{WORLDS, World};
+use super::world::{ESTIMATOR, HARD_EXAMPLE_MINER, TRIGGER_CONDITION, World};
 use crate::media::{Frame, Sample, Tensor};
 
 /// Implements [`World`] for a world whose exported interface starts with
 /// `init(list<param>) -> result<_, string>`.
 macro_rules! world {
-    ($world:ident, $index:literal, $pre:ty, $bindings:ty, $interface:ident) => {
+    ($world:ident, $names:expr, $pre:ty, $bindings:ty, $interface:ident) => {
         impl World for $world {
-            const NAME: &'static str = WORLDS[$index].0;
-            const EXPORT: &'static str = WORLDS[$index].1;
+            const NAME: &'static str = $names.0;
+            const EXPORT: &'static str = $names.1;
             type Pre = $pre;
             type Bindings = $bindings;
 
@@ -51,7 +51,7 @@ pub struct Hem;
 
 world!(
     Hem,
-    0,
+    HARD_EXAMPLE_MINER,
     hem_bindings::HardExampleMinerPre<HostState>,
     hem_bindings::HardExampleMiner,
     sedna_plugin_mining
@@ -90,7 +90,7 @@ pub struct TriggerCondition;
 
 world!(
     TriggerCondition,
-    1,
+    TRIGGER_CONDITION,
     trigger_bindings::TriggerConditionPre<HostState>,
     trigger_bindings::TriggerCondition,
     sedna_plugin_condition
@@ -112,7 +112,7 @@ pub struct Estimator;
 
 world!(
     Estimator,
-    2,
+    ESTIMATOR,
     estimator_bindings::EstimatorPre<HostState>,
     estimator_bindings::Estimator,
     sedna_plugin_estimation

@@ -7,12 +7,13 @@
 //! name or request, 401 no or a wrong token, 404 no such plugin, job or slot, 409 a slot
 //! the job does not have, 413 a body over the limit, 422 a component that is not one,
 //! implements the wrong world, or fails to start.
-
 //!
-//! Without the `server` feature only [`wire`] is built: what the calls answer, for a client.
+//! Without the `server` feature only [`wire`] is built: what the calls answer.
 
 #[cfg(feature = "server")]
 mod auth;
+#[cfg(feature = "server")]
+pub mod client;
 #[cfg(feature = "server")]
 mod error;
 #[cfg(feature = "server")]
@@ -31,7 +32,11 @@ pub use error::HttpError;
 pub use routes::router;
 #[cfg(feature = "server")]
 pub use service::{DEFAULT_MAX_UPLOAD, Service};
-pub use wire::{BindRequest, Bound, DEFAULT_LISTEN, ErrorBody, Uploaded};
+pub use wire::{BindRequest, Bound, ErrorBody, Uploaded};
+
+/// Where `sedna run --listen` serves when given no address, and where `sedna plugin push`
+/// looks without `--host`: this machine only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9301";
 
 #[cfg(feature = "server")]
 impl Service {

@@ -6,9 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::plugin::StoredPlugin;
 
-/// Where `sedna run --listen` serves when given no address: this machine only.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9301";
-
 /// A failed call's body: `{error, detail}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -28,6 +28,20 @@ macro_rules! named {
             }
         }
 
+        /// Written as its name, as Sedna writes it.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
         impl FromStr for $name {
             type Err = String;
 
@@ -87,5 +101,11 @@ mod tests {
         }
         let error = "Training".parse::<Stage>().unwrap_err();
         assert!(error.contains("Train, Eval, Deploy"), "{error}");
+        assert_eq!(serde_json::to_string(&Stage::Eval).unwrap(), "\"Eval\"");
+        assert_eq!(
+            serde_json::from_str::<ConditionType>("\"Failed\"").unwrap(),
+            ConditionType::Failed
+        );
+        assert!(serde_json::from_str::<Stage>("\"Later\"").is_err());
     }
 }

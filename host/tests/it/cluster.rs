@@ -13,9 +13,8 @@ use crate::support::job::{Job, TRAIN_ENV, lines, text};
 use sedna::cluster::agent::step;
 use sedna::cluster::{RoundData, WorkerReport, condition};
 use sedna::learn::LocalJob;
-use sedna::learn::trigger::ClockTime;
 use sedna::plugin::PluginStore;
-use sedna::spec::{ConditionType, IncrementalLearningJob, JobCondition, Stage};
+use sedna::spec::{ClockTime, ConditionType, IncrementalLearningJob, JobCondition, Stage};
 
 fn noon() -> ClockTime {
     ClockTime::new(12, 0).unwrap()

@@ -164,17 +164,34 @@ fn a_bind_names_a_stored_plugin_a_job_and_a_slot_it_has() {
     assert!(detail.contains("train-trigger"), "{detail}");
     let answer = api.put(&format!("/v1/jobs/{JOB}/slots/hem"), b"{not json");
     assert_eq!(code(&answer), (400, Some("bad_request")), "{}", answer.1);
-    // This job runs no worker, so it has no HEM to replace.
-    let answer = api.put(
-        &format!("/v1/jobs/{JOB}/slots/hem"),
-        br#"{"plugin": "IBT"}"#,
-    );
-    assert_eq!(code(&answer), (409, Some("no_such_slot")), "{}", answer.1);
     let answer = api.put(
         &format!("/v1/jobs/{JOB}/slots/hem"),
         br#"{"plugin": "nothing@9"}"#,
     );
     assert_eq!(code(&answer), (404, Some("no_such_plugin")), "{}", answer.1);
+    // None of those reached the job's slots: no bind was refused there.
+    assert_eq!(refused_binds(&api), 0);
+    // This job runs no worker, so it has no HEM to replace: the job refuses the bind.
+    let answer = api.put(
+        &format!("/v1/jobs/{JOB}/slots/hem"),
+        br#"{"plugin": "IBT"}"#,
+    );
+    assert_eq!(code(&answer), (409, Some("no_such_slot")), "{}", answer.1);
+    assert_eq!(refused_binds(&api), 1);
+}
+
+/// `sedna_plugin_binds_total{outcome="refused"}` of the job.
+fn refused_binds(api: &Api) -> u64 {
+    let (_, metrics) = api.call("GET", "/metrics", None, b"");
+    let prefix = format!("sedna_plugin_binds_total{{job=\"{JOB}\",outcome=\"refused\"}} ");
+    metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+        .parse()
+        .unwrap()
 }
 
 #[test]

@@ -9,9 +9,8 @@ use crate::support;
 use crate::support::job::{Job, TRAIN_ENV, lines, text};
 use crate::support::models;
 use sedna::learn::LocalJob;
-use sedna::learn::state::Stage;
-use sedna::learn::trigger::ClockTime;
 use sedna::plugin::{PluginStore, Runtime, RuntimeConfig};
+use sedna::spec::{ClockTime, Stage};
 
 #[test]
 fn a_job_waits_for_its_trigger_then_trains_evaluates_and_deploys() {

@@ -306,6 +306,22 @@ fn a_refused_bind_keeps_the_serving_plugin_and_a_plugin_in_use_stays_stored() {
     // What needs no running worker (the token, the upload checks, bad binds) is tested on
     // the router in-process (`routes.rs`); here, against frames that stream.
     let put = |path: &str, body: &[u8]| host.call("PUT", path, Some(&token), body);
+    // Binds refused before they reach the slot (no token, a path, no such slot) change
+    // nothing and are not counted as refused binds.
+    let hem_slot = format!("/v1/jobs/{JOB}/slots/hem");
+    let (status, _) = host.call("PUT", &hem_slot, None, br#"{"plugin": "CloudOnly"}"#);
+    assert_eq!(status, 401);
+    let (status, _) = put(&hem_slot, br#"{"plugin": "/etc/passwd.wasm"}"#);
+    assert_eq!(status, 400);
+    let (status, _) = put(
+        &format!("/v1/jobs/{JOB}/slots/hat"),
+        br#"{"plugin": "IBT"}"#,
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        host.get(&format!("/v1/jobs/{JOB}/slots"))["hem"],
+        "EdgeOnly"
+    );
     // A plugin that traps in `init` is refused, and the one serving keeps serving.
     let (status, body) = put("/v1/plugins/trapper/1", &hem);
     assert_eq!(status, 201, "{body}");

@@ -1,7 +1,8 @@
 //! A trigger ANDs Sedna's built-in condition with conditions written as plugins.
 
 use crate::support::*;
-use sedna::learn::trigger::{Condition, PluginConditions, Trigger};
+use sedna::learn::trigger::{PluginConditions, Trigger};
+use sedna::spec::Condition;
 
 #[test]
 fn builtin_and_plugin_conditions_must_all_hold() {

@@ -1,13 +1,11 @@
-//! The host side of the `log` and `types` interfaces.
+//! The host side of the `log` interface: a plugin's lines, cut to a bounded length and
+//! tagged with its name.
 
 use crate::plugin::bindings::log::{self, Level};
-use crate::plugin::bindings::types;
 use crate::plugin::state::HostState;
 
 /// Longest log message a plugin can emit in one call; the rest is cut.
 const MAX_LOG_MESSAGE: usize = 4096;
-
-impl types::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(&mut self, level: Level, message: String) {

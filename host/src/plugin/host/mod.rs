@@ -1,5 +1,6 @@
 //! The host side of each WIT interface the plugins import, one file an interface (as
-//! wasmtime-wasi does): `log` (and `types`), `inference`.
+//! wasmtime-wasi does): `types`, `log`, `inference`.
 
 mod inference;
 mod log;
+mod types;

@@ -8,8 +8,9 @@ use sedna::spec::{ConditionType, IncrementalLearningJob, JobCondition, Stage};
 
 use super::job::Job;
 
-/// `IncrementalLearningJob` documents: `JobDoc::of(&job).started().then(Stage::Eval,
-/// ConditionType::Completed).with(&round).doc()`.
+/// `IncrementalLearningJob` documents, e.g. the agent's turn after an evaluation:
+/// `JobDoc::of(&job).started().then(Stage::Eval, ConditionType::Completed, "PodSucceeded",
+/// &round).doc()`.
 pub struct JobDoc {
     job: IncrementalLearningJob,
 }
