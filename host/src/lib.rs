@@ -18,7 +18,7 @@
 //! | [`learn`]    | the job: setup, stages, output layout, run loop, state, dataset, split, triggers, status, labels | pipeline and below |
 //! | [`pipeline`] | frame sources, the inference worker, hard-example store, results log | plugin and below |
 //! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | media, spec |
-//! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | spec |
+//! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | files |
 //! | [`spec`]     | Sedna's resources and value types (conditions, timers, stages)       | nothing |
 //!
 //! [`files`] and [`metrics`] sit beside [`spec`] at the bottom, for every layer: atomic

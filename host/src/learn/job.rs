@@ -236,7 +236,7 @@ impl LocalJob {
     }
 
     /// The model training starts from and inference serves: the last deployed one.
-    pub fn serving_model(&self) -> anyhow::Result<PathBuf> {
+    pub fn base_model(&self) -> anyhow::Result<PathBuf> {
         Ok(self
             .state
             .deployed()?
@@ -264,7 +264,7 @@ impl LocalJob {
         Ok(RoundFiles {
             train_index,
             test_index,
-            base_model: self.serving_model()?,
+            base_model: self.base_model()?,
             model: self.layout.model(round),
         })
     }

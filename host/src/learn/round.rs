@@ -195,7 +195,7 @@ impl LocalJob {
         self.entered(round, Stage::Train);
         let started = Instant::now();
         let train: Arc<[Sample]> = self.state.round_samples(round, Split::Train)?.into();
-        let estimator = self.estimator(&self.train_params, &self.serving_model()?)?;
+        let estimator = self.estimator(&self.train_params, &self.base_model()?)?;
         let report = estimator.train(&train, None)?;
         let model = self.layout.model(round);
         std::fs::create_dir_all(model.parent().expect("a round's model is in a directory"))?;
@@ -227,7 +227,7 @@ impl LocalJob {
             .estimator(&self.eval_params, &self.layout.model(round))?
             .evaluate(&eval)?;
         let old = self
-            .estimator(&self.eval_params, &self.serving_model()?)?
+            .estimator(&self.eval_params, &self.base_model()?)?
             .evaluate(&eval)?;
         let report = serde_json::json!({
             "samples": eval.len(),

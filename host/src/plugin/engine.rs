@@ -54,15 +54,6 @@ struct Inner {
 }
 
 impl Runtime {
-    /// The names a component exports (to say which world a wrong one implements).
-    pub(crate) fn exported_names(&self, component: &Component) -> Vec<String> {
-        component
-            .component_type()
-            .exports(self.engine())
-            .map(|(name, _)| name.to_string())
-            .collect()
-    }
-
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
@@ -88,6 +79,15 @@ impl Runtime {
                 errors: ErrorCounts::default(),
             }),
         })
+    }
+
+    /// The names a component exports (to say which world a wrong one implements).
+    pub(crate) fn exported_names(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .exports(self.engine())
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     pub fn engine(&self) -> &Engine {
