@@ -1,5 +1,5 @@
 // IBT hard-example mining, Sedna's `IBT` algorithm, as a C plugin for the world
-// `hard-example-miner` of sedna:plugin@0.2.0 (wit/plugin.wit).
+// `hard-example-miner` of sedna:plugin@0.3.0 (wit/plugin.wit).
 //
 // A frame is hard when the share of its boxes whose score is at most `threshold_box` is
 // at least `1 - threshold_img`. A frame with no boxes is not hard; neither is one with a

@@ -1,7 +1,7 @@
 // IBT hard-example mining for Sedna, in JavaScript.
 //
 // Built with componentize-js into a WebAssembly component of the world
-// `sedna:plugin/hard-example-miner@0.2.0` (wit/plugin.wit). It makes the same decisions as
+// `sedna:plugin/hard-example-miner@0.3.0` (wit/plugin.wit). It makes the same decisions as
 // the built-in `IBT` (plugins/hem-ibt): a frame is hard when the share of its boxes whose
 // score is at most `threshold_box` is at least `1 - threshold_img`. A frame with no boxes
 // is not hard, nor is one with a score outside [0, 1] (logged once), nor a classification.
@@ -15,7 +15,7 @@
 //   - the exported interface `mining` is an exported object of that name whose methods are
 //     the interface's functions in camelCase; the import `sedna:plugin/log` is an ES import.
 
-import { log } from 'sedna:plugin/log@0.2.0';
+import { log } from 'sedna:plugin/log@0.3.0';
 
 const DEFAULT_THRESHOLD = 0.5;
 

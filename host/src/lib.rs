@@ -17,7 +17,8 @@
 //! | [`cluster`]  | Kubernetes: the Pod env contract, controller, agent, worker bodies (feature `cluster`) | learn and below |
 //! | [`learn`]    | the job: setup, stages, output layout, run loop, state, dataset, split, triggers, status, labels | pipeline and below |
 //! | [`pipeline`] | frame sources, the inference worker, hard-example store, results log | plugin and below |
-//! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | media, spec |
+//! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | train, media, spec |
+//! | [`train`]    | the training engine: a model's graph with trainable weights, forward, backward, losses, optimizers, export | media |
 //! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | files |
 //! | [`spec`]     | Sedna's resources and value types (conditions, timers, stages)       | nothing |
 //!
@@ -37,3 +38,4 @@ pub mod pipeline;
 pub mod plugin;
 pub mod server;
 pub mod spec;
+pub mod train;

@@ -52,6 +52,18 @@ impl ModelBuilder {
         self
     }
 
+    /// An int64 initializer (a shape, axes or indices).
+    pub fn ints(&mut self, name: &str, dims: &[usize], values: &[i64]) -> &mut Self {
+        self.graph.initializer.push(pb::TensorProto {
+            name: name.to_string(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::Int64 as i32,
+            int64_data: values.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
     /// A node of the standard domain.
     pub fn node(
         &mut self,

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     Unsupported,
     /// No file, model, tensor or sample by that name.
     NotFound,
+    /// A tensor, a batch or a model too large for the caller's limits.
+    TooLarge,
 }
 
 /// An inference error naming its subject (a model's path, an image's path, a tensor).

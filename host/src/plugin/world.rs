@@ -9,9 +9,9 @@ use super::state::HostState;
 /// A world's name in `wit/` and the interface its components export.
 pub type WorldName = (&'static str, &'static str);
 
-pub const HARD_EXAMPLE_MINER: WorldName = ("hard-example-miner", "sedna:plugin/mining@0.2.0");
-pub const TRIGGER_CONDITION: WorldName = ("trigger-condition", "sedna:plugin/condition@0.2.0");
-pub const ESTIMATOR: WorldName = ("estimator", "sedna:plugin/estimation@0.2.0");
+pub const HARD_EXAMPLE_MINER: WorldName = ("hard-example-miner", "sedna:plugin/mining@0.3.0");
+pub const TRIGGER_CONDITION: WorldName = ("trigger-condition", "sedna:plugin/condition@0.3.0");
+pub const ESTIMATOR: WorldName = ("estimator", "sedna:plugin/estimation@0.3.0");
 
 /// The worlds a component can implement (the `World` impls take their names from here).
 pub const WORLDS: &[WorldName] = &[HARD_EXAMPLE_MINER, TRIGGER_CONDITION, ESTIMATOR];
@@ -20,7 +20,7 @@ pub const WORLDS: &[WorldName] = &[HARD_EXAMPLE_MINER, TRIGGER_CONDITION, ESTIMA
 pub trait World: Send + Sync + 'static {
     /// The world's name in `wit/`, e.g. `hard-example-miner`.
     const NAME: &'static str;
-    /// The interface a component of this world exports, e.g. `sedna:plugin/mining@0.2.0`.
+    /// The interface a component of this world exports, e.g. `sedna:plugin/mining@0.3.0`.
     const EXPORT: &'static str;
     type Pre: Send + Sync;
     type Bindings: Send;

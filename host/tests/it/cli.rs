@@ -41,8 +41,8 @@ fn inspect_names_the_world_imports_and_exports() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("worlds:  hard-example-miner"), "{text}");
-    assert!(text.contains("sedna:plugin/mining@0.2.0"), "{text}");
-    assert!(text.contains("sedna:plugin/log@0.2.0"), "{text}");
+    assert!(text.contains("sedna:plugin/mining@0.3.0"), "{text}");
+    assert!(text.contains("sedna:plugin/log@0.3.0"), "{text}");
     assert!(
         text.contains(&fixture(FIXTURE_HEM_HOSTILE).sha256),
         "{text}"
@@ -88,7 +88,7 @@ fn validate_spells_out_a_mismatch() {
         "{err}"
     );
     assert!(
-        err.contains("sedna:plugin/mining@0.2.0") && err.contains("trigger-condition"),
+        err.contains("sedna:plugin/mining@0.3.0") && err.contains("trigger-condition"),
         "{err}"
     );
 

@@ -11,12 +11,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("files", 0),
     ("metrics", 0),
     ("media", 1),
-    ("plugin", 2),
-    ("pipeline", 3),
-    ("learn", 4),
-    ("cluster", 5),
-    ("server", 5),
-    ("cli", 6),
+    ("train", 2),
+    ("plugin", 3),
+    ("pipeline", 4),
+    ("learn", 5),
+    ("cluster", 6),
+    ("server", 6),
+    ("cli", 7),
 ];
 
 type Module = Vec<String>;

@@ -144,7 +144,7 @@ fn a_component_of_another_world_is_refused_with_the_mismatch() {
     match &err.cause {
         Cause::WrongWorld { world, detail } => {
             assert_eq!(world, "hard-example-miner");
-            assert!(detail.contains("sedna:plugin/mining@0.2.0"), "{detail}");
+            assert!(detail.contains("sedna:plugin/mining@0.3.0"), "{detail}");
             assert!(detail.contains("trigger-condition"), "{detail}");
         }
         other => panic!("unexpected {other}"),

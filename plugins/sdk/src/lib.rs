@@ -30,8 +30,8 @@ pub mod trigger {
         export_macro_name: "export_trigger",
         default_bindings_module: "sedna_plugin_sdk::trigger",
         with: {
-            "sedna:plugin/types@0.2.0": crate::hem::sedna::plugin::types,
-            "sedna:plugin/log@0.2.0": crate::hem::sedna::plugin::log,
+            "sedna:plugin/types@0.3.0": crate::hem::sedna::plugin::types,
+            "sedna:plugin/log@0.3.0": crate::hem::sedna::plugin::log,
         },
     });
 
@@ -50,8 +50,8 @@ pub mod estimator {
         export_macro_name: "export_estimator",
         default_bindings_module: "sedna_plugin_sdk::estimator",
         with: {
-            "sedna:plugin/types@0.2.0": crate::hem::sedna::plugin::types,
-            "sedna:plugin/log@0.2.0": crate::hem::sedna::plugin::log,
+            "sedna:plugin/types@0.3.0": crate::hem::sedna::plugin::types,
+            "sedna:plugin/log@0.3.0": crate::hem::sedna::plugin::log,
         },
     });
 
@@ -59,6 +59,7 @@ pub mod estimator {
     pub use crate::hem::{Detections, Level, Param, log};
     pub use exports::sedna::plugin::estimation::Guest;
     pub use sedna::plugin::inference;
+    pub use sedna::plugin::training;
 }
 
 use std::fmt::Display;

@@ -133,6 +133,7 @@ impl inference::HostError for HostState {
             ErrorKind::Runtime => ErrorCode::RuntimeError,
             ErrorKind::Unsupported => ErrorCode::UnsupportedOperation,
             ErrorKind::NotFound => ErrorCode::NotFound,
+            ErrorKind::TooLarge => ErrorCode::TooLarge,
         })
     }
 

@@ -1,0 +1,638 @@
+//! A training session: forward on a batch, backward from a host loss or from output
+//! gradients a component computed, gradient accumulation, an optimizer step, and export of
+//! the complete model.
+//!
+//! The session runs in a thread pool of its own, sized by its options, so that a round
+//! does not take the cores the live inference worker runs on. Its activations count
+//! against a memory cap: a forward whose values would exceed it fails and says to lower
+//! `batch_size`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor as Dense, Var};
+use tract_onnx::pb;
+
+use super::graph::{Trainable, prepare};
+use super::loss::{Loss, scalar};
+use super::ops::{self, Call};
+use super::optim::{self, Optimizer};
+use super::value::{self, Value};
+use crate::media::{ErrorKind, InferError, Model, Tensor};
+
+/// The float type a session computes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// For gradient checks.
+    F64,
+}
+
+/// How a session trains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub trainable: Trainable,
+    /// Name prefixes of weights that stay as they are.
+    pub freeze: Vec<String>,
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Threads of the session's pool.
+    pub threads: usize,
+    /// Bytes the session's activations and weights may take (`None`: no cap).
+    pub memory_cap: Option<u64>,
+    pub precision: Precision,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            trainable: Trainable::All,
+            freeze: Vec::new(),
+            optimizer: Optimizer::adamw(),
+            learning_rate: 1e-3,
+            weight_decay: 0.0,
+            threads: default_threads(),
+            memory_cap: None,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// Half the cores (at least one): the rest stay with inference.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).max(1))
+        .unwrap_or(1)
+}
+
+struct Weight {
+    name: String,
+    var: Var,
+    grad: Option<Dense>,
+    state: optim::State,
+}
+
+/// The values of the last forward, kept for the backward that follows it.
+struct Tape {
+    values: BTreeMap<String, Value>,
+}
+
+pub struct Session {
+    name: String,
+    proto: pb::ModelProto,
+    opset: i64,
+    dtype: DType,
+    constants: BTreeMap<String, Value>,
+    weights: Vec<Weight>,
+    inputs: Vec<String>,
+    options: Options,
+    pool: Arc<rayon::ThreadPool>,
+    tape: Option<Tape>,
+    /// Backward passes accumulated since the last step.
+    accumulated: u32,
+    steps: u64,
+    /// Bytes the weights and their optimizer state take.
+    weight_bytes: u64,
+}
+
+impl Session {
+    /// Opens a session over `model`; refuses a model with an operator the engine does not
+    /// support, naming the node.
+    pub fn open(model: &Model, options: Options) -> Result<Session, InferError> {
+        let name = model.name().to_string();
+        let error = |kind, message: String| InferError::new(kind, &name, message);
+        let prepared = prepare(
+            &name,
+            model.proto().clone(),
+            &options.trainable,
+            &options.freeze,
+        )
+        .map_err(|m| error(ErrorKind::Unsupported, m))?;
+        let dtype = match options.precision {
+            Precision::F32 => DType::F32,
+            Precision::F64 => DType::F64,
+        };
+        let graph = prepared.proto.graph.as_ref().expect("checked at load");
+        let trainable: BTreeSet<&str> = prepared.trainable.iter().map(String::as_str).collect();
+        let mut constants = BTreeMap::new();
+        let mut weights = Vec::new();
+        for init in &graph.initializer {
+            let value =
+                value::from_proto(init, dtype).map_err(|m| error(ErrorKind::InvalidEncoding, m))?;
+            if trainable.contains(init.name.as_str()) {
+                let tensor = value
+                    .float()
+                    .map_err(|m| error(ErrorKind::InvalidArgument, m))?;
+                let var = Var::from_tensor(tensor)
+                    .map_err(|e| error(ErrorKind::Runtime, e.to_string()))?;
+                weights.push(Weight {
+                    name: init.name.clone(),
+                    var,
+                    grad: None,
+                    state: optim::State::default(),
+                });
+            } else {
+                constants.insert(init.name.clone(), value);
+            }
+        }
+        let initialised: BTreeSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs = graph
+            .input
+            .iter()
+            .map(|i| i.name.clone())
+            .filter(|n| !initialised.contains(n.as_str()))
+            .collect();
+        let opset = prepared
+            .proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(13, |o| o.version);
+        let per_weight = match options.optimizer {
+            Optimizer::Sgd { .. } => 3,
+            Optimizer::AdamW { .. } => 4,
+        };
+        let weight_bytes = weights
+            .iter()
+            .map(|w| (w.var.elem_count() * dtype.size_in_bytes()) as u64 * per_weight)
+            .sum();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads.max(1))
+            .thread_name(|i| format!("sedna-train-{i}"))
+            .build()
+            .map(Arc::new)
+            .map_err(|e| error(ErrorKind::Runtime, format!("cannot start threads: {e}")))?;
+        Ok(Session {
+            name,
+            proto: prepared.proto,
+            opset,
+            dtype,
+            constants,
+            weights,
+            inputs,
+            options,
+            pool,
+            tape: None,
+            accumulated: 0,
+            steps: 0,
+            weight_bytes,
+        })
+    }
+
+    fn error(&self, kind: ErrorKind, message: impl Into<String>) -> InferError {
+        InferError::new(kind, &self.name, message)
+    }
+
+    /// The names of the weights that train.
+    pub fn trainable(&self) -> Vec<String> {
+        self.weights.iter().map(|w| w.name.clone()).collect()
+    }
+
+    /// The graph's inputs (what `forward` must be given).
+    pub fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Runs the graph on `inputs` and returns the values named `wanted` (any value of the
+    /// graph, intermediates too). The values are kept for one `backward`.
+    pub fn forward(
+        &mut self,
+        inputs: &[(String, Tensor)],
+        wanted: &[String],
+    ) -> Result<Vec<(String, Tensor)>, InferError> {
+        self.tape = None;
+        let pool = self.pool.clone();
+        let result = pool.install(|| self.forward_on_pool(inputs, wanted));
+        let values = result?;
+        let out = wanted
+            .iter()
+            .map(|name| {
+                let value = values.get(name).expect("computed");
+                Ok((name.clone(), self.to_host(name, value)?))
+            })
+            .collect::<Result<_, InferError>>()?;
+        self.tape = Some(Tape { values });
+        Ok(out)
+    }
+
+    fn forward_on_pool(
+        &self,
+        inputs: &[(String, Tensor)],
+        wanted: &[String],
+    ) -> Result<BTreeMap<String, Value>, InferError> {
+        let graph = self.proto.graph.as_ref().expect("checked at load");
+        let mut values: BTreeMap<String, Value> = BTreeMap::new();
+        for name in &self.inputs {
+            let (_, tensor) = inputs.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                self.error(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "input `{name}` is missing (the model's inputs: {:?})",
+                        self.inputs
+                    ),
+                )
+            })?;
+            let dense = Dense::from_vec(tensor.data.clone(), tensor.dims.as_slice(), &Device::Cpu)
+                .and_then(|t| t.to_dtype(self.dtype))
+                .map_err(|e| self.error(ErrorKind::InvalidArgument, e.to_string()))?;
+            values.insert(name.clone(), Value::Float(dense));
+        }
+        for weight in &self.weights {
+            values.insert(
+                weight.name.clone(),
+                Value::Float(weight.var.as_tensor().clone()),
+            );
+        }
+        let needed = self.needed(graph, wanted)?;
+        let mut bytes = self.weight_bytes;
+        for (index, node) in graph.node.iter().enumerate() {
+            if !needed.contains(&index) {
+                continue;
+            }
+            let inputs: Vec<Option<&Value>> = node
+                .input
+                .iter()
+                .map(|name| {
+                    if name.is_empty() {
+                        return Ok(None);
+                    }
+                    values
+                        .get(name)
+                        .or_else(|| self.constants.get(name))
+                        .map(Some)
+                        .ok_or_else(|| {
+                            self.node_error(
+                                node,
+                                format!("its input `{name}` is not computed before it"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let outputs = ops::run(&Call {
+                node,
+                inputs,
+                opset: self.opset,
+                dtype: self.dtype,
+            })
+            .map_err(|m| self.node_error(node, m))?;
+            for (name, value) in node.output.iter().zip(outputs) {
+                // Activations and, in backward, their gradients.
+                bytes += 2 * value.bytes();
+                values.insert(name.clone(), value);
+            }
+            if let Some(cap) = self.options.memory_cap.filter(|&cap| bytes > cap) {
+                return Err(self.error(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "training this batch needs more than {} MiB, over the estimator's memory cap of {} MiB: lower `batch_size` (or raise the job's memory limit)",
+                        bytes >> 20,
+                        cap >> 20
+                    ),
+                ));
+            }
+        }
+        Ok(values)
+    }
+
+    fn node_error(&self, node: &pb::NodeProto, message: String) -> InferError {
+        self.error(
+            ErrorKind::Runtime,
+            format!("node `{}` ({}): {message}", node.name, node.op_type),
+        )
+    }
+
+    /// The nodes needed to compute `wanted`.
+    fn needed(
+        &self,
+        graph: &pb::GraphProto,
+        wanted: &[String],
+    ) -> Result<BTreeSet<usize>, InferError> {
+        let mut producer = BTreeMap::new();
+        for (index, node) in graph.node.iter().enumerate() {
+            for output in &node.output {
+                producer.insert(output.as_str(), index);
+            }
+        }
+        let mut needed = BTreeSet::new();
+        let mut stack: Vec<&str> = Vec::new();
+        for name in wanted {
+            let known = producer.contains_key(name.as_str())
+                || self.inputs.contains(name)
+                || self.constants.contains_key(name)
+                || self.weights.iter().any(|w| &w.name == name);
+            if !known {
+                return Err(self.error(
+                    ErrorKind::NotFound,
+                    format!("the graph has no value named `{name}`"),
+                ));
+            }
+            stack.push(name);
+        }
+        while let Some(name) = stack.pop() {
+            if let Some(&index) = producer.get(name)
+                && needed.insert(index)
+            {
+                stack.extend(graph.node[index].input.iter().map(String::as_str));
+            }
+        }
+        Ok(needed)
+    }
+
+    fn to_host(&self, name: &str, value: &Value) -> Result<Tensor, InferError> {
+        let dense = match value {
+            Value::Float(t) => t.clone(),
+            Value::Int(i) => Dense::from_vec(
+                i.data.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                i.dims.as_slice(),
+                &Device::Cpu,
+            )
+            .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?,
+        };
+        let data = dense
+            .flatten_all()
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?;
+        Tensor::new(name, dense.dims().to_vec(), data)
+    }
+
+    fn tape_value(&self, name: &str) -> Result<Dense, InferError> {
+        let tape = self.tape.as_ref().ok_or_else(|| {
+            self.error(
+                ErrorKind::InvalidArgument,
+                "backward before forward: run `forward` on the batch first (each forward allows one backward)",
+            )
+        })?;
+        match tape.values.get(name) {
+            Some(Value::Float(t)) => Ok(t.clone()),
+            Some(Value::Int(_)) => Err(self.error(
+                ErrorKind::InvalidArgument,
+                format!("`{name}` is integer shape arithmetic: it has no gradient"),
+            )),
+            None => Err(self.error(
+                ErrorKind::InvalidArgument,
+                format!("`{name}` was not asked for in the last forward"),
+            )),
+        }
+    }
+
+    /// Backward from `loss` on output `name` against `target`; accumulates the weights'
+    /// gradients and returns the loss. A loss that is not finite accumulates nothing.
+    pub fn backward_loss(
+        &mut self,
+        name: &str,
+        loss: Loss,
+        target: &Tensor,
+    ) -> Result<f64, InferError> {
+        let output = self.tape_value(name)?;
+        let value = loss
+            .compute(&output, &target.dims, &target.data)
+            .map_err(|m| self.error(ErrorKind::InvalidArgument, format!("output `{name}`: {m}")))?;
+        let number = scalar(&value).map_err(|m| self.error(ErrorKind::Runtime, m))?;
+        if !number.is_finite() {
+            self.tape = None;
+            return Err(self.error(
+                ErrorKind::Runtime,
+                format!(
+                    "the loss is {number}: lower `learning_rate` (now {}) or check the labels",
+                    self.options.learning_rate
+                ),
+            ));
+        }
+        self.backward_from(&value)?;
+        Ok(number)
+    }
+
+    /// Backward from gradients of named outputs (a loss the component computed): the
+    /// gradient of `sum(output * gradient)` over the outputs given.
+    pub fn backward(&mut self, gradients: &[(String, Tensor)]) -> Result<(), InferError> {
+        let mut surrogate: Option<Dense> = None;
+        for (name, gradient) in gradients {
+            let output = self.tape_value(name)?;
+            if gradient.dims != output.dims() {
+                return Err(self.error(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "the gradient of `{name}` is {:?}, the output {:?}",
+                        gradient.dims,
+                        output.dims()
+                    ),
+                ));
+            }
+            if gradient.data.iter().any(|v| !v.is_finite()) {
+                return Err(self.error(
+                    ErrorKind::InvalidArgument,
+                    format!("the gradient of `{name}` holds NaN or infinite values"),
+                ));
+            }
+            let g = Dense::from_vec(
+                gradient.data.clone(),
+                gradient.dims.as_slice(),
+                &Device::Cpu,
+            )
+            .and_then(|t| t.to_dtype(self.dtype))
+            .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?;
+            let term = output
+                .mul(&g)
+                .and_then(|t| t.sum_all())
+                .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?;
+            surrogate = Some(match surrogate {
+                None => term,
+                Some(s) => s
+                    .add(&term)
+                    .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?,
+            });
+        }
+        let surrogate = surrogate
+            .ok_or_else(|| self.error(ErrorKind::InvalidArgument, "no gradients were given"))?;
+        self.backward_from(&surrogate)
+    }
+
+    fn backward_from(&mut self, scalar: &Dense) -> Result<(), InferError> {
+        self.tape = None;
+        let grads = self.pool.install(|| scalar.backward());
+        let grads = grads.map_err(|e| self.error(ErrorKind::Runtime, format!("backward: {e}")))?;
+        for weight in &mut self.weights {
+            let Some(g) = grads.get(weight.var.as_tensor()) else {
+                continue;
+            };
+            let g = g.detach();
+            weight.grad = Some(match weight.grad.take() {
+                None => g,
+                Some(sum) => sum
+                    .add(&g)
+                    .map_err(|e| InferError::new(ErrorKind::Runtime, &self.name, e.to_string()))?,
+            });
+        }
+        self.accumulated += 1;
+        Ok(())
+    }
+
+    /// The accumulated gradient of weight `name` (the mean over the backward passes since
+    /// the last step); `None` before any backward reached it.
+    pub fn gradient(&self, name: &str) -> Option<Tensor> {
+        let weight = self.weights.iter().find(|w| w.name == name)?;
+        let g = weight.grad.as_ref()?;
+        let g = g.affine(1.0 / self.accumulated.max(1) as f64, 0.0).ok()?;
+        self.to_host(name, &Value::Float(g)).ok()
+    }
+
+    /// One optimizer step with the mean of the accumulated gradients; `learning_rate`
+    /// overrides the options' (for schedules). Writes nothing when a weight would become
+    /// non-finite.
+    pub fn step(&mut self, learning_rate: Option<f64>) -> Result<(), InferError> {
+        if self.accumulated == 0 {
+            return Err(self.error(
+                ErrorKind::InvalidArgument,
+                "step before any backward: nothing to apply",
+            ));
+        }
+        let lr = learning_rate.unwrap_or(self.options.learning_rate);
+        let scale = 1.0 / self.accumulated as f64;
+        let step = self.steps + 1;
+        let (optimizer, decay) = (self.options.optimizer, self.options.weight_decay);
+        let updates = self.pool.install(|| {
+            self.weights
+                .iter()
+                .map(|w| match &w.grad {
+                    None => Ok(None),
+                    Some(g) => {
+                        let g = g.affine(scale, 0.0)?;
+                        let (new, state) =
+                            optim::update(optimizer, &w.var, &g, &w.state, step, lr, decay)?;
+                        let finite = new
+                            .abs()?
+                            .max_all()?
+                            .to_dtype(DType::F64)?
+                            .to_scalar::<f64>()?
+                            .is_finite();
+                        Ok(Some((new, state, finite)))
+                    }
+                })
+                .collect::<candle_core::Result<Vec<_>>>()
+        });
+        let updates = updates.map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?;
+        if let Some((w, _)) = self
+            .weights
+            .iter()
+            .zip(&updates)
+            .find(|(_, u)| matches!(u, Some((_, _, false))))
+        {
+            return Err(self.error(
+                ErrorKind::Runtime,
+                format!(
+                    "the step would make `{}` non-finite: lower `learning_rate` (now {lr})",
+                    w.name
+                ),
+            ));
+        }
+        for (weight, update) in self.weights.iter_mut().zip(updates) {
+            weight.grad = None;
+            if let Some((new, state, _)) = update {
+                weight
+                    .var
+                    .set(&new)
+                    .map_err(|e| InferError::new(ErrorKind::Runtime, &self.name, e.to_string()))?;
+                weight.state = state;
+            }
+        }
+        self.accumulated = 0;
+        self.steps = step;
+        Ok(())
+    }
+
+    /// The current values of the trainable weights.
+    pub fn weights(&self) -> Result<Vec<(String, Tensor)>, InferError> {
+        self.weights
+            .iter()
+            .map(|w| {
+                Ok((
+                    w.name.clone(),
+                    self.to_host(&w.name, &Value::Float(w.var.as_tensor().clone()))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The complete model with the trained weights: every other byte as it was read
+    /// (untied copies and lifted constants aside).
+    pub fn export(&self) -> Result<Model, InferError> {
+        let mut proto = self.proto.clone();
+        let graph = proto.graph.as_mut().expect("checked at load");
+        for weight in &self.weights {
+            let tensor = value::to_proto(&weight.name, weight.var.as_tensor())
+                .map_err(|m| self.error(ErrorKind::Runtime, m))?;
+            let slot = graph
+                .initializer
+                .iter_mut()
+                .find(|t| t.name == weight.name)
+                .expect("a trainable weight is an initializer");
+            *slot = tensor;
+        }
+        Model::from_proto(&self.name, proto)
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    /// `sum(output * gradient)` in the session's precision: what central differences
+    /// differentiate in the gradient checks.
+    pub(super) fn objective(
+        &self,
+        inputs: &[(String, Tensor)],
+        output: &str,
+        gradient: &Dense,
+    ) -> f64 {
+        let values = self
+            .pool
+            .install(|| self.forward_on_pool(inputs, &[output.to_string()]))
+            .expect("forward");
+        let out = values[output].float().expect("a float output").clone();
+        scalar(
+            &out.mul(gradient)
+                .and_then(|t| t.sum_all())
+                .expect("product"),
+        )
+        .expect("scalar")
+    }
+
+    /// Adds `delta` to element `element` of trainable weight `weight`.
+    pub(super) fn nudge(&self, weight: usize, element: usize, delta: f64) {
+        let var = &self.weights[weight].var;
+        let dims = var.dims().to_vec();
+        let mut data = var
+            .as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f64>())
+            .expect("f64 weights");
+        data[element] += delta;
+        var.set(&Dense::from_vec(data, dims.as_slice(), &Device::Cpu).expect("tensor"))
+            .expect("set");
+    }
+
+    /// The accumulated gradient in the session's precision.
+    pub(super) fn gradient_f64(&self, weight: usize) -> Vec<f64> {
+        self.weights[weight]
+            .grad
+            .as_ref()
+            .expect("a gradient")
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f64>())
+            .expect("f64")
+    }
+}
+
+#[cfg(test)]
+mod tests;
