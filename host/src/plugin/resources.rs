@@ -4,12 +4,16 @@
 use std::sync::Arc;
 
 use crate::media::{Frame, Model, Sample, Session};
+use crate::train;
 
 /// A model the guest holds (the `graph` resource).
 pub struct Graph(pub(super) Arc<Model>);
 
 /// A session the guest holds (the `graph-execution-context` resource).
 pub struct ExecutionContext(pub(super) Session);
+
+/// A training session the guest holds (the `training` interface's `session`).
+pub struct TrainingSession(pub(super) train::Session);
 
 /// A labelled data set the guest holds (the `dataset` resource).
 pub struct Dataset(pub(super) Arc<[Sample]>);

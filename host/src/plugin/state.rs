@@ -15,7 +15,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{inference, log};
+use super::bindings::{inference, log, training};
 use super::sandbox::Sandbox;
 
 /// How much of a plugin's stdout and stderr is kept to explain a trap.
@@ -55,7 +55,7 @@ impl HostState {
     }
 
     /// The linker every world shares: WASI 0.2 (sandboxed by each store's context), the
-    /// `log` interface and, for estimators, `inference`.
+    /// `log` interface and, for estimators, `inference` and `training`.
     pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -64,6 +64,10 @@ impl HostState {
             |s| s,
         )?;
         inference::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        training::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )?;

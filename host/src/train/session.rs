@@ -206,7 +206,9 @@ impl Session {
     }
 
     /// Runs the graph on `inputs` and returns the values named `wanted` (any value of the
-    /// graph, intermediates too). The values are kept for one `backward`.
+    /// graph, intermediates too). An input may name an intermediate value: the nodes that
+    /// produce it are not run (a frozen backbone's features, computed once). The values
+    /// are kept for one `backward`.
     pub fn forward(
         &mut self,
         inputs: &[(String, Tensor)],
@@ -234,28 +236,29 @@ impl Session {
     ) -> Result<BTreeMap<String, Value>, InferError> {
         let graph = self.proto.graph.as_ref().expect("checked at load");
         let mut values: BTreeMap<String, Value> = BTreeMap::new();
-        for name in &self.inputs {
-            let (_, tensor) = inputs.iter().find(|(n, _)| n == name).ok_or_else(|| {
-                self.error(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "input `{name}` is missing (the model's inputs: {:?})",
-                        self.inputs
-                    ),
-                )
-            })?;
-            let dense = Dense::from_vec(tensor.data.clone(), tensor.dims.as_slice(), &Device::Cpu)
-                .and_then(|t| t.to_dtype(self.dtype))
-                .map_err(|e| self.error(ErrorKind::InvalidArgument, e.to_string()))?;
-            values.insert(name.clone(), Value::Float(dense));
-        }
         for weight in &self.weights {
             values.insert(
                 weight.name.clone(),
                 Value::Float(weight.var.as_tensor().clone()),
             );
         }
-        let needed = self.needed(graph, wanted)?;
+        for (name, tensor) in inputs {
+            let produced = graph.node.iter().any(|n| n.output.contains(name));
+            if !produced && !self.inputs.contains(name) {
+                return Err(self.error(
+                    ErrorKind::NotFound,
+                    format!(
+                        "the graph has no value named `{name}` to feed (its inputs: {:?})",
+                        self.inputs
+                    ),
+                ));
+            }
+            let dense = Dense::from_vec(tensor.data.clone(), tensor.dims.as_slice(), &Device::Cpu)
+                .and_then(|t| t.to_dtype(self.dtype))
+                .map_err(|e| self.error(ErrorKind::InvalidArgument, e.to_string()))?;
+            values.insert(name.clone(), Value::Float(dense));
+        }
+        let needed = self.needed(graph, wanted, &values)?;
         let mut bytes = self.weight_bytes;
         for (index, node) in graph.node.iter().enumerate() {
             if !needed.contains(&index) {
@@ -313,11 +316,12 @@ impl Session {
         )
     }
 
-    /// The nodes needed to compute `wanted`.
+    /// The nodes needed to compute `wanted` from the values `given`.
     fn needed(
         &self,
         graph: &pb::GraphProto,
         wanted: &[String],
+        given: &BTreeMap<String, Value>,
     ) -> Result<BTreeSet<usize>, InferError> {
         let mut producer = BTreeMap::new();
         for (index, node) in graph.node.iter().enumerate() {
@@ -341,6 +345,9 @@ impl Session {
             stack.push(name);
         }
         while let Some(name) = stack.pop() {
+            if given.contains_key(name) {
+                continue;
+            }
             if let Some(&index) = producer.get(name)
                 && needed.insert(index)
             {

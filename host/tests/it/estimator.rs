@@ -235,11 +235,67 @@ fn a_model_without_its_conventions_is_refused_with_the_fix() {
     // The job's parameters can supply what the model does not say.
     job.estimator(&[("task", "detection")]).unwrap();
 
+    // A model that names no layer to fine-tune trains whole.
     let no_head = Job::new(&detector(&CONVENTIONS[..2]));
-    let estimator = no_head.estimator(&[]).unwrap();
+    let estimator = no_head.estimator(&[("epochs", "2")]).unwrap();
     let train = dataset(no_head.dir.path(), 0, 2);
-    let error = estimator.train(&train, None).unwrap_err();
-    assert!(error.to_string().contains("sedna.trainable"), "{error}");
+    let report = estimator.train(&train, None).unwrap();
+    assert_eq!(metric(&report, "loss").len(), 2, "{report:?}");
+}
+
+#[test]
+fn the_whole_model_trains_and_frozen_weights_stay_byte_identical() {
+    let job = Job::new(&classifier());
+    let train = colour_samples(job.dir.path(), 0, 24);
+    let held_out = colour_samples(job.dir.path(), 100, 12);
+    let trained = |extra: &[(&str, &str)]| -> Model {
+        let mut pairs = vec![
+            ("epochs", "10"),
+            ("learning_rate", "0.1"),
+            ("batch_size", "4"),
+        ];
+        pairs.extend_from_slice(extra);
+        let estimator = job.estimator(&pairs).unwrap();
+        let report = estimator.train(&train, None).unwrap();
+        let accuracy = metric(&estimator.evaluate(&held_out).unwrap(), "accuracy")[0];
+        assert!(
+            accuracy >= 0.9,
+            "{extra:?}: accuracy {accuracy}, {report:?}"
+        );
+        estimator.save("/out/trained.onnx").unwrap();
+        Model::load(&job.dir.path().join("out/trained.onnx")).unwrap()
+    };
+    let base = classifier();
+    let weight = |model: &Model, name: &str| model.weights(&[name.to_string()]).unwrap();
+    let whole = trained(&[
+        ("trainable", "all"),
+        ("optimizer", "adamw"),
+        ("lr_schedule", "cosine"),
+        ("warmup_epochs", "1"),
+    ]);
+    assert_ne!(
+        weight(&whole, "backbone.w"),
+        weight(&base, "backbone.w"),
+        "the backbone trained"
+    );
+    let frozen = trained(&[("trainable", "all"), ("freeze", "backbone")]);
+    let stored = |model: &Model| {
+        model
+            .proto()
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name == "backbone.w")
+            .cloned()
+    };
+    assert_eq!(
+        stored(&frozen),
+        stored(&base),
+        "a frozen weight keeps its bytes"
+    );
+    assert_ne!(weight(&frozen, "head.w"), weight(&base, "head.w"));
 }
 
 #[test]

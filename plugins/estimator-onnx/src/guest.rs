@@ -8,12 +8,13 @@ use sedna_plugin_sdk::estimator::inference::{
     self as host, Dataset, Frame, Graph, GraphExecutionContext, NamedTensor, Placement, Preprocess,
     Tensor, TensorType,
 };
+use sedna_plugin_sdk::estimator::training::{self, Loss, Optimizer, Options as TrainingOptions};
 use sedna_plugin_sdk::estimator::{Detections, Guest, Level, Metric, Param, Prediction, log};
 
 use crate::conventions::{Conventions, Head, Port};
 use crate::decode::{self, Candidate};
 use crate::metrics::{self, Truth};
-use crate::train::{self, GridSample, Schedule};
+use crate::train::{self, Settings};
 
 /// The job parameter naming the model to load at `init` (Sedna's `MODEL_URL`).
 const MODEL_URL: &str = "model_url";
@@ -23,8 +24,24 @@ type Output = (Vec<u32>, Vec<f32>);
 
 struct Loaded {
     conventions: Conventions,
+    params: Vec<Param>,
     graph: Graph,
     context: GraphExecutionContext,
+}
+
+/// What a training sample should produce.
+enum Target {
+    Class(usize),
+    /// Boxes in model-input pixels.
+    Boxes(Vec<([f32; 4], u32)>),
+}
+
+/// A training sample: its index in the data set, its target and, when only the model's
+/// own head trains, the features the head reads (computed once).
+struct TrainingSample {
+    index: u32,
+    target: Target,
+    features: Option<Tensor>,
 }
 
 #[derive(Default)]
@@ -76,6 +93,7 @@ impl Loaded {
         let context = graph.init_execution_context(&[]).map_err(describe)?;
         Ok(Loaded {
             conventions,
+            params: params.to_vec(),
             graph,
             context,
         })
@@ -86,6 +104,7 @@ impl Loaded {
         let context = graph.init_execution_context(&[]).map_err(describe)?;
         Ok(Loaded {
             conventions: self.conventions.clone(),
+            params: self.params.clone(),
             graph,
             context,
         })
@@ -107,13 +126,13 @@ impl Loaded {
         }
     }
 
-    /// Runs `context` on the frame; returns the outputs named `wanted`, in that order.
-    fn run(
+    /// Runs `context` on the frame; returns the output named `wanted`, kept on the host.
+    fn compute(
         &self,
         context: &GraphExecutionContext,
         frame: &Frame,
-        wanted: &[&str],
-    ) -> Result<Vec<Output>, String> {
+        wanted: &str,
+    ) -> Result<Tensor, String> {
         let input = frame.to_tensor(&self.preprocess()).map_err(describe)?;
         let outputs = context
             .compute(vec![NamedTensor {
@@ -121,24 +140,27 @@ impl Loaded {
                 tensor: input,
             }])
             .map_err(describe)?;
-        wanted
-            .iter()
-            .map(|name| {
-                let output = outputs
-                    .iter()
-                    .find(|o| o.name == *name)
-                    .ok_or_else(|| format!("the model returned no output `{name}`"))?;
-                Ok((output.tensor.dimensions(), floats(&output.tensor)))
-            })
-            .collect()
+        outputs
+            .into_iter()
+            .find(|o| o.name == wanted)
+            .map(|o| o.tensor)
+            .ok_or_else(|| format!("the model returned no output `{wanted}`"))
+    }
+
+    /// Runs `context` on the frame; returns the dimensions and values of output `wanted`.
+    fn run(
+        &self,
+        context: &GraphExecutionContext,
+        frame: &Frame,
+        wanted: &str,
+    ) -> Result<Output, String> {
+        let output = self.compute(context, frame, wanted)?;
+        Ok((output.dimensions(), floats(&output)))
     }
 
     fn predict(&self, frame: &Frame) -> Result<Prediction, String> {
         let c = &self.conventions;
-        let [(dims, values)] = self
-            .run(&self.context, frame, &[&c.output])?
-            .try_into()
-            .expect("one output asked for");
+        let (dims, values) = self.run(&self.context, frame, &c.output)?;
         let classes = c.class_names.len();
         let scores = |values: Vec<f32>| -> Result<Vec<f32>, String> {
             if values.len() != classes {
@@ -250,163 +272,238 @@ impl Loaded {
         Ok(report)
     }
 
-    /// The trainable head's weight and bias as a row-major `[outputs, features]` head,
-    /// and how to write it back in the model's own shapes.
-    fn head(&self) -> Result<(train::Head, Vec<u32>, bool), String> {
+    /// The samples `train` can use, with their targets; the others are skipped and counted.
+    fn training_samples(
+        &self,
+        data: &Dataset,
+        features: Option<(&GraphExecutionContext, &str)>,
+    ) -> (Vec<TrainingSample>, u32) {
         let c = &self.conventions;
-        let [weight_name, bias_name] = c.trainable.as_slice() else {
-            return Err(
-                "this model does not say which layer to fine-tune: set `sedna.trainable` to its head's weight,bias initializers and `sedna.features` to the value the head reads"
-                    .into(),
-            );
-        };
-        let weights = self
-            .graph
-            .weights(&[weight_name.clone(), bias_name.clone()])
-            .map_err(describe)?;
-        let dims = weights[0].tensor.dimensions();
-        let (weight, bias) = (floats(&weights[0].tensor), floats(&weights[1].tensor));
-        let outputs = bias.len();
-        let (features, transposed) = match dims.as_slice() {
-            [o, f, 1, 1] if *o as usize == outputs => (*f as usize, false),
-            [o, f] if *o as usize == outputs => (*f as usize, false),
-            [f, o] if *o as usize == outputs => (*f as usize, true),
-            _ => {
-                return Err(format!(
-                    "`{weight_name}` is {dims:?}: a trainable head is a Gemm [outputs, features] or a 1x1 Conv [outputs, features, 1, 1] with {outputs} outputs"
-                ));
+        let mut samples = Vec::new();
+        let mut skipped = 0;
+        for index in 0..data.len() {
+            let sample = data.frame(index).map_err(describe).and_then(|frame| {
+                let target = match data.label(index).map_err(describe)? {
+                    host::Label::Boxes(truth) if c.head.is_detection() => {
+                        let p = frame.placement(&self.preprocess());
+                        let to_input =
+                            |x: f32, y: f32| (x * p.scale_x + p.pad_x, y * p.scale_y + p.pad_y);
+                        Target::Boxes(
+                            boxes(&truth)
+                                .into_iter()
+                                .map(|([x1, y1, x2, y2], class)| {
+                                    let ((x1, y1), (x2, y2)) = (to_input(x1, y1), to_input(x2, y2));
+                                    ([x1, y1, x2, y2], class)
+                                })
+                                .collect(),
+                        )
+                    }
+                    host::Label::Class(class) if !c.head.is_detection() => {
+                        Target::Class(c.class_index(&class)?)
+                    }
+                    _ => return Err("the label's kind does not match the model's task".to_string()),
+                };
+                let features = match features {
+                    Some((context, name)) => Some(self.compute(context, &frame, name)?),
+                    None => None,
+                };
+                Ok(TrainingSample {
+                    index,
+                    target,
+                    features,
+                })
+            });
+            match sample {
+                Ok(sample) => samples.push(sample),
+                Err(why) => skipped += skip("train", index, why, skipped),
             }
-        };
-        let weight = if transposed {
-            transpose(&weight, features, outputs)
-        } else {
-            weight
-        };
-        let head = train::Head {
-            outputs,
-            features,
-            weight,
-            bias,
-        };
-        Ok((head, dims, transposed))
+        }
+        (samples, skipped)
     }
 
+    /// Trains the model on the host's engine: per epoch a seeded shuffle, then per batch a
+    /// forward, the head's loss (on the host, or here as output gradients) and a step.
     fn train(&self, data: &Dataset) -> Result<(Loaded, Vec<f64>, u32), String> {
         let c = &self.conventions;
-        let Some(features) = c.features.as_deref() else {
-            return Err("this model does not say which value its head reads: set `sedna.features` (and `sedna.trainable`)".into());
-        };
-        let (mut head, dims, transposed) = self.head()?;
-        let context = self
-            .graph
-            .init_execution_context(&[features.to_string()])
-            .map_err(describe)?;
-        let schedule = Schedule {
-            epochs: c.epochs,
-            batch_size: c.batch_size,
-            learning_rate: c.learning_rate,
-            seed: c.seed,
-        };
-        let mut skipped = 0;
-        let losses = if c.head == Head::Grid {
-            let mut samples = Vec::new();
-            for i in 0..data.len() {
-                match self.grid_sample(&context, data, i, features) {
-                    Ok(sample) => samples.push(sample),
-                    Err(why) => skipped += skip("train", i, why, skipped),
-                }
-            }
-            train::grid_detector(
-                &mut head,
-                &samples,
-                c.class_names.len(),
-                (c.width, c.height),
-                &schedule,
-            )?
-        } else if c.head == Head::Softmax {
-            let mut samples = Vec::new();
-            for i in 0..data.len() {
-                let sample = data.frame(i).map_err(describe).and_then(|frame| {
-                    let [(_, values)] = self
-                        .run(&context, &frame, &[features])?
-                        .try_into()
-                        .expect("one output asked for");
-                    match data.label(i).map_err(describe)? {
-                        host::Label::Class(class) => Ok((values, c.class_index(&class)?)),
-                        host::Label::Boxes(_) => Err("a box label for a classifier".to_string()),
-                    }
-                });
-                match sample {
-                    Ok(sample) => samples.push(sample),
-                    Err(why) => skipped += skip("train", i, why, skipped),
-                }
-            }
-            train::softmax_classifier(&mut head, &samples, &schedule)?
-        } else {
+        let settings = Settings::from_params(&Params::new(&self.params), &c.trainable)?;
+        if matches!(c.head, Head::YoloV5 | Head::YoloV8) {
             return Err(format!(
-                "fine-tuning supports the grid and softmax heads, not {:?}",
+                "training a {:?} head needs its detection loss (task-aligned assignment, CIoU, DFL), which this estimator does not have yet: train a `grid` or classification model, or fine-tune this one elsewhere",
                 c.head
             ));
+        }
+        // Only the model's own head trains: its features come from the inference backend,
+        // once, and the engine runs the head alone.
+        let cached = c
+            .features
+            .as_deref()
+            .filter(|_| !settings.trainable_by_job && !c.trainable.is_empty());
+        let context = match cached {
+            Some(name) => Some(
+                self.graph
+                    .init_execution_context(&[name.to_string()])
+                    .map_err(describe)?,
+            ),
+            None => None,
         };
-        let weight = if transposed {
-            transpose(&head.weight, head.outputs, head.features)
-        } else {
-            head.weight
+        let (samples, skipped) = self.training_samples(data, context.as_ref().zip(cached));
+        if samples.is_empty() {
+            return Err(format!(
+                "none of the {} training samples is usable (see the warnings above)",
+                data.len()
+            ));
+        }
+        let options = TrainingOptions {
+            trainable: settings.trainable.clone(),
+            freeze: settings.freeze.clone(),
+            optimizer: match settings.optimizer {
+                train::Optimizer::Sgd => Optimizer::Sgd,
+                train::Optimizer::AdamW => Optimizer::Adamw,
+            },
+            learning_rate: settings.learning_rate,
+            weight_decay: settings.weight_decay,
+            momentum: settings.momentum,
+            threads: settings.threads,
         };
-        let updated = vec![
-            NamedTensor {
-                name: c.trainable[0].clone(),
-                tensor: tensor(&dims, &weight),
-            },
-            NamedTensor {
-                name: c.trainable[1].clone(),
-                tensor: tensor(&[head.outputs as u32], &head.bias),
-            },
-        ];
-        let graph = self.graph.with_weights(updated).map_err(describe)?;
+        let session = training::open(&self.graph, &options).map_err(describe)?;
+        let fed = cached.unwrap_or(&c.input).to_string();
+        let batch_size = settings.batch_size as usize;
+        let per_epoch = samples.len().div_ceil(batch_size) as u64;
+        let total = per_epoch * settings.epochs as u64;
+        let mut order: Vec<u32> = (0..samples.len() as u32).collect();
+        let mut random = settings.seed ^ 0x5EED_5EED;
+        let mut step = 0;
+        let mut losses = Vec::with_capacity(settings.epochs as usize);
+        for epoch in 1..=settings.epochs {
+            train::shuffle(&mut order, &mut random);
+            let mut sum = 0.0;
+            for chunk in order.chunks(batch_size) {
+                let batch: Vec<&TrainingSample> =
+                    chunk.iter().map(|&k| &samples[k as usize]).collect();
+                let loss = self.train_batch(&session, data, &fed, &batch)?;
+                session
+                    .step(settings.learning_rate_at(step, per_epoch, total))
+                    .map_err(describe)?;
+                step += 1;
+                sum += loss * batch.len() as f64;
+            }
+            let mean = sum / samples.len() as f64;
+            if !mean.is_finite() {
+                return Err(format!(
+                    "training diverged in epoch {epoch} (the loss is {mean}): lower `learning_rate` (now {})",
+                    settings.learning_rate
+                ));
+            }
+            log(
+                Level::Info,
+                &format!("epoch {epoch}/{}: loss {mean:.5}", settings.epochs),
+            );
+            losses.push(mean);
+        }
+        let graph = session.to_graph().map_err(describe)?;
         Ok((self.with_graph(graph)?, losses, skipped))
     }
 
-    fn grid_sample(
+    /// Forward and backward of one batch; returns its mean loss.
+    fn train_batch(
         &self,
-        context: &GraphExecutionContext,
+        session: &training::Session,
         data: &Dataset,
-        index: u32,
-        features: &str,
-    ) -> Result<GridSample, String> {
-        let frame = data.frame(index).map_err(describe)?;
-        let [(dims, values)] = self
-            .run(context, &frame, &[features])?
-            .try_into()
-            .expect("one output asked for");
-        let [1, _, rows, cols] = dims.as_slice() else {
-            return Err(format!(
-                "features `{features}` are {dims:?}, not [1, F, H, W]"
-            ));
-        };
-        let host::Label::Boxes(truth) = data.label(index).map_err(describe)? else {
-            return Err("a class label for a detector".into());
-        };
-        let placement = frame.placement(&self.preprocess());
-        let boxes = boxes(&truth)
-            .into_iter()
-            .map(|([x1, y1, x2, y2], class)| {
-                let to_input = |x: f32, y: f32| {
-                    (
-                        x * placement.scale_x + placement.pad_x,
-                        y * placement.scale_y + placement.pad_y,
-                    )
-                };
-                let ((x1, y1), (x2, y2)) = (to_input(x1, y1), to_input(x2, y2));
-                ([x1, y1, x2, y2], class)
+        fed: &str,
+        batch: &[&TrainingSample],
+    ) -> Result<f64, String> {
+        let c = &self.conventions;
+        let classes = c.class_names.len();
+        let fresh: Vec<Tensor> = batch
+            .iter()
+            .filter(|s| s.features.is_none())
+            .map(|s| {
+                data.frame(s.index)
+                    .and_then(|frame| frame.to_tensor(&self.preprocess()))
+                    .map_err(describe)
             })
-            .collect();
-        Ok(GridSample {
-            features: values,
-            rows: *rows as usize,
-            cols: *cols as usize,
-            boxes,
-        })
+            .collect::<Result<_, _>>()?;
+        let parts: Vec<&Tensor> = match batch
+            .iter()
+            .map(|s| s.features.as_ref())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(cached) => cached,
+            None => fresh.iter().collect(),
+        };
+        let input = training::batch(&parts).map_err(describe)?;
+        let outputs = session
+            .forward(
+                vec![NamedTensor {
+                    name: fed.to_string(),
+                    tensor: input,
+                }],
+                &[c.output.clone()],
+            )
+            .map_err(describe)?;
+        let output = &outputs[0].tensor;
+        let classes_of = || -> Vec<usize> {
+            batch
+                .iter()
+                .map(|s| match s.target {
+                    Target::Class(class) => class,
+                    Target::Boxes(_) => 0,
+                })
+                .collect()
+        };
+        let host_loss = |loss: Loss, target: Tensor| {
+            session
+                .backward_loss(&c.output, loss, &target)
+                .map_err(describe)
+        };
+        let gradient = |(loss, gradient): train::LossAndGradient| -> Result<f64, String> {
+            let tensor = tensor(&output.dimensions(), &gradient);
+            session
+                .backward(vec![NamedTensor {
+                    name: c.output.clone(),
+                    tensor,
+                }])
+                .map_err(describe)?;
+            Ok(loss)
+        };
+        match c.head {
+            Head::Softmax => {
+                let targets: Vec<f32> = classes_of().into_iter().map(|k| k as f32).collect();
+                host_loss(
+                    Loss::CrossEntropy,
+                    tensor(&[targets.len() as u32], &targets),
+                )
+            }
+            Head::Sigmoid => {
+                let mut targets = vec![0.0; batch.len() * classes];
+                for (i, k) in classes_of().into_iter().enumerate() {
+                    targets[i * classes + k] = 1.0;
+                }
+                host_loss(Loss::BceWithLogits, tensor(&output.dimensions(), &targets))
+            }
+            Head::Probabilities => gradient(train::probabilities(
+                &floats(output),
+                classes,
+                &classes_of(),
+            )?),
+            Head::Grid => {
+                let boxes: Vec<Vec<([f32; 4], u32)>> = batch
+                    .iter()
+                    .map(|s| match &s.target {
+                        Target::Boxes(b) => b.clone(),
+                        Target::Class(_) => Vec::new(),
+                    })
+                    .collect();
+                gradient(train::grid(
+                    &floats(output),
+                    &output.dimensions(),
+                    classes,
+                    (c.width, c.height),
+                    &boxes,
+                )?)
+            }
+            Head::YoloV5 | Head::YoloV8 => unreachable!("refused before training"),
+        }
     }
 }
 
@@ -419,12 +516,6 @@ fn skip(call: &str, index: u32, why: String, skipped_so_far: u32) -> u32 {
         );
     }
     1
-}
-
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols)
-        .flat_map(|c| (0..rows).map(move |r| values[r * cols + c]))
-        .collect()
 }
 
 fn to_source(p: &Placement, x: f32, y: f32, width: f32, height: f32) -> (f32, f32) {

@@ -36,7 +36,7 @@ impl HostState {
         Ok(())
     }
 
-    fn push_tensor(
+    pub(super) fn push_tensor(
         &mut self,
         tensor: Tensor,
     ) -> wasmtime::Result<Result<Resource<Tensor>, Resource<InferError>>> {
@@ -74,7 +74,10 @@ impl HostState {
         Ok(Ok(named))
     }
 
-    fn fail<T>(&mut self, error: InferError) -> wasmtime::Result<Result<T, Resource<InferError>>> {
+    pub(super) fn fail<T>(
+        &mut self,
+        error: InferError,
+    ) -> wasmtime::Result<Result<T, Resource<InferError>>> {
         Ok(Err(self.table.push(error)?))
     }
 
