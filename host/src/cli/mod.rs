@@ -10,6 +10,7 @@ mod remote;
 mod run;
 #[cfg(feature = "server")]
 mod serve;
+mod train;
 #[cfg(feature = "cluster")]
 mod worker;
 
@@ -50,6 +51,12 @@ enum Command {
     /// Run an estimator on images and print one prediction per line (the input
     /// `sedna plugin test` reads).
     Predict(predict::Predict),
+    /// Train a model on a data index with an estimator (the built-in `ONNX` trains the
+    /// whole network on this host) and write the trained model.
+    Train(train::Train),
+    /// An estimator's metrics (mAP, precision, recall, accuracy, ...) of a model on a data
+    /// index, as one JSON object.
+    Evaluate(train::Evaluate),
     /// Move hard examples to a labelling tool (YOLO, COCO) and the labels back.
     #[command(subcommand)]
     Label(label::LabelCommand),
@@ -181,6 +188,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugin(command) => command.run(&context),
         Command::Predict(predict) => predict.run(&context),
+        Command::Train(train) => train.run(&context),
+        Command::Evaluate(evaluate) => evaluate.run(&context),
         Command::Run(run) => run.run(&context),
         Command::Status(status) => status.run(&context),
         Command::Label(command) => command.run(),

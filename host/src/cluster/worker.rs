@@ -3,19 +3,16 @@
 //! to the Pod's termination message, where the controller reads it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::env::{CommonEnv, EvalEnv, InferEnv, REPORT_PATH, TrainEnv};
 use super::{ModelMetrics, WorkerReport};
-use crate::learn::dataset::DatasetMonitor;
-use crate::learn::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on, estimator_source};
+use crate::learn::estimator::{estimator_source, evaluate, read_index, train_to};
 use crate::learn::{ModelWatch, OutputLayout, ServingPlan};
-use crate::media::Sample;
 use crate::plugin::{Param, PluginStore, Runtime, Source, params};
-use crate::spec::{Format, PluginRef};
+use crate::spec::PluginRef;
 
 /// Where a worker's report goes unless [`REPORT_PATH`] says otherwise: the file
 /// Kubernetes makes the container's termination message from.
@@ -47,32 +44,17 @@ impl Workers<'_> {
     /// Fine-tunes the base model on the training index and saves the model.
     pub fn train(&self, env: &TrainEnv) -> anyhow::Result<WorkerReport> {
         let output = PathBuf::from(&env.model);
-        let (Some(dir), Some(file)) = (output.parent(), output.file_name()) else {
-            anyhow::bail!(
-                "MODEL_URL {}: give the path of the model file to write",
-                output.display()
-            );
-        };
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("MODEL_URL: cannot create {}", dir.display()))?;
-        let samples = samples(&env.train_dataset, "TRAIN_DATASET_URL")?;
-        let started = Instant::now();
-        let estimator = estimator_on(
+        let samples = read_index(&env.train_dataset, "TRAIN_DATASET_URL")?;
+        let metrics = train_to(
             self.runtime,
             &self.estimator()?,
             &self.params,
             Path::new(&env.base_model),
-            dir,
-            ROUND_DEADLINE,
-        )?;
-        let metrics = estimator.train(&samples, None)?;
-        estimator.save(&format!("{GUEST_OUTPUT}/{}", file.to_string_lossy()))?;
-        tracing::info!(
-            "trained on {} samples in {:.1?}: {}",
-            samples.len(),
-            started.elapsed(),
-            output.display()
-        );
+            &samples,
+            None,
+            &output,
+        )
+        .context("MODEL_URL")?;
         Ok(WorkerReport {
             samples: samples.len(),
             models: vec![ModelMetrics::new(&output.display().to_string(), &metrics)],
@@ -81,20 +63,17 @@ impl Workers<'_> {
 
     /// Evaluates each model on the test index.
     pub fn eval(&self, env: &EvalEnv) -> anyhow::Result<WorkerReport> {
-        let samples = samples(&env.test_dataset, "TEST_DATASET_URL")?;
+        let samples = read_index(&env.test_dataset, "TEST_DATASET_URL")?;
         let source = self.estimator()?;
         let mut models = Vec::new();
         for url in &env.models {
-            let scratch = tempfile::tempdir()?;
-            let metrics = estimator_on(
+            let metrics = evaluate(
                 self.runtime,
                 &source,
                 &self.params,
                 Path::new(url),
-                scratch.path(),
-                ROUND_DEADLINE,
+                &samples,
             )
-            .and_then(|e| Ok(e.evaluate(&samples)?))
             .with_context(|| format!("MODEL_URLS: {url}"))?;
             models.push(ModelMetrics::new(url, &metrics));
         }
@@ -153,20 +132,6 @@ impl Workers<'_> {
             }
         }
     }
-}
-
-/// Every sample of a `txt` index; lines that are not samples are reported, not fatal.
-fn samples(index: &str, key: &str) -> anyhow::Result<Arc<[Sample]>> {
-    let read = DatasetMonitor::new(index, Format::Txt)
-        .check()
-        .with_context(|| format!("{key}: cannot read {index}"))?;
-    for rejected in read.rejected.iter().take(10) {
-        tracing::warn!("{index}:{}: {}", rejected.line, rejected.reason);
-    }
-    if read.samples.is_empty() {
-        anyhow::bail!("{key}: {index} holds no samples");
-    }
-    Ok(read.samples.into())
 }
 
 /// Prints the report and writes it where the Pod's termination message comes from.

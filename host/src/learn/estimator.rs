@@ -2,13 +2,17 @@
 //! round gives it.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use super::dataset::DatasetMonitor;
+use crate::media::Sample;
 use crate::plugin::{
-    DirGrant, Estimator, Param, Plugin, PluginStore, Runtime, Sandbox, Source, setting,
+    DirGrant, Estimator, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Source, setting,
 };
+use crate::spec::Format;
 
 /// The estimator a job uses unless its train template's `env` names one (`estimator`).
 pub const DEFAULT_ESTIMATOR: &str = "ONNX";
@@ -58,4 +62,76 @@ pub fn estimator_on(
         ..Sandbox::default()
     };
     Ok(Plugin::<Estimator>::load(runtime, source, params, sandbox)?)
+}
+
+/// The samples of a data index for a one-off train or evaluation (`what` names it in
+/// errors); rejected lines are logged, an index with no sample is an error.
+pub fn read_index(index: &str, what: &str) -> anyhow::Result<Arc<[Sample]>> {
+    let read = DatasetMonitor::new(index, Format::Txt)
+        .check()
+        .with_context(|| format!("{what}: cannot read {index}"))?;
+    for rejected in read.rejected.iter().take(10) {
+        tracing::warn!("{index}:{}: {}", rejected.line, rejected.reason);
+    }
+    if read.samples.is_empty() {
+        anyhow::bail!("{what}: {index} holds no samples");
+    }
+    Ok(read.samples.into())
+}
+
+/// Trains `model` on `data` (validating on `valid`) and writes the trained model to
+/// `out`, whole or not at all: what `sedna train` and `sedna worker train` run.
+pub fn train_to(
+    runtime: &Runtime,
+    source: &Source,
+    params: &[Param],
+    model: &Path,
+    data: &Arc<[Sample]>,
+    valid: Option<&Arc<[Sample]>>,
+    out: &Path,
+) -> anyhow::Result<Vec<Metric>> {
+    let (Some(dir), Some(file)) = (out.parent(), out.file_name()) else {
+        anyhow::bail!(
+            "{}: give the path of the model file to write",
+            out.display()
+        );
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let started = Instant::now();
+    let estimator = estimator_on(runtime, source, params, model, dir, ROUND_DEADLINE)?;
+    let metrics = estimator.train(data, valid)?;
+    estimator.save(&format!("{GUEST_OUTPUT}/{}", file.to_string_lossy()))?;
+    tracing::info!(
+        "trained on {} samples in {:.1?}: {}",
+        data.len(),
+        started.elapsed(),
+        out.display()
+    );
+    Ok(metrics)
+}
+
+/// The estimator's metrics of `model` on `data`: what `sedna evaluate` and `sedna worker
+/// eval` run.
+pub fn evaluate(
+    runtime: &Runtime,
+    source: &Source,
+    params: &[Param],
+    model: &Path,
+    data: &Arc<[Sample]>,
+) -> anyhow::Result<Vec<Metric>> {
+    let scratch = tempfile::tempdir()?;
+    let estimator = estimator_on(
+        runtime,
+        source,
+        params,
+        model,
+        scratch.path(),
+        ROUND_DEADLINE,
+    )?;
+    Ok(estimator.evaluate(data)?)
 }

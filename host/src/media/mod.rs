@@ -11,6 +11,7 @@ pub mod model;
 pub mod sample;
 pub mod tensor;
 pub mod video;
+pub mod zoo;
 
 pub use backend::{Backend, BackendKind, backend};
 pub use builder::{Attr, ModelBuilder};

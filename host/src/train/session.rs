@@ -271,16 +271,23 @@ impl Session {
                     if name.is_empty() {
                         return Ok(None);
                     }
-                    values
-                        .get(name)
-                        .or_else(|| self.constants.get(name))
-                        .map(Some)
-                        .ok_or_else(|| {
-                            self.node_error(
-                                node,
-                                format!("its input `{name}` is not computed before it"),
-                            )
-                        })
+                    if let Some(value) = values.get(name).or_else(|| self.constants.get(name)) {
+                        return Ok(Some(value));
+                    }
+                    Err(if self.inputs.contains(name) {
+                        self.error(
+                            ErrorKind::InvalidArgument,
+                            format!(
+                                "input `{name}` is missing (the model's inputs: {:?})",
+                                self.inputs
+                            ),
+                        )
+                    } else {
+                        self.node_error(
+                            node,
+                            format!("its input `{name}` is not computed before it"),
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()?;
             let outputs = ops::run(&Call {

@@ -1,0 +1,100 @@
+//! `sedna train` and `sedna evaluate`: the estimator's verbs on a model and a data index,
+//! as Sedna's scripts call them, on the path a round and `sedna worker train` take.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::Context;
+use crate::learn::estimator::{evaluate, read_index, train_to};
+use crate::plugin::{Metric, metric_map};
+
+/// What both verbs share: the estimator and its parameters.
+#[derive(Args)]
+pub struct EstimatorArgs {
+    /// The estimator: a `.wasm` file, a stored NAME@VERSION or a built-in name.
+    #[arg(long, default_value = "ONNX")]
+    estimator: String,
+    /// A parameter for the estimator (`epochs=20`, `trainable=head`, `freeze=model.0`,
+    /// `optimizer=adamw`, ...); repeat for more.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct Train {
+    /// The ONNX model to start from.
+    model: PathBuf,
+    /// The training data index (Sedna's format: `image label` lines).
+    #[arg(long, value_name = "INDEX")]
+    data: String,
+    /// A validation index: the trained model's metrics on it come back as `valid_*`.
+    #[arg(long, value_name = "INDEX")]
+    valid: Option<String>,
+    /// Where to write the trained model (whole or not at all).
+    #[arg(long, value_name = "NEW.onnx")]
+    out: PathBuf,
+    #[command(flatten)]
+    estimator: EstimatorArgs,
+}
+
+#[derive(Args)]
+pub struct Evaluate {
+    /// The ONNX model.
+    model: PathBuf,
+    /// The test data index.
+    #[arg(long, value_name = "INDEX")]
+    data: String,
+    #[command(flatten)]
+    estimator: EstimatorArgs,
+}
+
+/// Prints the metrics as one JSON object (`{"name": [values]}`).
+fn print(metrics: &[Metric]) {
+    println!(
+        "{}",
+        serde_json::to_string(&metric_map(metrics)).expect("metrics serialise")
+    );
+}
+
+impl Train {
+    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        let params = super::parse_params(&self.estimator.params)?;
+        let data = read_index(&self.data, "--data")?;
+        let valid = self
+            .valid
+            .as_deref()
+            .map(|v| read_index(v, "--valid"))
+            .transpose()?;
+        let source = context.store()?.resolve(&self.estimator.estimator)?;
+        let metrics = train_to(
+            &context.runtime()?,
+            &source,
+            &params,
+            &self.model,
+            &data,
+            valid.as_ref(),
+            &self.out,
+        )?;
+        print(&metrics);
+        eprintln!("wrote {}", self.out.display());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl Evaluate {
+    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        let params = super::parse_params(&self.estimator.params)?;
+        let data = read_index(&self.data, "--data")?;
+        let source = context.store()?.resolve(&self.estimator.estimator)?;
+        print(&evaluate(
+            &context.runtime()?,
+            &source,
+            &params,
+            &self.model,
+            &data,
+        )?);
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,335 @@
+//! Models the project writes itself with the operator sets of real exports, for the
+//! training engine's benchmarks and tests: a YOLOv8n-shaped detector (Conv-BN-SiLU, C2f,
+//! SPPF, an upsample-and-concat neck, a DFL head decoding boxes as Ultralytics' exports
+//! do) and a small CNN classifier. Weights are seeded pseudo-random: the shapes and the
+//! work are real, the knowledge is not.
+
+use super::builder::{Attr, ModelBuilder};
+use super::{InferError, Model, Tensor};
+
+/// Writes a graph block by block, naming values and weights in order.
+struct Net {
+    b: ModelBuilder,
+    count: usize,
+    seed: u64,
+}
+
+impl Net {
+    fn new(name: &str) -> Self {
+        Net {
+            b: ModelBuilder::new(name),
+            count: 0,
+            seed: 0x5EED,
+        }
+    }
+
+    fn name(&mut self, what: &str) -> String {
+        self.count += 1;
+        format!("{what}.{}", self.count)
+    }
+
+    /// Uniform in `[-scale, scale)`.
+    fn random(&mut self, dims: &[usize], scale: f32) -> Tensor {
+        let len = dims.iter().product();
+        let data = (0..len)
+            .map(|_| {
+                self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.seed;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
+            })
+            .collect();
+        Tensor {
+            dims: dims.to_vec(),
+            data,
+        }
+    }
+
+    fn constant(&mut self, what: &str, tensor: &Tensor) -> String {
+        let name = self.name(what);
+        self.b.weight(&name, tensor);
+        name
+    }
+
+    fn node(&mut self, op: &str, inputs: &[&str], attrs: &[Attr]) -> String {
+        let out = self.name(&op.to_lowercase());
+        self.b.node(op, inputs, &[&out], attrs);
+        out
+    }
+
+    /// Conv (no bias) + BatchNormalization + SiLU, as Ultralytics' `Conv` block.
+    fn conv(&mut self, x: &str, c_in: usize, c_out: usize, k: usize, stride: usize) -> String {
+        let scale = (2.0 / (c_in * k * k) as f32).sqrt();
+        let w = self.random(&[c_out, c_in, k, k], scale);
+        let w = self.constant("conv.weight", &w);
+        let pad = (k / 2) as i64;
+        let y = self.node(
+            "Conv",
+            &[x, &w],
+            &[
+                Attr::Ints("kernel_shape", vec![k as i64, k as i64]),
+                Attr::Ints("strides", vec![stride as i64, stride as i64]),
+                Attr::Ints("pads", vec![pad; 4]),
+            ],
+        );
+        let ones = Tensor {
+            dims: vec![c_out],
+            data: vec![1.0; c_out],
+        };
+        let scale = self.constant("bn.weight", &ones);
+        let shift = self.constant("bn.bias", &Tensor::zeros(vec![c_out]));
+        let mean = self.constant("bn.running_mean", &Tensor::zeros(vec![c_out]));
+        let var = self.constant("bn.running_var", &ones);
+        let n = self.node(
+            "BatchNormalization",
+            &[&y, &scale, &shift, &mean, &var],
+            &[Attr::Float("epsilon", 1e-3)],
+        );
+        let s = self.node("Sigmoid", &[&n], &[]);
+        self.node("Mul", &[&n, &s], &[])
+    }
+
+    /// A plain 1x1 Conv with bias (a head's last layer).
+    fn conv_bias(&mut self, x: &str, c_in: usize, c_out: usize, bias: f32) -> String {
+        let w = self.random(&[c_out, c_in, 1, 1], (1.0 / c_in as f32).sqrt());
+        let w = self.constant("conv.weight", &w);
+        let b = Tensor {
+            dims: vec![c_out],
+            data: vec![bias; c_out],
+        };
+        let b = self.constant("conv.bias", &b);
+        self.node("Conv", &[x, &w, &b], &[])
+    }
+
+    fn ints(&mut self, what: &str, values: &[i64]) -> String {
+        let name = self.name(what);
+        self.b.ints(&name, &[values.len()], values);
+        name
+    }
+
+    fn split(&mut self, x: &str, sizes: &[i64], axis: i64) -> Vec<String> {
+        let split = self.ints("split", sizes);
+        let outs: Vec<String> = sizes.iter().map(|_| self.name("split")).collect();
+        let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        self.b
+            .node("Split", &[x, &split], &refs, &[Attr::Int("axis", axis)]);
+        outs
+    }
+
+    fn concat(&mut self, parts: &[&str], axis: i64) -> String {
+        self.node("Concat", parts, &[Attr::Int("axis", axis)])
+    }
+
+    /// C2f: a 1x1 conv split in two, `n` bottlenecks on the second half, all concatenated.
+    fn c2f(&mut self, x: &str, c_in: usize, c_out: usize, n: usize, shortcut: bool) -> String {
+        let c = c_out / 2;
+        let y = self.conv(x, c_in, 2 * c, 1, 1);
+        let halves = self.split(&y, &[c as i64, c as i64], 1);
+        let mut parts = halves.clone();
+        let mut last = halves[1].clone();
+        for _ in 0..n {
+            let a = self.conv(&last, c, c, 3, 1);
+            let b = self.conv(&a, c, c, 3, 1);
+            last = if shortcut {
+                self.node("Add", &[&last, &b], &[])
+            } else {
+                b
+            };
+            parts.push(last.clone());
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let cat = self.concat(&refs, 1);
+        self.conv(&cat, (2 + n) * c, c_out, 1, 1)
+    }
+
+    /// SPPF: three 5x5 max pools in a row (stride 1, padding 2), concatenated.
+    fn sppf(&mut self, x: &str, c_in: usize, c_out: usize) -> String {
+        let c = c_in / 2;
+        let y = self.conv(x, c_in, c, 1, 1);
+        let pool = [
+            Attr::Ints("kernel_shape", vec![5, 5]),
+            Attr::Ints("pads", vec![2; 4]),
+        ];
+        let m1 = self.node("MaxPool", &[&y], &pool);
+        let m2 = self.node("MaxPool", &[&m1], &pool);
+        let m3 = self.node("MaxPool", &[&m2], &pool);
+        let cat = self.concat(&[&y, &m1, &m2, &m3], 1);
+        self.conv(&cat, 4 * c, c_out, 1, 1)
+    }
+
+    fn upsample(&mut self, x: &str) -> String {
+        let roi = self.constant("roi", &Tensor::zeros(vec![0]));
+        let scales = Tensor {
+            dims: vec![4],
+            data: vec![1.0, 1.0, 2.0, 2.0],
+        };
+        let scales = self.constant("scales", &scales);
+        self.node("Resize", &[x, &roi, &scales], &[])
+    }
+}
+
+/// A YOLOv8n-shaped detector for `classes` classes on `size` x `size` RGB images
+/// (`size` a multiple of 32), input `images` `[N, 3, size, size]`, output `output0`
+/// `[N, 4 + classes, anchors]` (centre, size in input pixels, then class scores), the
+/// layout of Ultralytics' detection exports.
+pub fn yolov8n(classes: usize, size: usize) -> Result<Model, InferError> {
+    let mut net = Net::new("yolov8n-shaped");
+    net.b
+        .input("images", &[None, Some(3), Some(size), Some(size)]);
+    let x = net.conv("images", 3, 16, 3, 2);
+    let x = net.conv(&x, 16, 32, 3, 2);
+    let x = net.c2f(&x, 32, 32, 1, true);
+    let x = net.conv(&x, 32, 64, 3, 2);
+    let p3 = net.c2f(&x, 64, 64, 2, true);
+    let x = net.conv(&p3, 64, 128, 3, 2);
+    let p4 = net.c2f(&x, 128, 128, 2, true);
+    let x = net.conv(&p4, 128, 256, 3, 2);
+    let x = net.c2f(&x, 256, 256, 1, true);
+    let p5 = net.sppf(&x, 256, 256);
+    let up = net.upsample(&p5);
+    let cat = net.concat(&[&up, &p4], 1);
+    let n4 = net.c2f(&cat, 384, 128, 1, false);
+    let up = net.upsample(&n4);
+    let cat = net.concat(&[&up, &p3], 1);
+    let o3 = net.c2f(&cat, 192, 64, 1, false);
+    let down = net.conv(&o3, 64, 64, 3, 2);
+    let cat = net.concat(&[&down, &n4], 1);
+    let o4 = net.c2f(&cat, 192, 128, 1, false);
+    let down = net.conv(&o4, 128, 128, 3, 2);
+    let cat = net.concat(&[&down, &p5], 1);
+    let o5 = net.c2f(&cat, 384, 256, 1, false);
+
+    const REG: usize = 16;
+    let (c2, c3) = (64, 64.max(classes.min(100)));
+    let mut levels = Vec::new();
+    let mut anchors = Vec::new();
+    let mut strides = Vec::new();
+    for (feature, channels, stride) in [(&o3, 64, 8), (&o4, 128, 16), (&o5, 256, 32)] {
+        let b = net.conv(feature, channels, c2, 3, 1);
+        let b = net.conv(&b, c2, c2, 3, 1);
+        let b = net.conv_bias(&b, c2, 4 * REG, 1.0);
+        let c = net.conv(feature, channels, c3, 3, 1);
+        let c = net.conv(&c, c3, c3, 3, 1);
+        let c = net.conv_bias(&c, c3, classes, -5.0);
+        let level = net.concat(&[&b, &c], 1);
+        let shape = net.ints("shape", &[0, (4 * REG + classes) as i64, -1]);
+        levels.push(net.node("Reshape", &[&level, &shape], &[]));
+        let cells = size / stride;
+        for row in 0..cells {
+            for col in 0..cells {
+                anchors.push((col as f32 + 0.5, row as f32 + 0.5));
+                strides.push(stride as f32);
+            }
+        }
+    }
+    let refs: Vec<&str> = levels.iter().map(String::as_str).collect();
+    let all = net.concat(&refs, 2);
+    let count = anchors.len();
+    let parts = net.split(&all, &[(4 * REG) as i64, classes as i64], 1);
+    // DFL: a softmax over 16 bins per side, their expectation by a fixed 1x1 conv.
+    let shape = net.ints("shape", &[0, 4, REG as i64, count as i64]);
+    let dist = net.node("Reshape", &[&parts[0], &shape], &[]);
+    let dist = net.node(
+        "Transpose",
+        &[&dist],
+        &[Attr::Ints("perm", vec![0, 2, 1, 3])],
+    );
+    let dist = net.node("Softmax", &[&dist], &[Attr::Int("axis", 1)]);
+    let bins = Tensor {
+        dims: vec![1, REG, 1, 1],
+        data: (0..REG).map(|i| i as f32).collect(),
+    };
+    let bins = net.constant("dfl.conv.weight", &bins);
+    let dist = net.node("Conv", &[&dist, &bins], &[]);
+    let shape = net.ints("shape", &[0, 4, count as i64]);
+    let dist = net.node("Reshape", &[&dist, &shape], &[]);
+    let sides = net.split(&dist, &[2, 2], 1);
+    let points = Tensor {
+        dims: vec![1, 2, count],
+        data: anchors
+            .iter()
+            .map(|a| a.0)
+            .chain(anchors.iter().map(|a| a.1))
+            .collect(),
+    };
+    let points = net.constant("anchors", &points);
+    let top_left = net.node("Sub", &[&points, &sides[0]], &[]);
+    let bottom_right = net.node("Add", &[&points, &sides[1]], &[]);
+    let sum = net.node("Add", &[&top_left, &bottom_right], &[]);
+    let half = net.constant(
+        "half",
+        &Tensor {
+            dims: vec![1],
+            data: vec![0.5],
+        },
+    );
+    let centre = net.node("Mul", &[&sum, &half], &[]);
+    let wh = net.node("Sub", &[&bottom_right, &top_left], &[]);
+    let boxes = net.concat(&[&centre, &wh], 1);
+    let strides = Tensor {
+        dims: vec![1, 1, count],
+        data: strides,
+    };
+    let strides = net.constant("strides", &strides);
+    let boxes = net.node("Mul", &[&boxes, &strides], &[]);
+    let scores = net.node("Sigmoid", &[&parts[1]], &[]);
+    net.b.node(
+        "Concat",
+        &[&boxes, &scores],
+        &["output0"],
+        &[Attr::Int("axis", 1)],
+    );
+    net.b
+        .output("output0", &[None, Some(4 + classes), Some(count)])
+        .metadata("task", "detect")
+        .metadata("stride", "32")
+        .metadata("imgsz", &format!("[{size}, {size}]"))
+        .metadata(
+            "names",
+            &format!(
+                "{{{}}}",
+                (0..classes)
+                    .map(|i| format!("{i}: 'class{i}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    net.b.build()
+}
+
+/// A small CNN classifier: four Conv-BN-SiLU blocks (two of stride 2), global average
+/// pooling and a Gemm head; input `image` `[N, 3, size, size]`, output `logits`.
+pub fn cnn_classifier(classes: usize, size: usize) -> Result<Model, InferError> {
+    let mut net = Net::new("cnn-classifier");
+    net.b
+        .input("image", &[None, Some(3), Some(size), Some(size)]);
+    let x = net.conv("image", 3, 16, 3, 2);
+    let x = net.conv(&x, 16, 32, 3, 1);
+    let x = net.conv(&x, 32, 64, 3, 2);
+    let x = net.conv(&x, 64, 64, 3, 1);
+    let pooled = net.node("GlobalAveragePool", &[&x], &[]);
+    let flat = net.node("Flatten", &[&pooled], &[Attr::Int("axis", 1)]);
+    let w = net.random(&[classes, 64], 0.125);
+    let w = net.constant("fc.weight", &w);
+    let b = net.constant("fc.bias", &Tensor::zeros(vec![classes]));
+    net.b.node(
+        "Gemm",
+        &[&flat, &w, &b],
+        &["logits"],
+        &[Attr::Int("transB", 1)],
+    );
+    net.b
+        .output("logits", &[None, Some(classes)])
+        .metadata("sedna.task", "classification")
+        .metadata("sedna.head", "softmax")
+        .metadata(
+            "sedna.class_names",
+            &(0..classes)
+                .map(|i| format!("class{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    net.b.build()
+}
