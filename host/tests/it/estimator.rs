@@ -350,3 +350,20 @@ fn corrupt_models_and_mismatched_inputs_are_clear_errors() {
         "{error}"
     );
 }
+
+#[test]
+fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
+    // Ultralytics' metadata (task, names, imgsz) is all the estimator needs; the YOLOv8
+    // loss (task-aligned assignment, BCE, CIoU) is written in the component.
+    let job = Job::new(&sedna::media::zoo::yolov8n(2, 64).unwrap());
+    let estimator = job
+        .estimator(&[("epochs", "4"), ("batch_size", "4"), ("optimizer", "adamw"), ("learning_rate", "0.002")])
+        .unwrap();
+    let train = dataset(job.dir.path(), 0, 8);
+    let report = estimator.train(&train, None).unwrap();
+    let loss = metric(&report, "loss");
+    assert_eq!(loss.len(), 4);
+    assert!(loss[3] < loss[0], "the detection loss falls: {loss:?}");
+    let metrics = estimator.evaluate(&train).unwrap();
+    assert_eq!(metric(&metrics, "samples"), [8.0], "{metrics:?}");
+}

@@ -326,11 +326,11 @@ impl Loaded {
     fn train(&self, data: &Dataset) -> Result<(Loaded, Vec<f64>, u32), String> {
         let c = &self.conventions;
         let settings = Settings::from_params(&Params::new(&self.params), &c.trainable)?;
-        if matches!(c.head, Head::YoloV5 | Head::YoloV8) {
-            return Err(format!(
-                "training a {:?} head needs its detection loss (task-aligned assignment, CIoU, DFL), which this estimator does not have yet: train a `grid` or classification model, or fine-tune this one elsewhere",
-                c.head
-            ));
+        if c.head == Head::YoloV5 {
+            return Err(
+                "training a yolov5 (anchor-based) head is not supported: train a YOLOv5nu, YOLOv8 or YOLO11 export (`head=yolov8`), a `grid` or a classification model"
+                    .into(),
+            );
         }
         // Only the model's own head trains: its features come from the inference backend,
         // once, and the engine runs the head alone.
@@ -365,7 +365,16 @@ impl Loaded {
             momentum: settings.momentum,
             threads: settings.threads,
         };
-        let session = training::open(&self.graph, &options).map_err(describe)?;
+        let mut session = training::open(&self.graph, &options).map_err(describe)?;
+        // The DFL's bins are fixed in Ultralytics' models: they stay so here.
+        let bins: Vec<String> = session.trainable().into_iter().filter(|w| w.contains("dfl.conv")).collect();
+        if c.head == Head::YoloV8 && !bins.is_empty() {
+            let options = TrainingOptions {
+                freeze: options.freeze.iter().cloned().chain(bins).collect(),
+                ..options
+            };
+            session = training::open(&self.graph, &options).map_err(describe)?;
+        }
         let fed = cached.unwrap_or(&c.input).to_string();
         let batch_size = settings.batch_size as usize;
         let per_epoch = samples.len().div_ceil(batch_size) as u64;
@@ -486,25 +495,34 @@ impl Loaded {
                 classes,
                 &classes_of(),
             )?),
-            Head::Grid => {
-                let boxes: Vec<Vec<([f32; 4], u32)>> = batch
-                    .iter()
-                    .map(|s| match &s.target {
-                        Target::Boxes(b) => b.clone(),
-                        Target::Class(_) => Vec::new(),
-                    })
-                    .collect();
-                gradient(train::grid(
-                    &floats(output),
-                    &output.dimensions(),
-                    classes,
-                    (c.width, c.height),
-                    &boxes,
-                )?)
-            }
-            Head::YoloV5 | Head::YoloV8 => unreachable!("refused before training"),
+            Head::Grid => gradient(train::grid(
+                &floats(output),
+                &output.dimensions(),
+                classes,
+                (c.width, c.height),
+                &boxes_of(batch),
+            )?),
+            Head::YoloV8 => gradient(crate::yolo::yolov8(
+                &floats(output),
+                &output.dimensions(),
+                classes,
+                (c.width, c.height),
+                &boxes_of(batch),
+            )?),
+            Head::YoloV5 => unreachable!("refused before training"),
         }
     }
+}
+
+/// The boxes of a batch's samples (none for a class label).
+fn boxes_of(batch: &[&TrainingSample]) -> Vec<Vec<([f32; 4], u32)>> {
+    batch
+        .iter()
+        .map(|s| match &s.target {
+            Target::Boxes(b) => b.clone(),
+            Target::Class(_) => Vec::new(),
+        })
+        .collect()
 }
 
 /// Logs the first few skipped samples; returns 1 to count this one.

@@ -9,6 +9,7 @@ pub mod conventions;
 pub mod decode;
 pub mod metrics;
 pub mod train;
+pub mod yolo;
 
 #[cfg(target_family = "wasm")]
 mod guest;

@@ -1,0 +1,282 @@
+//! The YOLOv8 detection loss, as Ultralytics defines it, on the output its exports give
+//! (`[N, 4 + C, anchors]`: box centre and size in input pixels, then class scores after
+//! their sigmoid); it also trains YOLO11 and YOLOv5nu exports, whose heads are the same.
+//!
+//! Task-aligned assignment (each object takes the `TOP_K` anchors inside it whose
+//! `score^0.5 * CIoU^6` is highest; an anchor claimed twice goes to the object it overlaps
+//! most), binary cross-entropy on every class score against the normalised alignment,
+//! and `1 - CIoU` on the assigned boxes, weighted as Ultralytics weighs them (box 7.5,
+//! class 0.5). The assignment is a constant of the step, as in Ultralytics.
+//!
+//! Not here: the distribution focal loss, which needs the 16-bin distributions an export
+//! no longer returns (the box regression still trains through the DFL's expectation).
+
+use crate::train::LossAndGradient;
+
+/// The strides of the three detection levels, in the order an export lays anchors out.
+pub const STRIDES: [u32; 3] = [8, 16, 32];
+const TOP_K: usize = 10;
+const ALPHA: f64 = 0.5;
+const BETA: f64 = 6.0;
+const BOX_GAIN: f64 = 7.5;
+const CLASS_GAIN: f64 = 0.5;
+const EPS: f64 = 1e-9;
+
+/// Anchor centres in input pixels, level by level, row by row.
+pub fn anchors(width: u32, height: u32, count: usize) -> Result<Vec<[f64; 2]>, String> {
+    let mut out = Vec::with_capacity(count);
+    for s in STRIDES {
+        for row in 0..height / s {
+            for col in 0..width / s {
+                out.push([(col as f64 + 0.5) * s as f64, (row as f64 + 0.5) * s as f64]);
+            }
+        }
+    }
+    if out.len() != count {
+        return Err(format!(
+            "the output holds {count} boxes; a {width}x{height} input with strides 8, 16 and 32 gives {}: check the model's input size (`input_shape`)",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Complete IoU of two boxes given as corners.
+pub fn ciou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let (w1, h1) = (a[2] - a[0], a[3] - a[1] + EPS);
+    let (w2, h2) = (b[2] - b[0], b[3] - b[1] + EPS);
+    let inter = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let union = w1 * h1 + w2 * h2 - inter + EPS;
+    let iou = inter / union;
+    let cw = a[2].max(b[2]) - a[0].min(b[0]);
+    let ch = a[3].max(b[3]) - a[1].min(b[1]);
+    let diagonal = cw * cw + ch * ch + EPS;
+    let dx = b[0] + b[2] - a[0] - a[2];
+    let dy = b[1] + b[3] - a[1] - a[3];
+    let centres = (dx * dx + dy * dy) / 4.0;
+    let v = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) * ((w2 / h2).atan() - (w1 / h1).atan()).powi(2);
+    let alpha = v / (v - iou + (1.0 + EPS));
+    iou - (centres / diagonal + v * alpha)
+}
+
+fn corners(cx: f64, cy: f64, w: f64, h: f64) -> [f64; 4] {
+    [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
+}
+
+/// One anchor an object claimed: its alignment metric and its overlap with the object.
+#[derive(Clone, Copy)]
+struct Claim {
+    object: usize,
+    align: f64,
+    overlap: f64,
+}
+
+/// The loss of a batch of outputs `[N, 4 + classes, anchors]` against `boxes` (per
+/// sample, corners in input pixels, class), and its gradient with respect to the output.
+pub fn yolov8(
+    output: &[f32],
+    dims: &[u32],
+    classes: usize,
+    input: (u32, u32),
+    boxes: &[Vec<([f32; 4], u32)>],
+) -> Result<LossAndGradient, String> {
+    let &[n, channels, count] = dims else {
+        return Err(format!("the output is {dims:?}, not YOLOv8's [N, 4 + classes, boxes]"));
+    };
+    let (n, channels, count) = (n as usize, channels as usize, count as usize);
+    if channels != 4 + classes || n != boxes.len() || output.len() != n * channels * count {
+        return Err(format!(
+            "the output is {dims:?}: {} samples of 4 + {classes} channels were expected",
+            boxes.len()
+        ));
+    }
+    let anchors = anchors(input.0, input.1, count)?;
+    let at = |i: usize, channel: usize, a: usize| (i * channels + channel) * count + a;
+    // Per sample: for each anchor, its object and normalised target score.
+    let mut targets: Vec<Vec<Option<(usize, f64)>>> = Vec::with_capacity(n);
+    let mut score_sum = 0.0;
+    for (i, objects) in boxes.iter().enumerate() {
+        let predicted = |a: usize| {
+            let v = |c| output[at(i, c, a)] as f64;
+            corners(v(0), v(1), v(2), v(3))
+        };
+        let mut claims: Vec<Option<Claim>> = vec![None; count];
+        let mut best: Vec<(f64, f64)> = vec![(0.0, 0.0); objects.len()];
+        for (object, &(b, class)) in objects.iter().enumerate() {
+            if class as usize >= classes {
+                return Err(format!("class {class} is beyond the {classes} classes"));
+            }
+            let truth = b.map(|v| v as f64);
+            let mut candidates: Vec<(usize, f64, f64)> = anchors
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    p[0] - truth[0] > EPS && p[1] - truth[1] > EPS && truth[2] - p[0] > EPS && truth[3] - p[1] > EPS
+                })
+                .map(|(a, _)| {
+                    let overlap = ciou(truth, predicted(a)).max(0.0);
+                    let score = output[at(i, 4 + class as usize, a)] as f64;
+                    (a, score.max(0.0).powf(ALPHA) * overlap.powf(BETA), overlap)
+                })
+                .collect();
+            candidates.sort_by(|x, y| y.1.total_cmp(&x.1));
+            for &(a, align, overlap) in candidates.iter().take(TOP_K) {
+                let claim = Claim { object, align, overlap };
+                match claims[a] {
+                    Some(other) if other.overlap >= overlap => {}
+                    _ => claims[a] = Some(claim),
+                }
+            }
+        }
+        for claim in claims.iter().flatten() {
+            let b = &mut best[claim.object];
+            b.0 = b.0.max(claim.align);
+            b.1 = b.1.max(claim.overlap);
+        }
+        let sample: Vec<Option<(usize, f64)>> = claims
+            .iter()
+            .map(|claim| {
+                claim.map(|c| {
+                    let (align_max, overlap_max) = best[c.object];
+                    (c.object, c.align * overlap_max / (align_max + EPS))
+                })
+            })
+            .collect();
+        score_sum += sample.iter().flatten().map(|(_, t)| t).sum::<f64>();
+        targets.push(sample);
+    }
+    let score_sum = score_sum.max(1.0);
+    let mut gradient = vec![0.0f32; output.len()];
+    let (mut class_loss, mut box_loss) = (0.0, 0.0);
+    for (i, objects) in boxes.iter().enumerate() {
+        for a in 0..count {
+            let target = targets[i][a];
+            for c in 0..classes {
+                let k = at(i, 4 + c, a);
+                let p = (output[k] as f64).clamp(1e-7, 1.0 - 1e-7);
+                let t = match target {
+                    Some((object, score)) if objects[object].1 as usize == c => score,
+                    _ => 0.0,
+                };
+                class_loss -= t * p.ln() + (1.0 - t) * (1.0 - p).ln();
+                gradient[k] = (CLASS_GAIN * (p - t) / (p * (1.0 - p)) / score_sum) as f32;
+            }
+            let Some((object, weight)) = target else { continue };
+            let truth = objects[object].0.map(|v| v as f64);
+            let values: [f64; 4] = std::array::from_fn(|c| output[at(i, c, a)] as f64);
+            let loss = |v: &[f64; 4]| 1.0 - ciou(corners(v[0], v[1], v[2], v[3]), truth);
+            box_loss += loss(&values) * weight;
+            // The box loss's gradient by central differences (four coordinates).
+            for c in 0..4 {
+                let (mut plus, mut minus) = (values, values);
+                plus[c] += 1e-3;
+                minus[c] -= 1e-3;
+                let slope = (loss(&plus) - loss(&minus)) / 2e-3;
+                gradient[at(i, c, a)] = (BOX_GAIN * slope * weight / score_sum) as f32;
+            }
+        }
+    }
+    let loss = (BOX_GAIN * box_loss + CLASS_GAIN * class_loss) / score_sum;
+    Ok((loss, gradient))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64x64 input: 64 + 16 + 4 anchors.
+    const SIZE: (u32, u32) = (64, 64);
+    const COUNT: u32 = 84;
+
+    /// An output predicting `boxes` (centre, size, class) at every anchor inside them,
+    /// and little elsewhere.
+    fn output(predicted: &[([f32; 4], usize)], classes: usize, shift: f32) -> Vec<f32> {
+        let anchors = anchors(SIZE.0, SIZE.1, COUNT as usize).unwrap();
+        let count = COUNT as usize;
+        let mut out = vec![0.01f32; (4 + classes) * count];
+        for (a, p) in anchors.iter().enumerate() {
+            out[a] = p[0] as f32;
+            out[count + a] = p[1] as f32;
+            out[2 * count + a] = 8.0;
+            out[3 * count + a] = 8.0;
+            for (b, class) in predicted {
+                let inside = p[0] as f32 > b[0] && (p[0] as f32) < b[2] && p[1] as f32 > b[1] && (p[1] as f32) < b[3];
+                if inside {
+                    out[a] = (b[0] + b[2]) / 2.0 + shift;
+                    out[count + a] = (b[1] + b[3]) / 2.0 + shift;
+                    out[2 * count + a] = b[2] - b[0];
+                    out[3 * count + a] = b[3] - b[1];
+                    out[(4 + class) * count + a] = 0.9;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn anchors_follow_the_exports_layout_and_a_wrong_size_is_named() {
+        let a = anchors(64, 64, 84).unwrap();
+        assert_eq!(a[0], [4.0, 4.0]);
+        assert_eq!(a[64], [8.0, 8.0]);
+        assert_eq!(a[83], [48.0, 48.0]);
+        let err = anchors(64, 64, 8400).unwrap_err();
+        assert!(err.contains("gives 84") && err.contains("input_shape"), "{err}");
+    }
+
+    #[test]
+    fn ciou_is_one_for_the_same_box_and_falls_with_distance() {
+        let b = [10.0, 10.0, 30.0, 20.0];
+        assert!((ciou(b, b) - 1.0).abs() < 1e-6);
+        assert!(ciou(b, [12.0, 10.0, 32.0, 20.0]) > ciou(b, [20.0, 10.0, 40.0, 20.0]));
+        assert!(ciou(b, [50.0, 50.0, 60.0, 60.0]) < 0.0, "apart: penalised");
+    }
+
+    #[test]
+    fn the_right_prediction_costs_less_than_a_shifted_or_wrong_one() {
+        let truth = vec![vec![([8.0, 8.0, 40.0, 32.0], 1)]];
+        let dims = [1, 6, COUNT];
+        let loss = |out: &[f32]| yolov8(out, &dims, 2, SIZE, &truth).unwrap().0;
+        let right = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 1)], 2, 0.0));
+        let shifted = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 1)], 2, 6.0));
+        let wrong_class = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 0)], 2, 0.0));
+        assert!(right < shifted && right < wrong_class, "{right} {shifted} {wrong_class}");
+    }
+
+    #[test]
+    fn a_step_against_the_gradient_lowers_the_loss() {
+        let truth = vec![
+            vec![([8.0, 8.0, 40.0, 32.0], 1)],
+            vec![([30.0, 20.0, 60.0, 60.0], 0), ([2.0, 2.0, 20.0, 20.0], 1)],
+        ];
+        let dims = [2, 6, COUNT];
+        let mut out = output(&[([10.0, 6.0, 44.0, 30.0], 0)], 2, 2.0);
+        out.extend(output(&[([28.0, 24.0, 58.0, 62.0], 1)], 2, 1.0));
+        let (before, gradient) = yolov8(&out, &dims, 2, SIZE, &truth).unwrap();
+        let stepped: Vec<f32> = out
+            .iter()
+            .zip(&gradient)
+            .enumerate()
+            .map(|(k, (v, g))| {
+                // Scores step in logit space as the graph's sigmoid would carry them.
+                let channel = (k / COUNT as usize) % 6;
+                if channel >= 4 {
+                    let p = v.clamp(1e-6, 1.0 - 1e-6);
+                    let logit = (p / (1.0 - p)).ln() - 0.5 * g * p * (1.0 - p);
+                    1.0 / (1.0 + (-logit).exp())
+                } else {
+                    v - 0.5 * g
+                }
+            })
+            .collect();
+        let (after, _) = yolov8(&stepped, &dims, 2, SIZE, &truth).unwrap();
+        assert!(after < before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn bad_outputs_are_refused_with_their_shape() {
+        let err = yolov8(&[0.0; 12], &[1, 12], 2, SIZE, &[vec![]]).unwrap_err();
+        assert!(err.contains("[N, 4 + classes, boxes]"), "{err}");
+        let err = yolov8(&[0.0; 5 * 84], &[1, 5, 84], 2, SIZE, &[vec![]]).unwrap_err();
+        assert!(err.contains("4 + 2 channels"), "{err}");
+    }
+}
