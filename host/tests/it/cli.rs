@@ -363,3 +363,95 @@ fn predict_prints_one_prediction_per_image_that_plugin_test_reads() {
         "holds 2 values for 1 classes",
     );
 }
+
+#[test]
+fn train_and_evaluate_run_the_estimator_on_an_index() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let model = dir.join("base.onnx");
+    crate::support::models::detector(crate::support::models::CONVENTIONS)
+        .save(&model)
+        .unwrap();
+    let lines: Vec<String> = crate::support::models::dataset(dir, 0, 16)
+        .iter()
+        .map(|s| {
+            let sedna::media::Label::Boxes(boxes) = &s.label else {
+                unreachable!()
+            };
+            let boxes: Vec<String> = boxes
+                .iter()
+                .map(|(b, c)| format!("{},{},{},{},{c}", b[0], b[1], b[2], b[3]))
+                .collect();
+            format!("{} {}", s.image.display(), boxes.join(" "))
+        })
+        .collect();
+    let index = dir.join("index.txt");
+    std::fs::write(&index, lines.join("\n") + "\nnot-an-image-line\n").unwrap();
+    let (model, index, out) = (
+        model.to_str().unwrap(),
+        index.to_str().unwrap(),
+        dir.join("new/tuned.onnx"),
+    );
+    let out_arg = out.to_str().unwrap();
+
+    let before = sedna(dir, &["evaluate", model, "--data", index]);
+    assert!(before.status.success(), "{}", stderr(&before));
+    let before: serde_json::Value = serde_json::from_str(&stdout(&before)).unwrap();
+    let trained = sedna(
+        dir,
+        &[
+            "train",
+            model,
+            "--data",
+            index,
+            "--valid",
+            index,
+            "--out",
+            out_arg,
+            "--param",
+            "epochs=30",
+            "--param",
+            "learning_rate=0.1",
+            "--param",
+            "batch_size=8",
+        ],
+    );
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&trained)).unwrap();
+    assert_eq!(report["loss"].as_array().unwrap().len(), 30, "{report}");
+    assert!(
+        stderr(&trained).contains("not-an-image-line"),
+        "a bad line is named: {}",
+        stderr(&trained)
+    );
+    let after = sedna(dir, &["evaluate", out_arg, "--data", index]);
+    let after: serde_json::Value = serde_json::from_str(&stdout(&after)).unwrap();
+    let map = |v: &serde_json::Value| v["map"][0].as_f64().unwrap();
+    assert!(
+        map(&after) > map(&before) + 0.2,
+        "mAP {} -> {}",
+        map(&before),
+        map(&after)
+    );
+    assert_eq!(report["valid_map"][0].as_f64(), Some(map(&after)));
+
+    assert_fails(
+        dir,
+        &["train", model, "--data", "/nope.txt", "--out", out_arg],
+        "--data: cannot read /nope.txt",
+    );
+    assert_fails(
+        dir,
+        &[
+            "train",
+            model,
+            "--data",
+            index,
+            "--out",
+            out_arg,
+            "--param",
+            "optimizer=adam",
+        ],
+        "`sgd` or `adamw`",
+    );
+}

@@ -357,7 +357,12 @@ fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
     // loss (task-aligned assignment, BCE, CIoU) is written in the component.
     let job = Job::new(&sedna::media::zoo::yolov8n(2, 64).unwrap());
     let estimator = job
-        .estimator(&[("epochs", "4"), ("batch_size", "4"), ("optimizer", "adamw"), ("learning_rate", "0.002")])
+        .estimator(&[
+            ("epochs", "4"),
+            ("batch_size", "4"),
+            ("optimizer", "adamw"),
+            ("learning_rate", "0.002"),
+        ])
         .unwrap();
     let train = dataset(job.dir.path(), 0, 8);
     let report = estimator.train(&train, None).unwrap();

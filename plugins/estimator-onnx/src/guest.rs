@@ -367,7 +367,11 @@ impl Loaded {
         };
         let mut session = training::open(&self.graph, &options).map_err(describe)?;
         // The DFL's bins are fixed in Ultralytics' models: they stay so here.
-        let bins: Vec<String> = session.trainable().into_iter().filter(|w| w.contains("dfl.conv")).collect();
+        let bins: Vec<String> = session
+            .trainable()
+            .into_iter()
+            .filter(|w| w.contains("dfl.conv"))
+            .collect();
         if c.head == Head::YoloV8 && !bins.is_empty() {
             let options = TrainingOptions {
                 freeze: options.freeze.iter().cloned().chain(bins).collect(),

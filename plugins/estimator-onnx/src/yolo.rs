@@ -45,7 +45,8 @@ pub fn anchors(width: u32, height: u32, count: usize) -> Result<Vec<[f64; 2]>, S
 pub fn ciou(a: [f64; 4], b: [f64; 4]) -> f64 {
     let (w1, h1) = (a[2] - a[0], a[3] - a[1] + EPS);
     let (w2, h2) = (b[2] - b[0], b[3] - b[1] + EPS);
-    let inter = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter =
+        (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     let union = w1 * h1 + w2 * h2 - inter + EPS;
     let iou = inter / union;
     let cw = a[2].max(b[2]) - a[0].min(b[0]);
@@ -54,7 +55,8 @@ pub fn ciou(a: [f64; 4], b: [f64; 4]) -> f64 {
     let dx = b[0] + b[2] - a[0] - a[2];
     let dy = b[1] + b[3] - a[1] - a[3];
     let centres = (dx * dx + dy * dy) / 4.0;
-    let v = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) * ((w2 / h2).atan() - (w1 / h1).atan()).powi(2);
+    let v = (4.0 / (std::f64::consts::PI * std::f64::consts::PI))
+        * ((w2 / h2).atan() - (w1 / h1).atan()).powi(2);
     let alpha = v / (v - iou + (1.0 + EPS));
     iou - (centres / diagonal + v * alpha)
 }
@@ -81,7 +83,9 @@ pub fn yolov8(
     boxes: &[Vec<([f32; 4], u32)>],
 ) -> Result<LossAndGradient, String> {
     let &[n, channels, count] = dims else {
-        return Err(format!("the output is {dims:?}, not YOLOv8's [N, 4 + classes, boxes]"));
+        return Err(format!(
+            "the output is {dims:?}, not YOLOv8's [N, 4 + classes, boxes]"
+        ));
     };
     let (n, channels, count) = (n as usize, channels as usize, count as usize);
     if channels != 4 + classes || n != boxes.len() || output.len() != n * channels * count {
@@ -111,7 +115,10 @@ pub fn yolov8(
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| {
-                    p[0] - truth[0] > EPS && p[1] - truth[1] > EPS && truth[2] - p[0] > EPS && truth[3] - p[1] > EPS
+                    p[0] - truth[0] > EPS
+                        && p[1] - truth[1] > EPS
+                        && truth[2] - p[0] > EPS
+                        && truth[3] - p[1] > EPS
                 })
                 .map(|(a, _)| {
                     let overlap = ciou(truth, predicted(a)).max(0.0);
@@ -121,7 +128,11 @@ pub fn yolov8(
                 .collect();
             candidates.sort_by(|x, y| y.1.total_cmp(&x.1));
             for &(a, align, overlap) in candidates.iter().take(TOP_K) {
-                let claim = Claim { object, align, overlap };
+                let claim = Claim {
+                    object,
+                    align,
+                    overlap,
+                };
                 match claims[a] {
                     Some(other) if other.overlap >= overlap => {}
                     _ => claims[a] = Some(claim),
@@ -161,7 +172,9 @@ pub fn yolov8(
                 class_loss -= t * p.ln() + (1.0 - t) * (1.0 - p).ln();
                 gradient[k] = (CLASS_GAIN * (p - t) / (p * (1.0 - p)) / score_sum) as f32;
             }
-            let Some((object, weight)) = target else { continue };
+            let Some((object, weight)) = target else {
+                continue;
+            };
             let truth = objects[object].0.map(|v| v as f64);
             let values: [f64; 4] = std::array::from_fn(|c| output[at(i, c, a)] as f64);
             let loss = |v: &[f64; 4]| 1.0 - ciou(corners(v[0], v[1], v[2], v[3]), truth);
@@ -200,7 +213,10 @@ mod tests {
             out[2 * count + a] = 8.0;
             out[3 * count + a] = 8.0;
             for (b, class) in predicted {
-                let inside = p[0] as f32 > b[0] && (p[0] as f32) < b[2] && p[1] as f32 > b[1] && (p[1] as f32) < b[3];
+                let inside = p[0] as f32 > b[0]
+                    && (p[0] as f32) < b[2]
+                    && p[1] as f32 > b[1]
+                    && (p[1] as f32) < b[3];
                 if inside {
                     out[a] = (b[0] + b[2]) / 2.0 + shift;
                     out[count + a] = (b[1] + b[3]) / 2.0 + shift;
@@ -220,7 +236,10 @@ mod tests {
         assert_eq!(a[64], [8.0, 8.0]);
         assert_eq!(a[83], [48.0, 48.0]);
         let err = anchors(64, 64, 8400).unwrap_err();
-        assert!(err.contains("gives 84") && err.contains("input_shape"), "{err}");
+        assert!(
+            err.contains("gives 84") && err.contains("input_shape"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -239,7 +258,10 @@ mod tests {
         let right = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 1)], 2, 0.0));
         let shifted = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 1)], 2, 6.0));
         let wrong_class = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 0)], 2, 0.0));
-        assert!(right < shifted && right < wrong_class, "{right} {shifted} {wrong_class}");
+        assert!(
+            right < shifted && right < wrong_class,
+            "{right} {shifted} {wrong_class}"
+        );
     }
 
     #[test]
