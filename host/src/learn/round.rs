@@ -15,12 +15,12 @@ use anyhow::Context as _;
 use super::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on};
 use super::job::LocalJob;
 use super::layout::OutputLayout;
-use super::split::{EVAL_SETS_KEPT, EvalSets, split};
+use super::split::{EVAL_SETS_KEPT, EvalSets, replay, split};
 use super::state::{ModelRole, Split};
 use super::trigger::Decision;
 use crate::files::write_atomically;
 use crate::media::{Label, Sample};
-use crate::plugin::{Estimator, Metric, Param, Plugin, deltas, metric_map};
+use crate::plugin::{Estimator, Metric, Param, Plugin, deltas, metric_map, setting};
 use crate::spec::{ClockTime, ConditionType, Stage};
 
 /// What one check did.
@@ -194,7 +194,9 @@ impl LocalJob {
     fn train(&mut self, round: u64) -> anyhow::Result<Vec<f64>> {
         self.entered(round, Stage::Train);
         let started = Instant::now();
-        let train: Arc<[Sample]> = self.state.round_samples(round, Split::Train)?.into();
+        let new = self.state.round_samples(round, Split::Train)?;
+        let fresh = new.len();
+        let train: Arc<[Sample]> = self.training_set(round, new)?.into();
         let estimator = self.estimator(&self.train_params, &self.base_model()?)?;
         let report = estimator.train(&train, None)?;
         let model = self.layout.model(round);
@@ -212,7 +214,10 @@ impl LocalJob {
             .unwrap_or_default();
         self.state
             .record_metrics(round, ModelRole::Train, &report)?;
-        let message = format!("{} samples, loss per epoch {loss:?}", train.len());
+        let message = format!(
+            "{fresh} new samples and {} replayed from earlier rounds, loss per epoch {loss:?}",
+            train.len() - fresh
+        );
         self.completed(round, Stage::Train, started, &message)?;
         Ok(loss)
     }
@@ -223,12 +228,22 @@ impl LocalJob {
         self.entered(round, Stage::Eval);
         let started = Instant::now();
         let eval = self.eval_set(round, None)?;
-        let new = self
-            .estimator(&self.eval_params, &self.layout.model(round))?
-            .evaluate(&eval)?;
-        let old = self
-            .estimator(&self.eval_params, &self.base_model()?)?
-            .evaluate(&eval)?;
+        let earlier = self.earlier_eval_set(round)?;
+        let mut measured = Vec::new();
+        for model in [self.layout.model(round), self.base_model()?] {
+            let estimator = self.estimator(&self.eval_params, &model)?;
+            let mut metrics = estimator.evaluate(&eval)?;
+            if !earlier.is_empty() {
+                // What the model still knows of earlier rounds: a deploy trigger on
+                // `earlier_map_delta` refuses a model that forgot.
+                metrics.extend(estimator.evaluate(&earlier)?.into_iter().map(|m| Metric {
+                    name: format!("{EARLIER}{}", m.name),
+                    values: m.values,
+                }));
+            }
+            measured.push(metrics);
+        }
+        let [new, old]: [Vec<Metric>; 2] = measured.try_into().expect("two models");
         let report = serde_json::json!({
             "samples": eval.len(),
             "new": metric_map(&new),
@@ -332,6 +347,35 @@ impl LocalJob {
         Ok(sets.samples().cloned().collect())
     }
 
+    /// The evaluation sets of the rounds before `round` that [`LocalJob::eval_set`] keeps.
+    fn earlier_eval_set(&self, round: u64) -> anyhow::Result<Arc<[Sample]>> {
+        let mut sets = EvalSets::default();
+        let first = round.saturating_sub(EVAL_SETS_KEPT as u64 - 1).max(1);
+        for r in first..round {
+            sets.add(r, self.state.round_samples(r, Split::Eval)?);
+        }
+        Ok(sets.samples().cloned().collect())
+    }
+
+    /// Round `round`'s new training samples and the earlier rounds' replayed beside them:
+    /// `replay` of them (the train template's parameter; default as many as the new).
+    fn training_set(&self, round: u64, mut new: Vec<Sample>) -> anyhow::Result<Vec<Sample>> {
+        let count = match setting(&self.train_params, REPLAY) {
+            Some(text) => text.trim().parse::<usize>().with_context(|| {
+                format!("the train template's `{REPLAY}` is {text:?}: give how many earlier samples to train on again (0 for none)")
+            })?,
+            None => new.len(),
+        };
+        let mut earlier = Vec::new();
+        if count > 0 {
+            for r in 1..round {
+                earlier.extend(self.state.round_samples(r, Split::Train)?);
+            }
+        }
+        new.extend(replay(earlier, count, round));
+        Ok(new)
+    }
+
     /// An estimator on `model` for a round's stage, allowed to write into the job's output
     /// directory.
     fn estimator(&self, params: &[Param], model: &Path) -> anyhow::Result<Plugin<Estimator>> {
@@ -355,7 +399,8 @@ impl LocalJob {
     ) -> anyhow::Result<()> {
         let (train_index, test_index) = self.layout.round_indexes(round);
         let eval = self.eval_set(round, Some(eval))?;
-        for (path, samples) in [(&train_index, train), (&test_index, &eval)] {
+        let train = &self.training_set(round, train.to_vec())?;
+        for (path, samples) in [(&train_index, &train[..]), (&test_index, &eval[..])] {
             let text: String = samples
                 .iter()
                 .map(|s| format!("{}\n", index_line(s)))
@@ -365,6 +410,11 @@ impl LocalJob {
         Ok(())
     }
 }
+
+/// The train template's parameter: how many earlier training samples a round replays.
+pub const REPLAY: &str = "replay";
+/// The prefix of the metrics on the earlier rounds' evaluation sets.
+pub const EARLIER: &str = "earlier_";
 
 /// A sample as a Sedna `txt` index line (absolute image path).
 fn index_line(sample: &Sample) -> String {

@@ -13,15 +13,28 @@ pub const EVAL_SETS_KEPT: usize = 5;
 /// Shuffles `samples` with `seed`, then gives `round(train_prob * n)` to training and the
 /// rest to evaluation. The same samples and seed always split the same way.
 pub fn split(mut samples: Vec<Sample>, train_prob: f64, seed: u64) -> (Vec<Sample>, Vec<Sample>) {
+    shuffle(&mut samples, seed);
+    let train = ((samples.len() as f64) * train_prob.clamp(0.0, 1.0)).round() as usize;
+    let eval = samples.split_off(train);
+    (samples, eval)
+}
+
+/// Earlier rounds' training samples to train on again beside a round's new ones, so that
+/// a round that sees only new data does not forget what the model knew: `count` of them,
+/// chosen by a shuffle seeded with `seed` (the round: a resumed round replays the same).
+pub fn replay(mut earlier: Vec<Sample>, count: usize, seed: u64) -> Vec<Sample> {
+    shuffle(&mut earlier, seed ^ 0x4E91_A7C3);
+    earlier.truncate(count);
+    earlier
+}
+
+/// Fisher-Yates with SplitMix64.
+fn shuffle(samples: &mut [Sample], seed: u64) {
     let mut state = seed;
-    // Fisher-Yates with SplitMix64.
     for i in (1..samples.len()).rev() {
         let j = (next(&mut state) % (i as u64 + 1)) as usize;
         samples.swap(i, j);
     }
-    let train = ((samples.len() as f64) * train_prob.clamp(0.0, 1.0)).round() as usize;
-    let eval = samples.split_off(train);
-    (samples, eval)
 }
 
 fn next(state: &mut u64) -> u64 {
@@ -113,6 +126,24 @@ mod tests {
         );
         assert_eq!(split(samples(0..3), 1.0, 1).1.len(), 0);
         assert_eq!(split(Vec::new(), 0.8, 1), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn replay_takes_a_bounded_seeded_choice_of_earlier_samples() {
+        let picked = replay(samples(0..50), 10, 2);
+        assert_eq!(picked.len(), 10);
+        assert_eq!(
+            picked,
+            replay(samples(0..50), 10, 2),
+            "a resumed round replays the same"
+        );
+        assert_ne!(picked, replay(samples(0..50), 10, 3));
+        assert_ne!(picked, samples(0..10), "not just the oldest");
+        assert_eq!(
+            replay(samples(0..4), 10, 2).len(),
+            4,
+            "at most what there is"
+        );
     }
 
     #[test]

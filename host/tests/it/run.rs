@@ -114,6 +114,19 @@ fn a_job_waits_for_its_trigger_then_trains_evaluates_and_deploys() {
         "round 2 evaluates on both rounds' eval sets"
     );
     assert_eq!(
+        lines(&out_dir.join("data/train/2/train.txt")),
+        18 + 18,
+        "round 2's 18 new training samples and as many of round 1's replayed"
+    );
+    assert!(
+        metrics["new"]["earlier_accuracy"][0].as_f64().unwrap() >= 0.9,
+        "the new model on round 1's eval set: {metrics}"
+    );
+    assert!(
+        metrics["deployed"]["earlier_accuracy"].is_array(),
+        "{metrics}"
+    );
+    assert_eq!(
         std::fs::read(out_dir.join("train/1/model.onnx")).unwrap(),
         std::fs::read(job.root().join("deploy/model.onnx")).unwrap(),
         "round 1's model still serves"
