@@ -13,6 +13,7 @@
 //!
 //! Imports `media` (models, tensors, errors) and nothing above it.
 
+mod conv;
 mod graph;
 mod loss;
 mod ops;

@@ -6,11 +6,12 @@
 //! accumulated for its input: every YOLO neck reads the upsampled tensor twice); `MaxPool`
 //! with padding or overlapping windows is a maximum of shifted slices; `Sigmoid` goes
 //! through `tanh`, whose backward stays finite for large inputs; `Softmax` subtracts a
-//! detached maximum. Every gradient is checked against central differences in the tests.
+//! detached maximum; `Conv` is im2col and GEMM both ways (`conv`). Every gradient is checked against central differences in the tests.
 
 use candle_core::{DType, Device, Tensor as Dense};
 use tract_onnx::pb;
 
+use super::conv::{Conv2d, conv2d};
 use super::value::{Ints, Value, from_proto};
 
 /// The operators the engine evaluates and differentiates.
@@ -577,7 +578,13 @@ fn conv(call: &Call) -> Outcome {
     } else {
         (pad2d(&x, pads, 0.0)?, 0)
     };
-    let mut y = c!(input.conv2d(&w, padding, stride.0, dilation.0, group));
+    let conv = Conv2d {
+        stride: stride.0,
+        padding,
+        dilation: dilation.0,
+        groups: group,
+    };
+    let mut y = c!(conv2d(&input, &w, conv));
     if let Some(bias) = call.optional(2) {
         let bias = bias.float()?;
         let channels = bias.elem_count();
