@@ -30,22 +30,13 @@ fn batch(dims: &[usize]) -> Tensor {
     }
 }
 
-/// Peak resident memory since the last reset, in MiB (`VmHWM`).
-fn peak_rss() -> f64 {
+/// A memory figure of this process in MiB: `VmHWM` (the peak since the last reset) or
+/// `VmRSS` (now).
+fn memory(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn resident() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
@@ -113,7 +104,7 @@ fn measure(case: &Case, threads: usize, steps: usize) {
         forwards.push(start.elapsed().as_secs_f64());
     }
     drop(forward);
-    let before = resident();
+    let before = memory("VmRSS:");
     reset_peak();
     let options = Options {
         trainable: Trainable::All,
@@ -145,7 +136,7 @@ fn measure(case: &Case, threads: usize, steps: usize) {
             parts.2.push(total - backwarded);
         }
     }
-    let peak = peak_rss();
+    let peak = memory("VmHWM:");
     let (train, fwd) = (median(&mut trains), median(&mut forwards));
     println!(
         "\n{}: {} weights train",

@@ -4,6 +4,7 @@
 //!
 //! Imports nothing of ours but [`crate::files`].
 
+pub mod augment;
 pub mod backend;
 pub mod builder;
 pub mod image;
@@ -13,6 +14,7 @@ pub mod tensor;
 pub mod video;
 pub mod zoo;
 
+pub use augment::{Augmentation, Motion};
 pub use backend::{Backend, BackendKind, backend};
 pub use builder::{Attr, ModelBuilder};
 pub use image::{Frame, Layout, Preprocess};

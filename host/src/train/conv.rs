@@ -366,33 +366,26 @@ impl CustomOp2 for Conv2d {
     ) -> candle_core::Result<(Option<Dense>, Option<Dense>)> {
         let g = Geometry::new(*self, x.dims(), w.dims())?;
         let (dx, dw) = match x.dtype() {
-            candle_core::DType::F32 => {
-                let (dx, dw) = backward(
-                    &g,
-                    &x.flatten_all()?.to_vec1::<f32>()?,
-                    &w.flatten_all()?.to_vec1::<f32>()?,
-                    &dy.flatten_all()?.to_vec1::<f32>()?,
-                );
-                (
-                    Dense::from_vec(dx, x.shape(), x.device())?,
-                    Dense::from_vec(dw, w.shape(), w.device())?,
-                )
-            }
-            _ => {
-                let (dx, dw) = backward(
-                    &g,
-                    &x.flatten_all()?.to_vec1::<f64>()?,
-                    &w.flatten_all()?.to_vec1::<f64>()?,
-                    &dy.flatten_all()?.to_vec1::<f64>()?,
-                );
-                (
-                    Dense::from_vec(dx, x.shape(), x.device())?,
-                    Dense::from_vec(dw, w.shape(), w.device())?,
-                )
-            }
+            candle_core::DType::F32 => gradients::<f32>(&g, x, w, dy)?,
+            _ => gradients::<f64>(&g, x, w, dy)?,
         };
         Ok((Some(dx), Some(dw)))
     }
+}
+
+/// [`backward`] on tensors of element type `T`.
+fn gradients<T: WithDType>(
+    g: &Geometry,
+    x: &Dense,
+    w: &Dense,
+    dy: &Dense,
+) -> candle_core::Result<(Dense, Dense)> {
+    let values = |t: &Dense| t.flatten_all()?.to_vec1::<T>();
+    let (dx, dw) = backward(g, &values(x)?, &values(w)?, &values(dy)?);
+    Ok((
+        Dense::from_vec(dx, x.shape(), x.device())?,
+        Dense::from_vec(dw, w.shape(), w.device())?,
+    ))
 }
 
 /// `x` convolved with `w`, on the autodiff tape with this module's backward.

@@ -272,6 +272,7 @@ fn the_whole_model_trains_and_frozen_weights_stay_byte_identical() {
         ("optimizer", "adamw"),
         ("lr_schedule", "cosine"),
         ("warmup_epochs", "1"),
+        ("augment", "true"),
     ]);
     assert_ne!(
         weight(&whole, "backbone.w"),

@@ -32,16 +32,46 @@ struct Loaded {
 /// What a training sample should produce.
 enum Target {
     Class(usize),
-    /// Boxes in model-input pixels.
+    /// Boxes in the image's pixels.
     Boxes(Vec<([f32; 4], u32)>),
 }
 
-/// A training sample: its index in the data set, its target and, when only the model's
-/// own head trains, the features the head reads (computed once).
+/// A training sample: its index in the data set, its target, where the image lands in
+/// the model input and, when only the model's own head trains, the features the head
+/// reads (computed once).
 struct TrainingSample {
     index: u32,
     target: Target,
+    placement: Placement,
     features: Option<Tensor>,
+}
+
+impl TrainingSample {
+    /// The sample's boxes in model-input pixels, after `motion` (an augmentation's) when
+    /// given; none for a class label.
+    fn input_boxes(&self, motion: Option<&host::Motion>, size: (f32, f32)) -> Vec<([f32; 4], u32)> {
+        let Target::Boxes(boxes) = &self.target else {
+            return Vec::new();
+        };
+        let boxes = match motion {
+            Some(m) => train::moved(
+                boxes,
+                [m.scale_x, m.scale_y, m.shift_x, m.shift_y],
+                size.0,
+                size.1,
+            ),
+            None => boxes.clone(),
+        };
+        let p = &self.placement;
+        boxes
+            .into_iter()
+            .map(|([x1, y1, x2, y2], class)| {
+                let to_input = |x: f32, y: f32| (x * p.scale_x + p.pad_x, y * p.scale_y + p.pad_y);
+                let ((x1, y1), (x2, y2)) = (to_input(x1, y1), to_input(x2, y2));
+                ([x1, y1, x2, y2], class)
+            })
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -285,18 +315,7 @@ impl Loaded {
             let sample = data.frame(index).map_err(describe).and_then(|frame| {
                 let target = match data.label(index).map_err(describe)? {
                     host::Label::Boxes(truth) if c.head.is_detection() => {
-                        let p = frame.placement(&self.preprocess());
-                        let to_input =
-                            |x: f32, y: f32| (x * p.scale_x + p.pad_x, y * p.scale_y + p.pad_y);
-                        Target::Boxes(
-                            boxes(&truth)
-                                .into_iter()
-                                .map(|([x1, y1, x2, y2], class)| {
-                                    let ((x1, y1), (x2, y2)) = (to_input(x1, y1), to_input(x2, y2));
-                                    ([x1, y1, x2, y2], class)
-                                })
-                                .collect(),
-                        )
+                        Target::Boxes(boxes(&truth))
                     }
                     host::Label::Class(class) if !c.head.is_detection() => {
                         Target::Class(c.class_index(&class)?)
@@ -310,6 +329,7 @@ impl Loaded {
                 Ok(TrainingSample {
                     index,
                     target,
+                    placement: frame.placement(&self.preprocess()),
                     features,
                 })
             });
@@ -347,6 +367,12 @@ impl Loaded {
             None => None,
         };
         let (samples, skipped) = self.training_samples(data, context.as_ref().zip(cached));
+        if cached.is_some() && settings.augment.is_some() {
+            log(
+                Level::Warn,
+                "augmentation is off: the head trains on features computed once (set `trainable` to train through them)",
+            );
+        }
         if samples.is_empty() {
             return Err(format!(
                 "none of the {} training samples is usable (see the warnings above)",
@@ -393,7 +419,17 @@ impl Loaded {
             for chunk in order.chunks(batch_size) {
                 let batch: Vec<&TrainingSample> =
                     chunk.iter().map(|&k| &samples[k as usize]).collect();
-                let loss = self.train_batch(&session, data, &fed, &batch)?;
+                let seed = settings.seed ^ ((epoch as u64) << 32) ^ step;
+                let augment = settings.augment.map(|a| host::Augmentation {
+                    flip: a.flip,
+                    hue: a.hue,
+                    saturation: a.saturation,
+                    value: a.value,
+                    scale: a.scale,
+                    translate: a.translate,
+                    seed,
+                });
+                let loss = self.train_batch(&session, data, &fed, &batch, augment)?;
                 session
                     .step(settings.learning_rate_at(step, per_epoch, total))
                     .map_err(describe)?;
@@ -417,25 +453,38 @@ impl Loaded {
         Ok((self.with_graph(graph)?, losses, skipped))
     }
 
-    /// Forward and backward of one batch; returns its mean loss.
+    /// Forward and backward of one batch (each image changed by `augment` when given, with
+    /// a seed of its own); returns its mean loss.
     fn train_batch(
         &self,
         session: &training::Session,
         data: &Dataset,
         fed: &str,
         batch: &[&TrainingSample],
+        augment: Option<host::Augmentation>,
     ) -> Result<f64, String> {
         let c = &self.conventions;
         let classes = c.class_names.len();
-        let fresh: Vec<Tensor> = batch
-            .iter()
-            .filter(|s| s.features.is_none())
-            .map(|s| {
-                data.frame(s.index)
-                    .and_then(|frame| frame.to_tensor(&self.preprocess()))
-                    .map_err(describe)
-            })
-            .collect::<Result<_, _>>()?;
+        let mut fresh = Vec::new();
+        let mut boxes = Vec::with_capacity(batch.len());
+        for (i, sample) in batch.iter().enumerate() {
+            if sample.features.is_some() {
+                boxes.push(sample.input_boxes(None, (0.0, 0.0)));
+                continue;
+            }
+            let frame = data.frame(sample.index).map_err(describe)?;
+            let size = (frame.width() as f32, frame.height() as f32);
+            let (frame, motion) = match augment {
+                Some(spec) => {
+                    let seed = spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9);
+                    let (changed, motion) = frame.augmented(host::Augmentation { seed, ..spec });
+                    (changed, Some(motion))
+                }
+                None => (frame, None),
+            };
+            boxes.push(sample.input_boxes(motion.as_ref(), size));
+            fresh.push(frame.to_tensor(&self.preprocess()).map_err(describe)?);
+        }
         let parts: Vec<&Tensor> = match batch
             .iter()
             .map(|s| s.features.as_ref())
@@ -499,34 +548,19 @@ impl Loaded {
                 classes,
                 &classes_of(),
             )?),
-            Head::Grid => gradient(train::grid(
-                &floats(output),
-                &output.dimensions(),
-                classes,
-                (c.width, c.height),
-                &boxes_of(batch),
-            )?),
-            Head::YoloV8 => gradient(crate::yolo::yolov8(
-                &floats(output),
-                &output.dimensions(),
-                classes,
-                (c.width, c.height),
-                &boxes_of(batch),
-            )?),
+            Head::Grid | Head::YoloV8 => {
+                let loss = if c.head == Head::Grid {
+                    train::grid
+                } else {
+                    crate::yolo::yolov8
+                };
+                let dims = output.dimensions();
+                let input = (c.width, c.height);
+                gradient(loss(&floats(output), &dims, classes, input, &boxes)?)
+            }
             Head::YoloV5 => unreachable!("refused before training"),
         }
     }
-}
-
-/// The boxes of a batch's samples (none for a class label).
-fn boxes_of(batch: &[&TrainingSample]) -> Vec<Vec<([f32; 4], u32)>> {
-    batch
-        .iter()
-        .map(|s| match &s.target {
-            Target::Boxes(b) => b.clone(),
-            Target::Class(_) => Vec::new(),
-        })
-        .collect()
 }
 
 /// Logs the first few skipped samples; returns 1 to count this one.

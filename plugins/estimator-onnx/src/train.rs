@@ -42,6 +42,91 @@ pub struct Settings {
     pub seed: u64,
     /// Threads of the host's training pool (0: half the cores).
     pub threads: u32,
+    /// Random changes to each training image, each epoch (none: the images as they are).
+    pub augment: Option<Augment>,
+}
+
+/// How much each kind of augmentation changes an image (Ultralytics' parameter names).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Augment {
+    pub flip: f32,
+    pub hue: f32,
+    pub saturation: f32,
+    pub value: f32,
+    pub scale: f32,
+    pub translate: f32,
+}
+
+impl Augment {
+    /// Ultralytics' defaults (`fliplr`, `hsv_h`, `hsv_s`, `hsv_v`, `scale`, `translate`).
+    pub const ULTRALYTICS: Augment = Augment {
+        flip: 0.5,
+        hue: 0.015,
+        saturation: 0.7,
+        value: 0.4,
+        scale: 0.5,
+        translate: 0.1,
+    };
+
+    fn from_params(params: &Params) -> Result<Option<Self>, String> {
+        let base = match params.get("augment").unwrap_or("false") {
+            "true" => Augment::ULTRALYTICS,
+            "false" => Augment {
+                flip: 0.0,
+                hue: 0.0,
+                saturation: 0.0,
+                value: 0.0,
+                scale: 0.0,
+                translate: 0.0,
+            },
+            other => {
+                return Err(format!(
+                    "parameter `augment` is {other:?}: expected `true` or `false`"
+                ));
+            }
+        };
+        let a = Augment {
+            flip: params.unit("fliplr", base.flip as f64)? as f32,
+            hue: params.unit("hsv_h", base.hue as f64)? as f32,
+            saturation: params.unit("hsv_s", base.saturation as f64)? as f32,
+            value: params.unit("hsv_v", base.value as f64)? as f32,
+            scale: params.number("scale", base.scale as f64, 0.0, 0.9)? as f32,
+            translate: params.unit("translate", base.translate as f64)? as f32,
+        };
+        let none = [a.flip, a.hue, a.saturation, a.value, a.scale, a.translate]
+            .iter()
+            .all(|&v| v == 0.0);
+        Ok((!none).then_some(a))
+    }
+}
+
+/// Boxes moved as an augmented image's pixels moved (`motion`: scale x, scale y, shift x,
+/// shift y), clipped to the `width` x `height` image. A box left with under a tenth of
+/// its area, or thinner than 2 pixels, is dropped (as Ultralytics drops them).
+pub fn moved(
+    boxes: &[([f32; 4], u32)],
+    [sx, sy, tx, ty]: [f32; 4],
+    width: f32,
+    height: f32,
+) -> Vec<([f32; 4], u32)> {
+    boxes
+        .iter()
+        .filter_map(|&([x1, y1, x2, y2], class)| {
+            let (a, b) = (x1 * sx + tx, x2 * sx + tx);
+            let (c, d) = (y1 * sy + ty, y2 * sy + ty);
+            let (left, right) = (a.min(b), a.max(b));
+            let (top, bottom) = (c.min(d), c.max(d));
+            let area = (right - left) * (bottom - top);
+            let clipped = [
+                left.max(0.0),
+                top.max(0.0),
+                right.min(width),
+                bottom.min(height),
+            ];
+            let (w, h) = (clipped[2] - clipped[0], clipped[3] - clipped[1]);
+            (w >= 2.0 && h >= 2.0 && w * h >= 0.1 * area).then_some((clipped, class))
+        })
+        .collect()
 }
 
 fn list(text: &str) -> Vec<String> {
@@ -92,6 +177,7 @@ impl Settings {
             schedule,
             seed: params.integer("seed", 0, 0, u64::MAX)?,
             threads: params.integer("threads", 0, 0, 1_024)? as u32,
+            augment: Augment::from_params(params)?,
         })
     }
 
@@ -353,6 +439,32 @@ mod tests {
         }];
         let err = Settings::from_params(&Params::new(&bad), &[]).unwrap_err();
         assert!(err.contains("`sgd` or `adamw`"), "{err}");
+    }
+
+    #[test]
+    fn augmented_boxes_follow_the_motion_and_lost_ones_drop() {
+        let boxes = [([10.0, 10.0, 20.0, 30.0], 1), ([0.0, 0.0, 4.0, 4.0], 0)];
+        // A flip of a 100-wide image: x -> 100 - x.
+        let flipped = moved(&boxes, [-1.0, 1.0, 100.0, 0.0], 100.0, 50.0);
+        assert_eq!(
+            flipped,
+            [([80.0, 10.0, 90.0, 30.0], 1), ([96.0, 0.0, 100.0, 4.0], 0)]
+        );
+        // Shifted 97 right: the first leaves the image, the second is cut to 3 px.
+        let shifted = moved(&boxes, [1.0, 1.0, 97.0, 0.0], 100.0, 50.0);
+        assert_eq!(shifted, [([97.0, 0.0, 100.0, 4.0], 0)]);
+        let params = [sedna_plugin_sdk::hem::Param {
+            key: "augment".into(),
+            value: "true".into(),
+        }];
+        let s = Settings::from_params(&Params::new(&params), &[]).unwrap();
+        assert_eq!(s.augment, Some(Augment::ULTRALYTICS));
+        assert_eq!(
+            Settings::from_params(&Params::new(&[]), &[])
+                .unwrap()
+                .augment,
+            None
+        );
     }
 
     #[test]

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use wasmtime::component::Resource;
 
 use crate::media::{
-    ErrorKind, Frame, InferError, Label, Layout, Model, Preprocess, Sample, SessionOptions, Tensor,
+    Augmentation, ErrorKind, Frame, InferError, Label, Layout, Model, Preprocess, Sample,
+    SessionOptions, Tensor,
 };
 use crate::plugin::bindings::inference::{
-    self, ErrorCode, NamedTensor, Placement, Preprocess as WitPreprocess, TensorType, ValueInfo,
+    self, Augmentation as WitAugmentation, ErrorCode, Motion, NamedTensor, Placement,
+    Preprocess as WitPreprocess, TensorType, ValueInfo,
 };
 use crate::plugin::bindings::types::Detections;
 use crate::plugin::resources::{Dataset, ExecutionContext, FrameHandle, Graph};
@@ -246,6 +248,30 @@ impl inference::HostFrame for HostState {
             pad_x: fit.pad_x as f32,
             pad_y: fit.pad_y as f32,
         })
+    }
+
+    fn augmented(
+        &mut self,
+        frame: Resource<FrameHandle>,
+        spec: WitAugmentation,
+    ) -> wasmtime::Result<(Resource<FrameHandle>, Motion)> {
+        let spec = Augmentation {
+            flip: spec.flip,
+            hue: spec.hue,
+            saturation: spec.saturation,
+            value: spec.value,
+            scale: spec.scale,
+            translate: spec.translate,
+            seed: spec.seed,
+        };
+        let (augmented, motion) = self.table.get(&frame)?.augmented(&spec);
+        let motion = Motion {
+            scale_x: motion.scale_x,
+            scale_y: motion.scale_y,
+            shift_x: motion.shift_x,
+            shift_y: motion.shift_y,
+        };
+        Ok((self.table.push(Arc::new(augmented))?, motion))
     }
 
     fn drop(&mut self, frame: Resource<FrameHandle>) -> wasmtime::Result<()> {

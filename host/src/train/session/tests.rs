@@ -792,3 +792,169 @@ fn bad_calls_say_what_to_do() {
     .unwrap();
     assert!(err.message.contains("starts with"), "{err}");
 }
+
+/// The engine's forward against the active ONNX backend's and tract's on the same
+/// exported model: the operators mean what ONNX says they mean.
+fn assert_backends_agree(session: &mut Session, input: &str, output: &str, batch: &Tensor) {
+    let [(_, engine)] = session
+        .forward(&[(input.into(), batch.clone())], &[output.into()])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let bytes = session.export().unwrap().to_bytes();
+    let reloaded = crate::media::Model::from_bytes("exported", &bytes).unwrap();
+    let mut backend = reloaded
+        .session(&Default::default())
+        .expect("the active backend loads it");
+    let outputs = backend.run(&[(input, batch)]).expect("runs");
+    let close = |a: &[f32], b: &[f32]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1e-2))
+    };
+    let worst = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(
+        close(&outputs[0].1.data, &engine.data),
+        "backend vs engine: worst difference {}",
+        worst(&outputs[0].1.data, &engine.data)
+    );
+    use tract_onnx::prelude::*;
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut bytes.as_slice())
+        .unwrap()
+        .with_input_fact(0, f32::fact(batch.dims.clone()).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let tensor = tract_onnx::prelude::Tensor::from_shape(&batch.dims, &batch.data).unwrap();
+    let out = plan.run(tvec!(tensor.into())).unwrap();
+    let tract_out: Vec<f32> = out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert!(
+        close(&tract_out, &engine.data),
+        "tract vs engine: worst difference {}",
+        worst(&tract_out, &engine.data)
+    );
+}
+
+#[test]
+fn a_trained_yolov8_shaped_detector_exports_what_the_engine_computes() {
+    // Conv-BN-SiLU, C2f (Split, Add, Concat), SPPF (padded MaxPool), nearest Resize, the
+    // DFL head (Reshape, Transpose, Softmax, a fixed Conv, anchor arithmetic), Sigmoid.
+    let model = crate::media::zoo::yolov8n(3, 64).unwrap();
+    let options = Options {
+        freeze: vec!["dfl".into()],
+        learning_rate: 1e-3,
+        ..Options::default()
+    };
+    let mut session = Session::open(&model, options).unwrap();
+    let mut r = Random(9);
+    let images = r.tensor(&[2, 3, 64, 64]);
+    let [(_, out)] = session
+        .forward(&[("images".into(), images.clone())], &["output0".into()])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(out.dims, [2, 7, 84]);
+    let target = Tensor::zeros(out.dims.clone());
+    let before = session
+        .backward_loss("output0", Loss::Mse, &target)
+        .unwrap();
+    session.step(None).unwrap();
+    for _ in 0..3 {
+        session
+            .forward(&[("images".into(), images.clone())], &["output0".into()])
+            .unwrap();
+        session
+            .backward_loss("output0", Loss::Mse, &target)
+            .unwrap();
+        session.step(None).unwrap();
+    }
+    session
+        .forward(&[("images".into(), images.clone())], &["output0".into()])
+        .unwrap();
+    let after = session
+        .backward_loss("output0", Loss::Mse, &target)
+        .unwrap();
+    assert!(after < before, "the loss falls: {before} -> {after}");
+    assert!(
+        !session.trainable().iter().any(|w| w.starts_with("dfl")),
+        "frozen"
+    );
+    assert_backends_agree(&mut session, "images", "output0", &images);
+}
+
+#[test]
+fn weights_in_constant_nodes_train_like_initializers() {
+    // A PaddlePaddle head: MatMul + Add, both operands held in Constant nodes.
+    let mut b = ModelBuilder::new("paddle");
+    b.input("x", &[None, Some(4)]);
+    let mut r = Random(6);
+    b.weight("fc_0.w_0", &r.tensor(&[4, 3]));
+    b.weight("fc_0.b_0", &r.tensor(&[3]));
+    b.node("MatMul", &["x", "fc_0.w_0"], &["m"], &[]);
+    b.node("Add", &["m", "fc_0.b_0"], &["logits"], &[]);
+    b.output("logits", &[None, Some(3)]);
+    let mut proto = b.build().unwrap().proto().clone();
+    let graph = proto.graph.as_mut().unwrap();
+    let constants: Vec<_> = graph.initializer.drain(..).collect();
+    for (i, tensor) in constants.into_iter().enumerate() {
+        let name = tensor.name.clone();
+        graph.node.insert(
+            i,
+            tract_onnx::pb::NodeProto {
+                name: format!("const_{i}"),
+                op_type: "Constant".into(),
+                output: vec![name],
+                attribute: vec![tract_onnx::pb::AttributeProto {
+                    name: "value".into(),
+                    r#type: tract_onnx::pb::attribute_proto::AttributeType::Tensor as i32,
+                    t: Some(tensor),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+    }
+    let model = crate::media::Model::from_proto("paddle", proto).unwrap();
+    let mut session = Session::open(
+        &model,
+        Options {
+            learning_rate: 0.1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(session.trainable(), ["fc_0.w_0", "fc_0.b_0"]);
+    let x = r.tensor(&[6, 4]);
+    let classes = Tensor {
+        dims: vec![6],
+        data: vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0],
+    };
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        session
+            .forward(&[("x".into(), x.clone())], &["logits".into()])
+            .unwrap();
+        losses.push(
+            session
+                .backward_loss("logits", Loss::CrossEntropy, &classes)
+                .unwrap(),
+        );
+        session.step(None).unwrap();
+    }
+    assert!(losses[19] < losses[0], "{losses:?}");
+    assert_backends_agree(&mut session, "x", "logits", &x);
+}
