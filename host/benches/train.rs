@@ -139,7 +139,7 @@ fn measure(case: &Case, threads: usize, steps: usize) {
     let peak = memory("VmHWM:");
     let (train, fwd) = (median(&mut trains), median(&mut forwards));
     println!(
-        "\n{}: {} weights train",
+        "\n{}: {} weight tensors train",
         case.name,
         session.trainable().len()
     );
@@ -195,7 +195,10 @@ fn worker_during_a_round(case: &Case, quick: bool) {
             let mut steps = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let out = session
-                    .forward(&[(input.clone(), images.clone())], &[output.clone()])
+                    .forward(
+                        &[(input.clone(), images.clone())],
+                        std::slice::from_ref(&output),
+                    )
                     .unwrap();
                 let target = Tensor::zeros(out[0].1.dims.clone());
                 session.backward_loss(&output, Loss::Mse, &target).unwrap();
