@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::Context;
+use super::progress::TrainingBar;
 use crate::learn::estimator::{evaluate, read_index, train_to};
 use crate::plugin::{Metric, metric_map};
 
@@ -68,6 +69,7 @@ impl Train {
             .map(|v| read_index(v, "--valid"))
             .transpose()?;
         let source = context.store()?.resolve(&self.estimator.estimator)?;
+        let bar = TrainingBar::new();
         let metrics = train_to(
             &context.runtime()?,
             &source,
@@ -76,8 +78,10 @@ impl Train {
             &data,
             valid.as_ref(),
             &self.out,
-        )?;
-        print(&metrics);
+            Some(bar.sink()),
+        );
+        bar.done();
+        print(&metrics?);
         eprintln!("wrote {}", self.out.display());
         Ok(ExitCode::SUCCESS)
     }

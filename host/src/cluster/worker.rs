@@ -53,6 +53,7 @@ impl Workers<'_> {
             &samples,
             None,
             &output,
+            None,
         )
         .context("MODEL_URL")?;
         Ok(WorkerReport {

@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use super::dataset::DatasetMonitor;
 use crate::media::Sample;
 use crate::plugin::{
-    DirGrant, Estimator, Metric, Param, Plugin, PluginStore, Runtime, Sandbox, Source, setting,
+    DirGrant, Estimator, Metric, Param, Plugin, PluginStore, ProgressSink, Runtime, Sandbox,
+    Source, setting,
 };
 use crate::spec::Format;
 
@@ -45,12 +46,18 @@ pub fn estimator_on(
     output: &Path,
     deadline: Duration,
 ) -> anyhow::Result<Plugin<Estimator>> {
-    let mut params = params.to_vec();
-    params.push(Param {
-        key: "model_url".into(),
-        value: "model".into(),
-    });
-    let sandbox = Sandbox {
+    load(
+        runtime,
+        source,
+        params,
+        estimator_sandbox(model, output, deadline),
+    )
+}
+
+/// An estimator's sandbox: `model` loadable as `model`, `output` writable as
+/// [`GUEST_OUTPUT`].
+fn estimator_sandbox(model: &Path, output: &Path, deadline: Duration) -> Sandbox {
+    Sandbox {
         deadline,
         memory: ESTIMATOR_MEMORY,
         models: vec![("model".into(), model.to_path_buf())],
@@ -60,7 +67,21 @@ pub fn estimator_on(
             writable: true,
         }],
         ..Sandbox::default()
-    };
+    }
+}
+
+/// The estimator from `source` in `sandbox`, told to load its model at `init`.
+fn load(
+    runtime: &Runtime,
+    source: &Source,
+    params: &[Param],
+    sandbox: Sandbox,
+) -> anyhow::Result<Plugin<Estimator>> {
+    let mut params = params.to_vec();
+    params.push(Param {
+        key: "model_url".into(),
+        value: "model".into(),
+    });
     Ok(Plugin::<Estimator>::load(runtime, source, params, sandbox)?)
 }
 
@@ -80,7 +101,9 @@ pub fn read_index(index: &str, what: &str) -> anyhow::Result<Arc<[Sample]>> {
 }
 
 /// Trains `model` on `data` (validating on `valid`) and writes the trained model to
-/// `out`, whole or not at all: what `sedna train` and `sedna worker train` run.
+/// `out`, whole or not at all: what `sedna train` and `sedna worker train` run. `progress`
+/// is told where training is after each step.
+#[allow(clippy::too_many_arguments)]
 pub fn train_to(
     runtime: &Runtime,
     source: &Source,
@@ -89,6 +112,7 @@ pub fn train_to(
     data: &Arc<[Sample]>,
     valid: Option<&Arc<[Sample]>>,
     out: &Path,
+    progress: Option<ProgressSink>,
 ) -> anyhow::Result<Vec<Metric>> {
     let (Some(dir), Some(file)) = (out.parent(), out.file_name()) else {
         anyhow::bail!(
@@ -103,7 +127,11 @@ pub fn train_to(
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let started = Instant::now();
-    let estimator = estimator_on(runtime, source, params, model, dir, ROUND_DEADLINE)?;
+    let sandbox = Sandbox {
+        progress,
+        ..estimator_sandbox(model, dir, ROUND_DEADLINE)
+    };
+    let estimator = load(runtime, source, params, sandbox)?;
     let metrics = estimator.train(data, valid)?;
     estimator.save(&format!("{GUEST_OUTPUT}/{}", file.to_string_lossy()))?;
     tracing::info!(

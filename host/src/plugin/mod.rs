@@ -41,7 +41,7 @@ pub use detections::ROW;
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{Cause, ErrorCounts, PluginError};
 pub use instance::{Instance, Plugin};
-pub use sandbox::{DirGrant, Sandbox};
+pub use sandbox::{DirGrant, ProgressSink, Sandbox};
 pub use slot::Slot;
 pub use state::HostState;
 pub use store::{BUILTINS, Builtin, PluginStore, Source, StoredPlugin, check_name};

@@ -15,6 +15,18 @@ pub struct Sandbox {
     pub models: Vec<(String, PathBuf)>,
     /// Threads one model run on the host may use.
     pub threads: usize,
+    /// Told where an estimator's training is after each step and report.
+    pub progress: Option<ProgressSink>,
+}
+
+/// Where a training session's progress goes (a terminal's bar, say).
+#[derive(Clone)]
+pub struct ProgressSink(pub std::sync::Arc<dyn Fn(&crate::train::Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
 }
 
 impl Default for Sandbox {
@@ -25,6 +37,7 @@ impl Default for Sandbox {
             dirs: Vec::new(),
             models: Vec::new(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: None,
         }
     }
 }

@@ -25,4 +25,4 @@ pub use graph::Trainable;
 pub use loss::Loss;
 pub use ops::SUPPORTED;
 pub use optim::Optimizer;
-pub use session::{Options, Precision, Session, default_threads};
+pub use session::{Options, Precision, Progress, Session, default_threads};

@@ -74,6 +74,21 @@ struct Weight {
     state: optim::State,
 }
 
+/// Where a session is: what the host shows as training progress.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Samples through forward since the session opened.
+    pub samples: u64,
+    /// The epoch and the epochs, as the trainer reported them.
+    pub epoch: Option<(u32, u32)>,
+    /// The last loss: the trainer's report, or a host loss's value.
+    pub loss: Option<f64>,
+    /// Since the session opened.
+    pub elapsed: std::time::Duration,
+}
+
 /// The values of the last forward, kept for the backward that follows it.
 struct Tape {
     values: BTreeMap<String, Value>,
@@ -95,6 +110,8 @@ pub struct Session {
     steps: u64,
     /// Bytes the weights and their optimizer state take.
     weight_bytes: u64,
+    progress: Progress,
+    opened: std::time::Instant,
 }
 
 impl Session {
@@ -179,6 +196,8 @@ impl Session {
             accumulated: 0,
             steps: 0,
             weight_bytes,
+            progress: Progress::default(),
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -205,6 +224,21 @@ impl Session {
         self.steps
     }
 
+    /// Where training is.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            steps: self.steps,
+            elapsed: self.opened.elapsed(),
+            ..self.progress.clone()
+        }
+    }
+
+    /// Records the trainer's own account of where it is (its epoch and loss).
+    pub fn report(&mut self, epoch: u32, epochs: u32, loss: f64) {
+        self.progress.epoch = Some((epoch, epochs));
+        self.progress.loss = Some(loss);
+    }
+
     /// Runs the graph on `inputs` and returns the values named `wanted` (any value of the
     /// graph, intermediates too). An input may name an intermediate value: the nodes that
     /// produce it are not run (a frozen backbone's features, computed once). The values
@@ -218,6 +252,11 @@ impl Session {
         let pool = self.pool.clone();
         let result = pool.install(|| self.forward_on_pool(inputs, wanted));
         let values = result?;
+        self.progress.samples += inputs
+            .first()
+            .and_then(|(_, t)| t.dims.first())
+            .copied()
+            .unwrap_or(0) as u64;
         let out = wanted
             .iter()
             .map(|name| {
@@ -426,6 +465,7 @@ impl Session {
             ));
         }
         self.backward_from(&value)?;
+        self.progress.loss = Some(number);
         Ok(number)
     }
 

@@ -373,3 +373,40 @@ fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
     let metrics = estimator.evaluate(&train).unwrap();
     assert_eq!(metric(&metrics, "samples"), [8.0], "{metrics:?}");
 }
+
+#[test]
+fn training_reports_its_progress_to_the_sandboxs_sink() {
+    let job = Job::new(&classifier());
+    let seen: Arc<std::sync::Mutex<Vec<sedna::train::Progress>>> = Default::default();
+    let sink = {
+        let seen = seen.clone();
+        sedna::plugin::ProgressSink(Arc::new(move |p: &sedna::train::Progress| {
+            seen.lock().unwrap().push(p.clone())
+        }))
+    };
+    let sandbox = Sandbox {
+        progress: Some(sink),
+        ..job.sandbox()
+    };
+    let params = params(&[
+        ("model_url", "base"),
+        ("epochs", "3"),
+        ("batch_size", "4"),
+        ("trainable", "all"),
+    ]);
+    let estimator =
+        Plugin::<Estimator>::load(runtime(), &builtin("ONNX"), params, sandbox).unwrap();
+    estimator
+        .train(&colour_samples(job.dir.path(), 0, 8), None)
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    let last = seen.last().expect("progress was reported");
+    assert_eq!(last.epoch, Some((3, 3)), "{last:?}");
+    assert_eq!(last.steps, 6, "two batches of 4 an epoch");
+    assert_eq!(last.samples, 24);
+    assert!(last.loss.is_some_and(f64::is_finite), "{last:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].steps <= w[1].steps),
+        "steps only grow"
+    );
+}

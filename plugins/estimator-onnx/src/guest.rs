@@ -415,7 +415,7 @@ impl Loaded {
         let mut losses = Vec::with_capacity(settings.epochs as usize);
         for epoch in 1..=settings.epochs {
             train::shuffle(&mut order, &mut random);
-            let mut sum = 0.0;
+            let (mut sum, mut seen) = (0.0, 0);
             for chunk in order.chunks(batch_size) {
                 let batch: Vec<&TrainingSample> =
                     chunk.iter().map(|&k| &samples[k as usize]).collect();
@@ -435,6 +435,8 @@ impl Loaded {
                     .map_err(describe)?;
                 step += 1;
                 sum += loss * batch.len() as f64;
+                seen += batch.len();
+                session.report(epoch, settings.epochs, sum / seen as f64);
             }
             let mean = sum / samples.len() as f64;
             if !mean.is_finite() {

@@ -49,6 +49,14 @@ impl HostState {
     ) -> wasmtime::Result<&mut train::Session> {
         Ok(&mut self.table.get_mut(session)?.0)
     }
+
+    /// Tells the job's progress sink, if it has one, where the session is.
+    fn show_progress(&mut self, session: &Resource<TrainingSession>) -> wasmtime::Result<()> {
+        if let Some(sink) = self.sandbox.progress.clone() {
+            (sink.0)(&self.session(session)?.progress());
+        }
+        Ok(())
+    }
 }
 
 impl training::Host for HostState {
@@ -164,9 +172,23 @@ impl training::HostSession for HostState {
 
     fn step(&mut self, session: Resource<TrainingSession>, learning_rate: f32) -> Answer<()> {
         match self.session(&session)?.step(Some(learning_rate as f64)) {
-            Ok(()) => Ok(Ok(())),
+            Ok(()) => {
+                self.show_progress(&session)?;
+                Ok(Ok(()))
+            }
             Err(e) => self.fail(e),
         }
+    }
+
+    fn report(
+        &mut self,
+        session: Resource<TrainingSession>,
+        epoch: u32,
+        epochs: u32,
+        loss: f64,
+    ) -> wasmtime::Result<()> {
+        self.session(&session)?.report(epoch, epochs, loss);
+        self.show_progress(&session)
     }
 
     fn to_graph(&mut self, session: Resource<TrainingSession>) -> Answer<Resource<Graph>> {
