@@ -57,7 +57,8 @@ pub struct TrainingBar {
 }
 
 impl TrainingBar {
-    pub fn new() -> Self {
+    /// Starts the spinner (shown only when stderr is a terminal).
+    pub fn start() -> Self {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} training: {msg} ({elapsed})")

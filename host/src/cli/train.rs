@@ -69,7 +69,7 @@ impl Train {
             .map(|v| read_index(v, "--valid"))
             .transpose()?;
         let source = context.store()?.resolve(&self.estimator.estimator)?;
-        let bar = TrainingBar::new();
+        let bar = TrainingBar::start();
         let metrics = train_to(
             &context.runtime()?,
             &source,
