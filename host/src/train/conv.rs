@@ -48,6 +48,13 @@ impl Geometry {
             );
         };
         let groups = conv.groups.max(1);
+        if kh == 0 || kw == 0 || conv.stride == 0 || conv.dilation == 0 {
+            candle_core::bail!(
+                "a kernel {w:?} with stride {} and dilation {}: none may be 0",
+                conv.stride,
+                conv.dilation
+            );
+        }
         if c_in != cin_g * groups || c_out % groups != 0 {
             candle_core::bail!(
                 "a kernel {w:?} does not fit an input of {c_in} channels in {groups} groups"
@@ -108,6 +115,9 @@ fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T]) {
                 let (x_lo, x_hi, x_off) = g.valid(g.ow, g.w, j);
                 let row = &mut col[((c * g.kh + i) * g.kw + j) * plane..][..plane];
                 row.fill(T::zero());
+                if x_lo >= x_hi {
+                    continue;
+                }
                 for oy in y_lo..y_hi {
                     let iy = (oy as isize * stride as isize + y_off) as usize;
                     let src = &x[c * hw + iy * g.w..][..g.w];
@@ -138,6 +148,9 @@ fn col2im<T: WithDType>(g: &Geometry, col: &[T], dx: &mut [T]) {
             for j in 0..g.kw {
                 let (x_lo, x_hi, x_off) = g.valid(g.ow, g.w, j);
                 let row = &col[((c * g.kh + i) * g.kw + j) * plane..][..plane];
+                if x_lo >= x_hi {
+                    continue;
+                }
                 for oy in y_lo..y_hi {
                     let iy = (oy as isize * stride as isize + y_off) as usize;
                     let dst = &mut dx[c * hw + iy * g.w..][..g.w];

@@ -37,6 +37,44 @@ impl Trainable {
     }
 }
 
+/// Whether `name` is `prefix` or starts with it at a boundary: `model.1` names
+/// `model.1.conv.weight`, not `model.10.conv.weight`.
+pub fn matches_prefix(name: &str, prefix: &str) -> bool {
+    match name.strip_prefix(prefix) {
+        Some(rest) => {
+            rest.is_empty()
+                || prefix.ends_with(|c: char| !c.is_ascii_alphanumeric())
+                || rest.starts_with(|c: char| !c.is_ascii_alphanumeric())
+        }
+        None => false,
+    }
+}
+
+/// Initializers every use of which is a fixed input: BatchNormalization's statistics, or
+/// the shapes, scales, axes and bounds of layout ops. A prefix never makes them train.
+fn fixed_inputs(graph: &pb::GraphProto) -> BTreeSet<String> {
+    let fixed_slot = |op: &str, slot: usize| match op {
+        "BatchNormalization" => slot >= 3,
+        "Resize" | "Upsample" | "Reshape" | "Slice" | "Split" | "Squeeze" | "Unsqueeze"
+        | "Gather" | "Pow" | "Clip" => slot >= 1,
+        "ConstantOfShape" => true,
+        _ => false,
+    };
+    let mut variable = BTreeSet::new();
+    let mut fixed = BTreeSet::new();
+    for node in &graph.node {
+        for (slot, input) in node.input.iter().enumerate() {
+            if fixed_slot(&node.op_type, slot) {
+                fixed.insert(input.clone());
+            } else {
+                variable.insert(input.clone());
+            }
+        }
+    }
+    fixed.retain(|name| !variable.contains(name));
+    fixed
+}
+
 /// The inputs of `op` that hold its weights (by position).
 fn weight_slots(op: &str) -> &'static [usize] {
     match op {
@@ -74,23 +112,29 @@ pub fn prepare(
         .filter(|t| is_float(t))
         .map(|t| t.name.clone())
         .collect();
+    let frozen = |w: &str| freeze.iter().any(|f| matches_prefix(w, f));
     let candidates = weight_candidates(graph, &floats);
     let chosen: Vec<String> = match trainable {
         Trainable::All => candidates.iter().flat_map(|(_, w)| w.clone()).collect(),
+        // The last layer that still has a weight to train once `freeze` is applied.
         Trainable::Head => candidates
-            .last()
+            .iter()
+            .rev()
+            .find(|(_, w)| w.iter().any(|w| !frozen(w)))
             .map(|(_, w)| w.clone())
             .unwrap_or_default(),
         Trainable::Prefixes(prefixes) => {
+            let fixed = fixed_inputs(graph);
             let chosen: Vec<String> = graph
                 .initializer
                 .iter()
-                .filter(|t| is_float(t) && prefixes.iter().any(|p| t.name.starts_with(p)))
+                .filter(|t| is_float(t) && !fixed.contains(&t.name))
+                .filter(|t| prefixes.iter().any(|p| matches_prefix(&t.name, p)))
                 .map(|t| t.name.clone())
                 .collect();
             if chosen.is_empty() {
                 return Err(format!(
-                    "no float weight of {name} starts with {prefixes:?}: name prefixes of its initializers, `head` or `all`"
+                    "no trainable weight of {name} is named by {prefixes:?}: give name prefixes of its initializers (`model.1` is `model.1.*`, not `model.10`), `head` or `all`"
                 ));
             }
             chosen
@@ -99,12 +143,17 @@ pub fn prepare(
     let mut seen = BTreeSet::new();
     let chosen: Vec<String> = chosen
         .into_iter()
-        .filter(|w| !freeze.iter().any(|f| w.starts_with(f.as_str())))
+        .filter(|w| !frozen(w))
         .filter(|w| seen.insert(w.clone()))
         .collect();
     if chosen.is_empty() {
+        let all: Vec<&str> = candidates
+            .iter()
+            .flat_map(|(_, w)| w.iter().map(String::as_str))
+            .take(8)
+            .collect();
         return Err(format!(
-            "nothing of {name} would train: `trainable` chose no weight, or `freeze` froze them all"
+            "nothing of {name} would train: `trainable` chose no weight, or `freeze` {freeze:?} froze them all (its weights include {all:?})"
         ));
     }
     let trainable = untie(graph, &chosen);

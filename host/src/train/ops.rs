@@ -346,13 +346,14 @@ fn binary(call: &Call, op: &str) -> Outcome {
 
 fn int_binary(a: &Ints, b: &Ints, op: &str) -> Result<Ints, String> {
     let f = |x: i64, y: i64| -> Result<i64, String> {
-        Ok(match op {
-            "Add" => x + y,
-            "Sub" => x - y,
-            "Mul" => x * y,
-            _ if y == 0 => return Err("integer division by zero".into()),
-            _ => x.div_euclid(y),
-        })
+        // ONNX integer division truncates toward zero.
+        let value = match op {
+            "Add" => x.checked_add(y),
+            "Sub" => x.checked_sub(y),
+            "Mul" => x.checked_mul(y),
+            _ => x.checked_div(y),
+        };
+        value.ok_or_else(|| format!("integer {op} of {x} and {y} overflows or divides by zero"))
     };
     let (long, short, swapped) = if a.data.len() >= b.data.len() {
         (a, b, false)
@@ -648,6 +649,12 @@ fn batch_norm(call: &Call) -> Outcome {
     let (scale, shift, mean, var) = (call.x(1)?, call.x(2)?, call.x(3)?, call.x(4)?);
     let epsilon = call.float_attr("epsilon", 1e-5) as f64;
     let channels = scale.elem_count();
+    if x.rank() < 2 || x.dims()[1] != channels {
+        return Err(format!(
+            "an input of {:?} for {channels} channels (BatchNormalization normalises axis 1)",
+            x.dims()
+        ));
+    }
     let mut shape = vec![1usize; x.rank()];
     shape[1] = channels;
     let inv = c!(c!(var.affine(1.0, epsilon)).sqrt()).recip();
@@ -696,6 +703,9 @@ fn pool(call: &Call, kind: Pool) -> Outcome {
             "pooling a rank-{} tensor: the engine supports 2-D pools",
             x.rank()
         ));
+    }
+    if call.attr("kernel_shape").is_none() {
+        return Err("a pool without `kernel_shape`".into());
     }
     let kernel = pair(call, "kernel_shape")?;
     let stride = pair(call, "strides")?;
@@ -839,8 +849,10 @@ fn concat(call: &Call) -> Outcome {
         .filter(|&i| call.optional(i).is_some())
         .map(|i| call.x(i))
         .collect::<Result<_, _>>()?;
-    let rank = tensors[0].rank();
-    let at = axis(call.int("axis", 0), rank)?;
+    let Some(first) = tensors.first() else {
+        return Err("Concat of no inputs".into());
+    };
+    let at = axis(call.int("axis", 0), first.rank())?;
     Ok(vec![Value::Float(c!(Dense::cat(&tensors, at)))])
 }
 
@@ -1014,6 +1026,7 @@ fn resize(call: &Call) -> Outcome {
         ));
     }
     let dims = x.dims().to_vec();
+    let scales_at = if call.opset < 11 { 1 } else { 2 };
     let factors: Vec<f64> = if call.node.op_type == "Upsample" {
         scales(call.optional(1).or(None))?.unwrap_or_else(|| {
             call.attr("scales")
@@ -1021,7 +1034,10 @@ fn resize(call: &Call) -> Outcome {
                 .unwrap_or_default()
         })
     } else {
-        match (scales(call.optional(2))?, call.optional(3)) {
+        match (
+            scales(call.optional(scales_at))?,
+            call.optional(3).filter(|_| call.opset >= 11),
+        ) {
             (Some(s), _) if !s.is_empty() => s,
             (_, Some(sizes)) => sizes
                 .ints()?
@@ -1045,10 +1061,52 @@ fn resize(call: &Call) -> Outcome {
         ));
     }
     let (sh, sw) = (factors[2].round() as usize, factors[3].round() as usize);
+    for factor in [sh, sw] {
+        nearest_is_repeat(call, factor)?;
+    }
     let (n, ch, h, w) = (dims[0], dims[1], dims[2], dims[3]);
     let y = c!(x.reshape((n, ch, h, 1, w, 1)));
     let y = c!(y.broadcast_as((n, ch, h, sh, w, sw)));
     Ok(vec![Value::Float(c!(y.reshape((n, ch, h * sh, w * sw))))])
+}
+
+/// Checks that Resize's coordinate mode and rounding pick source pixel `i / factor` for
+/// output pixel `i` (what the broadcast computes), and refuses the combinations that do not.
+fn nearest_is_repeat(call: &Call, factor: usize) -> Result<(), String> {
+    if call.node.op_type == "Upsample" || call.opset < 11 {
+        return Ok(());
+    }
+    let mode = call
+        .string("coordinate_transformation_mode")
+        .unwrap_or_else(|| "half_pixel".into());
+    let rounding = call
+        .string("nearest_mode")
+        .unwrap_or_else(|| "round_prefer_floor".into());
+    let f = factor as f64;
+    for i in 0..factor * 3 {
+        let x = match mode.as_str() {
+            "half_pixel" | "pytorch_half_pixel" => (i as f64 + 0.5) / f - 0.5,
+            "asymmetric" => i as f64 / f,
+            other => {
+                return Err(format!(
+                    "Resize with coordinate_transformation_mode `{other}` (the engine upsamples with `half_pixel` or `asymmetric`)"
+                ));
+            }
+        };
+        let picked = match rounding.as_str() {
+            "floor" => x.floor(),
+            "ceil" => x.ceil(),
+            "round_prefer_ceil" => (x + 0.5).floor(),
+            _ => (x - 0.5).ceil(),
+        }
+        .max(0.0) as usize;
+        if picked != i / factor {
+            return Err(format!(
+                "Resize by {factor} with `{mode}` and `{rounding}` is not a plain repeat of pixels (the engine supports those that are)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn scales(value: Option<&Value>) -> Result<Option<Vec<f64>>, String> {

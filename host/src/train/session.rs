@@ -260,7 +260,15 @@ impl Session {
         let out = wanted
             .iter()
             .map(|name| {
-                let value = values.get(name).expect("computed");
+                let value = values
+                    .get(name)
+                    .or_else(|| self.constants.get(name))
+                    .ok_or_else(|| {
+                        self.error(
+                            ErrorKind::NotFound,
+                            format!("`{name}` was not computed: it is an input not given, or an output its node does not produce"),
+                        )
+                    })?;
                 Ok((name.clone(), self.to_host(name, value)?))
             })
             .collect::<Result<_, InferError>>()?;
@@ -294,7 +302,12 @@ impl Session {
             }
             let dense = Dense::from_vec(tensor.data.clone(), tensor.dims.as_slice(), &Device::Cpu)
                 .and_then(|t| t.to_dtype(self.dtype))
-                .map_err(|e| self.error(ErrorKind::InvalidArgument, e.to_string()))?;
+                .map_err(|e| {
+                    self.error(
+                        ErrorKind::InvalidArgument,
+                        format!("input `{name}`: {}", ops::describe(e)),
+                    )
+                })?;
             values.insert(name.clone(), Value::Float(dense));
         }
         let needed = self.needed(graph, wanted, &values)?;
@@ -626,14 +639,13 @@ impl Session {
         let mut proto = self.proto.clone();
         let graph = proto.graph.as_mut().expect("checked at load");
         for weight in &self.weights {
-            let tensor = value::to_proto(&weight.name, weight.var.as_tensor())
-                .map_err(|m| self.error(ErrorKind::Runtime, m))?;
             let slot = graph
                 .initializer
                 .iter_mut()
                 .find(|t| t.name == weight.name)
                 .expect("a trainable weight is an initializer");
-            *slot = tensor;
+            *slot = value::to_proto(&weight.name, weight.var.as_tensor(), slot.data_type)
+                .map_err(|m| self.error(ErrorKind::Runtime, m))?;
         }
         Model::from_proto(&self.name, proto)
     }

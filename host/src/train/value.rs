@@ -85,6 +85,12 @@ pub fn from_proto(proto: &pb::TensorProto, dtype: DType) -> Result<Value, String
     let dims: Vec<usize> = proto.dims.iter().map(|&d| d.max(0) as usize).collect();
     let count: usize = dims.iter().product();
     let raw = &proto.raw_data;
+    if !proto.external_data.is_empty() {
+        return Err(format!(
+            "tensor `{}` is stored outside the model file (external data), which the training engine does not read: export the model as one file",
+            proto.name
+        ));
+    }
     let float = |data: Vec<f64>| -> Result<Value, String> {
         if data.len() != count {
             return Err(format!(
@@ -140,12 +146,19 @@ pub fn from_proto(proto: &pb::TensorProto, dtype: DType) -> Result<Value, String
                 .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
                 .collect(),
         ),
-        Ok(DataType::Bool) | Ok(DataType::Uint8) | Ok(DataType::Int8) if !raw.is_empty() => {
+        Ok(DataType::Int8) if !raw.is_empty() => {
+            ints(raw.iter().map(|&b| b as i8 as i64).collect())
+        }
+        Ok(DataType::Bool) | Ok(DataType::Uint8) if !raw.is_empty() => {
             ints(raw.iter().map(|&b| b as i64).collect())
         }
         Ok(DataType::Bool) | Ok(DataType::Uint8) | Ok(DataType::Int8) => {
             ints(proto.int32_data.iter().map(|&v| v as i64).collect())
         }
+        Ok(DataType::Float16) | Ok(DataType::Bfloat16) => Err(format!(
+            "tensor `{}` is half precision, which the training engine does not train: export the model in float32 (Ultralytics: without `half=True`)",
+            proto.name
+        )),
         _ => Err(format!(
             "tensor `{}` has ONNX element type {}, which the training engine does not read",
             proto.name, proto.data_type
@@ -153,18 +166,28 @@ pub fn from_proto(proto: &pb::TensorProto, dtype: DType) -> Result<Value, String
     }
 }
 
-/// A float value written back as an ONNX float32 tensor named `name`.
-pub fn to_proto(name: &str, tensor: &Dense) -> Result<pb::TensorProto, String> {
-    let data = tensor
-        .flatten_all()
-        .and_then(|t| t.to_dtype(DType::F32))
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| e.to_string())?;
+/// A float value written back as an ONNX tensor named `name` of element type `data_type`
+/// (float or double, as the model had it).
+pub fn to_proto(name: &str, tensor: &Dense, data_type: i32) -> Result<pb::TensorProto, String> {
+    let flat = tensor.flatten_all().map_err(|e| e.to_string())?;
+    let raw_data = if data_type == DataType::Double as i32 {
+        let data = flat.to_dtype(DType::F64).and_then(|t| t.to_vec1::<f64>());
+        data.map_err(|e| e.to_string())?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    } else {
+        let data = flat.to_dtype(DType::F32).and_then(|t| t.to_vec1::<f32>());
+        data.map_err(|e| e.to_string())?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    };
     Ok(pb::TensorProto {
         name: name.to_string(),
         dims: tensor.dims().iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data_type,
+        raw_data,
         ..Default::default()
     })
 }

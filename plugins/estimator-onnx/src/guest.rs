@@ -539,6 +539,14 @@ impl Loaded {
                 )
             }
             Head::Sigmoid => {
+                let values: usize = output.dimensions().iter().map(|&d| d as usize).product();
+                if values != batch.len() * classes {
+                    return Err(format!(
+                        "output `{}` holds {values} values for {} samples of {classes} classes: check `class_names`",
+                        c.output,
+                        batch.len()
+                    ));
+                }
                 let mut targets = vec![0.0; batch.len() * classes];
                 for (i, k) in classes_of().into_iter().enumerate() {
                     targets[i * classes + k] = 1.0;

@@ -36,7 +36,7 @@ impl HostState {
             weight_decay: options.weight_decay as f64,
             threads: match options.threads {
                 0 => train::default_threads(),
-                n => n as usize,
+                n => (n as usize).min(std::thread::available_parallelism().map_or(1, |c| c.get())),
             },
             memory_cap: Some(self.sandbox.memory.saturating_sub(self.tensor_bytes)),
             precision: train::Precision::F32,

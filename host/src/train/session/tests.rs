@@ -35,6 +35,7 @@ struct Case {
     builder: ModelBuilder,
     random: Random,
     input: Vec<usize>,
+    trained: Vec<String>,
 }
 
 impl Case {
@@ -46,12 +47,20 @@ impl Case {
             builder,
             random: Random(input.iter().product::<usize>() as u64),
             input: input.to_vec(),
+            trained: Vec::new(),
         }
     }
 
     fn weight(&mut self, name: &str, dims: &[usize]) -> &mut Self {
         let tensor = self.random.tensor(dims);
-        self.builder.weight(name, &tensor);
+        self.add(name, &tensor)
+    }
+
+    fn add(&mut self, name: &str, tensor: &Tensor) -> &mut Self {
+        self.builder.weight(name, tensor);
+        if name.starts_with('w') {
+            self.trained.push(name.to_string());
+        }
         self
     }
 
@@ -59,8 +68,7 @@ impl Case {
     fn positive(&mut self, name: &str, dims: &[usize]) -> &mut Self {
         let mut tensor = self.random.tensor(dims);
         tensor.data.iter_mut().for_each(|v| *v = 0.5 + v.abs());
-        self.builder.weight(name, &tensor);
-        self
+        self.add(name, &tensor)
     }
 
     fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Attr]) -> &mut Self {
@@ -74,7 +82,7 @@ impl Case {
         self.builder.output("y", &[]);
         let model = self.builder.build().expect("a valid model");
         let options = Options {
-            trainable: Trainable::Prefixes(vec!["w".into()]),
+            trainable: Trainable::Prefixes(self.trained.clone()),
             precision: Precision::F64,
             threads: 1,
             ..Options::default()
@@ -790,7 +798,16 @@ fn bad_calls_say_what_to_do() {
     )
     .err()
     .unwrap();
-    assert!(err.message.contains("starts with"), "{err}");
+    assert!(err.message.contains("is named by"), "{err}");
+    assert!(super::super::graph::matches_prefix(
+        "model.1.conv.weight",
+        "model.1"
+    ));
+    assert!(!super::super::graph::matches_prefix(
+        "model.10.conv.weight",
+        "model.1"
+    ));
+    assert!(super::super::graph::matches_prefix("fc.b", "fc.b"));
 }
 
 /// The engine's forward against the active ONNX backend's and tract's on the same
@@ -957,4 +974,71 @@ fn weights_in_constant_nodes_train_like_initializers() {
     }
     assert!(losses[19] < losses[0], "{losses:?}");
     assert_backends_agree(&mut session, "x", "logits", &x);
+}
+
+#[test]
+fn a_kernel_wider_than_its_input_reads_padding_only() {
+    // A 5x5 kernel with padding 2 on a map one pixel wide (MobileNet at small inputs).
+    Case::new(&[1, 2, 5, 1])
+        .weight("w1", &[3, 2, 5, 5])
+        .node("Conv", &["x", "w1"], &["y"], &[ints("pads", &[2, 2, 2, 2])])
+        .check();
+}
+
+#[test]
+fn what_trains_by_name_head_and_freeze() {
+    let model = classifier(3);
+    let open = |trainable: Trainable, freeze: &[&str]| {
+        let freeze = freeze.iter().map(|f| f.to_string()).collect();
+        Session::open(
+            &model,
+            Options {
+                trainable,
+                freeze,
+                ..Options::default()
+            },
+        )
+        .unwrap()
+        .trainable()
+    };
+    assert_eq!(
+        open(Trainable::Prefixes(vec!["bn".into()]), &[]),
+        ["bn.scale", "bn.shift"],
+        "statistics never train"
+    );
+    assert_eq!(
+        open(Trainable::Head, &["fc"]),
+        ["bn.scale", "bn.shift"],
+        "the last layer with something unfrozen"
+    );
+    assert_eq!(open(Trainable::All, &["conv", "bn"]), ["fc.w", "fc.b"]);
+}
+
+#[test]
+fn forward_returns_constants_and_refuses_what_it_cannot_compute() {
+    let model = classifier(3);
+    let mut session = Session::open(&model, Options::default()).unwrap();
+    let (images, _) = batch(&mut Random(8), 2);
+    let out = session
+        .forward(
+            &[("image".into(), images.clone())],
+            &["bn.mean".into(), "logits".into()],
+        )
+        .unwrap();
+    assert_eq!(out[0].1.data, [0.0; 4]);
+    let mut b = ModelBuilder::new("two-inputs");
+    b.input("a", &[Some(2)]).input("b", &[Some(2)]);
+    b.node("Add", &["a", "b"], &["y"], &[]);
+    b.output("y", &[]);
+    let mut session = Session::open(
+        &b.build().unwrap(),
+        Options {
+            trainable: Trainable::All,
+            ..Options::default()
+        },
+    );
+    assert!(
+        session.as_mut().is_err(),
+        "nothing to train is refused at open"
+    );
 }
