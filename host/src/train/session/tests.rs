@@ -615,69 +615,13 @@ fn frozen_weights_are_byte_identical_after_training() {
 #[test]
 fn the_exported_model_runs_as_the_engine_computed_it() {
     let model = classifier(3);
-    let (mut session, _) = train(
-        &model,
-        Options {
-            learning_rate: 0.05,
-            ..Options::default()
-        },
-        5,
-    );
-    let mut r = Random(5);
-    let (images, _) = batch(&mut r, 4);
-    let [(_, engine)] = session
-        .forward(
-            &[("image".into(), images.clone())],
-            &["probabilities".into()],
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let exported = session.export().unwrap();
-    let bytes = exported.to_bytes();
-    let reloaded = crate::media::Model::from_bytes("exported", &bytes).unwrap();
-    let mut backend = reloaded
-        .session(&Default::default())
-        .expect("the active backend loads it");
-    let outputs = backend.run(&[("image", &images)]).expect("runs");
-    let close = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1e-3))
+    let options = Options {
+        learning_rate: 0.05,
+        ..Options::default()
     };
-    assert!(
-        close(&outputs[0].1.data, &engine.data),
-        "{:?} vs {:?}",
-        outputs[0].1.data,
-        engine.data
-    );
-    // tract, directly (whatever the active backend is).
-    use tract_onnx::prelude::*;
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut bytes.as_slice())
-        .unwrap()
-        .with_input_fact(0, f32::fact([4, 3, 8, 8]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input: tract_onnx::prelude::Tensor =
-        tract_ndarray::Array4::from_shape_vec((4, 3, 8, 8), images.data.clone())
-            .unwrap()
-            .into();
-    let out = plan.run(tvec!(input.into())).unwrap();
-    let tract_out: Vec<f32> = out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect();
-    assert!(
-        close(&tract_out, &engine.data),
-        "tract {tract_out:?} vs {:?}",
-        engine.data
-    );
+    let (mut session, _) = train(&model, options, 5);
+    let (images, _) = batch(&mut Random(5), 4);
+    assert_backends_agree(&mut session, "image", "probabilities", &images);
 }
 
 #[test]
