@@ -303,3 +303,51 @@ fn untie(graph: &mut pb::GraphProto, chosen: &[String]) -> Vec<String> {
     }
     names
 }
+
+/// A `Sigmoid` whose value only a `Mul` by its own input reads: `x σ(x)`, the SiLU of
+/// every Ultralytics export, which the session computes as one op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Silu {
+    /// The nodes: the `Sigmoid` (skipped) and the `Mul` (which computes the SiLU).
+    pub sigmoid: usize,
+    pub mul: usize,
+    /// Their shared input, and the sigmoid's value nothing else reads.
+    pub input: String,
+    pub gate: String,
+}
+
+/// The SiLUs of `graph`, in graph order.
+pub fn silus(graph: &pb::GraphProto) -> Vec<Silu> {
+    let mut readers: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, node) in graph.node.iter().enumerate() {
+        for input in &node.input {
+            readers.entry(input.as_str()).or_default().push(index);
+        }
+    }
+    let outputs: BTreeSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let mut found = Vec::new();
+    for (sigmoid, node) in graph.node.iter().enumerate() {
+        let ([input], [gate]) = (node.input.as_slice(), node.output.as_slice()) else {
+            continue;
+        };
+        if node.op_type != "Sigmoid" || outputs.contains(gate.as_str()) {
+            continue;
+        }
+        let Some(&[mul]) = readers.get(gate.as_str()).map(Vec::as_slice) else {
+            continue;
+        };
+        let m = &graph.node[mul];
+        let pair = m.input.as_slice();
+        let reads_both =
+            pair == [input.clone(), gate.clone()] || pair == [gate.clone(), input.clone()];
+        if m.op_type == "Mul" && reads_both {
+            found.push(Silu {
+                sigmoid,
+                mul,
+                input: input.clone(),
+                gate: gate.clone(),
+            });
+        }
+    }
+    found
+}

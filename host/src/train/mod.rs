@@ -18,6 +18,7 @@ mod graph;
 mod loss;
 mod ops;
 mod optim;
+mod pointwise;
 mod session;
 mod value;
 

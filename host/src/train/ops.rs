@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor as Dense};
 use tract_onnx::pb;
 
 use super::conv::{Conv2d, conv2d};
+use super::pointwise;
 use super::value::{Ints, Value, from_proto};
 
 /// The operators the engine evaluates and differentiates.
@@ -403,12 +404,16 @@ fn pow(call: &Call) -> Outcome {
     Ok(vec![Value::Float(out)])
 }
 
-/// `sigmoid(x) = (1 + tanh(x / 2)) / 2`: its backward stays finite where `1 / (1 + e^-x)`
-/// would divide infinities.
+/// `σ(x)`, with a backward of its own (see [`pointwise`]).
 pub fn sigmoid(x: &Dense) -> Result<Dense, String> {
-    c!(x.affine(0.5, 0.0).and_then(|t| t.tanh()))
-        .affine(0.5, 0.5)
-        .map_err(|e| e.to_string())
+    pointwise::sigmoid(x).map_err(describe)
+}
+
+/// `x σ(x)` for a `Mul` of `input` by its sigmoid (see [`super::graph::silus`]).
+pub fn silu(call: &Call, input: &str) -> Outcome {
+    let at = call.node.input.iter().position(|i| i == input);
+    let x = call.x(at.ok_or_else(|| format!("it does not read `{input}`"))?)?;
+    Ok(vec![Value::Float(c!(pointwise::silu(&x)))])
 }
 
 fn hard_sigmoid(x: &Dense, alpha: f64, beta: f64) -> Result<Dense, String> {
@@ -587,9 +592,7 @@ fn conv(call: &Call) -> Outcome {
     };
     let mut y = c!(conv2d(&input, &w, conv));
     if let Some(bias) = call.optional(2) {
-        let bias = bias.float()?;
-        let channels = bias.elem_count();
-        y = c!(y.broadcast_add(&c!(bias.reshape((1, channels, 1, 1)))));
+        y = c!(pointwise::channel_bias(&y, bias.float()?));
     }
     Ok(vec![Value::Float(y)])
 }
@@ -655,15 +658,12 @@ fn batch_norm(call: &Call) -> Outcome {
             x.dims()
         ));
     }
-    let mut shape = vec![1usize; x.rank()];
-    shape[1] = channels;
     let inv = c!(c!(var.affine(1.0, epsilon)).sqrt()).recip();
     let factor = c!(scale.mul(&c!(inv)));
     let offset = c!(shift.sub(&c!(mean.mul(&factor))));
-    let y = c!(x.broadcast_mul(&c!(factor.reshape(shape.as_slice()))));
-    Ok(vec![Value::Float(c!(
-        y.broadcast_add(&c!(offset.reshape(shape.as_slice())))
-    ))])
+    Ok(vec![Value::Float(c!(pointwise::channel_affine(
+        &x, &factor, &offset
+    )))])
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor as Dense, Var};
 use tract_onnx::pb;
 
-use super::graph::{Trainable, prepare};
+use super::graph::{Silu, Trainable, prepare, silus};
 use super::loss::{Loss, scalar};
 use super::ops::{self, Call};
 use super::optim::{self, Optimizer};
@@ -102,6 +102,8 @@ pub struct Session {
     constants: BTreeMap<String, Value>,
     weights: Vec<Weight>,
     inputs: Vec<String>,
+    /// `x σ(x)` pairs of nodes, computed as one op when the gate is not asked for.
+    silus: Vec<Silu>,
     options: Options,
     pool: Arc<rayon::ThreadPool>,
     tape: Option<Tape>,
@@ -182,8 +184,10 @@ impl Session {
             .build()
             .map(Arc::new)
             .map_err(|e| error(ErrorKind::Runtime, format!("cannot start threads: {e}")))?;
+        let silus = silus(graph);
         Ok(Session {
             name,
+            silus,
             proto: prepared.proto,
             opset,
             dtype,
@@ -311,16 +315,24 @@ impl Session {
             values.insert(name.clone(), Value::Float(dense));
         }
         let needed = self.needed(graph, wanted, &values)?;
+        let fused: BTreeMap<usize, &Silu> = self
+            .silus
+            .iter()
+            .filter(|f| !wanted.contains(&f.gate) && !values.contains_key(&f.gate))
+            .map(|f| (f.mul, f))
+            .collect();
+        let skipped: BTreeSet<usize> = fused.values().map(|f| f.sigmoid).collect();
         let mut bytes = self.weight_bytes;
         for (index, node) in graph.node.iter().enumerate() {
-            if !needed.contains(&index) {
+            if !needed.contains(&index) || skipped.contains(&index) {
                 continue;
             }
             let inputs: Vec<Option<&Value>> = node
                 .input
                 .iter()
                 .map(|name| {
-                    if name.is_empty() {
+                    let gate = fused.get(&index).is_some_and(|f| &f.gate == name);
+                    if name.is_empty() || gate {
                         return Ok(None);
                     }
                     if let Some(value) = values.get(name).or_else(|| self.constants.get(name)) {
@@ -342,12 +354,16 @@ impl Session {
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let outputs = ops::run(&Call {
+            let call = Call {
                 node,
                 inputs,
                 opset: self.opset,
                 dtype: self.dtype,
-            })
+            };
+            let outputs = match fused.get(&index) {
+                Some(silu) => ops::silu(&call, &silu.input),
+                None => ops::run(&call),
+            }
             .map_err(|m| self.node_error(node, m))?;
             for (name, value) in node.output.iter().zip(outputs) {
                 // Activations and, in backward, their gradients.

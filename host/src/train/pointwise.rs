@@ -1,0 +1,399 @@
+//! The per-element and per-channel ops of a CNN as candle custom ops with a backward of
+//! their own: sigmoid, SiLU, and the per-channel affine of BatchNormalization and of a
+//! convolution's bias.
+//!
+//! Composed from candle's ops, each of these was several tensors and passes (a sigmoid
+//! through tanh: two affines, a tanh and their backward; a channel affine: a broadcast
+//! multiply and add whose backward reduces over batch and plane on one thread). On a YOLO
+//! they cost more than the convolutions. Here each is one pass forward and one backward,
+//! split over the session's thread pool.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage,
+    Tensor as Dense, WithDType,
+};
+use rayon::prelude::*;
+
+/// Elements per parallel task: enough to spread a layer over the pool, few enough tasks
+/// that scheduling them does not show.
+const CHUNK: usize = 1 << 14;
+
+/// The float types the engine trains in (f32; f64 for gradient checks).
+trait Real: WithDType {
+    fn exp(self) -> Self;
+    fn storage(values: Vec<Self>) -> CpuStorage;
+}
+
+impl Real for f32 {
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn storage(values: Vec<Self>) -> CpuStorage {
+        CpuStorage::F32(values)
+    }
+}
+
+impl Real for f64 {
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn storage(values: Vec<Self>) -> CpuStorage {
+        CpuStorage::F64(values)
+    }
+}
+
+/// `1 / (1 + e^-x)`, written so that no intermediate overflows: `e^x / (1 + e^x)` below 0.
+fn logistic<T: Real>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (T::zero() - x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// The contiguous elements of a storage.
+fn elements<'a, T: Real>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: a strided operand (make it contiguous first)");
+    };
+    Ok(&storage.as_slice::<T>()?[start..end])
+}
+
+/// Runs `f` on the elements of a contiguous CPU tensor.
+fn with_elements<T: Real, R>(op: &str, t: &Dense, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("{op}: the training engine runs on the CPU");
+    };
+    Ok(f(elements(op, cpu, layout)?))
+}
+
+/// A new tensor of `shape` holding `values`.
+fn tensor<T: Real>(values: Vec<T>, shape: &Shape) -> Result<Dense> {
+    Dense::from_vec(values, shape.clone(), &Device::Cpu)
+}
+
+/// `y[i] = f(x[i])` over the pool.
+fn map<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)));
+    y
+}
+
+/// An elementwise activation: its value, and its derivative from the input and the value.
+trait Activation: Copy + Send + Sync + 'static {
+    const NAME: &'static str;
+    fn value<T: Real>(self, x: T) -> T;
+    fn slope<T: Real>(self, x: T, y: T) -> T;
+
+    fn forward<T: Real>(self, storage: &CpuStorage, layout: &Layout) -> Result<CpuStorage> {
+        let x = elements::<T>(Self::NAME, storage, layout)?;
+        Ok(T::storage(map(x, |x| self.value(x))))
+    }
+
+    fn backward<T: Real>(self, x: &Dense, y: &Dense, dy: &Dense) -> Result<Dense> {
+        let dy = dy.contiguous()?;
+        let dx = with_elements::<T, _>(Self::NAME, x, |x| {
+            with_elements::<T, _>(Self::NAME, y, |y| {
+                with_elements::<T, _>(Self::NAME, &dy, |dy| {
+                    let mut dx = vec![T::zero(); x.len()];
+                    dx.par_chunks_mut(CHUNK)
+                        .zip(x.par_chunks(CHUNK))
+                        .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+                        .for_each(|((dx, x), (y, dy))| {
+                            for (i, dx) in dx.iter_mut().enumerate() {
+                                *dx = dy[i] * self.slope(x[i], y[i]);
+                            }
+                        });
+                    dx
+                })
+            })
+        })???;
+        tensor(dx, x.shape())
+    }
+}
+
+/// `σ(x) = 1 / (1 + e^-x)`; its slope `σ (1 - σ)` comes from the value alone.
+#[derive(Clone, Copy)]
+struct Sigmoid;
+
+impl Activation for Sigmoid {
+    const NAME: &'static str = "sigmoid";
+    fn value<T: Real>(self, x: T) -> T {
+        logistic(x)
+    }
+    fn slope<T: Real>(self, _x: T, y: T) -> T {
+        y * (T::one() - y)
+    }
+}
+
+/// `x σ(x)` (YOLO's activation: ONNX exports it as Sigmoid then Mul); its slope
+/// `σ (1 + x (1 - σ))` recomputes σ rather than keep it.
+#[derive(Clone, Copy)]
+struct Silu;
+
+impl Activation for Silu {
+    const NAME: &'static str = "silu";
+    fn value<T: Real>(self, x: T) -> T {
+        x * logistic(x)
+    }
+    fn slope<T: Real>(self, x: T, _y: T) -> T {
+        let s = logistic(x);
+        s * (T::one() + x * (T::one() - s))
+    }
+}
+
+/// The one candle op behind every [`Activation`].
+struct Elementwise<A>(A);
+
+impl<A: Activation> CustomOp1 for Elementwise<A> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let y = match storage.dtype() {
+            DType::F32 => self.0.forward::<f32>(storage, layout)?,
+            DType::F64 => self.0.forward::<f64>(storage, layout)?,
+            other => candle_core::bail!("{}: a float input, not {other:?}", A::NAME),
+        };
+        Ok((y, layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Dense, y: &Dense, dy: &Dense) -> Result<Option<Dense>> {
+        Ok(Some(match x.dtype() {
+            DType::F32 => self.0.backward::<f32>(x, y, dy)?,
+            _ => self.0.backward::<f64>(x, y, dy)?,
+        }))
+    }
+}
+
+/// `σ(x)` on the autodiff tape.
+pub fn sigmoid(x: &Dense) -> Result<Dense> {
+    x.contiguous()?.apply_op1(Elementwise(Sigmoid))
+}
+
+/// `x σ(x)` on the autodiff tape.
+pub fn silu(x: &Dense) -> Result<Dense> {
+    x.contiguous()?.apply_op1(Elementwise(Silu))
+}
+
+/// The sizes of `x` seen per channel: `[batch, channels, plane]`, checked against a
+/// per-channel operand of `channels` elements.
+fn planes(op: &str, x: &[usize], channels: usize) -> Result<(usize, usize, usize)> {
+    if x.len() < 2 || x[1] != channels {
+        candle_core::bail!(
+            "{op}: an input of {x:?} for {channels} channels (the channels are axis 1)"
+        );
+    }
+    Ok((x[0], channels, x[2..].iter().product()))
+}
+
+/// `y = x scale[c] + shift[c]` over the pool (`scale` absent: 1).
+fn affine_forward<T: Real>(x: &[T], scale: Option<&[T]>, shift: &[T], plane: usize) -> Vec<T> {
+    let channels = shift.len();
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(plane.max(1))
+        .zip(x.par_chunks(plane.max(1)))
+        .enumerate()
+        .with_min_len(CHUNK / plane.max(1))
+        .for_each(|(i, (y, x))| {
+            let c = i % channels;
+            let (a, b) = (scale.map_or(T::one(), |s| s[c]), shift[c]);
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + b);
+        });
+    y
+}
+
+/// The gradients of [`affine_forward`]'s input, scale and shift: `dy scale[c]`,
+/// `Σ dy x` and `Σ dy` over batch and plane. Each plane is one task; its two sums are
+/// added over the batch afterwards, in batch order.
+fn affine_backward<T: Real>(
+    x: &[T],
+    scale: Option<&[T]>,
+    dy: &[T],
+    channels: usize,
+    plane: usize,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let plane = plane.max(1);
+    let mut dx = vec![T::zero(); x.len()];
+    let sums: Vec<(T, T)> = dx
+        .par_chunks_mut(plane)
+        .zip(x.par_chunks(plane).zip(dy.par_chunks(plane)))
+        .enumerate()
+        .with_min_len(CHUNK / plane)
+        .map(|(i, (dx, (x, dy)))| {
+            let a = scale.map_or(T::one(), |s| s[i % channels]);
+            let (mut dxy, mut dsum) = (T::zero(), T::zero());
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                *dx = dy * a;
+                dxy += dy * x;
+                dsum += dy;
+            }
+            (dxy, dsum)
+        })
+        .collect();
+    let (mut dscale, mut dshift) = (vec![T::zero(); channels], vec![T::zero(); channels]);
+    for (i, (dxy, dsum)) in sums.into_iter().enumerate() {
+        dscale[i % channels] += dxy;
+        dshift[i % channels] += dsum;
+    }
+    (dx, dscale, dshift)
+}
+
+/// `x scale[c] + shift[c]`: inference-form BatchNormalization.
+struct ChannelAffine;
+
+impl ChannelAffine {
+    fn forward<T: Real>(s: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
+        let op = "channel affine";
+        let (x, scale, shift) = (
+            elements::<T>(op, s[0].0, s[0].1)?,
+            elements::<T>(op, s[1].0, s[1].1)?,
+            elements::<T>(op, s[2].0, s[2].1)?,
+        );
+        let (_, _, plane) = planes(op, s[0].1.dims(), shift.len())?;
+        if scale.len() != shift.len() {
+            candle_core::bail!("{op}: {} scales for {} shifts", scale.len(), shift.len());
+        }
+        Ok(T::storage(affine_forward(x, Some(scale), shift, plane)))
+    }
+
+    fn backward<T: Real>(x: &Dense, scale: &Dense, dy: &Dense) -> Result<[Dense; 3]> {
+        let op = "channel affine";
+        let dy = dy.contiguous()?;
+        let (_, channels, plane) = planes(op, x.dims(), scale.elem_count())?;
+        let (dx, dscale, dshift) = with_elements::<T, _>(op, x, |x| {
+            with_elements::<T, _>(op, scale, |scale| {
+                with_elements::<T, _>(op, &dy, |dy| {
+                    affine_backward(x, Some(scale), dy, channels, plane)
+                })
+            })
+        })???;
+        Ok([
+            tensor(dx, x.shape())?,
+            tensor(dscale, scale.shape())?,
+            tensor(dshift, scale.shape())?,
+        ])
+    }
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let operands = [(s1, l1), (s2, l2), (s3, l3)];
+        let y = match s1.dtype() {
+            DType::F32 => Self::forward::<f32>(operands)?,
+            DType::F64 => Self::forward::<f64>(operands)?,
+            other => candle_core::bail!("channel affine: a float input, not {other:?}"),
+        };
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Dense,
+        scale: &Dense,
+        _shift: &Dense,
+        _y: &Dense,
+        dy: &Dense,
+    ) -> Result<(Option<Dense>, Option<Dense>, Option<Dense>)> {
+        let [dx, dscale, dshift] = match x.dtype() {
+            DType::F32 => Self::backward::<f32>(x, scale, dy)?,
+            _ => Self::backward::<f64>(x, scale, dy)?,
+        };
+        Ok((Some(dx), Some(dscale), Some(dshift)))
+    }
+}
+
+/// `x + bias[c]`: a convolution's bias.
+struct ChannelBias;
+
+impl ChannelBias {
+    fn forward<T: Real>(s: [(&CpuStorage, &Layout); 2]) -> Result<CpuStorage> {
+        let op = "channel bias";
+        let (x, bias) = (
+            elements::<T>(op, s[0].0, s[0].1)?,
+            elements::<T>(op, s[1].0, s[1].1)?,
+        );
+        let (_, _, plane) = planes(op, s[0].1.dims(), bias.len())?;
+        Ok(T::storage(affine_forward(x, None, bias, plane)))
+    }
+
+    fn backward<T: Real>(x: &Dense, bias: &Dense, dy: &Dense) -> Result<[Dense; 2]> {
+        let op = "channel bias";
+        let dy = dy.contiguous()?;
+        let (_, channels, plane) = planes(op, x.dims(), bias.elem_count())?;
+        let (dx, _, dbias) = with_elements::<T, _>(op, x, |x| {
+            with_elements::<T, _>(op, &dy, |dy| affine_backward(x, None, dy, channels, plane))
+        })??;
+        Ok([tensor(dx, x.shape())?, tensor(dbias, bias.shape())?])
+    }
+}
+
+impl CustomOp2 for ChannelBias {
+    fn name(&self) -> &'static str {
+        "channel-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let operands = [(s1, l1), (s2, l2)];
+        let y = match s1.dtype() {
+            DType::F32 => Self::forward::<f32>(operands)?,
+            DType::F64 => Self::forward::<f64>(operands)?,
+            other => candle_core::bail!("channel bias: a float input, not {other:?}"),
+        };
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Dense,
+        bias: &Dense,
+        _y: &Dense,
+        dy: &Dense,
+    ) -> Result<(Option<Dense>, Option<Dense>)> {
+        let [dx, dbias] = match x.dtype() {
+            DType::F32 => Self::backward::<f32>(x, bias, dy)?,
+            _ => Self::backward::<f64>(x, bias, dy)?,
+        };
+        Ok((Some(dx), Some(dbias)))
+    }
+}
+
+/// `x scale[c] + shift[c]` on the autodiff tape (`scale` and `shift` of `C` elements, `x`
+/// of `[N, C, ...]`).
+pub fn channel_affine(x: &Dense, scale: &Dense, shift: &Dense) -> Result<Dense> {
+    x.contiguous()?.apply_op3(
+        &scale.flatten_all()?.contiguous()?,
+        &shift.flatten_all()?.contiguous()?,
+        ChannelAffine,
+    )
+}
+
+/// `x + bias[c]` on the autodiff tape.
+pub fn channel_bias(x: &Dense, bias: &Dense) -> Result<Dense> {
+    x.contiguous()?
+        .apply_op2(&bias.flatten_all()?.contiguous()?, ChannelBias)
+}
