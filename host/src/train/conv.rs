@@ -6,8 +6,10 @@
 //! forward. Here both gradients are GEMMs over the same columns the forward uses (the
 //! kernel's: output gradient times columns; the input's: kernel times output gradient,
 //! folded back by col2im), each image of a batch on its own thread of the session's pool.
+//! A 1x1 kernel reads the input as its columns; a bias is where the GEMM starts, and its
+//! gradient the output gradient's sum per channel, in the same pass.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor as Dense, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor as Dense, WithDType};
 use rayon::prelude::*;
 
 /// Stride, symmetric padding and dilation (the same along both axes) and groups.
@@ -89,6 +91,11 @@ impl Geometry {
 
     fn plane(&self) -> usize {
         self.oh * self.ow
+    }
+
+    /// A 1x1 kernel at stride 1 without padding: the columns are the input itself.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.conv.stride == 1 && self.conv.padding == 0
     }
 
     /// The output positions `o < out` whose input position `o * stride + tap * dilation -
@@ -254,24 +261,40 @@ fn inner_threads(images: usize) -> usize {
     if images >= pool { 1 } else { pool }
 }
 
-fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+/// The columns of one group of one image: the input itself for a pointwise convolution,
+/// else `im2col` into `buffer`.
+fn columns<'a, T: WithDType>(g: &Geometry, xg: &'a [T], buffer: &'a mut Vec<T>) -> &'a [T] {
+    if g.pointwise() {
+        return &xg[..g.k * g.plane()];
+    }
+    buffer.resize(g.k * g.plane(), T::zero());
+    im2col(g, xg, buffer);
+    buffer
+}
+
+fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let plane = g.plane();
     let mut y = vec![T::zero(); g.n * g.c_out * plane];
     let threads = inner_threads(g.n);
     y.par_chunks_mut(g.c_out * plane)
         .enumerate()
         .for_each(|(b, y)| {
-            let mut col = vec![T::zero(); g.k * plane];
+            if let Some(bias) = bias {
+                for (row, &value) in y.chunks_mut(plane).zip(bias) {
+                    row.fill(value);
+                }
+            }
+            let mut buffer = Vec::new();
             for group in 0..g.groups {
                 let xg = &x[(b * g.c_in + group * g.cin_g) * g.h * g.w..];
-                im2col(g, xg, &mut col);
+                let col = columns(g, xg, &mut buffer);
                 let wg = &w[group * g.cout_g * g.k..];
                 gemm(
                     &mut y[group * g.cout_g * plane..],
                     (g.cout_g, plane, g.k),
                     Operand::plain(wg, g.k),
-                    Operand::plain(&col, plane),
-                    false,
+                    Operand::plain(col, plane),
+                    bias.is_some(),
                     threads,
                 );
             }
@@ -279,54 +302,76 @@ fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     y
 }
 
-/// The gradients of the input and the kernel from the output's.
-fn backward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+/// The gradients of one image's part of the kernel and of the bias.
+struct Partial<T> {
+    dw: Vec<T>,
+    dbias: Vec<T>,
+}
+
+/// The gradients of the input, the kernel and the bias (the output's sum per channel)
+/// from the output's.
+fn backward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Partial<T>) {
     let plane = g.plane();
     let image = g.c_in * g.h * g.w;
     let mut dx = vec![T::zero(); g.n * image];
     let threads = inner_threads(g.n);
-    let dw = dx
+    let zero = || Partial {
+        dw: vec![T::zero(); w.len()],
+        dbias: vec![T::zero(); g.c_out],
+    };
+    let partial = dx
         .par_chunks_mut(image)
         .enumerate()
         .map(|(b, dx)| {
-            let mut dw = vec![T::zero(); w.len()];
-            let mut col = vec![T::zero(); g.k * plane];
-            let mut dcol = vec![T::zero(); g.k * plane];
+            let mut partial = zero();
+            let dyb = &dy[b * g.c_out * plane..][..g.c_out * plane];
+            for (sum, row) in partial.dbias.iter_mut().zip(dyb.chunks(plane)) {
+                *sum = row.iter().fold(T::zero(), |s, &v| s + v);
+            }
+            let (mut buffer, mut dcol) = (Vec::new(), Vec::new());
             for group in 0..g.groups {
                 let xg = &x[(b * g.c_in + group * g.cin_g) * g.h * g.w..];
-                let dyg = &dy[(b * g.c_out + group * g.cout_g) * plane..];
+                let dyg = &dyb[group * g.cout_g * plane..];
                 let wg = &w[group * g.cout_g * g.k..];
-                im2col(g, xg, &mut col);
+                let col = columns(g, xg, &mut buffer);
                 // dW [cout_g, k] += dY [cout_g, plane] · colᵀ [plane, k]
                 gemm(
-                    &mut dw[group * g.cout_g * g.k..],
+                    &mut partial.dw[group * g.cout_g * g.k..],
                     (g.cout_g, g.k, plane),
                     Operand::plain(dyg, plane),
-                    Operand::transposed(&col, plane),
+                    Operand::transposed(col, plane),
                     true,
                     threads,
                 );
-                // dcol [k, plane] = Wᵀ [k, cout_g] · dY [cout_g, plane]
+                // dcol [k, plane] = Wᵀ [k, cout_g] · dY [cout_g, plane], folded back onto
+                // the input (a pointwise convolution's columns are the input).
+                let dxg = &mut dx[group * g.cin_g * g.h * g.w..];
+                let target = if g.pointwise() {
+                    &mut dxg[..g.k * plane]
+                } else {
+                    dcol.resize(g.k * plane, T::zero());
+                    &mut dcol[..]
+                };
                 gemm(
-                    &mut dcol,
+                    target,
                     (g.k, plane, g.cout_g),
                     Operand::transposed(wg, g.k),
                     Operand::plain(dyg, plane),
                     false,
                     threads,
                 );
-                col2im(g, &dcol, &mut dx[group * g.cin_g * g.h * g.w..]);
+                if !g.pointwise() {
+                    col2im(g, &dcol, dxg);
+                }
             }
-            dw
+            partial
         })
-        .reduce(
-            || vec![T::zero(); w.len()],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += *b);
-                a
-            },
-        );
-    (dx, dw)
+        .reduce(zero, |mut a, b| {
+            a.dw.iter_mut().zip(&b.dw).for_each(|(a, b)| *a += *b);
+            a.dbias.iter_mut().zip(&b.dbias).for_each(|(a, b)| *a += *b);
+            a
+        });
+    (dx, partial)
 }
 
 /// A contiguous slice of a storage, or an error naming the op.
@@ -338,6 +383,85 @@ fn contiguous<'a, T: WithDType>(
         candle_core::bail!("conv2d: a strided operand (make it contiguous first)");
     };
     Ok(&storage.as_slice::<T>()?[start..end])
+}
+
+/// The forward of `conv` on storages (`bias`: one value per output channel).
+fn run(
+    conv: Conv2d,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    bias: Option<(&CpuStorage, &Layout)>,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let g = Geometry::new(conv, l1.dims(), l2.dims())?;
+    if let Some((_, l3)) = bias
+        && l3.shape().elem_count() != g.c_out
+    {
+        candle_core::bail!(
+            "a bias of {:?} for {} output channels",
+            l3.dims(),
+            g.c_out
+        );
+    }
+    let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
+    let y = match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
+            &g,
+            contiguous::<f32>(s1, l1)?,
+            contiguous::<f32>(s2, l2)?,
+            bias.map(|(s, l)| contiguous::<f32>(s, l)).transpose()?,
+        )),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
+            &g,
+            contiguous::<f64>(s1, l1)?,
+            contiguous::<f64>(s2, l2)?,
+            bias.map(|(s, l)| contiguous::<f64>(s, l)).transpose()?,
+        )),
+        _ => candle_core::bail!("conv2d: the input and the kernel must both be f32 or f64"),
+    };
+    Ok((y, shape))
+}
+
+/// The gradients of the input, the kernel and the bias (shaped as `bias_shape`).
+fn gradients(
+    conv: Conv2d,
+    x: &Dense,
+    w: &Dense,
+    dy: &Dense,
+    bias_shape: Option<&Shape>,
+) -> candle_core::Result<(Dense, Dense, Option<Dense>)> {
+    let g = Geometry::new(conv, x.dims(), w.dims())?;
+    fn typed<T: WithDType>(
+        g: &Geometry,
+        x: &Dense,
+        w: &Dense,
+        dy: &Dense,
+    ) -> candle_core::Result<(Vec<T>, Partial<T>)> {
+        let values = |t: &Dense| t.flatten_all()?.to_vec1::<T>();
+        Ok(backward(g, &values(x)?, &values(w)?, &values(dy)?))
+    }
+    let (dx, dw, dbias) = match x.dtype() {
+        candle_core::DType::F32 => {
+            let (dx, p) = typed::<f32>(&g, x, w, dy)?;
+            (
+                Dense::from_vec(dx, x.shape(), x.device())?,
+                Dense::from_vec(p.dw, w.shape(), w.device())?,
+                bias_shape
+                    .map(|s| Dense::from_vec(p.dbias, s, w.device()))
+                    .transpose()?,
+            )
+        }
+        _ => {
+            let (dx, p) = typed::<f64>(&g, x, w, dy)?;
+            (
+                Dense::from_vec(dx, x.shape(), x.device())?,
+                Dense::from_vec(p.dw, w.shape(), w.device())?,
+                bias_shape
+                    .map(|s| Dense::from_vec(p.dbias, s, w.device()))
+                    .transpose()?,
+            )
+        }
+    };
+    Ok((dx, dw, dbias))
 }
 
 impl CustomOp2 for Conv2d {
@@ -352,22 +476,7 @@ impl CustomOp2 for Conv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(*self, l1.dims(), l2.dims())?;
-        let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
-        let y = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
-                &g,
-                contiguous::<f32>(s1, l1)?,
-                contiguous::<f32>(s2, l2)?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
-                &g,
-                contiguous::<f64>(s1, l1)?,
-                contiguous::<f64>(s2, l2)?,
-            )),
-            _ => candle_core::bail!("conv2d: the input and the kernel must both be f32 or f64"),
-        };
-        Ok((y, shape))
+        run(*self, (s1, l1), (s2, l2), None)
     }
 
     fn bwd(
@@ -377,31 +486,55 @@ impl CustomOp2 for Conv2d {
         _y: &Dense,
         dy: &Dense,
     ) -> candle_core::Result<(Option<Dense>, Option<Dense>)> {
-        let g = Geometry::new(*self, x.dims(), w.dims())?;
-        let (dx, dw) = match x.dtype() {
-            candle_core::DType::F32 => gradients::<f32>(&g, x, w, dy)?,
-            _ => gradients::<f64>(&g, x, w, dy)?,
-        };
+        let (dx, dw, _) = gradients(*self, x, w, dy, None)?;
         Ok((Some(dx), Some(dw)))
     }
 }
 
-/// [`backward`] on tensors of element type `T`.
-fn gradients<T: WithDType>(
-    g: &Geometry,
-    x: &Dense,
-    w: &Dense,
-    dy: &Dense,
-) -> candle_core::Result<(Dense, Dense)> {
-    let values = |t: &Dense| t.flatten_all()?.to_vec1::<T>();
-    let (dx, dw) = backward(g, &values(x)?, &values(w)?, &values(dy)?);
-    Ok((
-        Dense::from_vec(dx, x.shape(), x.device())?,
-        Dense::from_vec(dw, w.shape(), w.device())?,
-    ))
+/// A convolution with a bias added in the same pass (the GEMM accumulates onto it).
+struct Biased(Conv2d);
+
+impl CustomOp3 for Biased {
+    fn name(&self) -> &'static str {
+        "sedna-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        run(self.0, (s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Dense,
+        w: &Dense,
+        bias: &Dense,
+        _y: &Dense,
+        dy: &Dense,
+    ) -> candle_core::Result<(Option<Dense>, Option<Dense>, Option<Dense>)> {
+        let (dx, dw, dbias) = gradients(self.0, x, w, dy, Some(bias.shape()))?;
+        Ok((Some(dx), Some(dw), dbias))
+    }
 }
 
-/// `x` convolved with `w`, on the autodiff tape with this module's backward.
-pub fn conv2d(x: &Dense, w: &Dense, conv: Conv2d) -> candle_core::Result<Dense> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, conv)
+/// `x` convolved with `w`, plus `bias` per output channel, on the autodiff tape with this
+/// module's backward.
+pub fn conv2d(
+    x: &Dense,
+    w: &Dense,
+    bias: Option<&Dense>,
+    conv: Conv2d,
+) -> candle_core::Result<Dense> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    match bias {
+        None => x.apply_op2(&w, conv),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, Biased(conv)),
+    }
 }

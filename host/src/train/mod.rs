@@ -14,6 +14,7 @@
 //! Imports `media` (models, tensors, errors) and nothing above it.
 
 mod conv;
+mod fuse;
 mod graph;
 mod loss;
 mod ops;

@@ -409,7 +409,7 @@ pub fn sigmoid(x: &Dense) -> Result<Dense, String> {
     pointwise::sigmoid(x).map_err(describe)
 }
 
-/// `x σ(x)` for a `Mul` of `input` by its sigmoid (see [`super::graph::silus`]).
+/// `x σ(x)` for a `Mul` of `input` by its sigmoid (see [`super::fuse`]).
 pub fn silu(call: &Call, input: &str) -> Outcome {
     let at = call.node.input.iter().position(|i| i == input);
     let x = call.x(at.ok_or_else(|| format!("it does not read `{input}`"))?)?;
@@ -558,8 +558,31 @@ fn pad2d(x: &Dense, pads: [(usize, usize); 2], value: f64) -> Result<Dense, Stri
 }
 
 fn conv(call: &Call) -> Outcome {
+    let bias = call.optional(2).map(Value::float).transpose()?;
+    convolve(call, &call.x(1)?, bias)
+}
+
+/// A `Conv` read only by a `BatchNormalization` (see [`super::fuse`]), as one convolution:
+/// the normalisation's per-channel factor folds into the kernel and its offset into the
+/// bias, so the gradients reach the kernel, the conv bias and the normalisation's scale
+/// and shift through those few numbers instead of through every pixel.
+pub fn conv_batch_norm(conv: &Call, norm: &Call) -> Outcome {
+    let w = conv.x(1)?;
+    let (factor, offset) = normalisation(norm, w.dims().first().copied().unwrap_or(0))?;
+    let channels = factor.elem_count();
+    let kernel = c!(w.broadcast_mul(&c!(factor.reshape((channels, 1, 1, 1)))));
+    let bias = match conv.optional(2) {
+        Some(b) => c!(offset.add(&c!(b.float()?.mul(&factor)))),
+        None => offset,
+    };
+    convolve(conv, &kernel, Some(&bias))
+        .map_err(|m| format!("{m} (in the convolution `{}` it normalises)", conv.node.name))
+}
+
+/// The convolution of `call`'s input by `w` (its kernel, or one folded from it), plus
+/// `bias` per output channel.
+fn convolve(call: &Call, w: &Dense, bias: Option<&Dense>) -> Outcome {
     let x = call.x(0)?;
-    let w = call.x(1)?;
     if x.rank() != 4 || w.rank() != 4 {
         return Err(format!(
             "a {}-D convolution (input {:?}): the engine supports 2-D convolutions",
@@ -590,11 +613,7 @@ fn conv(call: &Call) -> Outcome {
         dilation: dilation.0,
         groups: group,
     };
-    let mut y = c!(conv2d(&input, &w, conv));
-    if let Some(bias) = call.optional(2) {
-        y = c!(pointwise::channel_bias(&y, bias.float()?));
-    }
-    Ok(vec![Value::Float(y)])
+    Ok(vec![Value::Float(c!(conv2d(&input, w, bias, conv)))])
 }
 
 fn gemm(call: &Call) -> Outcome {
@@ -649,21 +668,33 @@ fn matmul(call: &Call) -> Outcome {
 /// are constants, the scale and shift train.
 fn batch_norm(call: &Call) -> Outcome {
     let x = call.x(0)?;
+    let channels = if x.rank() < 2 { 0 } else { x.dims()[1] };
+    let (factor, offset) = normalisation(call, channels)?;
+    Ok(vec![Value::Float(c!(pointwise::channel_affine(
+        &x, &factor, &offset
+    )))])
+}
+
+/// A `BatchNormalization` of `channels` channels as `x factor[c] + offset[c]`.
+fn normalisation(call: &Call, channels: usize) -> Result<(Dense, Dense), String> {
     let (scale, shift, mean, var) = (call.x(1)?, call.x(2)?, call.x(3)?, call.x(4)?);
     let epsilon = call.float_attr("epsilon", 1e-5) as f64;
-    let channels = scale.elem_count();
-    if x.rank() < 2 || x.dims()[1] != channels {
+    if [&scale, &shift, &mean, &var]
+        .iter()
+        .any(|t| t.elem_count() != channels)
+    {
         return Err(format!(
-            "an input of {:?} for {channels} channels (BatchNormalization normalises axis 1)",
-            x.dims()
+            "{channels} channels to normalise (axis 1 of its input), but scale, shift, mean and variance of {}, {}, {} and {} values",
+            scale.elem_count(),
+            shift.elem_count(),
+            mean.elem_count(),
+            var.elem_count()
         ));
     }
     let inv = c!(c!(var.affine(1.0, epsilon)).sqrt()).recip();
     let factor = c!(scale.mul(&c!(inv)));
     let offset = c!(shift.sub(&c!(mean.mul(&factor))));
-    Ok(vec![Value::Float(c!(pointwise::channel_affine(
-        &x, &factor, &offset
-    )))])
+    Ok((factor, offset))
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor as Dense, Var};
 use tract_onnx::pb;
 
-use super::graph::{Silu, Trainable, prepare, silus};
+use super::fuse::{self, Found, Fusion, Plan};
+use super::graph::{Trainable, prepare};
 use super::loss::{Loss, scalar};
 use super::ops::{self, Call};
 use super::optim::{self, Optimizer};
@@ -102,8 +103,8 @@ pub struct Session {
     constants: BTreeMap<String, Value>,
     weights: Vec<Weight>,
     inputs: Vec<String>,
-    /// `x σ(x)` pairs of nodes, computed as one op when the gate is not asked for.
-    silus: Vec<Silu>,
+    /// Pairs of nodes computed as one op when their inner value is not asked for.
+    fusions: Vec<Found>,
     options: Options,
     pool: Arc<rayon::ThreadPool>,
     tape: Option<Tape>,
@@ -184,10 +185,10 @@ impl Session {
             .build()
             .map(Arc::new)
             .map_err(|e| error(ErrorKind::Runtime, format!("cannot start threads: {e}")))?;
-        let silus = silus(graph);
+        let fusions = fuse::find(graph);
         Ok(Session {
             name,
-            silus,
+            fusions,
             proto: prepared.proto,
             opset,
             dtype,
@@ -315,54 +316,20 @@ impl Session {
             values.insert(name.clone(), Value::Float(dense));
         }
         let needed = self.needed(graph, wanted, &values)?;
-        let fused: BTreeMap<usize, &Silu> = self
-            .silus
-            .iter()
-            .filter(|f| !wanted.contains(&f.gate) && !values.contains_key(&f.gate))
-            .map(|f| (f.mul, f))
-            .collect();
-        let skipped: BTreeSet<usize> = fused.values().map(|f| f.sigmoid).collect();
+        let plan = fuse::plan(&self.fusions, wanted, |v| values.contains_key(v));
         let mut bytes = self.weight_bytes;
         for (index, node) in graph.node.iter().enumerate() {
-            if !needed.contains(&index) || skipped.contains(&index) {
+            if !needed.contains(&index) || plan.skipped.contains(&index) {
                 continue;
             }
-            let inputs: Vec<Option<&Value>> = node
-                .input
-                .iter()
-                .map(|name| {
-                    let gate = fused.get(&index).is_some_and(|f| &f.gate == name);
-                    if name.is_empty() || gate {
-                        return Ok(None);
-                    }
-                    if let Some(value) = values.get(name).or_else(|| self.constants.get(name)) {
-                        return Ok(Some(value));
-                    }
-                    Err(if self.inputs.contains(name) {
-                        self.error(
-                            ErrorKind::InvalidArgument,
-                            format!(
-                                "input `{name}` is missing (the model's inputs: {:?})",
-                                self.inputs
-                            ),
-                        )
-                    } else {
-                        self.node_error(
-                            node,
-                            format!("its input `{name}` is not computed before it"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let call = Call {
-                node,
-                inputs,
-                opset: self.opset,
-                dtype: self.dtype,
-            };
-            let outputs = match fused.get(&index) {
-                Some(silu) => ops::silu(&call, &silu.input),
+            let call = self.call(node, &values, &plan)?;
+            let outputs = match plan.fused.get(&index).map(|f| &f.fusion) {
                 None => ops::run(&call),
+                Some(Fusion::Silu { input }) => ops::silu(&call, input),
+                Some(Fusion::ConvBatchNorm { conv }) => {
+                    let conv = self.call(&graph.node[*conv], &values, &plan)?;
+                    ops::conv_batch_norm(&conv, &call)
+                }
             }
             .map_err(|m| self.node_error(node, m))?;
             for (name, value) in node.output.iter().zip(outputs) {
@@ -382,6 +349,44 @@ impl Session {
             }
         }
         Ok(values)
+    }
+
+    /// `node` with its inputs from `values` (a fused inner value, never made, as absent).
+    fn call<'a>(
+        &'a self,
+        node: &'a pb::NodeProto,
+        values: &'a BTreeMap<String, Value>,
+        plan: &Plan,
+    ) -> Result<Call<'a>, InferError> {
+        let inputs = node
+            .input
+            .iter()
+            .map(|name| {
+                if name.is_empty() || plan.inner.contains(name.as_str()) {
+                    return Ok(None);
+                }
+                if let Some(value) = values.get(name).or_else(|| self.constants.get(name)) {
+                    return Ok(Some(value));
+                }
+                Err(if self.inputs.contains(name) {
+                    self.error(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "input `{name}` is missing (the model's inputs: {:?})",
+                            self.inputs
+                        ),
+                    )
+                } else {
+                    self.node_error(node, format!("its input `{name}` is not computed before it"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Call {
+            node,
+            inputs,
+            opset: self.opset,
+            dtype: self.dtype,
+        })
     }
 
     fn node_error(&self, node: &pb::NodeProto, message: String) -> InferError {

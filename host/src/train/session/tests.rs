@@ -158,6 +158,51 @@ fn conv_with_bias_pads_strides_and_groups() {
 }
 
 #[test]
+fn a_convolution_and_the_normalisation_folded_into_it() {
+    // Conv -> BatchNormalization -> SiLU (fused: the statistics fold into the kernel), a
+    // biased 1x1 convolution in two groups (its columns are its input), normalised too,
+    // and a normalisation whose input a second node also reads (not fused).
+    Case::new(&[2, 4, 5, 5])
+        .weight("w1", &[6, 4, 3, 3])
+        .node("Conv", &["x", "w1"], &["a"], &[ints("pads", &[1, 1, 1, 1])])
+        .weight("w2", &[6])
+        .weight("w3", &[6])
+        .weight("mean1", &[6])
+        .positive("var1", &[6])
+        .node(
+            "BatchNormalization",
+            &["a", "w2", "w3", "mean1", "var1"],
+            &["b"],
+            &[Attr::Float("epsilon", 1e-3)],
+        )
+        .node("Sigmoid", &["b"], &["s"], &[])
+        .node("Mul", &["s", "b"], &["c"], &[])
+        .weight("w4", &[4, 3, 1, 1])
+        .weight("w5", &[4])
+        .node("Conv", &["c", "w4", "w5"], &["d"], &[Attr::Int("group", 2)])
+        .weight("w6", &[4])
+        .weight("w7", &[4])
+        .weight("mean2", &[4])
+        .positive("var2", &[4])
+        .node(
+            "BatchNormalization",
+            &["d", "w6", "w7", "mean2", "var2"],
+            &["e"],
+            &[],
+        )
+        .weight("w8", &[4, 4, 1, 1])
+        .node("Conv", &["e", "w8"], &["f"], &[])
+        .node(
+            "BatchNormalization",
+            &["f", "w6", "w7", "mean2", "var2"],
+            &["g"],
+            &[],
+        )
+        .node("Add", &["g", "f"], &["y"], &[])
+        .check();
+}
+
+#[test]
 fn gemm_matmul_and_the_add_that_biases_it() {
     Case::new(&[3, 5])
         .weight("w1", &[4, 5])
