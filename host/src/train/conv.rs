@@ -7,10 +7,15 @@
 //! kernel's: output gradient times columns; the input's: kernel times output gradient,
 //! folded back by col2im), each image of a batch on its own thread of the session's pool.
 //! A 1x1 kernel reads the input as its columns; a bias is where the GEMM starts, and its
-//! gradient the output gradient's sum per channel, in the same pass.
+//! gradient the output gradient's sum per channel, in the same pass; an activation (see
+//! `fuse`) runs on each image's output while it is in cache, and its gradient likewise.
+
+use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor as Dense, WithDType};
 use rayon::prelude::*;
+
+use super::pointwise::{Act, Real};
 
 /// Stride, symmetric padding and dilation (the same along both axes) and groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,34 +277,55 @@ fn columns<'a, T: WithDType>(g: &Geometry, xg: &'a [T], buffer: &'a mut Vec<T>) 
     buffer
 }
 
-fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+/// One image's convolution into `z` (which starts as the bias, if any).
+fn convolve<T: Real>(g: &Geometry, b: usize, x: &[T], w: &[T], bias: Option<&[T]>, z: &mut [T]) {
     let plane = g.plane();
-    let mut y = vec![T::zero(); g.n * g.c_out * plane];
-    let threads = inner_threads(g.n);
-    y.par_chunks_mut(g.c_out * plane)
+    if let Some(bias) = bias {
+        for (row, &value) in z.chunks_mut(plane).zip(bias) {
+            row.fill(value);
+        }
+    }
+    let mut buffer = Vec::new();
+    for group in 0..g.groups {
+        let xg = &x[(b * g.c_in + group * g.cin_g) * g.h * g.w..];
+        let col = columns(g, xg, &mut buffer);
+        gemm(
+            &mut z[group * g.cout_g * plane..],
+            (g.cout_g, plane, g.k),
+            Operand::plain(&w[group * g.cout_g * g.k..], g.k),
+            Operand::plain(col, plane),
+            bias.is_some(),
+            inner_threads(g.n),
+        );
+    }
+}
+
+/// The output, and with an activation the output before it (which backward needs). Each
+/// image's activation runs right after its convolution, while the values are in cache.
+fn forward<T: Real>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    activation: Option<Act>,
+) -> (Vec<T>, Option<Vec<T>>) {
+    let image = g.c_out * g.plane();
+    let mut z = vec![T::zero(); g.n * image];
+    let Some(act) = activation else {
+        z.par_chunks_mut(image)
+            .enumerate()
+            .for_each(|(b, z)| convolve(g, b, x, w, bias, z));
+        return (z, None);
+    };
+    let mut y = vec![T::zero(); g.n * image];
+    z.par_chunks_mut(image)
+        .zip(y.par_chunks_mut(image))
         .enumerate()
-        .for_each(|(b, y)| {
-            if let Some(bias) = bias {
-                for (row, &value) in y.chunks_mut(plane).zip(bias) {
-                    row.fill(value);
-                }
-            }
-            let mut buffer = Vec::new();
-            for group in 0..g.groups {
-                let xg = &x[(b * g.c_in + group * g.cin_g) * g.h * g.w..];
-                let col = columns(g, xg, &mut buffer);
-                let wg = &w[group * g.cout_g * g.k..];
-                gemm(
-                    &mut y[group * g.cout_g * plane..],
-                    (g.cout_g, plane, g.k),
-                    Operand::plain(wg, g.k),
-                    Operand::plain(col, plane),
-                    bias.is_some(),
-                    threads,
-                );
-            }
+        .for_each(|(b, (z, y))| {
+            convolve(g, b, x, w, bias, z);
+            act.apply(z, y);
         });
-    y
+    (y, Some(z))
 }
 
 /// The gradients of one image's part of the kernel and of the bias.
@@ -308,11 +334,24 @@ struct Partial<T> {
     dbias: Vec<T>,
 }
 
-/// The gradients of the input, the kernel and the bias (the output's sum per channel)
-/// from the output's.
-fn backward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Partial<T>) {
+/// The activation of a convolution in backward: which, and its input and output.
+struct Activated<'a, T> {
+    act: Act,
+    before: &'a [T],
+    after: &'a [T],
+}
+
+/// The gradients of the input, the kernel and the bias (the sum per channel of the
+/// gradient before the activation) from the output's.
+fn backward<T: Real>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    activated: Option<Activated<T>>,
+) -> (Vec<T>, Partial<T>) {
     let plane = g.plane();
-    let image = g.c_in * g.h * g.w;
+    let (image, out) = (g.c_in * g.h * g.w, g.c_out * plane);
     let mut dx = vec![T::zero(); g.n * image];
     let threads = inner_threads(g.n);
     let zero = || Partial {
@@ -324,7 +363,18 @@ fn backward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, 
         .enumerate()
         .map(|(b, dx)| {
             let mut partial = zero();
-            let dyb = &dy[b * g.c_out * plane..][..g.c_out * plane];
+            let mut dz = Vec::new();
+            let dyb = &dy[b * out..][..out];
+            let dyb = match &activated {
+                None => dyb,
+                Some(a) => {
+                    dz.resize(out, T::zero());
+                    let at = b * out..(b + 1) * out;
+                    a.act
+                        .gradient(&a.before[at.clone()], &a.after[at], dyb, &mut dz);
+                    &dz
+                }
+            };
             for (sum, row) in partial.dbias.iter_mut().zip(dyb.chunks(plane)) {
                 *sum = row.iter().fold(T::zero(), |s, &v| s + v);
             }
@@ -385,86 +435,99 @@ fn contiguous<'a, T: WithDType>(
     Ok(&storage.as_slice::<T>()?[start..end])
 }
 
-/// The forward of `conv` on storages (`bias`: one value per output channel).
-fn run(
+/// A convolution on the autodiff tape, with its bias (if it is given one) and its
+/// activation; the output before the activation is kept for backward.
+struct Op {
     conv: Conv2d,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    bias: Option<(&CpuStorage, &Layout)>,
-) -> candle_core::Result<(CpuStorage, Shape)> {
-    let g = Geometry::new(conv, l1.dims(), l2.dims())?;
-    if let Some((_, l3)) = bias
-        && l3.shape().elem_count() != g.c_out
-    {
-        candle_core::bail!(
-            "a bias of {:?} for {} output channels",
-            l3.dims(),
-            g.c_out
-        );
-    }
-    let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
-    let y = match (s1, s2) {
-        (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
-            &g,
-            contiguous::<f32>(s1, l1)?,
-            contiguous::<f32>(s2, l2)?,
-            bias.map(|(s, l)| contiguous::<f32>(s, l)).transpose()?,
-        )),
-        (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
-            &g,
-            contiguous::<f64>(s1, l1)?,
-            contiguous::<f64>(s2, l2)?,
-            bias.map(|(s, l)| contiguous::<f64>(s, l)).transpose()?,
-        )),
-        _ => candle_core::bail!("conv2d: the input and the kernel must both be f32 or f64"),
-    };
-    Ok((y, shape))
+    activation: Option<Act>,
+    before: Mutex<Option<CpuStorage>>,
 }
 
-/// The gradients of the input, the kernel and the bias (shaped as `bias_shape`).
-fn gradients(
-    conv: Conv2d,
-    x: &Dense,
-    w: &Dense,
-    dy: &Dense,
-    bias_shape: Option<&Shape>,
-) -> candle_core::Result<(Dense, Dense, Option<Dense>)> {
-    let g = Geometry::new(conv, x.dims(), w.dims())?;
-    fn typed<T: WithDType>(
-        g: &Geometry,
+impl Op {
+    fn forward(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(self.conv, l1.dims(), l2.dims())?;
+        if let Some((_, l3)) = bias
+            && l3.shape().elem_count() != g.c_out
+        {
+            candle_core::bail!("a bias of {:?} for {} output channels", l3.dims(), g.c_out);
+        }
+        fn typed<T: Real>(
+            op: &Op,
+            g: &Geometry,
+            (s1, l1): (&CpuStorage, &Layout),
+            (s2, l2): (&CpuStorage, &Layout),
+            bias: Option<(&CpuStorage, &Layout)>,
+        ) -> candle_core::Result<CpuStorage> {
+            let bias = bias.map(|(s, l)| contiguous::<T>(s, l)).transpose()?;
+            let (x, w) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+            let (y, before) = forward(g, x, w, bias, op.activation);
+            *op.before.lock().unwrap_or_else(|e| e.into_inner()) = before.map(T::storage);
+            Ok(T::storage(y))
+        }
+        let y = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                typed::<f32>(self, &g, (s1, l1), (s2, l2), bias)?
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                typed::<f64>(self, &g, (s1, l1), (s2, l2), bias)?
+            }
+            _ => candle_core::bail!("conv2d: the input and the kernel must both be f32 or f64"),
+        };
+        Ok((y, Shape::from((g.n, g.c_out, g.oh, g.ow))))
+    }
+
+    /// The gradients of the input, the kernel and the bias (shaped as `bias_shape`).
+    fn backward(
+        &self,
         x: &Dense,
         w: &Dense,
+        y: &Dense,
         dy: &Dense,
-    ) -> candle_core::Result<(Vec<T>, Partial<T>)> {
-        let values = |t: &Dense| t.flatten_all()?.to_vec1::<T>();
-        Ok(backward(g, &values(x)?, &values(w)?, &values(dy)?))
+        bias_shape: Option<&Shape>,
+    ) -> candle_core::Result<(Dense, Dense, Option<Dense>)> {
+        let g = Geometry::new(self.conv, x.dims(), w.dims())?;
+        fn typed<T: Real>(
+            op: &Op,
+            g: &Geometry,
+            [x, w, y, dy]: [&Dense; 4],
+            bias_shape: Option<&Shape>,
+        ) -> candle_core::Result<(Dense, Dense, Option<Dense>)> {
+            let values = |t: &Dense| t.flatten_all()?.to_vec1::<T>();
+            let before = op.before.lock().unwrap_or_else(|e| e.into_inner());
+            let after = values(y)?;
+            let activated = match (op.activation, before.as_ref()) {
+                (None, _) => None,
+                (Some(act), Some(before)) => Some(Activated {
+                    act,
+                    before: before.as_slice::<T>()?,
+                    after: &after,
+                }),
+                (Some(_), None) => {
+                    candle_core::bail!("conv2d: backward without its forward's values")
+                }
+            };
+            let (dx, p) = backward(g, &values(x)?, &values(w)?, &values(dy)?, activated);
+            Ok((
+                Dense::from_vec(dx, x.shape(), x.device())?,
+                Dense::from_vec(p.dw, w.shape(), w.device())?,
+                bias_shape
+                    .map(|s| Dense::from_vec(p.dbias, s, w.device()))
+                    .transpose()?,
+            ))
+        }
+        match x.dtype() {
+            candle_core::DType::F32 => typed::<f32>(self, &g, [x, w, y, dy], bias_shape),
+            _ => typed::<f64>(self, &g, [x, w, y, dy], bias_shape),
+        }
     }
-    let (dx, dw, dbias) = match x.dtype() {
-        candle_core::DType::F32 => {
-            let (dx, p) = typed::<f32>(&g, x, w, dy)?;
-            (
-                Dense::from_vec(dx, x.shape(), x.device())?,
-                Dense::from_vec(p.dw, w.shape(), w.device())?,
-                bias_shape
-                    .map(|s| Dense::from_vec(p.dbias, s, w.device()))
-                    .transpose()?,
-            )
-        }
-        _ => {
-            let (dx, p) = typed::<f64>(&g, x, w, dy)?;
-            (
-                Dense::from_vec(dx, x.shape(), x.device())?,
-                Dense::from_vec(p.dw, w.shape(), w.device())?,
-                bias_shape
-                    .map(|s| Dense::from_vec(p.dbias, s, w.device()))
-                    .transpose()?,
-            )
-        }
-    };
-    Ok((dx, dw, dbias))
 }
 
-impl CustomOp2 for Conv2d {
+impl CustomOp2 for Op {
     fn name(&self) -> &'static str {
         "sedna-conv2d"
     }
@@ -476,25 +539,22 @@ impl CustomOp2 for Conv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        run(*self, (s1, l1), (s2, l2), None)
+        self.forward((s1, l1), (s2, l2), None)
     }
 
     fn bwd(
         &self,
         x: &Dense,
         w: &Dense,
-        _y: &Dense,
+        y: &Dense,
         dy: &Dense,
     ) -> candle_core::Result<(Option<Dense>, Option<Dense>)> {
-        let (dx, dw, _) = gradients(*self, x, w, dy, None)?;
+        let (dx, dw, _) = self.backward(x, w, y, dy, None)?;
         Ok((Some(dx), Some(dw)))
     }
 }
 
-/// A convolution with a bias added in the same pass (the GEMM accumulates onto it).
-struct Biased(Conv2d);
-
-impl CustomOp3 for Biased {
+impl CustomOp3 for Op {
     fn name(&self) -> &'static str {
         "sedna-conv2d-bias"
     }
@@ -508,7 +568,7 @@ impl CustomOp3 for Biased {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        run(self.0, (s1, l1), (s2, l2), Some((s3, l3)))
+        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     fn bwd(
@@ -516,25 +576,30 @@ impl CustomOp3 for Biased {
         x: &Dense,
         w: &Dense,
         bias: &Dense,
-        _y: &Dense,
+        y: &Dense,
         dy: &Dense,
     ) -> candle_core::Result<(Option<Dense>, Option<Dense>, Option<Dense>)> {
-        let (dx, dw, dbias) = gradients(self.0, x, w, dy, Some(bias.shape()))?;
+        let (dx, dw, dbias) = self.backward(x, w, y, dy, Some(bias.shape()))?;
         Ok((Some(dx), Some(dw), dbias))
     }
 }
 
-/// `x` convolved with `w`, plus `bias` per output channel, on the autodiff tape with this
-/// module's backward.
+/// `activation(x ⊛ w + bias)` on the autodiff tape with this module's backward.
 pub fn conv2d(
     x: &Dense,
     w: &Dense,
     bias: Option<&Dense>,
     conv: Conv2d,
+    activation: Option<Act>,
 ) -> candle_core::Result<Dense> {
+    let op = Op {
+        conv,
+        activation,
+        before: Mutex::new(None),
+    };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match bias {
-        None => x.apply_op2(&w, conv),
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, Biased(conv)),
+        None => x.apply_op2(&w, op),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
     }
 }

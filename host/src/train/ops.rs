@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor as Dense};
 use tract_onnx::pb;
 
 use super::conv::{Conv2d, conv2d};
-use super::pointwise;
+use super::pointwise::{self, Act};
 use super::value::{Ints, Value, from_proto};
 
 /// The operators the engine evaluates and differentiates.
@@ -558,30 +558,34 @@ fn pad2d(x: &Dense, pads: [(usize, usize); 2], value: f64) -> Result<Dense, Stri
 }
 
 fn conv(call: &Call) -> Outcome {
-    let bias = call.optional(2).map(Value::float).transpose()?;
-    convolve(call, &call.x(1)?, bias)
+    conv_block(call, None, None)
 }
 
-/// A `Conv` read only by a `BatchNormalization` (see [`super::fuse`]), as one convolution:
-/// the normalisation's per-channel factor folds into the kernel and its offset into the
-/// bias, so the gradients reach the kernel, the conv bias and the normalisation's scale
-/// and shift through those few numbers instead of through every pixel.
-pub fn conv_batch_norm(conv: &Call, norm: &Call) -> Outcome {
+/// A `Conv`, the `BatchNormalization` `norm` it alone feeds and `activation` as one
+/// convolution (see [`super::fuse`]): the normalisation's per-channel factor folds into
+/// the kernel and its offset into the bias, so the gradients reach the kernel, the conv
+/// bias and the normalisation's scale and shift through those few numbers instead of
+/// through every pixel.
+pub fn conv_block(conv: &Call, norm: Option<&Call>, activation: Option<Act>) -> Outcome {
     let w = conv.x(1)?;
-    let (factor, offset) = normalisation(norm, w.dims().first().copied().unwrap_or(0))?;
+    let bias = conv.optional(2).map(Value::float).transpose()?;
+    let Some(norm) = norm else {
+        return convolve(conv, &w, bias, activation);
+    };
+    let (factor, offset) = normalisation(norm, w.dims().first().copied().unwrap_or(0))
+        .map_err(|m| format!("its normalisation `{}`: {m}", norm.node.name))?;
     let channels = factor.elem_count();
     let kernel = c!(w.broadcast_mul(&c!(factor.reshape((channels, 1, 1, 1)))));
-    let bias = match conv.optional(2) {
-        Some(b) => c!(offset.add(&c!(b.float()?.mul(&factor)))),
+    let bias = match bias {
+        Some(b) => c!(offset.add(&c!(b.mul(&factor)))),
         None => offset,
     };
-    convolve(conv, &kernel, Some(&bias))
-        .map_err(|m| format!("{m} (in the convolution `{}` it normalises)", conv.node.name))
+    convolve(conv, &kernel, Some(&bias), activation)
 }
 
 /// The convolution of `call`'s input by `w` (its kernel, or one folded from it), plus
-/// `bias` per output channel.
-fn convolve(call: &Call, w: &Dense, bias: Option<&Dense>) -> Outcome {
+/// `bias` per output channel, through `activation`.
+fn convolve(call: &Call, w: &Dense, bias: Option<&Dense>, activation: Option<Act>) -> Outcome {
     let x = call.x(0)?;
     if x.rank() != 4 || w.rank() != 4 {
         return Err(format!(
@@ -613,7 +617,9 @@ fn convolve(call: &Call, w: &Dense, bias: Option<&Dense>) -> Outcome {
         dilation: dilation.0,
         groups: group,
     };
-    Ok(vec![Value::Float(c!(conv2d(&input, w, bias, conv)))])
+    Ok(vec![Value::Float(c!(conv2d(
+        &input, w, bias, conv, activation
+    )))])
 }
 
 fn gemm(call: &Call) -> Outcome {

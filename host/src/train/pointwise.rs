@@ -20,7 +20,7 @@ use rayon::prelude::*;
 const CHUNK: usize = 1 << 14;
 
 /// The float types the engine trains in (f32; f64 for gradient checks).
-trait Real: WithDType {
+pub(super) trait Real: WithDType {
     fn exp(self) -> Self;
     fn storage(values: Vec<Self>) -> CpuStorage;
 }
@@ -54,8 +54,7 @@ fn exp_f32(x: f32) -> f32 {
     let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     // x - n ln 2, with ln 2 in two parts so that the product loses nothing.
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 5.000_000_1e-1;
@@ -160,6 +159,53 @@ impl Activation for Silu {
     fn slope<T: Real>(self, x: T, _y: T) -> T {
         let s = logistic(x);
         s * (T::one() + x * (T::one() - s))
+    }
+}
+
+/// `max(x, 0)`; its slope is 1 where the input is positive.
+#[derive(Clone, Copy)]
+struct Relu;
+
+impl Activation for Relu {
+    const NAME: &'static str = "relu";
+    fn value<T: Real>(self, x: T) -> T {
+        if x > T::zero() { x } else { T::zero() }
+    }
+    fn slope<T: Real>(self, x: T, _y: T) -> T {
+        if x > T::zero() { T::one() } else { T::zero() }
+    }
+}
+
+/// The activations a convolution applies to its own output (see `fuse`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Silu,
+    Relu,
+}
+
+impl Act {
+    /// `y = act(z)`.
+    pub(super) fn apply<T: Real>(self, z: &[T], y: &mut [T]) {
+        fn each<T: Real, A: Activation>(a: A, z: &[T], y: &mut [T]) {
+            y.iter_mut().zip(z).for_each(|(y, &z)| *y = a.value(z));
+        }
+        match self {
+            Act::Silu => each(Silu, z, y),
+            Act::Relu => each(Relu, z, y),
+        }
+    }
+
+    /// `dz = dy act'(z)`, given `y = act(z)`.
+    pub(super) fn gradient<T: Real>(self, z: &[T], y: &[T], dy: &[T], dz: &mut [T]) {
+        fn each<T: Real, A: Activation>(a: A, z: &[T], y: &[T], dy: &[T], dz: &mut [T]) {
+            for (i, dz) in dz.iter_mut().enumerate() {
+                *dz = dy[i] * a.slope(z[i], y[i]);
+            }
+        }
+        match self {
+            Act::Silu => each(Silu, z, y, dy, dz),
+            Act::Relu => each(Relu, z, y, dy, dz),
+        }
     }
 }
 
@@ -285,9 +331,7 @@ impl ChannelAffine {
         let (_, channels, plane) = planes(op, x.dims(), scale.elem_count())?;
         let (dx, dscale, dshift) = with_elements::<T, _>(op, x, |x| {
             with_elements::<T, _>(op, scale, |scale| {
-                with_elements::<T, _>(op, &dy, |dy| {
-                    affine_backward(x, scale, dy, channels, plane)
-                })
+                with_elements::<T, _>(op, &dy, |dy| affine_backward(x, scale, dy, channels, plane))
             })
         })???;
         Ok([

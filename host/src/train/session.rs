@@ -326,15 +326,28 @@ impl Session {
             let outputs = match plan.fused.get(&index).map(|f| &f.fusion) {
                 None => ops::run(&call),
                 Some(Fusion::Silu { input }) => ops::silu(&call, input),
-                Some(Fusion::ConvBatchNorm { conv }) => {
+                Some(Fusion::Conv {
+                    conv,
+                    norm,
+                    activation,
+                }) => {
                     let conv = self.call(&graph.node[*conv], &values, &plan)?;
-                    ops::conv_batch_norm(&conv, &call)
+                    let norm = norm.map(|n| self.call(&graph.node[n], &values, &plan));
+                    ops::conv_block(&conv, norm.transpose()?.as_ref(), *activation)
                 }
             }
             .map_err(|m| self.node_error(node, m))?;
+            // A convolution with an activation keeps its output before it too.
+            let kept = match plan.fused.get(&index).map(|f| &f.fusion) {
+                Some(Fusion::Conv {
+                    activation: Some(_),
+                    ..
+                }) => 3,
+                _ => 2,
+            };
             for (name, value) in node.output.iter().zip(outputs) {
                 // Activations and, in backward, their gradients.
-                bytes += 2 * value.bytes();
+                bytes += kept * value.bytes();
                 values.insert(name.clone(), value);
             }
             if let Some(cap) = self.options.memory_cap.filter(|&cap| bytes > cap) {
@@ -377,7 +390,10 @@ impl Session {
                         ),
                     )
                 } else {
-                    self.node_error(node, format!("its input `{name}` is not computed before it"))
+                    self.node_error(
+                        node,
+                        format!("its input `{name}` is not computed before it"),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -161,7 +161,7 @@ fn conv_with_bias_pads_strides_and_groups() {
 fn a_convolution_and_the_normalisation_folded_into_it() {
     // Conv -> BatchNormalization -> SiLU (fused: the statistics fold into the kernel), a
     // biased 1x1 convolution in two groups (its columns are its input), normalised too,
-    // and a normalisation whose input a second node also reads (not fused).
+    // a normalisation whose input a second node also reads (not fused), Conv -> Relu.
     Case::new(&[2, 4, 5, 5])
         .weight("w1", &[6, 4, 3, 3])
         .node("Conv", &["x", "w1"], &["a"], &[ints("pads", &[1, 1, 1, 1])])
@@ -198,7 +198,10 @@ fn a_convolution_and_the_normalisation_folded_into_it() {
             &["g"],
             &[],
         )
-        .node("Add", &["g", "f"], &["y"], &[])
+        .node("Add", &["g", "f"], &["h"], &[])
+        .weight("w9", &[3, 4, 2, 2])
+        .node("Conv", &["h", "w9"], &["i"], &[ints("strides", &[2, 2])])
+        .node("Relu", &["i"], &["y"], &[])
         .check();
 }
 
