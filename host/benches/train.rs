@@ -5,10 +5,13 @@
 //! - the peak RSS a session adds;
 //! - inference frames/s while a training session runs on its own thread pool, against
 //!   idle;
-//! - PyTorch on CPU with the same threads, when `python3 -c "import torch"` works
-//!   (skipped, and said so, otherwise).
+//! - PyTorch on CPU with the same model (converted from the same ONNX by onnx2torch),
+//!   batch, loss, optimizer and threads, in a virtual environment the bench makes once
+//!   (`SEDNA_TORCH_VENV`, default a directory in the system's temp dir; skipped, and
+//!   said so, when it cannot be made or with `--no-pytorch`).
 //!
-//! `cargo bench -p sedna --bench train [-- --quick]`: medians of the steps measured.
+//! `cargo bench -p sedna --bench train [-- --quick] [-- --no-pytorch]`: medians of the
+//! steps measured.
 
 use std::time::{Duration, Instant};
 
@@ -81,14 +84,25 @@ fn main() {
             freeze: Vec::new(),
         },
     ];
-    for case in &cases {
-        measure(case, threads, if quick { 2 } else { 5 });
-    }
+    let steps = if quick { 2 } else { 5 };
+    let measured: Vec<Measured> = cases.iter().map(|c| measure(c, threads, steps)).collect();
     worker_during_a_round(&cases[0], quick);
-    pytorch();
+    if std::env::args().any(|a| a == "--no-pytorch") {
+        println!("\nPyTorch comparison skipped (--no-pytorch)");
+    } else {
+        for (case, ours) in cases.iter().zip(&measured) {
+            pytorch(case, ours, threads, steps);
+        }
+    }
 }
 
-fn measure(case: &Case, threads: usize, steps: usize) {
+/// A train step's median time and the peak RSS a session added.
+struct Measured {
+    step: f64,
+    rss: f64,
+}
+
+fn measure(case: &Case, threads: usize, steps: usize) -> Measured {
     let input = batch(&case.dims);
     let mut forward = case
         .model
@@ -137,6 +151,7 @@ fn measure(case: &Case, threads: usize, steps: usize) {
         }
     }
     let peak = memory("VmHWM:");
+    let step = median(&mut trains);
     println!(
         "\n{}: {} weight tensors train",
         case.name,
@@ -144,7 +159,7 @@ fn measure(case: &Case, threads: usize, steps: usize) {
     );
     println!(
         "  train step {:.3} s (forward {:.3}, backward {:.3}, AdamW {:.3}); backend forward alone {:.3} s",
-        median(&mut trains),
+        step,
         median(&mut parts.0),
         median(&mut parts.1),
         median(&mut parts.2),
@@ -159,6 +174,10 @@ fn measure(case: &Case, threads: usize, steps: usize) {
         "  peak RSS during training {peak:.0} MiB ({:.0} MiB above the process before the session)",
         peak - before
     );
+    Measured {
+        step,
+        rss: peak - before,
+    }
 }
 
 /// Inference frames/s (batch 1, one thread as an edge worker gets) alone, then while a
@@ -218,17 +237,96 @@ fn worker_during_a_round(case: &Case, quick: bool) {
     );
 }
 
-fn pytorch() {
-    let torch = std::process::Command::new("python3")
-        .args(["-c", "import torch; print(torch.__version__)"])
-        .output();
-    match torch {
-        Ok(out) if out.status.success() => println!(
-            "\nPyTorch {} is importable: its side of the comparison is not written yet (see the issue's note)",
-            String::from_utf8_lossy(&out.stdout).trim()
-        ),
-        _ => println!(
-            "\nPyTorch comparison skipped: `python3 -c \"import torch\"` fails here (PyPI's Linux wheel pulls CUDA libraries; no CPU index is reachable)"
-        ),
+/// Where the bench keeps PyTorch (about 5 GB: PyPI's Linux wheel brings CUDA's
+/// libraries, unused here).
+fn torch_venv() -> std::path::PathBuf {
+    std::env::var_os("SEDNA_TORCH_VENV")
+        .map(Into::into)
+        .unwrap_or_else(|| std::env::temp_dir().join("sedna-torch-venv"))
+}
+
+/// PyTorch on CPU, same model (converted from the same ONNX by onnx2torch), batch, loss,
+/// optimizer and threads, in a virtual environment the bench makes once.
+fn pytorch(case: &Case, ours: &Measured, threads: usize, steps: usize) {
+    const PACKAGES: &[&str] = &["torch==2.15.0", "onnx==1.23.2", "onnx2torch==1.5.15"];
+    let venv = torch_venv();
+    let python = venv.join("bin/python");
+    let stamp = venv.join("packages.txt");
+    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == PACKAGES.join("\n")) {
+        println!(
+            "\nmaking {} with {} (once; about 5 GB)",
+            venv.display(),
+            PACKAGES.join(" ")
+        );
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PACKAGES)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made {
+            println!("PyTorch comparison skipped: the environment could not be made");
+            return;
+        }
+        let _ = std::fs::write(&stamp, PACKAGES.join("\n"));
     }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    case.model.save(&model).unwrap();
+    let dims: Vec<String> = case.dims.iter().map(ToString::to_string).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_pytorch.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&model)
+        .args([
+            case.input,
+            case.output,
+            &dims.join(","),
+            &threads.to_string(),
+            &steps.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(report) if out.status.success() => report,
+        _ => {
+            println!(
+                "PyTorch comparison failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            return;
+        }
+    };
+    let number = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
+    let (step, rss) = (
+        number("step_s"),
+        number("peak_rss_mib") - number("rss_before_model_mib"),
+    );
+    println!(
+        "\nPyTorch {} (CPU, {threads} threads, onnx2torch, {} trainable tensors), {}: train step {step:.3} s (forward {:.3}, backward {:.3}, AdamW {:.3}); peak RSS {rss:.0} MiB above the process before the model",
+        report["torch"].as_str().unwrap_or("?"),
+        report["trainable"],
+        case.name,
+        number("forward_s"),
+        number("backward_s"),
+        number("optimizer_s"),
+    );
+    println!(
+        "  ours / PyTorch: {:.2}x the steps per second (target >= 2x), {:.2} of its peak RSS (target <= 0.5)",
+        step / ours.step,
+        ours.rss / rss
+    );
 }

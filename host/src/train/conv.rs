@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor as Dense, WithDType};
 use rayon::prelude::*;
 
-use super::pointwise::{Act, Real};
+use super::pointwise::{Act, Real, with_elements};
 
 /// Stride, symmetric padding and dilation (the same along both axes) and groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -497,21 +497,29 @@ impl Op {
             [x, w, y, dy]: [&Dense; 4],
             bias_shape: Option<&Shape>,
         ) -> candle_core::Result<(Dense, Dense, Option<Dense>)> {
-            let values = |t: &Dense| t.flatten_all()?.to_vec1::<T>();
             let before = op.before.lock().unwrap_or_else(|e| e.into_inner());
-            let after = values(y)?;
-            let activated = match (op.activation, before.as_ref()) {
-                (None, _) => None,
-                (Some(act), Some(before)) => Some(Activated {
-                    act,
-                    before: before.as_slice::<T>()?,
-                    after: &after,
-                }),
-                (Some(_), None) => {
-                    candle_core::bail!("conv2d: backward without its forward's values")
-                }
-            };
-            let (dx, p) = backward(g, &values(x)?, &values(w)?, &values(dy)?, activated);
+            let dy = dy.contiguous()?;
+            let name = "conv2d";
+            let (dx, p) = with_elements::<T, _>(name, x, |x| {
+                with_elements::<T, _>(name, w, |w| {
+                    with_elements::<T, _>(name, y, |after| {
+                        with_elements::<T, _>(name, &dy, |dy| {
+                            let activated = match (op.activation, before.as_ref()) {
+                                (None, _) => None,
+                                (Some(act), Some(before)) => Some(Activated {
+                                    act,
+                                    before: before.as_slice::<T>()?,
+                                    after,
+                                }),
+                                (Some(_), None) => candle_core::bail!(
+                                    "conv2d: backward without its forward's values"
+                                ),
+                            };
+                            Ok(backward(g, x, w, dy, activated))
+                        })
+                    })
+                })
+            })?????;
             Ok((
                 Dense::from_vec(dx, x.shape(), x.device())?,
                 Dense::from_vec(p.dw, w.shape(), w.device())?,

@@ -77,7 +77,11 @@ fn elements<'a, T: Real>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> 
 }
 
 /// Runs `f` on the elements of a contiguous CPU tensor.
-fn with_elements<T: Real, R>(op: &str, t: &Dense, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+pub(super) fn with_elements<T: Real, R>(
+    op: &str,
+    t: &Dense,
+    f: impl FnOnce(&[T]) -> R,
+) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("{op}: the training engine runs on the CPU");
