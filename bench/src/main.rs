@@ -118,7 +118,7 @@ fn example(out: &Path, count: usize) -> anyhow::Result<(PathBuf, PathBuf, PathBu
     let model = out.join("models/base.onnx");
     if !model.exists() {
         eprintln!("training the example's base model (once)");
-        demo::base_model(&Lab::new()?, out, &data, sizes.base_epochs)?;
+        demo::base_model(&Lab::new()?, out, &data, sizes.base_epochs, &[])?;
     }
     // Exactly these frames: the worker runs the whole folder.
     let dir = out.join("frames");

@@ -1,7 +1,7 @@
-//! Files written whole or not at all.
+//! Files written whole or not at all, and where the data directory is.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -20,4 +20,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// The data directory when none is given: `SEDNA_HOME`, else `$XDG_DATA_HOME/sedna`, else
+/// `~/.local/share/sedna`.
+pub fn default_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("SEDNA_HOME") {
+        return home.into();
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME") {
+        return Path::new(&data).join("sedna");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    Path::new(&home).join(".local/share/sedna")
 }

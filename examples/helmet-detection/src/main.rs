@@ -29,6 +29,14 @@ enum Command {
     BaseModel {
         #[arg(long, default_value = "helmet-out")]
         out: PathBuf,
+        /// Base training scenes.
+        #[arg(long)]
+        scenes: Option<u64>,
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// An estimator parameter over the recipe's, `key=value` (repeatable).
+        #[arg(long = "param", value_parser = key_value)]
+        params: Vec<(String, String)>,
     },
 }
 
@@ -54,13 +62,33 @@ fn main() -> anyhow::Result<()> {
                 out.join("report.html").display()
             );
         }
-        Command::BaseModel { out } => base_model(&out)?,
+        Command::BaseModel {
+            out,
+            scenes,
+            epochs,
+            params,
+        } => base_model(&out, scenes, epochs, &params)?,
     }
     Ok(())
 }
 
-fn base_model(out: &Path) -> anyhow::Result<()> {
-    let sizes = demo::Sizes::FULL;
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}`: expected key=value"))
+}
+
+fn base_model(
+    out: &Path,
+    scenes: Option<u64>,
+    epochs: Option<u32>,
+    params: &[(String, String)],
+) -> anyhow::Result<()> {
+    let sizes = demo::Sizes {
+        train: scenes.unwrap_or(demo::Sizes::FULL.train),
+        base_epochs: epochs.unwrap_or(demo::Sizes::FULL.base_epochs),
+        ..demo::Sizes::FULL
+    };
     let started = Instant::now();
     let data = demo::data(out, &sizes)?;
     println!(
@@ -70,8 +98,12 @@ fn base_model(out: &Path) -> anyhow::Result<()> {
     );
     let lab = lab::Lab::new()?;
     let started = Instant::now();
-    let model = demo::base_model(&lab, out, &data, sizes.base_epochs)?;
+    let (model, report) = demo::base_model(&lab, out, &data, sizes.base_epochs, params)?;
     println!("trained in {:.1?}: {}", started.elapsed(), model.display());
+    if let Some(losses) = lab::metric(&report, "loss") {
+        let losses: Vec<String> = losses.iter().map(|l| format!("{l:.4}")).collect();
+        println!("loss per epoch: {}", losses.join(" "));
+    }
     let estimator = lab.estimator(&model, out, &demo::PARAMS)?;
     for (look, set) in [("base", &data.base_test), ("shifted", &data.shifted_test)] {
         let metrics = estimator.evaluate(set)?;

@@ -61,7 +61,7 @@ enum Command {
     #[command(subcommand)]
     Label(label::LabelCommand),
     /// Show what this host runs on: the ONNX backend, its version and library, the data directory.
-    Doctor,
+    Doctor(Doctor),
     /// Print the CustomResourceDefinitions of Dataset, Model and IncrementalLearningJob
     /// (`sedna crds | kubectl apply -f -`).
     Crds,
@@ -77,6 +77,14 @@ enum Command {
     #[cfg(feature = "cluster")]
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
+}
+
+#[derive(clap::Args)]
+pub struct Doctor {
+    /// Install ONNX Runtime (the PyPI wheel's library, with pip) into the data directory,
+    /// where every later `sedna` finds it: several times faster than the built-in tract.
+    #[arg(long)]
+    install_onnxruntime: bool,
 }
 
 #[cfg(feature = "cluster")]
@@ -156,18 +164,16 @@ pub fn parse_params(params: &[String]) -> anyhow::Result<Vec<Param>> {
         .collect()
 }
 
-fn doctor(context: &Context) -> anyhow::Result<ExitCode> {
+fn doctor(context: &Context, args: &Doctor) -> anyhow::Result<ExitCode> {
     println!("sedna {}", env!("CARGO_PKG_VERSION"));
     println!("data directory: {}", context.home.display());
+    if args.install_onnxruntime {
+        let library = crate::media::backend::install_onnxruntime(&context.home)
+            .map_err(anyhow::Error::msg)?;
+        println!("installed: {}", library.display());
+    }
     let backend = crate::media::backend().map_err(anyhow::Error::msg)?;
-    println!("onnx backend: {} {}", backend.kind, backend.version);
-    if let Some(library) = &backend.library {
-        println!("onnx library: {}", library.display());
-    }
-    if let Some(why) = &backend.fallback {
-        println!("onnx runtime not used: {why}");
-        println!("to use it: {}", crate::media::backend::HOW_TO_GET_ORT);
-    }
+    println!("{}", backend.summary());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -183,8 +189,9 @@ pub fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let context = Context {
-        home: cli.home.unwrap_or_else(PluginStore::default_home),
+        home: cli.home.unwrap_or_else(crate::files::default_home),
     };
+    crate::media::backend::use_home(&context.home);
     let result = match cli.command {
         Command::Plugin(command) => command.run(&context),
         Command::Predict(predict) => predict.run(&context),
@@ -193,7 +200,7 @@ pub fn main() -> ExitCode {
         Command::Run(run) => run.run(&context),
         Command::Status(status) => status.run(&context),
         Command::Label(command) => command.run(),
-        Command::Doctor => doctor(&context),
+        Command::Doctor(args) => doctor(&context, &args),
         Command::Crds => {
             print!("{}", crate::spec::crds_yaml());
             Ok(ExitCode::SUCCESS)

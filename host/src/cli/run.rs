@@ -35,6 +35,9 @@ impl Run {
         tracing::info!(
             "local mode: container images, node names, volumes and resources are not used"
         );
+        // Logs which backend runs the models (on tract, how to get the faster one) before
+        // anything loads.
+        crate::media::backend().map_err(|why| anyhow::anyhow!("no ONNX backend: {why}"))?;
         let runtime = context.runtime()?;
         let mut job = LocalJob::open(&resources, self.job.as_deref(), &runtime, &context.store()?)?;
         #[cfg(feature = "server")]

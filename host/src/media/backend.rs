@@ -15,8 +15,10 @@ pub const BACKEND_ENV: &str = "SEDNA_ONNX_BACKEND";
 pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 /// ONNX Runtime's oldest release whose C API this host uses.
 pub const ORT_MIN_VERSION: &str = "1.31";
-pub const HOW_TO_GET_ORT: &str =
-    "`python3 -m pip install onnxruntime` (>= 1.31) or set ORT_DYLIB_PATH to libonnxruntime.so";
+/// The ONNX Runtime release `sedna doctor --install-onnxruntime` installs (the one the
+/// tests run against).
+pub const ORT_RELEASE: &str = "1.31.1";
+pub const HOW_TO_GET_ORT: &str = "`sedna doctor --install-onnxruntime` (or `python3 -m pip install onnxruntime` >= 1.31, or ORT_DYLIB_PATH set to libonnxruntime.so)";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
@@ -51,6 +53,42 @@ impl Backend {
 }
 
 static BACKEND: OnceLock<Result<Backend, String>> = OnceLock::new();
+/// The data directory whose `onnxruntime/` is searched (the CLI's `--home`).
+static HOME: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where `sedna doctor --install-onnxruntime` puts ONNX Runtime under the data directory
+/// `home`, and where the backend looks for it.
+pub fn install_dir(home: &Path) -> PathBuf {
+    home.join("onnxruntime")
+}
+
+/// Looks for ONNX Runtime under the data directory `home` (else the default one). Call
+/// before the first model loads; later calls change nothing.
+pub fn use_home(home: &Path) {
+    let _ = HOME.set(home.to_path_buf());
+}
+
+impl Backend {
+    /// One line for a person: the backend, and on tract how to get the faster one.
+    pub fn summary(&self) -> String {
+        match (&self.kind, &self.fallback) {
+            (BackendKind::Tract, Some(why)) => format!(
+                "ONNX backend: tract {} (pure Rust, several times slower; {why}). For ONNX Runtime: {HOW_TO_GET_ORT}",
+                self.version
+            ),
+            (BackendKind::Tract, None) => {
+                format!("ONNX backend: tract {} (as asked)", self.version)
+            }
+            (BackendKind::OnnxRuntime, _) => format!(
+                "ONNX backend: onnxruntime {} ({})",
+                self.version,
+                self.library
+                    .as_deref()
+                    .map_or_else(String::new, |p| p.display().to_string())
+            ),
+        }
+    }
+}
 
 /// The process's backend, chosen on first use from `SEDNA_ONNX_BACKEND` (default `auto`).
 pub fn backend() -> Result<&'static Backend, String> {
@@ -58,14 +96,7 @@ pub fn backend() -> Result<&'static Backend, String> {
         .get_or_init(|| {
             let choice = std::env::var(BACKEND_ENV).unwrap_or_default();
             let backend = choose(&choice)?;
-            match (&backend.kind, &backend.fallback) {
-                (BackendKind::Tract, Some(why)) => tracing::info!(
-                    "ONNX backend: tract {} (pure Rust; {why}; for the faster ONNX Runtime: {HOW_TO_GET_ORT})",
-                    backend.version
-                ),
-                _ => tracing::info!("ONNX backend: {} {}", backend.kind, backend.version),
-
-            }
+            tracing::info!("{}", backend.summary());
             Ok(backend)
         })
         .as_ref()
@@ -109,7 +140,8 @@ fn environment() -> Result<ort::environment::Environment, String> {
         .map_err(|e| format!("cannot start the ONNX environment: {e}"))
 }
 
-/// `ORT_DYLIB_PATH`, then beside the executable, then a pip-installed `onnxruntime`.
+/// `ORT_DYLIB_PATH`, then beside the executable, then the data directory's (`sedna doctor
+/// --install-onnxruntime`), then a pip-installed `onnxruntime`.
 fn find_onnxruntime() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(DYLIB_ENV) {
         let path = PathBuf::from(path);
@@ -122,7 +154,12 @@ fn find_onnxruntime() -> Result<PathBuf, String> {
     let beside_exe = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().and_then(library_in));
+    let home = HOME
+        .get()
+        .cloned()
+        .unwrap_or_else(crate::files::default_home);
     beside_exe
+        .or_else(|| library_in(&install_dir(&home).join("onnxruntime/capi")))
         .or_else(pip_package)
         .ok_or_else(|| "ONNX Runtime was not found".to_string())
 }
@@ -203,5 +240,43 @@ fn load_onnxruntime(path: &Path) -> Result<Backend, String> {
         library: Some(path.to_path_buf()),
         fallback: None,
         environment: environment()?,
+    })
+}
+
+/// Installs ONNX Runtime's PyPI wheel (its library alone, no Python dependencies) into
+/// [`install_dir`] with pip, where the backend finds it from then on; returns the library.
+pub fn install_onnxruntime(home: &Path) -> Result<PathBuf, String> {
+    let dir = install_dir(home);
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--upgrade",
+            "--target",
+        ])
+        .arg(&dir)
+        .arg(format!("onnxruntime=={ORT_RELEASE}"))
+        .status()
+        .map_err(|e| {
+            format!(
+                "cannot run `python3 -m pip` ({e}): install Python 3 and pip (Debian: `apt install python3-pip`), or set ORT_DYLIB_PATH to a libonnxruntime.so you have"
+            )
+        })?;
+    if !status.success() {
+        return Err(format!(
+            "`python3 -m pip install --target {} onnxruntime=={ORT_RELEASE}` failed ({status}): see pip's message above",
+            dir.display()
+        ));
+    }
+    library_in(&dir.join("onnxruntime/capi")).ok_or_else(|| {
+        format!(
+            "pip installed onnxruntime into {} but no libonnxruntime is in its capi/ folder",
+            dir.display()
+        )
     })
 }

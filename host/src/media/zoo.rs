@@ -1,31 +1,37 @@
-//! Models the project writes itself with the operator sets of real exports, for the
-//! training engine's benchmarks and tests: a YOLOv8n-shaped detector (Conv-BN-SiLU, C2f,
-//! SPPF, an upsample-and-concat neck, a DFL head decoding boxes as Ultralytics' exports
-//! do) and a small CNN classifier. Weights are seeded pseudo-random: the shapes and the
-//! work are real, the knowledge is not.
+//! Models the project writes itself with the operator sets of real exports: a YOLOv8-style
+//! detector of any size (Conv-BN-SiLU, C2f, SPPF, an upsample-and-concat neck, a DFL head
+//! decoding boxes as Ultralytics' exports do), YOLOv8n's sizes among them, and a small CNN
+//! classifier. Weights are seeded pseudo-random (He-uniform kernels, identity
+//! normalisations): the shapes and the work are real, the knowledge is what training puts
+//! there. The training engine's benchmarks and tests use them, and the helmet example
+//! trains its detector from one.
 
 use super::builder::{Attr, ModelBuilder};
 use super::{InferError, Model, Tensor};
 
-/// Writes a graph block by block, naming values and weights in order.
+/// Writes a graph block by block, naming values and weights in order, each under the
+/// part of the model it belongs to (`backbone.`, `neck.`, `head.`: prefixes that
+/// `trainable` and `freeze` can name).
 struct Net {
     b: ModelBuilder,
     count: usize,
     seed: u64,
+    part: &'static str,
 }
 
 impl Net {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, seed: u64) -> Self {
         Net {
             b: ModelBuilder::new(name),
             count: 0,
-            seed: 0x5EED,
+            seed,
+            part: "",
         }
     }
 
     fn name(&mut self, what: &str) -> String {
         self.count += 1;
-        format!("{what}.{}", self.count)
+        format!("{}{what}.{}", self.part, self.count)
     }
 
     /// Uniform in `[-scale, scale)`.
@@ -61,7 +67,7 @@ impl Net {
 
     /// Conv (no bias) + BatchNormalization + SiLU, as Ultralytics' `Conv` block.
     fn conv(&mut self, x: &str, c_in: usize, c_out: usize, k: usize, stride: usize) -> String {
-        let scale = (2.0 / (c_in * k * k) as f32).sqrt();
+        let scale = (6.0 / (c_in * k * k) as f32).sqrt();
         let w = self.random(&[c_out, c_in, k, k], scale);
         let w = self.constant("conv.weight", &w);
         let pad = (k / 2) as i64;
@@ -170,55 +176,116 @@ impl Net {
     }
 }
 
+/// The sizes of a YOLOv8-style detector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Yolo {
+    pub name: String,
+    /// Class names, in output order.
+    pub classes: Vec<String>,
+    /// Input height and width in pixels, multiples of 32.
+    pub height: usize,
+    pub width: usize,
+    /// Channels of the five backbone stages (strides 2 to 32).
+    pub channels: [usize; 5],
+    /// Bottlenecks in the backbone's four C2f blocks.
+    pub depth: [usize; 4],
+    /// Bottlenecks in each of the neck's four C2f blocks.
+    pub neck_depth: usize,
+    /// Channels of the head's box branch and class branch.
+    pub head: (usize, usize),
+    /// Seeds the weights.
+    pub seed: u64,
+}
+
+impl Yolo {
+    /// YOLOv8n's sizes (Ultralytics' `yolov8n.yaml`) for `classes` classes of input `size`
+    /// x `size`, classes named `class0`, `class1`, ...
+    pub fn v8n(classes: usize, size: usize) -> Self {
+        Yolo {
+            name: "yolov8n-shaped".into(),
+            classes: (0..classes).map(|i| format!("class{i}")).collect(),
+            height: size,
+            width: size,
+            channels: [16, 32, 64, 128, 256],
+            depth: [1, 2, 2, 1],
+            neck_depth: 1,
+            head: (64, 64.max(classes.min(100))),
+            seed: 0x5EED,
+        }
+    }
+}
+
 /// A YOLOv8n-shaped detector for `classes` classes on `size` x `size` RGB images
-/// (`size` a multiple of 32), input `images` `[N, 3, size, size]`, output `output0`
-/// `[N, 4 + classes, anchors]` (centre, size in input pixels, then class scores), the
-/// layout of Ultralytics' detection exports.
+/// (`size` a multiple of 32): [`yolo`] of [`Yolo::v8n`].
 pub fn yolov8n(classes: usize, size: usize) -> Result<Model, InferError> {
-    let mut net = Net::new("yolov8n-shaped");
+    yolo(&Yolo::v8n(classes, size))
+}
+
+/// A YOLOv8-style detector of `spec`'s sizes: input `images` `[N, 3, height, width]`,
+/// output `output0` `[N, 4 + classes, anchors]` (centre, size in input pixels, then class
+/// scores), the layout and metadata (`task`, `names`, `imgsz`, `stride`) of Ultralytics'
+/// detection exports.
+pub fn yolo(spec: &Yolo) -> Result<Model, InferError> {
+    let (height, width, classes) = (spec.height, spec.width, spec.classes.len());
+    if height % 32 != 0 || width % 32 != 0 || height == 0 || width == 0 {
+        return Err(InferError::new(
+            super::ErrorKind::InvalidArgument,
+            &spec.name,
+            format!("an input of {height}x{width}: both sides must be multiples of 32"),
+        ));
+    }
+    let [c1, c2, c3, c4, c5] = spec.channels;
+    let [d2, d3, d4, d5] = spec.depth;
+    let n = spec.neck_depth;
+    let mut net = Net::new(&spec.name, spec.seed);
     net.b
-        .input("images", &[None, Some(3), Some(size), Some(size)]);
-    let x = net.conv("images", 3, 16, 3, 2);
-    let x = net.conv(&x, 16, 32, 3, 2);
-    let x = net.c2f(&x, 32, 32, 1, true);
-    let x = net.conv(&x, 32, 64, 3, 2);
-    let p3 = net.c2f(&x, 64, 64, 2, true);
-    let x = net.conv(&p3, 64, 128, 3, 2);
-    let p4 = net.c2f(&x, 128, 128, 2, true);
-    let x = net.conv(&p4, 128, 256, 3, 2);
-    let x = net.c2f(&x, 256, 256, 1, true);
-    let p5 = net.sppf(&x, 256, 256);
+        .input("images", &[None, Some(3), Some(height), Some(width)]);
+    net.part = "backbone.";
+    let x = net.conv("images", 3, c1, 3, 2);
+    let x = net.conv(&x, c1, c2, 3, 2);
+    let x = net.c2f(&x, c2, c2, d2, true);
+    let x = net.conv(&x, c2, c3, 3, 2);
+    let p3 = net.c2f(&x, c3, c3, d3, true);
+    let x = net.conv(&p3, c3, c4, 3, 2);
+    let p4 = net.c2f(&x, c4, c4, d4, true);
+    let x = net.conv(&p4, c4, c5, 3, 2);
+    let x = net.c2f(&x, c5, c5, d5, true);
+    let p5 = net.sppf(&x, c5, c5);
+    net.part = "neck.";
     let up = net.upsample(&p5);
     let cat = net.concat(&[&up, &p4], 1);
-    let n4 = net.c2f(&cat, 384, 128, 1, false);
+    let n4 = net.c2f(&cat, c5 + c4, c4, n, false);
     let up = net.upsample(&n4);
     let cat = net.concat(&[&up, &p3], 1);
-    let o3 = net.c2f(&cat, 192, 64, 1, false);
-    let down = net.conv(&o3, 64, 64, 3, 2);
+    let o3 = net.c2f(&cat, c4 + c3, c3, n, false);
+    let down = net.conv(&o3, c3, c3, 3, 2);
     let cat = net.concat(&[&down, &n4], 1);
-    let o4 = net.c2f(&cat, 192, 128, 1, false);
-    let down = net.conv(&o4, 128, 128, 3, 2);
+    let o4 = net.c2f(&cat, c3 + c4, c4, n, false);
+    let down = net.conv(&o4, c4, c4, 3, 2);
     let cat = net.concat(&[&down, &p5], 1);
-    let o5 = net.c2f(&cat, 384, 256, 1, false);
+    let o5 = net.c2f(&cat, c4 + c5, c5, n, false);
 
+    net.part = "head.";
     const REG: usize = 16;
-    let (c2, c3) = (64, 64.max(classes.min(100)));
+    let (cb, cc) = spec.head;
     let mut levels = Vec::new();
     let mut anchors = Vec::new();
     let mut strides = Vec::new();
-    for (feature, channels, stride) in [(&o3, 64, 8), (&o4, 128, 16), (&o5, 256, 32)] {
-        let b = net.conv(feature, channels, c2, 3, 1);
-        let b = net.conv(&b, c2, c2, 3, 1);
-        let b = net.conv_bias(&b, c2, 4 * REG, 1.0);
-        let c = net.conv(feature, channels, c3, 3, 1);
-        let c = net.conv(&c, c3, c3, 3, 1);
-        let c = net.conv_bias(&c, c3, classes, -5.0);
+    for (feature, channels, stride) in [(&o3, c3, 8), (&o4, c4, 16), (&o5, c5, 32)] {
+        let b = net.conv(feature, channels, cb, 3, 1);
+        let b = net.conv(&b, cb, cb, 3, 1);
+        let b = net.conv_bias(&b, cb, 4 * REG, 1.0);
+        let c = net.conv(feature, channels, cc, 3, 1);
+        let c = net.conv(&c, cc, cc, 3, 1);
+        // Ultralytics' prior: about five objects of each class in a level's cells.
+        let cells = (height / stride * (width / stride)) as f32;
+        let prior = (5.0 / classes.max(1) as f32 / cells).ln();
+        let c = net.conv_bias(&c, cc, classes, prior);
         let level = net.concat(&[&b, &c], 1);
         let shape = net.ints("shape", &[0, (4 * REG + classes) as i64, -1]);
         levels.push(net.node("Reshape", &[&level, &shape], &[]));
-        let cells = size / stride;
-        for row in 0..cells {
-            for col in 0..cells {
+        for row in 0..height / stride {
+            for col in 0..width / stride {
                 anchors.push((col as f32 + 0.5, row as f32 + 0.5));
                 strides.push(stride as f32);
             }
@@ -285,13 +352,15 @@ pub fn yolov8n(classes: usize, size: usize) -> Result<Model, InferError> {
         .output("output0", &[None, Some(4 + classes), Some(count)])
         .metadata("task", "detect")
         .metadata("stride", "32")
-        .metadata("imgsz", &format!("[{size}, {size}]"))
+        .metadata("imgsz", &format!("[{height}, {width}]"))
         .metadata(
             "names",
             &format!(
                 "{{{}}}",
-                (0..classes)
-                    .map(|i| format!("{i}: 'class{i}'"))
+                spec.classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| format!("{i}: '{name}'"))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -302,7 +371,7 @@ pub fn yolov8n(classes: usize, size: usize) -> Result<Model, InferError> {
 /// A small CNN classifier: four Conv-BN-SiLU blocks (two of stride 2), global average
 /// pooling and a Gemm head; input `image` `[N, 3, size, size]`, output `logits`.
 pub fn cnn_classifier(classes: usize, size: usize) -> Result<Model, InferError> {
-    let mut net = Net::new("cnn-classifier");
+    let mut net = Net::new("cnn-classifier", 0x5EED);
     net.b
         .input("image", &[None, Some(3), Some(size), Some(size)]);
     let x = net.conv("image", 3, 16, 3, 2);

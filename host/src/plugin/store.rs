@@ -81,19 +81,6 @@ pub struct PluginStore {
 }
 
 impl PluginStore {
-    /// The data directory: `SEDNA_HOME`, else `$XDG_DATA_HOME/sedna`, else
-    /// `~/.local/share/sedna`.
-    pub fn default_home() -> PathBuf {
-        if let Some(home) = std::env::var_os("SEDNA_HOME") {
-            return home.into();
-        }
-        if let Some(data) = std::env::var_os("XDG_DATA_HOME") {
-            return Path::new(&data).join("sedna");
-        }
-        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-        Path::new(&home).join(".local/share/sedna")
-    }
-
     /// Opens (creating if needed) the store under the data directory `home`.
     pub fn open(home: &Path) -> anyhow::Result<Self> {
         let root = home.join("plugins");

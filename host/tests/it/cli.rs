@@ -455,3 +455,46 @@ fn train_and_evaluate_run_the_estimator_on_an_index() {
         "`sgd` or `adamw`",
     );
 }
+
+#[test]
+fn doctor_installs_onnx_runtime_into_the_data_directory_where_later_runs_find_it() {
+    let home = tempfile::tempdir().unwrap();
+    let doctor = |args: &[&str], path: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sedna"));
+        command
+            .args(["doctor"])
+            .args(args)
+            .env("SEDNA_HOME", home.path())
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("SEDNA_ONNX_BACKEND");
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        command.output().unwrap()
+    };
+    // Without Python, the error says what to install.
+    let out = doctor(&["--install-onnxruntime"], Some(""));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("install Python 3 and pip"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = doctor(&["--install-onnxruntime"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let library = home.path().join("onnxruntime/onnxruntime/capi");
+    assert!(
+        stdout(&out).contains(&format!("installed: {}", library.display())),
+        "{}",
+        stdout(&out)
+    );
+    // A later run finds it there, before any pip-installed one.
+    let out = doctor(&[], None);
+    let text = stdout(&out);
+    assert!(
+        text.contains("ONNX backend: onnxruntime 1.31.1")
+            && text.contains(&library.display().to_string()),
+        "{text}"
+    );
+}
