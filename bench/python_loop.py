@@ -1,7 +1,8 @@
 """What a Sedna user runs today, per frame: Pillow decodes, numpy pre-processes,
-onnxruntime runs the model, numpy decodes the grid head, a Python loop does NMS, Sedna's
+onnxruntime runs the model, numpy decodes the YOLOv8 head, a Python loop does NMS, Sedna's
 IBT rule decides, and a hard example is written (the frame file copied, a half-size
-JPEG preview with the boxes, a JSON line). The same steps, thresholds and model as the Rust worker.
+JPEG preview with the boxes, a JSON line). The same steps, thresholds and model (the
+helmet example's YOLOv8-style detector, letterboxed) as the Rust worker.
 
 Prints one JSON object: per-round milliseconds per frame, peak RSS, and every frame's
 decision and boxes (for the agreement check)."""
@@ -19,37 +20,34 @@ import onnxruntime as ort
 from PIL import Image, ImageDraw
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+def letterbox(x, width, height):
+    """The frame (H, W, 3 floats) scaled to fit width x height and padded with grey 114,
+    centred, as the Rust host pre-processes (bilinear with half-pixel centres: a halving
+    is the mean of each 2x2 square). Returns the input and the scale and padding."""
+    h, w = x.shape[0], x.shape[1]
+    scale = min(width / w, height / h)
+    if scale == 0.5 and h % 2 == 0 and w % 2 == 0:
+        small = x.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
+    else:
+        raise SystemExit(f"this loop letterboxes by halving only ({w}x{h} into {width}x{height})")
+    sh, sw = small.shape[0], small.shape[1]
+    pad_y, pad_x = (height - sh) // 2, (width - sw) // 2
+    out = np.full((height, width, 3), 114.0 / 255.0, dtype=np.float32)
+    out[pad_y : pad_y + sh, pad_x : pad_x + sw] = small
+    return out, scale, pad_x, pad_y
 
 
-def decode_grid(out, classes, width, height, threshold):
-    """The grid head [1, 5 + C, H, W]: objectness, centre offsets, size, class logits."""
-    grid = out[0]
-    rows, cols = grid.shape[1], grid.shape[2]
-    objectness = sigmoid(grid[0])
-    ys, xs = np.nonzero(objectness >= threshold)
-    if len(ys) == 0:
-        return []
-    logits = grid[5 : 5 + classes, ys, xs]
-    logits = logits - logits.max(axis=0, keepdims=True)
-    probabilities = np.exp(logits)
-    probabilities /= probabilities.sum(axis=0, keepdims=True)
-    best = probabilities.argmax(axis=0)
-    scores = objectness[ys, xs] * probabilities[best, np.arange(len(best))]
-    stride_x, stride_y = width / cols, height / rows
-    cx = (xs + sigmoid(grid[1, ys, xs])) * stride_x
-    cy = (ys + sigmoid(grid[2, ys, xs])) * stride_y
-    w = sigmoid(grid[3, ys, xs]) * width
-    h = sigmoid(grid[4, ys, xs]) * height
+def decode_yolov8(out, classes, threshold):
+    """The YOLOv8 head [1, 4 + C, boxes]: centre, size (input pixels), class scores."""
+    rows = out[0]
+    scores = rows[4 : 4 + classes]
+    best = scores.argmax(axis=0)
+    top = scores[best, np.arange(scores.shape[1])]
+    keep = np.nonzero(top >= threshold)[0]
     found = []
-    for i in range(len(ys)):
-        if scores[i] < threshold:
-            continue
-        found.append(
-            ([cx[i] - w[i] / 2, cy[i] - h[i] / 2, cx[i] + w[i] / 2, cy[i] + h[i] / 2],
-             float(scores[i]), int(best[i]))
-        )
+    for i in keep:
+        cx, cy, w, h = rows[0, i], rows[1, i], rows[2, i], rows[3, i]
+        found.append(([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], float(top[i]), int(best[i])))
     return found
 
 
@@ -91,8 +89,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--obj-threshold", type=float, default=0.1)
-    parser.add_argument("--nms-threshold", type=float, default=0.2)
+    parser.add_argument("--obj-threshold", type=float, default=0.25)
+    parser.add_argument("--nms-threshold", type=float, default=0.45)
     parser.add_argument("--threshold-img", type=float, default=0.5)
     parser.add_argument("--threshold-box", type=float, default=0.3)
     args = parser.parse_args()
@@ -102,7 +100,7 @@ def main():
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
-    classes = len(meta["sedna.class_names"].split(","))
+    classes = meta["names"].count(":")
     model_input = session.get_inputs()[0]
     height, width = model_input.shape[2], model_input.shape[3]
     output = session.get_outputs()[0].name
@@ -113,11 +111,14 @@ def main():
     def one_frame(path, keep):
         image = Image.open(path).convert("RGB")
         x = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
+        x, scale, pad_x, pad_y = letterbox(x, width, height)
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
         out = session.run([output], {model_input.name: x})[0]
-        boxes = nms(decode_grid(out, classes, width, height, args.obj_threshold), args.nms_threshold)
-        # Corners clipped to the image, as the Rust estimator gives them.
-        boxes = [([min(max(v, 0.0), bound) for v, bound in zip(corners, (width, height) * 2)], score, label)
+        boxes = nms(decode_yolov8(out, classes, args.obj_threshold), args.nms_threshold)
+        # Corners in the frame's pixels, clipped to it, as the Rust estimator gives them.
+        frame_w, frame_h = image.size
+        boxes = [([min(max((v - pad) / scale, 0.0), bound)
+                   for v, pad, bound in zip(corners, (pad_x, pad_y) * 2, (frame_w, frame_h) * 2)], score, label)
                  for corners, score, label in boxes]
         hard = ibt([score for _, score, _ in boxes])
         if hard and keep:

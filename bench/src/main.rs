@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
+use helmet_detection::base;
 use helmet_detection::demo::{self, Sizes};
 use helmet_detection::lab::Lab;
 use sedna::media::backend::BACKEND_ENV;
@@ -114,12 +115,24 @@ pub fn json_output<T: serde::de::DeserializeOwned>(
 /// of their own that holds nothing else (and listed in `frames.txt`).
 fn example(out: &Path, count: usize) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     let sizes = Sizes::FULL;
-    let data = demo::data(out, &sizes)?;
-    let model = out.join("models/base.onnx");
-    if !model.exists() {
-        eprintln!("training the example's base model (once)");
-        demo::base_model(&Lab::new()?, out, &data, sizes.base_epochs, &[])?;
-    }
+    let committed = base::committed();
+    let scenes = if committed.is_some() {
+        0
+    } else {
+        sizes.base.scenes
+    };
+    let data = demo::data(out, scenes, sizes.test)?;
+    let model = match committed {
+        Some(model) => model,
+        None => {
+            let trained = out.join("models/base.onnx");
+            if !trained.exists() {
+                eprintln!("training the example's base model (once)");
+                base::train(&Lab::new()?, out, &data, sizes.base, &[])?;
+            }
+            trained
+        }
+    };
     // Exactly these frames: the worker runs the whole folder.
     let dir = out.join("frames");
     let _ = std::fs::remove_dir_all(&dir);

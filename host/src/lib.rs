@@ -22,8 +22,8 @@
 //! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | files |
 //! | [`spec`]     | Sedna's resources and value types (conditions, timers, stages)       | nothing |
 //!
-//! [`files`] and [`metrics`] sit beside [`spec`] at the bottom, for every layer: atomic
-//! writes, counters and histograms. [`cluster`] and [`server`] do not import each other.
+//! [`files`], [`metrics`] and [`threads`] sit beside [`spec`] at the bottom, for every
+//! layer: atomic writes, counters and histograms, background threads. [`cluster`] and [`server`] do not import each other.
 //! No file imports a layer above its own, and no two files import each other, even through
 //! others: `tests/it/layers.rs` checks both on the source.
 
@@ -38,4 +38,5 @@ pub mod pipeline;
 pub mod plugin;
 pub mod server;
 pub mod spec;
+pub mod threads;
 pub mod train;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use helmet_detection::base::{self, Training};
 use helmet_detection::{demo, lab, scene};
 
 #[derive(Parser)]
@@ -24,16 +25,22 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// Generates the base training set and the held-out test sets of both looks, trains
-    /// the base model with the `ONNX` estimator and prints its metrics on both.
+    /// Generates the base training scenes and the held-out test sets of both looks,
+    /// trains the detector from random weights with the `ONNX` estimator on the host's
+    /// training engine (all cores), prints its metrics on both held-out sets and writes
+    /// `models/base.onnx` with its record `models/base.json`. The defaults made the
+    /// committed model.
     BaseModel {
         #[arg(long, default_value = "helmet-out")]
         out: PathBuf,
         /// Base training scenes.
-        #[arg(long)]
-        scenes: Option<u64>,
-        #[arg(long)]
-        epochs: Option<u32>,
+        #[arg(long, default_value_t = Training::COMMITTED.scenes)]
+        scenes: u64,
+        #[arg(long, default_value_t = Training::COMMITTED.epochs)]
+        epochs: u32,
+        /// Seeds the detector's random weights.
+        #[arg(long, default_value_t = Training::COMMITTED.seed)]
+        seed: u64,
         /// An estimator parameter over the recipe's, `key=value` (repeatable).
         #[arg(long = "param", value_parser = key_value)]
         params: Vec<(String, String)>,
@@ -49,13 +56,10 @@ fn main() -> anyhow::Result<()> {
                 demo::Sizes::FULL
             };
             let outcome = demo::run(&out, &sizes)?;
-            let table = outcome.table();
-            let (base, shifted) = outcome.map_change();
-            let report = format!(
-                "# Helmet detection: one round of incremental learning\n\n{table}\nmAP@0.5 change: {base:+.3} on the base test set, {shifted:+.3} on the shifted test set.\n"
-            );
+            let report = outcome.markdown();
             sedna::files::write_atomically(&out.join("report.md"), report.as_bytes())?;
-            sedna::files::write_atomically(&out.join("report.html"), outcome.html().as_bytes())?;
+            let html = outcome.html(&out.canonicalize()?);
+            sedna::files::write_atomically(&out.join("report.html"), html.as_bytes())?;
             println!(
                 "\n{report}\nreport: {} (with charts: {})",
                 out.join("report.md").display(),
@@ -66,8 +70,17 @@ fn main() -> anyhow::Result<()> {
             out,
             scenes,
             epochs,
+            seed,
             params,
-        } => base_model(&out, scenes, epochs, &params)?,
+        } => base_model(
+            &out,
+            Training {
+                scenes,
+                epochs,
+                seed,
+            },
+            &params,
+        )?,
     }
     Ok(())
 }
@@ -78,33 +91,33 @@ fn key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}`: expected key=value"))
 }
 
-fn base_model(
-    out: &Path,
-    scenes: Option<u64>,
-    epochs: Option<u32>,
-    params: &[(String, String)],
-) -> anyhow::Result<()> {
-    let sizes = demo::Sizes {
-        train: scenes.unwrap_or(demo::Sizes::FULL.train),
-        base_epochs: epochs.unwrap_or(demo::Sizes::FULL.base_epochs),
-        ..demo::Sizes::FULL
-    };
+fn base_model(out: &Path, training: Training, params: &[(String, String)]) -> anyhow::Result<()> {
     let started = Instant::now();
-    let data = demo::data(out, &sizes)?;
+    let data = demo::data(out, training.scenes, demo::Sizes::FULL.test)?;
     println!(
         "data: {} training scenes in {:.1?}",
-        sizes.train,
+        training.scenes,
         started.elapsed()
     );
     let lab = lab::Lab::new()?;
-    let started = Instant::now();
-    let (model, report) = demo::base_model(&lab, out, &data, sizes.base_epochs, params)?;
-    println!("trained in {:.1?}: {}", started.elapsed(), model.display());
-    if let Some(losses) = lab::metric(&report, "loss") {
+    println!(
+        "{}",
+        sedna::media::backend()
+            .map_err(anyhow::Error::msg)?
+            .summary()
+    );
+    let trained = base::train(&lab, out, &data, training, params)?;
+    println!(
+        "trained in {:.1?}: {}",
+        trained.took,
+        trained.model.display()
+    );
+    if let Some(losses) = lab::metric(&trained.report, "loss") {
         let losses: Vec<String> = losses.iter().map(|l| format!("{l:.4}")).collect();
         println!("loss per epoch: {}", losses.join(" "));
     }
-    let estimator = lab.estimator(&model, out, &demo::PARAMS)?;
+    let estimator = lab.estimator(&trained.model, out, &demo::PARAMS)?;
+    let mut held_out = Vec::new();
     for (look, set) in [("base", &data.base_test), ("shifted", &data.shifted_test)] {
         let metrics = estimator.evaluate(set)?;
         let values = |name| lab::metric(&metrics, name).unwrap_or_default();
@@ -118,6 +131,11 @@ fn base_model(
                 at(values("recall"))
             );
         }
+        held_out.push((look, metrics));
     }
+    let record = base::record(training, params, &trained, &held_out);
+    let path = trained.model.with_extension("json");
+    sedna::files::write_atomically(&path, serde_json::to_string_pretty(&record)?.as_bytes())?;
+    println!("record: {}", path.display());
     Ok(())
 }

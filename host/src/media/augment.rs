@@ -81,8 +81,8 @@ impl Frame {
         let (width, height) = (self.width() as usize, self.height() as usize);
         let source = self.pixels().as_raw();
         // Bilinear, pixel centres at i + 0.5; outside the source: the pad grey. Written
-        // over the raw bytes without calls to libm, rows in parallel: a frame is made once
-        // per image per epoch, between training steps.
+        // over the raw bytes without calls to libm, rows in parallel on the background
+        // threads: a frame is made once per image per epoch, between training steps.
         let texel = |px: isize, py: isize| -> [f32; 3] {
             if px < 0 || py < 0 || px >= width as isize || py >= height as isize {
                 return [PAD as f32; 3];
@@ -95,10 +95,9 @@ impl Frame {
             ]
         };
         let mut pixels = vec![0u8; width * height * 3];
-        pixels
-            .par_chunks_mut(width * 3)
-            .enumerate()
-            .for_each(|(py, row)| {
+        let rows = pixels.par_chunks_mut(width * 3).enumerate();
+        crate::threads::background().install(|| {
+            rows.for_each(|(py, row)| {
                 let fy = (py as f32 + 0.5 - motion.shift_y) / motion.scale_y - 0.5;
                 let y0 = floor(fy);
                 let ay = fy - y0 as f32;
@@ -119,7 +118,8 @@ impl Frame {
                         *out = (value.clamp(0.0, 255.0) + 0.5) as u8;
                     }
                 }
-            });
+            })
+        });
         let image = image::RgbImage::from_raw(width as u32, height as u32, pixels)
             .expect("the buffer is the image's size");
         (

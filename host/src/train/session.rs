@@ -2,8 +2,9 @@
 //! gradients a component computed, gradient accumulation, an optimizer step, and export of
 //! the complete model.
 //!
-//! The session runs in a thread pool of its own, sized by its options, so that a round
-//! does not take the cores the live inference worker runs on. Its activations count
+//! The session runs in a thread pool of its own, sized by its options and at a lower
+//! scheduling priority, so that a round does not take the cores the live inference
+//! worker runs on. Its activations count
 //! against a memory cap: a forward whose values would exceed it fails and says to lower
 //! `batch_size`.
 
@@ -179,12 +180,9 @@ impl Session {
             .iter()
             .map(|w| (w.var.elem_count() * dtype.size_in_bytes()) as u64 * per_weight)
             .sum();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads.max(1))
-            .thread_name(|i| format!("sedna-train-{i}"))
-            .build()
+        let pool = crate::threads::pool("sedna-train", options.threads)
             .map(Arc::new)
-            .map_err(|e| error(ErrorKind::Runtime, format!("cannot start threads: {e}")))?;
+            .map_err(|e| error(ErrorKind::Runtime, e))?;
         let fusions = fuse::find(graph);
         Ok(Session {
             name,

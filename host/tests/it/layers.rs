@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("spec", 0),
     ("files", 0),
     ("metrics", 0),
+    ("threads", 0),
     ("media", 1),
     ("train", 2),
     ("plugin", 3),

@@ -1,0 +1,43 @@
+//! Threads for background work (training, and the augmentation that feeds it): a lower
+//! scheduling priority, so that when the cores are busy the live inference worker's
+//! threads run first and a round does not slow the stream it learns from.
+
+use std::sync::OnceLock;
+
+/// The nice value background threads take (0 is normal, 19 the lowest).
+const NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority. Best effort: where the system
+/// refuses, the thread keeps its priority.
+pub fn lower_priority() {
+    // SAFETY: setpriority has no memory effects; `who` 0 is the calling thread on Linux
+    // (threads have their own nice values) and the process elsewhere.
+    #[cfg(unix)]
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
+    }
+}
+
+/// A pool of `threads` background threads named `name-0`, `name-1`, ...
+pub fn pool(name: &'static str, threads: usize) -> Result<rayon::ThreadPool, String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(move |i| format!("{name}-{i}"))
+        .start_handler(|_| lower_priority())
+        .build()
+        .map_err(|e| format!("cannot start {name} threads: {e}"))
+}
+
+/// The process's pool for background data work (one thread a core), made on first use.
+pub fn background() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        pool("sedna-background", cores).unwrap_or_else(|_| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .expect("one thread")
+        })
+    })
+}
