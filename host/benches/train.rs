@@ -73,7 +73,7 @@ fn main() {
             input: "images",
             output: "output0",
             dims: vec![8, 3, 320, 320],
-            freeze: vec!["dfl".into()],
+            freeze: vec!["head.dfl".into()],
         },
         Case {
             name: "CNN classifier, batch 32, 64x64",
@@ -206,7 +206,7 @@ fn worker_during_a_round(case: &Case, quick: bool) {
         std::thread::spawn(move || {
             let options = Options {
                 threads: 1,
-                freeze: vec!["dfl".into()],
+                freeze: vec!["head.dfl".into()],
                 ..Options::default()
             };
             let mut session = Session::open(&model, options).unwrap();

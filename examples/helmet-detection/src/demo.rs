@@ -53,7 +53,7 @@ impl Sizes {
         fps: 25,
         known: 100,
         hard_examples: 150,
-        round_epochs: 10,
+        round_epochs: 12,
         // Sedna's quick start: a frame is hard when a tenth of its boxes score 0.9 or less.
         mining: (0.9, 0.9),
     };
@@ -84,7 +84,7 @@ pub const PARAMS: [(&str, &str); 2] = [("obj_threshold", "0.25"), ("nms_threshol
 /// no warm-up), with the same augmentation.
 pub const ROUND_TRAINING: [(&str, &str); 7] = [
     ("optimizer", "adamw"),
-    ("learning_rate", "0.0005"),
+    ("learning_rate", "0.001"),
     ("weight_decay", "0.0005"),
     ("batch_size", "16"),
     ("lr_schedule", "cosine"),

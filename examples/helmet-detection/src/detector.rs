@@ -29,6 +29,8 @@ pub fn spec(seed: u64) -> Yolo {
         neck_depth: 1,
         head: (32, 32),
         seed,
+        // He's initialisation: it trains from random weights.
+        kernel_gain: 6.0,
     }
 }
 

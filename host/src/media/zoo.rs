@@ -1,7 +1,7 @@
 //! Models the project writes itself with the operator sets of real exports: a YOLOv8-style
 //! detector of any size (Conv-BN-SiLU, C2f, SPPF, an upsample-and-concat neck, a DFL head
 //! decoding boxes as Ultralytics' exports do), YOLOv8n's sizes among them, and a small CNN
-//! classifier. Weights are seeded pseudo-random (He-uniform kernels, identity
+//! classifier. Weights are seeded pseudo-random (uniform kernels, identity
 //! normalisations): the shapes and the work are real, the knowledge is what training puts
 //! there. The training engine's benchmarks and tests use them, and the helmet example
 //! trains its detector from one.
@@ -17,15 +17,18 @@ struct Net {
     count: usize,
     seed: u64,
     part: &'static str,
+    /// Kernels are uniform in `±sqrt(gain / fan_in)`.
+    gain: f32,
 }
 
 impl Net {
-    fn new(name: &str, seed: u64) -> Self {
+    fn new(name: &str, seed: u64, gain: f32) -> Self {
         Net {
             b: ModelBuilder::new(name),
             count: 0,
             seed,
             part: "",
+            gain,
         }
     }
 
@@ -67,7 +70,7 @@ impl Net {
 
     /// Conv (no bias) + BatchNormalization + SiLU, as Ultralytics' `Conv` block.
     fn conv(&mut self, x: &str, c_in: usize, c_out: usize, k: usize, stride: usize) -> String {
-        let scale = (6.0 / (c_in * k * k) as f32).sqrt();
+        let scale = (self.gain / (c_in * k * k) as f32).sqrt();
         let w = self.random(&[c_out, c_in, k, k], scale);
         let w = self.constant("conv.weight", &w);
         let pad = (k / 2) as i64;
@@ -195,6 +198,10 @@ pub struct Yolo {
     pub head: (usize, usize),
     /// Seeds the weights.
     pub seed: u64,
+    /// Kernels are uniform in `±sqrt(kernel_gain / fan_in)`: 6 is He's initialisation,
+    /// which keeps the activations' scale through the layers (to train from random
+    /// weights); 2, a third of its variance, keeps a random network's outputs small.
+    pub kernel_gain: f32,
 }
 
 impl Yolo {
@@ -211,6 +218,7 @@ impl Yolo {
             neck_depth: 1,
             head: (64, 64.max(classes.min(100))),
             seed: 0x5EED,
+            kernel_gain: 2.0,
         }
     }
 }
@@ -237,7 +245,7 @@ pub fn yolo(spec: &Yolo) -> Result<Model, InferError> {
     let [c1, c2, c3, c4, c5] = spec.channels;
     let [d2, d3, d4, d5] = spec.depth;
     let n = spec.neck_depth;
-    let mut net = Net::new(&spec.name, spec.seed);
+    let mut net = Net::new(&spec.name, spec.seed, spec.kernel_gain);
     net.b
         .input("images", &[None, Some(3), Some(height), Some(width)]);
     net.part = "backbone.";
@@ -371,7 +379,7 @@ pub fn yolo(spec: &Yolo) -> Result<Model, InferError> {
 /// A small CNN classifier: four Conv-BN-SiLU blocks (two of stride 2), global average
 /// pooling and a Gemm head; input `image` `[N, 3, size, size]`, output `logits`.
 pub fn cnn_classifier(classes: usize, size: usize) -> Result<Model, InferError> {
-    let mut net = Net::new("cnn-classifier", 0x5EED);
+    let mut net = Net::new("cnn-classifier", 0x5EED, 2.0);
     net.b
         .input("image", &[None, Some(3), Some(size), Some(size)]);
     let x = net.conv("image", 3, 16, 3, 2);

@@ -10,9 +10,7 @@
 //! gradient the output gradient's sum per channel, in the same pass; an activation (see
 //! `fuse`) runs on each image's output while it is in cache, and its gradient likewise.
 
-use std::sync::Mutex;
-
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor as Dense, WithDType};
+use candle_core::{DType, Device, Shape, Tensor as Dense, WithDType};
 use rayon::prelude::*;
 
 use super::pointwise::{Act, Real, with_elements};
@@ -349,17 +347,20 @@ fn backward<T: Real>(
     w: &[T],
     dy: &[T],
     activated: Option<Activated<T>>,
-) -> (Vec<T>, Partial<T>) {
+    want_dx: bool,
+) -> (Option<Vec<T>>, Partial<T>) {
     let plane = g.plane();
     let (image, out) = (g.c_in * g.h * g.w, g.c_out * plane);
-    let mut dx = vec![T::zero(); g.n * image];
+    // Without an input gradient to make, each image still needs a chunk to work in.
+    let mut dx = vec![T::zero(); if want_dx { g.n * image } else { g.n }];
+    let chunk = if want_dx { image } else { 1 };
     let threads = inner_threads(g.n);
     let zero = || Partial {
         dw: vec![T::zero(); w.len()],
         dbias: vec![T::zero(); g.c_out],
     };
     let partial = dx
-        .par_chunks_mut(image)
+        .par_chunks_mut(chunk)
         .enumerate()
         .map(|(b, dx)| {
             let mut partial = zero();
@@ -393,6 +394,9 @@ fn backward<T: Real>(
                     true,
                     threads,
                 );
+                if !want_dx {
+                    continue;
+                }
                 // dcol [k, plane] = Wᵀ [k, cout_g] · dY [cout_g, plane], folded back onto
                 // the input (a pointwise convolution's columns are the input).
                 let dxg = &mut dx[group * g.cin_g * g.h * g.w..];
@@ -421,193 +425,120 @@ fn backward<T: Real>(
             a.dbias.iter_mut().zip(&b.dbias).for_each(|(a, b)| *a += *b);
             a
         });
-    (dx, partial)
+    (want_dx.then_some(dx), partial)
 }
 
-/// A contiguous slice of a storage, or an error naming the op.
-fn contiguous<'a, T: WithDType>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-) -> candle_core::Result<&'a [T]> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("conv2d: a strided operand (make it contiguous first)");
-    };
-    Ok(&storage.as_slice::<T>()?[start..end])
+/// A convolution's output, and with an activation its output before it (which the
+/// backward needs).
+pub struct Convolved {
+    pub y: Dense,
+    pub before: Option<Dense>,
 }
 
-/// A convolution on the autodiff tape, with its bias (if it is given one) and its
-/// activation; the output before the activation is kept for backward.
-struct Op {
-    conv: Conv2d,
-    activation: Option<Act>,
-    before: Mutex<Option<CpuStorage>>,
+/// The gradients of a convolution's input (when asked for), kernel and bias.
+pub struct Gradients {
+    pub dx: Option<Dense>,
+    pub dw: Dense,
+    pub dbias: Dense,
 }
 
-impl Op {
-    fn forward(
-        &self,
-        (s1, l1): (&CpuStorage, &Layout),
-        (s2, l2): (&CpuStorage, &Layout),
-        bias: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(self.conv, l1.dims(), l2.dims())?;
-        if let Some((_, l3)) = bias
-            && l3.shape().elem_count() != g.c_out
-        {
-            candle_core::bail!("a bias of {:?} for {} output channels", l3.dims(), g.c_out);
-        }
-        fn typed<T: Real>(
-            op: &Op,
-            g: &Geometry,
-            (s1, l1): (&CpuStorage, &Layout),
-            (s2, l2): (&CpuStorage, &Layout),
-            bias: Option<(&CpuStorage, &Layout)>,
-        ) -> candle_core::Result<CpuStorage> {
-            let bias = bias.map(|(s, l)| contiguous::<T>(s, l)).transpose()?;
-            let (x, w) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
-            let (y, before) = forward(g, x, w, bias, op.activation);
-            *op.before.lock().unwrap_or_else(|e| e.into_inner()) = before.map(T::storage);
-            Ok(T::storage(y))
-        }
-        let y = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                typed::<f32>(self, &g, (s1, l1), (s2, l2), bias)?
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                typed::<f64>(self, &g, (s1, l1), (s2, l2), bias)?
-            }
-            _ => candle_core::bail!("conv2d: the input and the kernel must both be f32 or f64"),
-        };
-        Ok((y, Shape::from((g.n, g.c_out, g.oh, g.ow))))
-    }
-
-    /// The gradients of the input, the kernel and the bias (shaped as `bias_shape`).
-    fn backward(
-        &self,
-        x: &Dense,
-        w: &Dense,
-        y: &Dense,
-        dy: &Dense,
-        bias_shape: Option<&Shape>,
-    ) -> candle_core::Result<(Dense, Dense, Option<Dense>)> {
-        let g = Geometry::new(self.conv, x.dims(), w.dims())?;
-        fn typed<T: Real>(
-            op: &Op,
-            g: &Geometry,
-            [x, w, y, dy]: [&Dense; 4],
-            bias_shape: Option<&Shape>,
-        ) -> candle_core::Result<(Dense, Dense, Option<Dense>)> {
-            let before = op.before.lock().unwrap_or_else(|e| e.into_inner());
-            let dy = dy.contiguous()?;
-            let name = "conv2d";
-            let (dx, p) = with_elements::<T, _>(name, x, |x| {
-                with_elements::<T, _>(name, w, |w| {
-                    with_elements::<T, _>(name, y, |after| {
-                        with_elements::<T, _>(name, &dy, |dy| {
-                            let activated = match (op.activation, before.as_ref()) {
-                                (None, _) => None,
-                                (Some(act), Some(before)) => Some(Activated {
-                                    act,
-                                    before: before.as_slice::<T>()?,
-                                    after,
-                                }),
-                                (Some(_), None) => candle_core::bail!(
-                                    "conv2d: backward without its forward's values"
-                                ),
-                            };
-                            Ok(backward(g, x, w, dy, activated))
-                        })
-                    })
-                })
-            })?????;
-            Ok((
-                Dense::from_vec(dx, x.shape(), x.device())?,
-                Dense::from_vec(p.dw, w.shape(), w.device())?,
-                bias_shape
-                    .map(|s| Dense::from_vec(p.dbias, s, w.device()))
-                    .transpose()?,
-            ))
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => typed::<f32>(self, &g, [x, w, y, dy], bias_shape),
-            _ => typed::<f64>(self, &g, [x, w, y, dy], bias_shape),
-        }
-    }
-}
-
-impl CustomOp2 for Op {
-    fn name(&self) -> &'static str {
-        "sedna-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Dense,
-        w: &Dense,
-        y: &Dense,
-        dy: &Dense,
-    ) -> candle_core::Result<(Option<Dense>, Option<Dense>)> {
-        let (dx, dw, _) = self.backward(x, w, y, dy, None)?;
-        Ok((Some(dx), Some(dw)))
-    }
-}
-
-impl CustomOp3 for Op {
-    fn name(&self) -> &'static str {
-        "sedna-conv2d-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Dense,
-        w: &Dense,
-        bias: &Dense,
-        y: &Dense,
-        dy: &Dense,
-    ) -> candle_core::Result<(Option<Dense>, Option<Dense>, Option<Dense>)> {
-        let (dx, dw, dbias) = self.backward(x, w, y, dy, Some(bias.shape()))?;
-        Ok((Some(dx), Some(dw), dbias))
-    }
-}
-
-/// `activation(x ⊛ w + bias)` on the autodiff tape with this module's backward.
+/// `activation(x ⊛ w + bias)`, `x` `[N, C, H, W]` and `w` `[C_out, C / groups, kh, kw]`.
 pub fn conv2d(
     x: &Dense,
     w: &Dense,
     bias: Option<&Dense>,
     conv: Conv2d,
     activation: Option<Act>,
-) -> candle_core::Result<Dense> {
-    let op = Op {
-        conv,
-        activation,
-        before: Mutex::new(None),
-    };
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    match bias {
-        None => x.apply_op2(&w, op),
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+) -> candle_core::Result<Convolved> {
+    let g = Geometry::new(conv, x.dims(), w.dims())?;
+    if let Some(b) = bias
+        && b.elem_count() != g.c_out
+    {
+        candle_core::bail!("a bias of {:?} for {} output channels", b.dims(), g.c_out);
+    }
+    let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
+    fn typed<T: Real>(
+        g: &Geometry,
+        [x, w]: [&Dense; 2],
+        bias: Option<&Dense>,
+        activation: Option<Act>,
+        shape: &Shape,
+    ) -> candle_core::Result<Convolved> {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let bias = bias.map(|b| b.contiguous()).transpose()?;
+        let (y, before) = with_elements::<T, _>("conv2d", &x, |x| {
+            with_elements::<T, _>("conv2d", &w, |w| match &bias {
+                Some(b) => {
+                    with_elements::<T, _>("conv2d", b, |b| forward(g, x, w, Some(b), activation))
+                }
+                None => Ok(forward(g, x, w, None, activation)),
+            })
+        })???;
+        Ok(Convolved {
+            y: Dense::from_vec(y, shape, &Device::Cpu)?,
+            before: before
+                .map(|z| Dense::from_vec(z, shape, &Device::Cpu))
+                .transpose()?,
+        })
+    }
+    match (x.dtype(), w.dtype()) {
+        (DType::F32, DType::F32) => typed::<f32>(&g, [x, w], bias, activation, &shape),
+        (DType::F64, DType::F64) => typed::<f64>(&g, [x, w], bias, activation, &shape),
+        _ => candle_core::bail!("conv2d: the input and the kernel must both be f32 or f64"),
+    }
+}
+
+/// The gradients of [`conv2d`] from its output's, `dy`: `y` and `before` are what it
+/// returned. The input's only when `want_dx` (an input no weight precedes needs none).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward(
+    x: &Dense,
+    w: &Dense,
+    conv: Conv2d,
+    activation: Option<Act>,
+    y: &Dense,
+    before: Option<&Dense>,
+    dy: &Dense,
+    want_dx: bool,
+) -> candle_core::Result<Gradients> {
+    let g = Geometry::new(conv, x.dims(), w.dims())?;
+    fn typed<T: Real>(
+        g: &Geometry,
+        [x, w, y, dy]: [&Dense; 4],
+        activation: Option<Act>,
+        before: Option<&Dense>,
+        want_dx: bool,
+    ) -> candle_core::Result<Gradients> {
+        let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+        let name = "conv2d";
+        let (dx, p) = with_elements::<T, _>(name, &x, |x| {
+            with_elements::<T, _>(name, w, |w| {
+                with_elements::<T, _>(name, y, |after| {
+                    with_elements::<T, _>(name, &dy, |dy| match (activation, before) {
+                        (None, _) => Ok(backward(g, x, w, dy, None, want_dx)),
+                        (Some(act), Some(before)) => {
+                            with_elements::<T, _>(name, before, |before| {
+                                let activated = Activated { act, before, after };
+                                backward(g, x, w, dy, Some(activated), want_dx)
+                            })
+                        }
+                        (Some(_), None) => candle_core::bail!(
+                            "conv2d: backward without the output before its activation"
+                        ),
+                    })
+                })
+            })
+        })?????;
+        Ok(Gradients {
+            dx: dx
+                .map(|dx| Dense::from_vec(dx, x.shape(), &Device::Cpu))
+                .transpose()?,
+            dw: Dense::from_vec(p.dw, w.shape(), &Device::Cpu)?,
+            dbias: Dense::from_vec(p.dbias, g.c_out, &Device::Cpu)?,
+        })
+    }
+    match x.dtype() {
+        DType::F32 => typed::<f32>(&g, [x, w, y, dy], activation, before, want_dx),
+        _ => typed::<f64>(&g, [x, w, y, dy], activation, before, want_dx),
     }
 }

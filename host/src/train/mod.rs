@@ -13,6 +13,7 @@
 //!
 //! Imports `media` (models, tensors, errors) and nothing above it.
 
+mod backward;
 mod conv;
 mod fuse;
 mod graph;

@@ -118,7 +118,7 @@ impl<'a> Call<'a> {
             .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 
-    fn input(&self, index: usize) -> Result<&'a Value, String> {
+    pub(super) fn input(&self, index: usize) -> Result<&'a Value, String> {
         self.inputs
             .get(index)
             .copied()
@@ -126,11 +126,11 @@ impl<'a> Call<'a> {
             .ok_or_else(|| format!("input {index} is missing"))
     }
 
-    fn optional(&self, index: usize) -> Option<&'a Value> {
+    pub(super) fn optional(&self, index: usize) -> Option<&'a Value> {
         self.inputs.get(index).copied().flatten()
     }
 
-    fn x(&self, index: usize) -> Result<Dense, String> {
+    pub(super) fn x(&self, index: usize) -> Result<Dense, String> {
         match self.input(index)? {
             Value::Float(t) => Ok(t.clone()),
             Value::Int(i) => ints_to_float(i, self.dtype),
@@ -181,8 +181,8 @@ pub fn run(call: &Call) -> Outcome {
         "Sqrt" => float(c!(call.x(0)?.sqrt())),
         "Reciprocal" => float(c!(call.x(0)?.recip())),
         "Tanh" => float(c!(call.x(0)?.tanh())),
-        "Relu" => float(c!(call.x(0)?.relu())),
-        "Sigmoid" => float(sigmoid(&call.x(0)?)?),
+        "Relu" => float(c!(Act::Relu.forward(&call.x(0)?))),
+        "Sigmoid" => float(c!(Act::Sigmoid.forward(&call.x(0)?))),
         "LeakyRelu" => {
             let x = call.x(0)?;
             let alpha = call.float_attr("alpha", 0.01) as f64;
@@ -200,7 +200,7 @@ pub fn run(call: &Call) -> Outcome {
         }
         "Clip" => clip(call),
         "Softmax" | "LogSoftmax" => softmax(call, op == "LogSoftmax"),
-        "Conv" => conv(call),
+        "Conv" => Ok(vec![Value::Float(conv_block(call, None, None)?.output)]),
         "Gemm" => gemm(call),
         "MatMul" => matmul(call),
         "BatchNormalization" => batch_norm(call),
@@ -404,16 +404,17 @@ fn pow(call: &Call) -> Outcome {
     Ok(vec![Value::Float(out)])
 }
 
-/// `σ(x)`, with a backward of its own (see [`pointwise`]).
-pub fn sigmoid(x: &Dense) -> Result<Dense, String> {
-    pointwise::sigmoid(x).map_err(describe)
-}
-
 /// `x σ(x)` for a `Mul` of `input` by its sigmoid (see [`super::fuse`]).
 pub fn silu(call: &Call, input: &str) -> Outcome {
+    Ok(vec![Value::Float(c!(
+        Act::Silu.forward(&silu_input(call, input)?)
+    ))])
+}
+
+/// The input of a fused SiLU (`input`, one of the `Mul`'s two).
+pub fn silu_input(call: &Call, input: &str) -> Result<Dense, String> {
     let at = call.node.input.iter().position(|i| i == input);
-    let x = call.x(at.ok_or_else(|| format!("it does not read `{input}`"))?)?;
-    Ok(vec![Value::Float(c!(pointwise::silu(&x)))])
+    call.x(at.ok_or_else(|| format!("it does not read `{input}`"))?)
 }
 
 fn hard_sigmoid(x: &Dense, alpha: f64, beta: f64) -> Result<Dense, String> {
@@ -453,18 +454,22 @@ fn clip(call: &Call) -> Outcome {
     Ok(vec![Value::Float(out)])
 }
 
-fn softmax(call: &Call, log: bool) -> Outcome {
-    let x = call.x(0)?;
-    let rank = x.rank();
+/// A softmax's input as the axis it normalises sees it: before opset 13 the axis splits
+/// the tensor into a 2-D matrix whose rows sum to one.
+pub fn softmax_view(call: &Call, x: &Dense) -> Result<(Dense, usize), String> {
     let default = if call.opset >= 13 { -1 } else { 1 };
-    let at = axis(call.int("axis", default), rank)?;
-    // Before opset 13 the axis splits the tensor into a 2-D matrix whose rows sum to one.
-    let (work, dim) = if call.opset < 13 {
+    let at = axis(call.int("axis", default), x.rank())?;
+    Ok(if call.opset < 13 {
         let outer: usize = x.dims()[..at].iter().product();
         (c!(x.reshape((outer, x.elem_count() / outer.max(1)))), 1)
     } else {
         (x.clone(), at)
-    };
+    })
+}
+
+fn softmax(call: &Call, log: bool) -> Outcome {
+    let x = call.x(0)?;
+    let (work, dim) = softmax_view(call, &x)?;
     let max = c!(c!(work.max_keepdim(dim)).detach().contiguous());
     let shifted = c!(work.broadcast_sub(&max));
     let exp = c!(shifted.exp());
@@ -557,35 +562,102 @@ fn pad2d(x: &Dense, pads: [(usize, usize); 2], value: f64) -> Result<Dense, Stri
     Ok(out)
 }
 
-fn conv(call: &Call) -> Outcome {
-    conv_block(call, None, None)
+/// A convolution as its backward needs it: the input it convolved (padded, where the
+/// node's padding was uneven), the kernel (folded from a normalisation, when one
+/// follows), its geometry and activation, and its output before and after the activation.
+pub struct Convolution {
+    pub input: Dense,
+    /// Uneven padding put around the node's input to make `input`: its gradient is cropped
+    /// by it.
+    pub pads: Option<[(usize, usize); 2]>,
+    pub kernel: Dense,
+    pub conv: Conv2d,
+    pub activation: Option<Act>,
+    pub output: Dense,
+    pub before: Option<Dense>,
 }
 
-/// A `Conv`, the `BatchNormalization` `norm` it alone feeds and `activation` as one
-/// convolution (see [`super::fuse`]): the normalisation's per-channel factor folds into
-/// the kernel and its offset into the bias, so the gradients reach the kernel, the conv
-/// bias and the normalisation's scale and shift through those few numbers instead of
-/// through every pixel.
-pub fn conv_block(conv: &Call, norm: Option<&Call>, activation: Option<Act>) -> Outcome {
-    let w = conv.x(1)?;
-    let bias = conv.optional(2).map(Value::float).transpose()?;
+/// A `BatchNormalization`'s parameters (scale, shift, mean, variance) and epsilon.
+pub struct Norm {
+    pub params: [Dense; 4],
+    pub epsilon: f64,
+}
+
+impl Norm {
+    pub fn of(call: &Call) -> Result<Self, String> {
+        Ok(Norm {
+            params: [call.x(1)?, call.x(2)?, call.x(3)?, call.x(4)?],
+            epsilon: call.float_attr("epsilon", 1e-5) as f64,
+        })
+    }
+
+    /// `x factor[c] + offset[c]` for `channels` channels.
+    pub fn affine(&self, channels: usize) -> Result<(Dense, Dense), String> {
+        let [scale, shift, mean, var] = &self.params;
+        if self.params.iter().any(|t| t.elem_count() != channels) {
+            return Err(format!(
+                "{channels} channels to normalise (axis 1 of its input), but scale, shift, mean and variance of {}, {}, {} and {} values",
+                scale.elem_count(),
+                shift.elem_count(),
+                mean.elem_count(),
+                var.elem_count()
+            ));
+        }
+        let inv = c!(c!(var.affine(1.0, self.epsilon)).sqrt()).recip();
+        let factor = c!(scale.mul(&c!(inv)));
+        let offset = c!(shift.sub(&c!(mean.mul(&factor))));
+        Ok((
+            factor.flatten_all().map_err(describe)?,
+            offset.flatten_all().map_err(describe)?,
+        ))
+    }
+}
+
+/// The kernel and bias a convolution of kernel `w` and bias `bias` convolves with when
+/// the normalisation `norm` follows it: its per-channel factor folds into the kernel and
+/// its offset into the bias, so the gradients reach the kernel, the conv bias and the
+/// normalisation's scale and shift through those few numbers instead of every pixel.
+pub fn folded(
+    w: &Dense,
+    bias: Option<&Dense>,
+    norm: Option<&Norm>,
+) -> Result<(Dense, Option<Dense>), String> {
     let Some(norm) = norm else {
-        return convolve(conv, &w, bias, activation);
+        return Ok((w.clone(), bias.cloned()));
     };
-    let (factor, offset) = normalisation(norm, w.dims().first().copied().unwrap_or(0))
-        .map_err(|m| format!("its normalisation `{}`: {m}", norm.node.name))?;
-    let channels = factor.elem_count();
+    let channels = w.dims().first().copied().unwrap_or(0);
+    let (factor, offset) = norm.affine(channels)?;
     let kernel = c!(w.broadcast_mul(&c!(factor.reshape((channels, 1, 1, 1)))));
     let bias = match bias {
-        Some(b) => c!(offset.add(&c!(b.mul(&factor)))),
+        Some(b) => c!(offset.add(&c!(c!(b.flatten_all()).mul(&factor)))),
         None => offset,
     };
-    convolve(conv, &kernel, Some(&bias), activation)
+    Ok((kernel, Some(bias)))
+}
+
+/// A `Conv`, the `BatchNormalization` `norm` it alone feeds, and `activation`, as one
+/// convolution (see [`super::fuse`]); a plain `Conv` without the last two.
+pub fn conv_block(
+    conv: &Call,
+    norm: Option<&Call>,
+    activation: Option<Act>,
+) -> Result<Convolution, String> {
+    let norm = norm
+        .map(|n| Norm::of(n).map_err(|m| format!("its normalisation `{}`: {m}", n.node.name)))
+        .transpose()?;
+    let bias = conv.optional(2).map(Value::float).transpose()?;
+    let (kernel, bias) = folded(&conv.x(1)?, bias, norm.as_ref())?;
+    convolve(conv, kernel, bias, activation)
 }
 
 /// The convolution of `call`'s input by `w` (its kernel, or one folded from it), plus
 /// `bias` per output channel, through `activation`.
-fn convolve(call: &Call, w: &Dense, bias: Option<&Dense>, activation: Option<Act>) -> Outcome {
+fn convolve(
+    call: &Call,
+    w: Dense,
+    bias: Option<Dense>,
+    activation: Option<Act>,
+) -> Result<Convolution, String> {
     let x = call.x(0)?;
     if x.rank() != 4 || w.rank() != 4 {
         return Err(format!(
@@ -606,10 +678,10 @@ fn convolve(call: &Call, w: &Dense, bias: Option<&Dense>, activation: Option<Act
     let (_, _, kh, kw) = c!(w.dims4());
     let pads = window_pads(call, (h, wi), (kh, kw), stride, dilation)?;
     let symmetric = pads[0].0 == pads[0].1 && pads[1].0 == pads[1].1 && pads[0].0 == pads[1].0;
-    let (input, padding) = if symmetric {
-        (x, pads[0].0)
+    let (input, padding, uneven) = if symmetric {
+        (x, pads[0].0, None)
     } else {
-        (pad2d(&x, pads, 0.0)?, 0)
+        (pad2d(&x, pads, 0.0)?, 0, Some(pads))
     };
     let conv = Conv2d {
         stride: stride.0,
@@ -617,9 +689,16 @@ fn convolve(call: &Call, w: &Dense, bias: Option<&Dense>, activation: Option<Act
         dilation: dilation.0,
         groups: group,
     };
-    Ok(vec![Value::Float(c!(conv2d(
-        &input, w, bias, conv, activation
-    )))])
+    let done = c!(conv2d(&input, &w, bias.as_ref(), conv, activation));
+    Ok(Convolution {
+        input,
+        pads: uneven,
+        kernel: w,
+        conv,
+        activation,
+        output: done.y,
+        before: done.before,
+    })
 }
 
 fn gemm(call: &Call) -> Outcome {
@@ -675,32 +754,10 @@ fn matmul(call: &Call) -> Outcome {
 fn batch_norm(call: &Call) -> Outcome {
     let x = call.x(0)?;
     let channels = if x.rank() < 2 { 0 } else { x.dims()[1] };
-    let (factor, offset) = normalisation(call, channels)?;
+    let (factor, offset) = Norm::of(call)?.affine(channels)?;
     Ok(vec![Value::Float(c!(pointwise::channel_affine(
         &x, &factor, &offset
     )))])
-}
-
-/// A `BatchNormalization` of `channels` channels as `x factor[c] + offset[c]`.
-fn normalisation(call: &Call, channels: usize) -> Result<(Dense, Dense), String> {
-    let (scale, shift, mean, var) = (call.x(1)?, call.x(2)?, call.x(3)?, call.x(4)?);
-    let epsilon = call.float_attr("epsilon", 1e-5) as f64;
-    if [&scale, &shift, &mean, &var]
-        .iter()
-        .any(|t| t.elem_count() != channels)
-    {
-        return Err(format!(
-            "{channels} channels to normalise (axis 1 of its input), but scale, shift, mean and variance of {}, {}, {} and {} values",
-            scale.elem_count(),
-            shift.elem_count(),
-            mean.elem_count(),
-            var.elem_count()
-        ));
-    }
-    let inv = c!(c!(var.affine(1.0, epsilon)).sqrt()).recip();
-    let factor = c!(scale.mul(&c!(inv)));
-    let offset = c!(shift.sub(&c!(mean.mul(&factor))));
-    Ok((factor, offset))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -733,24 +790,48 @@ fn subsample(x: &Dense, axis: usize, stride: usize, count: usize) -> Result<Dens
 /// Max or average pooling of any window, stride and padding, as a reduction over the
 /// window's shifted slices (candle's pools differentiate only windows equal to strides,
 /// and its max pool's gradient is scaled wrong).
+/// A 2-D pool's window: kernel, stride and padding per axis.
+pub struct Window {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub pads: [(usize, usize); 2],
+}
+
+impl Window {
+    pub fn of(call: &Call) -> Result<Window, String> {
+        let x = call.x(0)?;
+        if x.rank() != 4 {
+            return Err(format!(
+                "pooling a rank-{} tensor: the engine supports 2-D pools",
+                x.rank()
+            ));
+        }
+        if call.attr("kernel_shape").is_none() {
+            return Err("a pool without `kernel_shape`".into());
+        }
+        let kernel = pair(call, "kernel_shape")?;
+        let stride = pair(call, "strides")?;
+        if call.int("ceil_mode", 0) != 0 || pair(call, "dilations")? != (1, 1) {
+            return Err("pooling with ceil_mode or dilations (the engine supports neither)".into());
+        }
+        let (_, _, h, w) = c!(x.dims4());
+        let pads = window_pads(call, (h, w), kernel, stride, (1, 1))?;
+        Ok(Window {
+            kernel,
+            stride,
+            pads,
+        })
+    }
+}
+
 fn pool(call: &Call, kind: Pool) -> Outcome {
     let x = call.x(0)?;
-    if x.rank() != 4 {
-        return Err(format!(
-            "pooling a rank-{} tensor: the engine supports 2-D pools",
-            x.rank()
-        ));
-    }
-    if call.attr("kernel_shape").is_none() {
-        return Err("a pool without `kernel_shape`".into());
-    }
-    let kernel = pair(call, "kernel_shape")?;
-    let stride = pair(call, "strides")?;
-    if call.int("ceil_mode", 0) != 0 || pair(call, "dilations")? != (1, 1) {
-        return Err("pooling with ceil_mode or dilations (the engine supports neither)".into());
-    }
+    let Window {
+        kernel,
+        stride,
+        pads,
+    } = Window::of(call)?;
     let (_, _, h, w) = c!(x.dims4());
-    let pads = window_pads(call, (h, w), kernel, stride, (1, 1))?;
     let no_pads = pads == [(0, 0), (0, 0)];
     // candle's max-pool backward scales the gradient by the window's share of maxima
     // (a quarter for a unique maximum in 2x2): only its average pool is used.
@@ -1101,6 +1182,7 @@ fn resize(call: &Call) -> Outcome {
     for factor in [sh, sw] {
         nearest_is_repeat(call, factor)?;
     }
+    // (The backward sums each sh x sw block of the gradient: see `backward`.)
     let (n, ch, h, w) = (dims[0], dims[1], dims[2], dims[3]);
     let y = c!(x.reshape((n, ch, h, 1, w, 1)));
     let y = c!(y.broadcast_as((n, ch, h, sh, w, sw)));

@@ -1,17 +1,15 @@
-//! The per-element and per-channel ops of a CNN as candle custom ops with a backward of
-//! their own: sigmoid, SiLU, and the per-channel affine of a BatchNormalization that no
-//! convolution precedes (after a convolution it folds into the kernel: see `fuse`).
+//! The per-element and per-channel ops of a CNN, forward and backward, one pass each over
+//! the session's thread pool: sigmoid, SiLU and ReLU (also applied by a convolution to its
+//! own output), and the per-channel affine of a BatchNormalization that no convolution
+//! precedes (after a convolution it folds into the kernel: see `fuse`).
 //!
 //! Composed from candle's ops, each of these was several tensors and passes (a sigmoid
 //! through tanh: two affines, a tanh and their backward; a channel affine: a broadcast
 //! multiply and add whose backward reduces over batch and plane on one thread). On a YOLO
-//! they cost more than the convolutions. Here each is one pass forward and one backward,
-//! split over the session's thread pool.
+//! they cost more than the convolutions.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Storage,
-    Tensor as Dense, WithDType,
+    CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor as Dense, WithDType,
 };
 use rayon::prelude::*;
 
@@ -22,24 +20,17 @@ const CHUNK: usize = 1 << 14;
 /// The float types the engine trains in (f32; f64 for gradient checks).
 pub(super) trait Real: WithDType {
     fn exp(self) -> Self;
-    fn storage(values: Vec<Self>) -> CpuStorage;
 }
 
 impl Real for f32 {
     fn exp(self) -> Self {
         exp_f32(self)
     }
-    fn storage(values: Vec<Self>) -> CpuStorage {
-        CpuStorage::F32(values)
-    }
 }
 
 impl Real for f64 {
     fn exp(self) -> Self {
         f64::exp(self)
-    }
-    fn storage(values: Vec<Self>) -> CpuStorage {
-        CpuStorage::F64(values)
     }
 }
 
@@ -94,46 +85,10 @@ fn tensor<T: Real>(values: Vec<T>, shape: &Shape) -> Result<Dense> {
     Dense::from_vec(values, shape.clone(), &Device::Cpu)
 }
 
-/// `y[i] = f(x[i])` over the pool.
-fn map<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)));
-    y
-}
-
 /// An elementwise activation: its value, and its derivative from the input and the value.
 trait Activation: Copy + Send + Sync + 'static {
-    const NAME: &'static str;
     fn value<T: Real>(self, x: T) -> T;
     fn slope<T: Real>(self, x: T, y: T) -> T;
-
-    fn forward<T: Real>(self, storage: &CpuStorage, layout: &Layout) -> Result<CpuStorage> {
-        let x = elements::<T>(Self::NAME, storage, layout)?;
-        Ok(T::storage(map(x, |x| self.value(x))))
-    }
-
-    fn backward<T: Real>(self, x: &Dense, y: &Dense, dy: &Dense) -> Result<Dense> {
-        let dy = dy.contiguous()?;
-        let dx = with_elements::<T, _>(Self::NAME, x, |x| {
-            with_elements::<T, _>(Self::NAME, y, |y| {
-                with_elements::<T, _>(Self::NAME, &dy, |dy| {
-                    let mut dx = vec![T::zero(); x.len()];
-                    dx.par_chunks_mut(CHUNK)
-                        .zip(x.par_chunks(CHUNK))
-                        .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-                        .for_each(|((dx, x), (y, dy))| {
-                            for (i, dx) in dx.iter_mut().enumerate() {
-                                *dx = dy[i] * self.slope(x[i], y[i]);
-                            }
-                        });
-                    dx
-                })
-            })
-        })???;
-        tensor(dx, x.shape())
-    }
 }
 
 /// `σ(x) = 1 / (1 + e^-x)`; its slope `σ (1 - σ)` comes from the value alone.
@@ -141,7 +96,6 @@ trait Activation: Copy + Send + Sync + 'static {
 struct Sigmoid;
 
 impl Activation for Sigmoid {
-    const NAME: &'static str = "sigmoid";
     fn value<T: Real>(self, x: T) -> T {
         logistic(x)
     }
@@ -156,7 +110,6 @@ impl Activation for Sigmoid {
 struct Silu;
 
 impl Activation for Silu {
-    const NAME: &'static str = "silu";
     fn value<T: Real>(self, x: T) -> T {
         x * logistic(x)
     }
@@ -171,7 +124,6 @@ impl Activation for Silu {
 struct Relu;
 
 impl Activation for Relu {
-    const NAME: &'static str = "relu";
     fn value<T: Real>(self, x: T) -> T {
         if x > T::zero() { x } else { T::zero() }
     }
@@ -180,9 +132,11 @@ impl Activation for Relu {
     }
 }
 
-/// The activations a convolution applies to its own output (see `fuse`).
+/// The elementwise activations: standalone, or applied by a convolution to its own
+/// output (SiLU and ReLU; see `fuse`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
+    Sigmoid,
     Silu,
     Relu,
 }
@@ -194,6 +148,7 @@ impl Act {
             y.iter_mut().zip(z).for_each(|(y, &z)| *y = a.value(z));
         }
         match self {
+            Act::Sigmoid => each(Sigmoid, z, y),
             Act::Silu => each(Silu, z, y),
             Act::Relu => each(Relu, z, y),
         }
@@ -207,45 +162,59 @@ impl Act {
             }
         }
         match self {
+            Act::Sigmoid => each(Sigmoid, z, y, dy, dz),
             Act::Silu => each(Silu, z, y, dy, dz),
             Act::Relu => each(Relu, z, y, dy, dz),
         }
     }
 }
 
-/// The one candle op behind every [`Activation`].
-struct Elementwise<A>(A);
-
-impl<A: Activation> CustomOp1 for Elementwise<A> {
-    fn name(&self) -> &'static str {
-        A::NAME
+impl Act {
+    /// `act(x)`, in parallel over the pool.
+    pub fn forward(self, x: &Dense) -> Result<Dense> {
+        fn typed<T: Real>(act: Act, x: &Dense) -> Result<Dense> {
+            let y = with_elements::<T, _>("activation", x, |x| {
+                let mut y = vec![T::zero(); x.len()];
+                y.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK))
+                    .for_each(|(y, x)| act.apply(x, y));
+                y
+            })?;
+            tensor(y, x.shape())
+        }
+        let x = x.contiguous()?;
+        match x.dtype() {
+            DType::F32 => typed::<f32>(self, &x),
+            DType::F64 => typed::<f64>(self, &x),
+            other => candle_core::bail!("an activation of {other:?} values: floats only"),
+        }
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = match storage.dtype() {
-            DType::F32 => self.0.forward::<f32>(storage, layout)?,
-            DType::F64 => self.0.forward::<f64>(storage, layout)?,
-            other => candle_core::bail!("{}: a float input, not {other:?}", A::NAME),
-        };
-        Ok((y, layout.shape().clone()))
+    /// The gradient of [`Act::forward`]'s input from its output's: `x` and `y` are its
+    /// input and output.
+    pub fn backward(self, x: &Dense, y: &Dense, dy: &Dense) -> Result<Dense> {
+        fn typed<T: Real>(act: Act, x: &Dense, y: &Dense, dy: &Dense) -> Result<Dense> {
+            let name = "activation";
+            let dx = with_elements::<T, _>(name, x, |x| {
+                with_elements::<T, _>(name, y, |y| {
+                    with_elements::<T, _>(name, dy, |dy| {
+                        let mut dx = vec![T::zero(); x.len()];
+                        dx.par_chunks_mut(CHUNK)
+                            .zip(x.par_chunks(CHUNK))
+                            .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+                            .for_each(|((dx, x), (y, dy))| act.gradient(x, y, dy, dx));
+                        dx
+                    })
+                })
+            })???;
+            tensor(dx, x.shape())
+        }
+        let (x, y, dy) = (x.contiguous()?, y.contiguous()?, dy.contiguous()?);
+        match x.dtype() {
+            DType::F32 => typed::<f32>(self, &x, &y, &dy),
+            _ => typed::<f64>(self, &x, &y, &dy),
+        }
     }
-
-    fn bwd(&self, x: &Dense, y: &Dense, dy: &Dense) -> Result<Option<Dense>> {
-        Ok(Some(match x.dtype() {
-            DType::F32 => self.0.backward::<f32>(x, y, dy)?,
-            _ => self.0.backward::<f64>(x, y, dy)?,
-        }))
-    }
-}
-
-/// `σ(x)` on the autodiff tape.
-pub fn sigmoid(x: &Dense) -> Result<Dense> {
-    x.contiguous()?.apply_op1(Elementwise(Sigmoid))
-}
-
-/// `x σ(x)` on the autodiff tape.
-pub fn silu(x: &Dense) -> Result<Dense> {
-    x.contiguous()?.apply_op1(Elementwise(Silu))
 }
 
 /// The sizes of `x` seen per channel: `[batch, channels, plane]`, checked against a
@@ -311,88 +280,64 @@ fn affine_backward<T: Real>(
     (dx, dscale, dshift)
 }
 
-/// `x scale[c] + shift[c]`: inference-form BatchNormalization.
-struct ChannelAffine;
-
-impl ChannelAffine {
-    fn forward<T: Real>(s: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
+/// `x scale[c] + shift[c]` (`scale` and `shift` of `C` elements, `x` of `[N, C, ...]`):
+/// inference-form BatchNormalization.
+pub fn channel_affine(x: &Dense, scale: &Dense, shift: &Dense) -> Result<Dense> {
+    fn typed<T: Real>(x: &Dense, scale: &Dense, shift: &Dense) -> Result<Dense> {
         let op = "channel affine";
-        let (x, scale, shift) = (
-            elements::<T>(op, s[0].0, s[0].1)?,
-            elements::<T>(op, s[1].0, s[1].1)?,
-            elements::<T>(op, s[2].0, s[2].1)?,
-        );
-        let (_, _, plane) = planes(op, s[0].1.dims(), shift.len())?;
-        if scale.len() != shift.len() {
-            candle_core::bail!("{op}: {} scales for {} shifts", scale.len(), shift.len());
+        let (_, _, plane) = planes(op, x.dims(), shift.elem_count())?;
+        if scale.elem_count() != shift.elem_count() {
+            candle_core::bail!(
+                "{op}: {} scales for {} shifts",
+                scale.elem_count(),
+                shift.elem_count()
+            );
         }
-        Ok(T::storage(affine_forward(x, scale, shift, plane)))
+        let y = with_elements::<T, _>(op, x, |x| {
+            with_elements::<T, _>(op, scale, |scale| {
+                with_elements::<T, _>(op, shift, |shift| affine_forward(x, scale, shift, plane))
+            })
+        })???;
+        tensor(y, x.shape())
     }
+    let (x, scale, shift) = (
+        x.contiguous()?,
+        scale.flatten_all()?.contiguous()?,
+        shift.flatten_all()?.contiguous()?,
+    );
+    match x.dtype() {
+        DType::F32 => typed::<f32>(&x, &scale, &shift),
+        DType::F64 => typed::<f64>(&x, &scale, &shift),
+        other => candle_core::bail!("channel affine: a float input, not {other:?}"),
+    }
+}
 
-    fn backward<T: Real>(x: &Dense, scale: &Dense, dy: &Dense) -> Result<[Dense; 3]> {
+/// The gradients of [`channel_affine`]'s input, scale and shift (the last two of `C`
+/// elements) from its output's.
+pub fn channel_affine_backward(x: &Dense, scale: &Dense, dy: &Dense) -> Result<[Dense; 3]> {
+    fn typed<T: Real>(x: &Dense, scale: &Dense, dy: &Dense) -> Result<[Dense; 3]> {
         let op = "channel affine";
-        let dy = dy.contiguous()?;
         let (_, channels, plane) = planes(op, x.dims(), scale.elem_count())?;
         let (dx, dscale, dshift) = with_elements::<T, _>(op, x, |x| {
             with_elements::<T, _>(op, scale, |scale| {
-                with_elements::<T, _>(op, &dy, |dy| affine_backward(x, scale, dy, channels, plane))
+                with_elements::<T, _>(op, dy, |dy| affine_backward(x, scale, dy, channels, plane))
             })
         })???;
         Ok([
             tensor(dx, x.shape())?,
-            tensor(dscale, scale.shape())?,
-            tensor(dshift, scale.shape())?,
+            tensor(dscale, &Shape::from(channels))?,
+            tensor(dshift, &Shape::from(channels))?,
         ])
     }
-}
-
-impl CustomOp3 for ChannelAffine {
-    fn name(&self) -> &'static str {
-        "channel-affine"
+    let (x, scale, dy) = (
+        x.contiguous()?,
+        scale.flatten_all()?.contiguous()?,
+        dy.contiguous()?,
+    );
+    match x.dtype() {
+        DType::F32 => typed::<f32>(&x, &scale, &dy),
+        _ => typed::<f64>(&x, &scale, &dy),
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let operands = [(s1, l1), (s2, l2), (s3, l3)];
-        let y = match s1.dtype() {
-            DType::F32 => Self::forward::<f32>(operands)?,
-            DType::F64 => Self::forward::<f64>(operands)?,
-            other => candle_core::bail!("channel affine: a float input, not {other:?}"),
-        };
-        Ok((y, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Dense,
-        scale: &Dense,
-        _shift: &Dense,
-        _y: &Dense,
-        dy: &Dense,
-    ) -> Result<(Option<Dense>, Option<Dense>, Option<Dense>)> {
-        let [dx, dscale, dshift] = match x.dtype() {
-            DType::F32 => Self::backward::<f32>(x, scale, dy)?,
-            _ => Self::backward::<f64>(x, scale, dy)?,
-        };
-        Ok((Some(dx), Some(dscale), Some(dshift)))
-    }
-}
-
-/// `x scale[c] + shift[c]` on the autodiff tape (`scale` and `shift` of `C` elements, `x`
-/// of `[N, C, ...]`).
-pub fn channel_affine(x: &Dense, scale: &Dense, shift: &Dense) -> Result<Dense> {
-    x.contiguous()?.apply_op3(
-        &scale.flatten_all()?.contiguous()?,
-        &shift.flatten_all()?.contiguous()?,
-        ChannelAffine,
-    )
 }
 
 #[cfg(test)]

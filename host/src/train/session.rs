@@ -14,11 +14,13 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor as Dense, Var};
 use tract_onnx::pb;
 
+use super::backward::{self, Gradients};
 use super::fuse::{self, Found, Fusion, Plan};
 use super::graph::{Trainable, prepare};
 use super::loss::{Loss, scalar};
 use super::ops::{self, Call};
 use super::optim::{self, Optimizer};
+use super::pointwise::Act;
 use super::value::{self, Value};
 use crate::media::{ErrorKind, InferError, Model, Tensor};
 
@@ -91,9 +93,25 @@ pub struct Progress {
     pub elapsed: std::time::Duration,
 }
 
-/// The values of the last forward, kept for the backward that follows it.
+/// What one step of a forward ran: a node, or a chain of nodes computed as one (its last
+/// node's index first).
+enum Step {
+    Node(usize),
+    Silu(usize, String),
+    Conv {
+        at: usize,
+        conv: usize,
+        norm: Option<usize>,
+        done: ops::Convolution,
+    },
+}
+
+/// The values and steps of the last forward, kept for the backward that follows it, and
+/// which values a trainable weight precedes (only they get gradients).
 struct Tape {
     values: BTreeMap<String, Value>,
+    steps: Vec<Step>,
+    requires: BTreeSet<String>,
 }
 
 pub struct Session {
@@ -254,7 +272,7 @@ impl Session {
         self.tape = None;
         let pool = self.pool.clone();
         let result = pool.install(|| self.forward_on_pool(inputs, wanted));
-        let values = result?;
+        let tape = result?;
         self.progress.samples += inputs
             .first()
             .and_then(|(_, t)| t.dims.first())
@@ -263,7 +281,8 @@ impl Session {
         let out = wanted
             .iter()
             .map(|name| {
-                let value = values
+                let value = tape
+                    .values
                     .get(name)
                     .or_else(|| self.constants.get(name))
                     .ok_or_else(|| {
@@ -275,7 +294,7 @@ impl Session {
                 Ok((name.clone(), self.to_host(name, value)?))
             })
             .collect::<Result<_, InferError>>()?;
-        self.tape = Some(Tape { values });
+        self.tape = Some(tape);
         Ok(out)
     }
 
@@ -283,14 +302,17 @@ impl Session {
         &self,
         inputs: &[(String, Tensor)],
         wanted: &[String],
-    ) -> Result<BTreeMap<String, Value>, InferError> {
+    ) -> Result<Tape, InferError> {
         let graph = self.proto.graph.as_ref().expect("checked at load");
         let mut values: BTreeMap<String, Value> = BTreeMap::new();
+        let mut requires = BTreeSet::new();
         for weight in &self.weights {
+            // Detached: candle records nothing, the gradients are this engine's.
             values.insert(
                 weight.name.clone(),
-                Value::Float(weight.var.as_tensor().clone()),
+                Value::Float(weight.var.as_tensor().detach()),
             );
+            requires.insert(weight.name.clone());
         }
         for (name, tensor) in inputs {
             let produced = graph.node.iter().any(|n| n.output.contains(name));
@@ -315,38 +337,80 @@ impl Session {
         }
         let needed = self.needed(graph, wanted, &values)?;
         let plan = fuse::plan(&self.fusions, wanted, |v| values.contains_key(v));
+        let mut steps = Vec::new();
         let mut bytes = self.weight_bytes;
         for (index, node) in graph.node.iter().enumerate() {
             if !needed.contains(&index) || plan.skipped.contains(&index) {
                 continue;
             }
             let call = self.call(node, &values, &plan)?;
-            let outputs = match plan.fused.get(&index).map(|f| &f.fusion) {
-                None => ops::run(&call),
-                Some(Fusion::Silu { input }) => ops::silu(&call, input),
+            // The nodes whose inputs this step reads.
+            let mut read = vec![node];
+            let (outputs, step) = match plan.fused.get(&index).map(|f| &f.fusion) {
+                None if node.op_type == "Conv" => {
+                    let done = ops::conv_block(&call, None, None);
+                    let done = done.map_err(|m| self.node_error(node, m))?;
+                    let y = Value::Float(done.output.clone());
+                    (
+                        vec![y],
+                        Step::Conv {
+                            at: index,
+                            conv: index,
+                            norm: None,
+                            done,
+                        },
+                    )
+                }
+                None => (
+                    ops::run(&call).map_err(|m| self.node_error(node, m))?,
+                    Step::Node(index),
+                ),
+                Some(Fusion::Silu { input }) => (
+                    ops::silu(&call, input).map_err(|m| self.node_error(node, m))?,
+                    Step::Silu(index, input.clone()),
+                ),
                 Some(Fusion::Conv {
                     conv,
                     norm,
                     activation,
                 }) => {
-                    let conv = self.call(&graph.node[*conv], &values, &plan)?;
-                    let norm = norm.map(|n| self.call(&graph.node[n], &values, &plan));
-                    ops::conv_block(&conv, norm.transpose()?.as_ref(), *activation)
+                    let conv_call = self.call(&graph.node[*conv], &values, &plan)?;
+                    let norm_call = norm
+                        .map(|n| self.call(&graph.node[n], &values, &plan))
+                        .transpose()?;
+                    read = vec![&graph.node[*conv]];
+                    read.extend(norm.map(|n| &graph.node[n]));
+                    let done = ops::conv_block(&conv_call, norm_call.as_ref(), *activation)
+                        .map_err(|m| self.node_error(node, m))?;
+                    let y = Value::Float(done.output.clone());
+                    let step = Step::Conv {
+                        at: index,
+                        conv: *conv,
+                        norm: *norm,
+                        done,
+                    };
+                    (vec![y], step)
                 }
-            }
-            .map_err(|m| self.node_error(node, m))?;
+            };
+            let trained = read
+                .iter()
+                .flat_map(|n| &n.input)
+                .any(|i| requires.contains(i));
             // A convolution with an activation keeps its output before it too.
-            let kept = match plan.fused.get(&index).map(|f| &f.fusion) {
-                Some(Fusion::Conv {
-                    activation: Some(_),
-                    ..
-                }) => 3,
+            let kept = match &step {
+                Step::Conv { done, .. } if done.before.is_some() => 3,
                 _ => 2,
             };
             for (name, value) in node.output.iter().zip(outputs) {
                 // Activations and, in backward, their gradients.
                 bytes += kept * value.bytes();
+                if trained && matches!(value, Value::Float(_)) {
+                    requires.insert(name.clone());
+                }
                 values.insert(name.clone(), value);
+            }
+            if trained {
+                steps.push(step);
             }
             if let Some(cap) = self.options.memory_cap.filter(|&cap| bytes > cap) {
                 return Err(self.error(
@@ -359,7 +423,11 @@ impl Session {
                 ));
             }
         }
-        Ok(values)
+        Ok(Tape {
+            values,
+            steps,
+            requires,
+        })
     }
 
     /// `node` with its inputs from `values` (a fused inner value, never made, as absent).
@@ -498,8 +566,10 @@ impl Session {
         target: &Tensor,
     ) -> Result<f64, InferError> {
         let output = self.tape_value(name)?;
+        let runtime = |e: candle_core::Error| self.error(ErrorKind::Runtime, ops::describe(e));
+        let var = Var::from_tensor(&output).map_err(runtime)?;
         let value = loss
-            .compute(&output, &target.dims, &target.data)
+            .compute(var.as_tensor(), &target.dims, &target.data)
             .map_err(|m| self.error(ErrorKind::InvalidArgument, format!("output `{name}`: {m}")))?;
         let number = scalar(&value).map_err(|m| self.error(ErrorKind::Runtime, m))?;
         if !number.is_finite() {
@@ -512,15 +582,21 @@ impl Session {
                 ),
             ));
         }
-        self.backward_from(&value)?;
+        let grads = value.backward().map_err(runtime)?;
+        let gradient = grads.get(var.as_tensor()).cloned().ok_or_else(|| {
+            self.error(ErrorKind::Runtime, "the loss does not depend on the output")
+        })?;
+        self.backward_from(vec![(name.to_string(), gradient)])?;
         self.progress.loss = Some(number);
         Ok(number)
     }
 
-    /// Backward from gradients of named outputs (a loss the component computed): the
-    /// gradient of `sum(output * gradient)` over the outputs given.
+    /// Backward from gradients of named outputs (a loss the component computed).
     pub fn backward(&mut self, gradients: &[(String, Tensor)]) -> Result<(), InferError> {
-        let mut surrogate: Option<Dense> = None;
+        if gradients.is_empty() {
+            return Err(self.error(ErrorKind::InvalidArgument, "no gradients were given"));
+        }
+        let mut seeds = Vec::new();
         for (name, gradient) in gradients {
             let output = self.tape_value(name)?;
             if gradient.dims != output.dims() {
@@ -546,31 +622,34 @@ impl Session {
             )
             .and_then(|t| t.to_dtype(self.dtype))
             .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?;
-            let term = output
-                .mul(&g)
-                .and_then(|t| t.sum_all())
-                .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?;
-            surrogate = Some(match surrogate {
-                None => term,
-                Some(s) => s
-                    .add(&term)
-                    .map_err(|e| self.error(ErrorKind::Runtime, e.to_string()))?,
-            });
+            seeds.push((name.clone(), g));
         }
-        let surrogate = surrogate
-            .ok_or_else(|| self.error(ErrorKind::InvalidArgument, "no gradients were given"))?;
-        self.backward_from(&surrogate)
+        self.backward_from(seeds)
     }
 
-    fn backward_from(&mut self, scalar: &Dense) -> Result<(), InferError> {
-        self.tape = None;
-        let grads = self.pool.install(|| scalar.backward());
-        let grads = grads.map_err(|e| self.error(ErrorKind::Runtime, format!("backward: {e}")))?;
+    /// Backpropagates `seeds` (gradients of values) through the last forward's steps and
+    /// adds the weights' gradients to what earlier backward passes accumulated.
+    fn backward_from(&mut self, seeds: Vec<(String, Dense)>) -> Result<(), InferError> {
+        let tape = self.tape.take().ok_or_else(|| {
+            self.error(
+                ErrorKind::InvalidArgument,
+                "backward before forward: run `forward` on the batch first (each forward allows one backward)",
+            )
+        })?;
+        let mut grads = Gradients::default();
+        for (name, g) in seeds {
+            if tape.requires.contains(&name) {
+                grads
+                    .add(&name, g)
+                    .map_err(|m| self.error(ErrorKind::Runtime, m))?;
+            }
+        }
+        let pool = self.pool.clone();
+        pool.install(|| self.reverse(&tape, &mut grads))?;
         for weight in &mut self.weights {
-            let Some(g) = grads.get(weight.var.as_tensor()) else {
+            let Some(g) = grads.take(&weight.name) else {
                 continue;
             };
-            let g = g.detach();
             weight.grad = Some(match weight.grad.take() {
                 None => g,
                 Some(sum) => sum
@@ -579,6 +658,95 @@ impl Session {
             });
         }
         self.accumulated += 1;
+        Ok(())
+    }
+
+    /// The forward's steps in reverse, each taking its outputs' gradients and giving its
+    /// inputs' (those a trainable weight precedes).
+    fn reverse(&self, tape: &Tape, grads: &mut Gradients) -> Result<(), InferError> {
+        let graph = self.proto.graph.as_ref().expect("checked at load");
+        let wanted = |names: &[String]| -> Vec<bool> {
+            names.iter().map(|n| tape.requires.contains(n)).collect()
+        };
+        for step in tape.steps.iter().rev() {
+            let at = match step {
+                Step::Node(at) | Step::Silu(at, _) | Step::Conv { at, .. } => *at,
+            };
+            let node = &graph.node[at];
+            let outputs: Vec<Option<Dense>> = node.output.iter().map(|o| grads.take(o)).collect();
+            if outputs.iter().all(Option::is_none) {
+                continue;
+            }
+            let fail = |m: String| self.node_error(node, format!("backward: {m}"));
+            let (names, inputs): (Vec<&String>, Vec<Option<Dense>>) = match step {
+                Step::Node(_) => {
+                    let call = self.call(node, &tape.values, &Plan::default())?;
+                    let made: Vec<Value> =
+                        node.output.iter().map(|o| tape.values[o].clone()).collect();
+                    let refs: Vec<Option<&Dense>> = outputs.iter().map(Option::as_ref).collect();
+                    let given =
+                        backward::node(&call, &made, &refs, &wanted(&node.input)).map_err(fail)?;
+                    (node.input.iter().collect(), given)
+                }
+                Step::Silu(_, input) => {
+                    let (Some(Value::Float(x)), Some(Value::Float(y)), Some(g)) = (
+                        tape.values.get(input),
+                        tape.values.get(&node.output[0]),
+                        &outputs[0],
+                    ) else {
+                        continue;
+                    };
+                    let dx = Act::Silu
+                        .backward(x, y, g)
+                        .map_err(|e| fail(ops::describe(e)))?;
+                    (vec![input], vec![Some(dx)])
+                }
+                Step::Conv {
+                    conv, norm, done, ..
+                } => {
+                    let Some(g) = &outputs[0] else { continue };
+                    let conv_node = &graph.node[*conv];
+                    let conv_call = self.call(conv_node, &tape.values, &Plan::default())?;
+                    let norm_node = norm.map(|n| &graph.node[n]);
+                    // The normalisation reads the convolution's output, never made.
+                    let mut inner = Plan::default();
+                    inner
+                        .inner
+                        .extend(conv_node.output.iter().map(String::as_str));
+                    let norm_call = norm_node
+                        .map(|n| self.call(n, &tape.values, &inner))
+                        .transpose()?;
+                    fn slot(n: Option<&pb::NodeProto>, i: usize) -> Option<&String> {
+                        n.and_then(|n| n.input.get(i)).filter(|s| !s.is_empty())
+                    }
+                    let names: [Option<&String>; 7] = [
+                        slot(Some(conv_node), 0),
+                        slot(Some(conv_node), 1),
+                        slot(Some(conv_node), 2),
+                        slot(norm_node, 1),
+                        slot(norm_node, 2),
+                        slot(norm_node, 3),
+                        slot(norm_node, 4),
+                    ];
+                    let want = names.map(|n| n.is_some_and(|n| tape.requires.contains(n)));
+                    let given =
+                        backward::convolution(done, &conv_call, norm_call.as_ref(), g, &want)
+                            .map_err(fail)?;
+                    names
+                        .into_iter()
+                        .zip(given)
+                        .filter_map(|(n, g)| n.map(|n| (n, g)))
+                        .unzip()
+                }
+            };
+            for (name, g) in names.into_iter().zip(inputs) {
+                if let Some(g) = g
+                    && tape.requires.contains(name)
+                {
+                    grads.add(name, g).map_err(fail)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -699,7 +867,8 @@ impl Session {
         let values = self
             .pool
             .install(|| self.forward_on_pool(inputs, &[output.to_string()]))
-            .expect("forward");
+            .expect("forward")
+            .values;
         let out = values[output].float().expect("a float output").clone();
         scalar(
             &out.mul(gradient)

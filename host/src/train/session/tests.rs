@@ -864,7 +864,7 @@ fn a_trained_yolov8_shaped_detector_exports_what_the_engine_computes() {
     // DFL head (Reshape, Transpose, Softmax, a fixed Conv, anchor arithmetic), Sigmoid.
     let model = crate::media::zoo::yolov8n(3, 64).unwrap();
     let options = Options {
-        freeze: vec!["dfl".into()],
+        freeze: vec!["head.dfl".into()],
         learning_rate: 1e-3,
         ..Options::default()
     };
@@ -899,7 +899,10 @@ fn a_trained_yolov8_shaped_detector_exports_what_the_engine_computes() {
         .unwrap();
     assert!(after < before, "the loss falls: {before} -> {after}");
     assert!(
-        !session.trainable().iter().any(|w| w.starts_with("dfl")),
+        !session
+            .trainable()
+            .iter()
+            .any(|w| w.starts_with("head.dfl")),
         "frozen"
     );
     assert_backends_agree(&mut session, "images", "output0", &images);
