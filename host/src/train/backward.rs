@@ -214,12 +214,12 @@ pub fn node(
         }
         "Add" | "Sub" if !matches!(call.input(0)?, Value::Int(_)) => {
             if let Some(g) = g0() {
-                for i in 0..2.min(n) {
+                for (i, slot) in out.iter_mut().enumerate().take(2.min(n)) {
                     if !want(i) {
                         continue;
                     }
                     let part = unbroadcast(g.clone(), &call.input(i)?.dims())?;
-                    out[i] = Some(if op == "Sub" && i == 1 {
+                    *slot = Some(if op == "Sub" && i == 1 {
                         part.neg().map_err(fail)?
                     } else {
                         part
@@ -229,13 +229,13 @@ pub fn node(
         }
         "Mul" if !matches!(call.input(0)?, Value::Int(_)) => {
             if let Some(g) = g0() {
-                for i in 0..2.min(n) {
+                for (i, slot) in out.iter_mut().enumerate().take(2.min(n)) {
                     if !want(i) {
                         continue;
                     }
                     let other = x(1 - i)?;
                     let part = g.broadcast_mul(&other).map_err(fail)?;
-                    out[i] = Some(unbroadcast(part, &call.input(i)?.dims())?);
+                    *slot = Some(unbroadcast(part, &call.input(i)?.dims())?);
                 }
             }
         }
