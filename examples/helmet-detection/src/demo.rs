@@ -53,7 +53,7 @@ impl Sizes {
         fps: 25,
         known: 100,
         hard_examples: 150,
-        round_epochs: 12,
+        round_epochs: 14,
         // Sedna's quick start: a frame is hard when a tenth of its boxes score 0.9 or less.
         mining: (0.9, 0.9),
     };
@@ -80,7 +80,7 @@ impl Sizes {
 pub const PARAMS: [(&str, &str); 2] = [("obj_threshold", "0.25"), ("nms_threshold", "0.45")];
 
 /// How a round fine-tunes the deployed model on the labelled hard examples and the data
-/// the base model knew: the whole network, gently (a tenth of the base recipe's rate,
+/// the base model knew: the whole network, gently (half the base recipe's rate,
 /// no warm-up), with the same augmentation.
 pub const ROUND_TRAINING: [(&str, &str); 7] = [
     ("optimizer", "adamw"),
