@@ -11,8 +11,8 @@ use std::time::Instant;
 use helmet_detection::demo;
 use sedna::learn::{OutputLayout, ServingPlan};
 use sedna::media::{Frame, Layout, Model, Preprocess, SessionOptions};
-use sedna::pipeline::FrameSource;
 use sedna::pipeline::InferenceWorker;
+use sedna::pipeline::{FrameSource, SourceOptions};
 use sedna::plugin::json::parse_prediction;
 use sedna::plugin::{Builtin, Param, PluginStore, Prediction, Runtime, RuntimeConfig};
 use sedna::spec::PluginRef;
@@ -116,9 +116,15 @@ fn worker(
 /// One pass of the worker over the folder, through the folder source `sedna` feeds it
 /// with (a new one each pass: a folder source runs each image once). Returns the frames run.
 fn one_pass(worker: &InferenceWorker, frames_dir: &Path) -> anyhow::Result<usize> {
-    FrameSource::open(&frames_dir.display().to_string(), 1, false)
-        .map_err(anyhow::Error::msg)?
-        .feed(worker)
+    FrameSource::open(
+        &frames_dir.display().to_string(),
+        &SourceOptions {
+            realtime: false,
+            ..SourceOptions::default()
+        },
+    )
+    .map_err(anyhow::Error::msg)?
+    .feed(worker)
 }
 
 /// The plugin runtime as `sedna` sets it up: compiled components cached on disk (beside

@@ -9,7 +9,11 @@ use anyhow::Context as _;
 
 use super::estimator::{FRAME_DEADLINE, estimator_on};
 use super::layout::OutputLayout;
-use crate::pipeline::{FrameSource, HardExampleStore, InferenceWorker, ResultLog};
+use crate::media::rtsp::Transport;
+use crate::pipeline::camera::Backoff;
+use crate::pipeline::{
+    CameraOptions, FrameSource, HardExampleStore, InferenceWorker, ResultLog, SourceOptions,
+};
 use crate::plugin::{
     Hem, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source, params, setting,
 };
@@ -31,9 +35,11 @@ pub struct Serving {
 pub struct ServingPlan<'a> {
     /// The job's name, for errors.
     pub job: &'a str,
-    /// The deploy template's parameters: `video_url` (a folder of images or an MP4 file),
-    /// `every_nth_frame`, `video_realtime` (`"false"` plays a video as fast as the worker
-    /// goes), `hem_deadline_ms` and `hem_memory_mib` (bounds of each HEM call),
+    /// The deploy template's parameters: `video_url` (an RTSP camera, a folder of images
+    /// or an MP4 file), `every_nth_frame`, `video_realtime` (`"false"` plays a video as
+    /// fast as the worker goes), a camera's `rtsp_transport` (`tcp`, `udp`),
+    /// `stall_seconds`, `reconnect_first_ms` and `reconnect_max_seconds`,
+    /// `hem_deadline_ms` and `hem_memory_mib` (bounds of each HEM call),
     /// `HE_SAVED_URL`; the estimator's parameters too.
     pub deploy_params: &'a [Param],
     /// The job's `hardExampleMining`.
@@ -69,7 +75,36 @@ impl ServingPlan<'_> {
                 self.job
             ),
         };
-        let source = match FrameSource::open(&url, every, realtime) {
+        let transport = match setting("rtsp_transport") {
+            None => Transport::Tcp,
+            Some(text) => text.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "IncrementalLearningJob {}, deploy template env `rtsp_transport` is {e}",
+                    self.job
+                )
+            })?,
+        };
+        let defaults = CameraOptions::default();
+        let camera = CameraOptions {
+            transport,
+            stall: Duration::from_secs(self.count("stall_seconds", defaults.stall.as_secs())?),
+            backoff: Backoff {
+                first: Duration::from_millis(self.count(
+                    "reconnect_first_ms",
+                    defaults.backoff.first.as_millis() as u64,
+                )?),
+                max: Duration::from_secs(
+                    self.count("reconnect_max_seconds", defaults.backoff.max.as_secs())?,
+                ),
+            },
+            ..defaults
+        };
+        let options = SourceOptions {
+            every,
+            realtime,
+            camera,
+        };
+        let source = match FrameSource::open(&url, &options) {
             Ok(source) => source,
             Err(e) => {
                 tracing::warn!(

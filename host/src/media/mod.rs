@@ -9,6 +9,7 @@ pub mod backend;
 pub mod builder;
 pub mod image;
 pub mod model;
+pub mod rtsp;
 pub mod sample;
 pub mod tensor;
 pub mod video;
@@ -21,7 +22,7 @@ pub use image::{Frame, Layout, Preprocess};
 pub use model::{Model, Session, SessionOptions, ValueSpec};
 pub use sample::{Label, Sample};
 pub use tensor::Tensor;
-pub use video::{VideoFrame, VideoReader, VideoWriter};
+pub use video::{H264Decoder, VideoFrame, VideoReader, VideoWriter};
 
 /// What went wrong, in the categories of the `inference` interface's `error-code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,7 +38,7 @@ pub struct VideoReader {
     next_sample: u32,
     length_size: usize,
     parameter_sets: Vec<u8>,
-    decoder: Decoder,
+    decoder: H264Decoder,
     width: u32,
     height: u32,
     frame_period: Duration,
@@ -95,9 +95,7 @@ impl VideoReader {
         } else {
             Duration::from_millis(40)
         };
-        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-        let decoder = Decoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| fail(ErrorKind::Runtime, format!("cannot start the decoder: {e}")))?;
+        let decoder = H264Decoder::new().map_err(|e| fail(ErrorKind::Runtime, e))?;
         Ok(VideoReader {
             path: path.to_path_buf(),
             track: track.track_id(),
@@ -163,15 +161,15 @@ impl VideoReader {
                 )));
             }
             match self.decoder.decode(&self.packet) {
-                Ok(Some(yuv)) => self.decoded.push_back(to_rgb(&yuv)),
+                Ok(Some(image)) => self.decoded.push_back(image),
                 Ok(None) => {}
                 Err(e) => return Err(self.error(format!("sample {number} does not decode: {e}"))),
             }
         }
         if self.decoded.is_empty() && self.next_sample > self.samples && !self.flushed {
             self.flushed = true;
-            match self.decoder.flush_remaining() {
-                Ok(held) => self.decoded.extend(held.iter().map(to_rgb)),
+            match self.decoder.flush() {
+                Ok(held) => self.decoded.extend(held),
                 Err(e) => {
                     let message = format!("the last frames do not decode: {e}");
                     return Err(self.error(message));
@@ -197,6 +195,35 @@ impl Iterator for VideoReader {
             time: self.frame_period.mul_f64(index as f64),
             image,
         }))
+    }
+}
+
+/// OpenH264 over Annex B access units (start codes, parameter sets in the stream), as an
+/// MP4 sample becomes once converted and as an RTSP camera's frames arrive.
+pub struct H264Decoder {
+    decoder: Decoder,
+}
+
+impl H264Decoder {
+    pub fn new() -> Result<Self, String> {
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let decoder = Decoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
+        Ok(H264Decoder { decoder })
+    }
+
+    /// Decodes one access unit; `None` while the decoder holds the frame back.
+    pub fn decode(&mut self, annex_b: &[u8]) -> Result<Option<RgbImage>, String> {
+        match self.decoder.decode(annex_b) {
+            Ok(yuv) => Ok(yuv.map(|yuv| to_rgb(&yuv))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The frames the decoder still holds, at the end of a stream.
+    pub fn flush(&mut self) -> Result<Vec<RgbImage>, String> {
+        let held = self.decoder.flush_remaining().map_err(|e| e.to_string())?;
+        Ok(held.iter().map(to_rgb).collect())
     }
 }
 

@@ -4,14 +4,16 @@
 //!
 //! Imports [`crate::media`] and [`crate::plugin`]; nothing above.
 
+pub mod camera;
 pub mod decisions;
 pub mod hard_examples;
 pub mod results;
 pub mod source;
 pub mod worker;
 
+pub use camera::{CameraOptions, CameraStats};
 pub use decisions::{RECENT_DECISIONS, RecentDecisions};
 pub use hard_examples::{HardExampleRecord, HardExampleStore};
 pub use results::{DecisionTail, ResultLine, ResultLog};
-pub use source::{FrameSink, FrameSource, ImageDir};
+pub use source::{FrameSink, FrameSource, ImageDir, SourceOptions};
 pub use worker::{FrameStages, InferenceWorker, Outcome, WorkerStats};

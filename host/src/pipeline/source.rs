@@ -1,11 +1,12 @@
 //! Where the inference worker's frames come from: the deploy template's `video_url`, a
-//! folder of images or an MP4 (H.264) file played in a loop like the seed's camera stand-in.
-//! A source pushes each frame into a [`FrameSink`] (the worker), so it knows nothing of
-//! estimators or HEMs.
+//! live RTSP camera, a folder of images or an MP4 (H.264) file played in a loop like the
+//! seed's camera stand-in. A source pushes each frame into a [`FrameSink`] (the worker),
+//! so it knows nothing of estimators or HEMs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::camera::{Camera, CameraOptions};
 use crate::media::{Frame, InferError, VideoReader};
 
 /// What a source feeds: one call per frame, read or not.
@@ -25,24 +26,45 @@ impl<S: FrameSink + ?Sized> FrameSink for std::sync::Arc<S> {
 /// a pass that ran nothing (a missing or empty video).
 pub const IDLE_PAUSE: Duration = Duration::from_secs(1);
 
+/// How a source is read.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// Every N-th frame runs.
+    pub every: usize,
+    /// A video plays at its frame rate (as a camera would deliver it) rather than as
+    /// fast as the worker goes.
+    pub realtime: bool,
+    pub camera: CameraOptions,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            every: 1,
+            realtime: true,
+            camera: CameraOptions::default(),
+        }
+    }
+}
+
 pub enum FrameSource {
     Images(ImageDir),
     Video(VideoLoop),
+    Camera(Camera),
 }
 
 impl FrameSource {
-    /// `url` (a `file://` prefix is allowed) names a folder of images or an MP4 file;
-    /// `every` samples every N-th frame; `realtime` plays a video at its frame rate (as
-    /// a camera would deliver it) rather than as fast as the worker goes.
-    pub fn open(url: &str, every: usize, realtime: bool) -> Result<Self, String> {
-        if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
-            return Err(format!(
-                "{url}: RTSP streams are not read yet; record the stream to an MP4 file \
-                 (or images in a folder) and name that"
-            ));
+    /// `url` names an RTSP camera (`rtsp://[user:password@]host[:port]/path`, which
+    /// starts receiving at once), a folder of images or an MP4 file (a `file://` prefix
+    /// is allowed).
+    pub fn open(url: &str, options: &SourceOptions) -> Result<Self, String> {
+        if url.trim_start().starts_with("rtsp") && url.contains("://") {
+            let camera = Camera::start(url, "camera", options.camera.clone(), options.every)?;
+            return Ok(FrameSource::Camera(camera));
         }
+        let realtime = options.realtime;
         let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
-        let sample = EveryNth::new(every);
+        let sample = EveryNth::new(options.every);
         if path.is_dir() {
             return Ok(FrameSource::Images(ImageDir {
                 dir: path.to_path_buf(),
@@ -76,6 +98,7 @@ impl FrameSource {
         match self {
             FrameSource::Images(images) => format!("the images in {}", images.dir.display()),
             FrameSource::Video(video) => format!("the video {} (looped)", video.path.display()),
+            FrameSource::Camera(camera) => format!("the camera {}", camera.redacted()),
         }
     }
 
@@ -86,6 +109,9 @@ impl FrameSource {
         match self {
             FrameSource::Images(images) => images.feed(sink),
             FrameSource::Video(video) => video.feed(sink),
+            FrameSource::Camera(camera) => Ok(camera.feed(IDLE_PAUSE, |name, frame, read| {
+                sink.frame(name, Ok(frame), read)
+            })),
         }
     }
 
@@ -105,6 +131,8 @@ impl FrameSource {
     pub fn pause_after(&self, frames: usize) -> Duration {
         match self {
             FrameSource::Video(_) if frames > 0 => Duration::ZERO,
+            // A camera's feed waited for frames itself.
+            FrameSource::Camera(_) => Duration::ZERO,
             _ => IDLE_PAUSE,
         }
     }

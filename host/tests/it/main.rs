@@ -10,6 +10,7 @@
 mod support;
 
 mod cache;
+mod camera;
 mod cli;
 #[cfg(feature = "cluster")]
 mod cluster;

@@ -1,0 +1,459 @@
+//! A live RTSP camera as a frame source. A receiver thread keeps the connection up
+//! (reconnecting with backoff and jitter after a refusal, a drop, a server restart or a
+//! stall, for as long as the source lives), decodes every frame, and leaves only the
+//! newest for the worker: a worker slower than the camera runs current frames, and the
+//! ones it never saw are counted as dropped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::media::rtsp::{CameraUrl, RtspError, RtspStream, Transport};
+use crate::media::{Frame, H264Decoder};
+
+/// How a camera is read; the deploy template's `rtsp_transport`, `stall_seconds`,
+/// `reconnect_first_seconds` and `reconnect_max_seconds`.
+#[derive(Clone, Debug)]
+pub struct CameraOptions {
+    pub transport: Transport,
+    /// No frame for this long while streaming: the stream has stalled; reconnect.
+    pub stall: Duration,
+    /// How long each RTSP request may take when connecting.
+    pub connect_timeout: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for CameraOptions {
+    fn default() -> Self {
+        CameraOptions {
+            transport: Transport::Tcp,
+            stall: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Waits between connection attempts: `first`, doubling to `max`, each scaled by a random
+/// factor in [0.5, 1] so that cameras that dropped together do not retry together.
+/// A connection that delivered frames starts the sequence again.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// Half a second first; at most 5 s apart, as Sedna's own workers retry.
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before retry `attempt` (0 for the first), `jitter` in [0, 1).
+    pub fn wait(&self, attempt: u32, jitter: f64) -> Duration {
+        let full = self
+            .first
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max);
+        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Where a camera's connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CameraState {
+    Connecting,
+    Streaming,
+    BackingOff,
+}
+
+/// Frame age (capture to decision) in buckets, for quantiles and Prometheus.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgeHistogram {
+    /// Counts per bucket of [`AgeHistogram::BOUNDS_MS`], the last for anything above.
+    pub counts: Vec<u64>,
+    pub sum_ms: f64,
+}
+
+impl AgeHistogram {
+    pub const BOUNDS_MS: [f64; 12] = [
+        10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0,
+    ];
+
+    fn record(&mut self, age: Duration) {
+        let ms = age.as_secs_f64() * 1000.0;
+        if self.counts.is_empty() {
+            self.counts = vec![0; Self::BOUNDS_MS.len() + 1];
+        }
+        let bucket = Self::BOUNDS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(Self::BOUNDS_MS.len());
+        self.counts[bucket] += 1;
+        self.sum_ms += ms;
+    }
+
+    /// The upper bound (ms) of the bucket holding quantile `q`; `None` before any frame
+    /// or when it lies above the last bound.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::BOUNDS_MS.get(bucket).copied();
+            }
+        }
+        None
+    }
+}
+
+/// What a camera has done, for status and metrics. The URL is redacted.
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraStats {
+    pub camera: String,
+    pub state: CameraState,
+    /// Connection attempts after the first.
+    pub reconnects: u64,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Frames replaced by a newer one before the worker took them.
+    pub dropped: u64,
+    /// Frames that did not decode (the stream resumed at the next key frame).
+    pub decode_errors: u64,
+    /// When the last frame was decoded (seconds since the Unix epoch).
+    pub last_frame_unix: Option<f64>,
+    /// Why the last connection ended or failed.
+    pub last_error: Option<String>,
+    pub age: AgeHistogram,
+}
+
+/// A frame waiting for the worker.
+struct Captured {
+    name: String,
+    image: RgbImage,
+    decoded: Instant,
+    decode: Duration,
+}
+
+/// The newest decoded frame, shared between the receiver and the worker.
+#[derive(Default)]
+struct Newest {
+    frame: Mutex<Option<Captured>>,
+    ready: Condvar,
+}
+
+impl Newest {
+    /// Leaves `frame` for the worker; true when it replaced one the worker never took.
+    fn put(&self, frame: Captured) -> bool {
+        let replaced = self.frame.lock().unwrap().replace(frame).is_some();
+        self.ready.notify_one();
+        replaced
+    }
+
+    fn take(&self, wait: Duration) -> Option<Captured> {
+        let slot = self.frame.lock().unwrap();
+        let (mut slot, _) = self
+            .ready
+            .wait_timeout_while(slot, wait, |frame| frame.is_none())
+            .unwrap();
+        slot.take()
+    }
+}
+
+/// What the receiver and the worker's side share.
+struct Shared {
+    url: CameraUrl,
+    /// Names frames: `<name>-<connection start, ms since the epoch>-<frame>`.
+    name: String,
+    options: CameraOptions,
+    every: u64,
+    stats: Mutex<CameraStats>,
+    newest: Newest,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn update(&self, change: impl FnOnce(&mut CameraStats)) {
+        change(&mut self.stats.lock().unwrap());
+    }
+}
+
+/// A camera source: dropping it stops its receiver.
+pub struct Camera {
+    shared: Arc<Shared>,
+}
+
+impl Camera {
+    /// Starts receiving from `url` at once (in the background: a camera that is not
+    /// there yet is retried); `name` prefixes frame names; every `every`-th frame runs.
+    pub fn start(
+        url: &str,
+        name: &str,
+        options: CameraOptions,
+        every: usize,
+    ) -> Result<Self, String> {
+        let url = CameraUrl::parse(url)?;
+        let stats = CameraStats {
+            camera: url.redacted().to_string(),
+            state: CameraState::Connecting,
+            reconnects: 0,
+            frames: 0,
+            dropped: 0,
+            decode_errors: 0,
+            last_frame_unix: None,
+            last_error: None,
+            age: AgeHistogram::default(),
+        };
+        let shared = Arc::new(Shared {
+            url,
+            name: name.to_string(),
+            options,
+            every: every.max(1) as u64,
+            stats: Mutex::new(stats),
+            newest: Newest::default(),
+            stop: AtomicBool::new(false),
+        });
+        let receiver = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("camera {name}"))
+            .spawn(move || receive(&receiver))
+            .map_err(|e| format!("cannot start the camera's thread: {e}"))?;
+        Ok(Camera { shared })
+    }
+
+    /// The camera's URL, redacted.
+    pub fn redacted(&self) -> &str {
+        self.shared.url.redacted()
+    }
+
+    pub fn stats(&self) -> CameraStats {
+        self.shared.stats.lock().unwrap().clone()
+    }
+
+    /// Hands `run` the newest frames (name, frame, decoding time) for `pass`; returns how
+    /// many ran. A frame's age runs until `run` returns.
+    pub fn feed(&self, pass: Duration, mut run: impl FnMut(&str, Frame, Duration)) -> usize {
+        let (mut ran, end) = (0, Instant::now() + pass);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let Some(frame) = (!left.is_zero())
+                .then(|| self.shared.newest.take(left))
+                .flatten()
+            else {
+                break;
+            };
+            let image = Frame::from_image(&frame.name, frame.image);
+            run(&frame.name, image, frame.decode);
+            let age = frame.decoded.elapsed() + frame.decode;
+            self.shared.update(|s| s.age.record(age));
+            ran += 1;
+        }
+        ran
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The receiver thread: connect, stream until the connection ends, wait, again.
+fn receive(shared: &Shared) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("{}: cannot start: {e}", shared.url.redacted());
+            return;
+        }
+    };
+    let mut attempt = 0u32;
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    while !shared.stop.load(Ordering::Relaxed) {
+        shared.update(|s| s.state = CameraState::Connecting);
+        let (frames, error) = runtime.block_on(stream(shared));
+        let Some(error) = error else {
+            break;
+        };
+        if frames > 0 {
+            attempt = 0;
+        }
+        let wait = shared.options.backoff.wait(attempt, next_unit(&mut seed));
+        attempt = attempt.saturating_add(1);
+        tracing::warn!("{error}; reconnecting in {:.1} s", wait.as_secs_f32());
+        shared.update(|s| {
+            s.state = CameraState::BackingOff;
+            s.last_error = Some(error.to_string());
+            s.reconnects += 1;
+        });
+        let until = Instant::now() + wait;
+        while !shared.stop.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// One connection: the frames it delivered and why it ended (`None`: told to stop).
+async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
+    let options = &shared.options;
+    let mut rtsp = match RtspStream::connect(
+        &shared.url,
+        options.transport,
+        options.connect_timeout,
+        options.stall,
+    )
+    .await
+    {
+        Ok(rtsp) => rtsp,
+        Err(e) => return (0, Some(e)),
+    };
+    let mut decoder = match H264Decoder::new() {
+        Ok(decoder) => decoder,
+        Err(reason) => {
+            let camera = shared.url.redacted().to_string();
+            return (0, Some(RtspError::Broken { camera, reason }));
+        }
+    };
+    tracing::info!("{}: streaming", shared.url.redacted());
+    shared.update(|s| s.state = CameraState::Streaming);
+    let started = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let (mut decoded, mut awaiting_key) = (0u64, true);
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            return (decoded, None);
+        }
+        let unit = match rtsp.next().await {
+            Ok(unit) => unit,
+            Err(e) => return (decoded, Some(e)),
+        };
+        // Decoding starts, and restarts after an error, at a key frame.
+        if awaiting_key && !unit.key {
+            continue;
+        }
+        awaiting_key = false;
+        let decoding = Instant::now();
+        let image = match decoder.decode(&unit.data) {
+            Ok(Some(image)) => image,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: a frame does not decode ({e}{}); resuming at the next key frame",
+                    shared.url.redacted(),
+                    if unit.loss > 0 {
+                        format!(", {} packets lost before it", unit.loss)
+                    } else {
+                        String::new()
+                    }
+                );
+                shared.update(|s| s.decode_errors += 1);
+                awaiting_key = true;
+                continue;
+            }
+        };
+        let decode = decoding.elapsed();
+        decoded += 1;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        shared.update(|s| {
+            s.frames += 1;
+            s.last_frame_unix = Some(now.as_secs_f64());
+        });
+        if !(decoded - 1).is_multiple_of(shared.every) {
+            continue;
+        }
+        let name = format!("{}-{started}-{decoded:06}", shared.name);
+        let frame = Captured {
+            name,
+            image,
+            decoded: Instant::now(),
+            decode,
+        };
+        if shared.newest.put(frame) {
+            shared.update(|s| s.dropped += 1);
+        }
+    }
+}
+
+/// A number in [0, 1) from a xorshift state (jitter needs no better randomness).
+fn next_unit(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_fast_doubles_and_is_capped() {
+        let backoff = Backoff {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(5),
+        };
+        let top = |attempt| backoff.wait(attempt, 0.999_999);
+        assert!(top(0) <= Duration::from_millis(500) && top(0) > Duration::from_millis(499));
+        assert!(top(1) > Duration::from_millis(999));
+        assert_eq!(top(10), top(60));
+        assert!(top(60) <= Duration::from_secs(5));
+        // The jitter takes at most half away.
+        assert_eq!(backoff.wait(0, 0.0), Duration::from_millis(250));
+        let mut state = 7;
+        let draws: Vec<f64> = (0..1000).map(|_| next_unit(&mut state)).collect();
+        assert!(draws.iter().all(|x| (0.0..1.0).contains(x)));
+        assert!(draws.iter().any(|x| *x < 0.1) && draws.iter().any(|x| *x > 0.9));
+    }
+
+    #[test]
+    fn the_worker_gets_the_newest_frame_and_the_rest_are_counted_as_dropped() {
+        let newest = Newest::default();
+        let frame = |name: &str| Captured {
+            name: name.into(),
+            image: RgbImage::new(2, 2),
+            decoded: Instant::now(),
+            decode: Duration::ZERO,
+        };
+        assert!(!newest.put(frame("a")));
+        assert!(newest.put(frame("b")));
+        assert_eq!(newest.take(Duration::ZERO).unwrap().name, "b");
+        assert!(newest.take(Duration::from_millis(10)).is_none());
+    }
+
+    #[test]
+    fn age_quantiles_come_from_the_buckets() {
+        let mut ages = AgeHistogram::default();
+        assert_eq!(ages.quantile_ms(0.5), None);
+        for ms in [5, 15, 15, 30, 700] {
+            ages.record(Duration::from_millis(ms));
+        }
+        assert_eq!(ages.quantile_ms(0.5), Some(20.0));
+        assert_eq!(ages.quantile_ms(0.99), Some(1000.0));
+        ages.record(Duration::from_secs(60));
+        assert_eq!(ages.quantile_ms(1.0), None);
+    }
+}
