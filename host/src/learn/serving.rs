@@ -144,6 +144,9 @@ impl ServingPlan<'_> {
             &self.layout.results_dir(),
             RESULTS_MAX_BYTES,
         )?);
+        if let FrameSource::Cameras(cameras) = &source {
+            worker.watch_cameras(cameras.watch());
+        }
         Ok(Some(Serving {
             worker: Arc::new(worker),
             source: Some(source),

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::OutputLayout;
 use super::state::{ConditionRecord, JobState, ModelRole};
-use crate::pipeline::InferenceWorker;
 use crate::pipeline::hard_examples::is_example;
+use crate::pipeline::{CameraStats, InferenceWorker};
 use crate::plugin::{MetricMap, deltas, metric_map, params};
 use crate::spec::{IncrementalLearningJob, Stage};
 
@@ -71,6 +71,9 @@ pub struct InferenceStatus {
     pub swaps: u64,
     pub estimator: String,
     pub hem: String,
+    /// The cameras feeding the worker, when its source is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cameras: Vec<CameraStats>,
 }
 
 impl InferenceStatus {
@@ -82,6 +85,7 @@ impl InferenceStatus {
             swaps: worker.stats.swaps.get(),
             estimator: worker.estimator().name().to_string(),
             hem: worker.hem().name().to_string(),
+            cameras: worker.cameras(),
         }
     }
 }
@@ -172,6 +176,28 @@ impl fmt::Display for JobStatus {
                 "inference: {} frames, {} hard, {} failed, {} model swaps; estimator {}, HEM {}",
                 i.frames, i.hard, i.failed, i.swaps, i.estimator, i.hem
             )?;
+            for c in &i.cameras {
+                let age = |q| match c.age.quantile_ms(q) {
+                    Some(ms) => format!("<= {ms} ms"),
+                    None => "-".to_string(),
+                };
+                writeln!(
+                    f,
+                    "camera:    {} {} {}: {} frames, {} dropped, {} reconnects, frame age p50 {} p99 {}{}",
+                    c.name,
+                    c.camera,
+                    c.state,
+                    c.frames,
+                    c.dropped,
+                    c.reconnects,
+                    age(0.5),
+                    age(0.99),
+                    c.last_error
+                        .as_deref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
+                )?;
+            }
         }
         let round = self.round;
         for (model, metrics) in [

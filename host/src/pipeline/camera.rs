@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::media::rtsp::{CameraUrl, RtspError, RtspStream, Transport};
 use crate::media::{Frame, H264Decoder};
@@ -68,7 +68,7 @@ impl Backoff {
 }
 
 /// Where a camera's connection is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CameraState {
     Connecting,
@@ -76,8 +76,18 @@ pub enum CameraState {
     BackingOff,
 }
 
+impl std::fmt::Display for CameraState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::BackingOff => "backing off",
+        })
+    }
+}
+
 /// Frame age (capture to decision) in buckets, for quantiles and Prometheus.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgeHistogram {
     /// Counts per bucket of [`AgeHistogram::BOUNDS_MS`], the last for anything above.
     pub counts: Vec<u64>,
@@ -122,8 +132,11 @@ impl AgeHistogram {
 }
 
 /// What a camera has done, for status and metrics. The URL is redacted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CameraStats {
+    /// What its frames are named after (`camera`, or `camera1`, ... of several).
+    pub name: String,
+    /// Its URL, redacted.
     pub camera: String,
     pub state: CameraState,
     /// Connection attempts after the first.
@@ -149,28 +162,48 @@ struct Captured {
     decode: Duration,
 }
 
-/// The newest decoded frame, shared between the receiver and the worker.
+/// The newest decoded frame of one camera, shared between its receiver and the worker.
 #[derive(Default)]
 struct Newest {
     frame: Mutex<Option<Captured>>,
-    ready: Condvar,
 }
 
 impl Newest {
     /// Leaves `frame` for the worker; true when it replaced one the worker never took.
     fn put(&self, frame: Captured) -> bool {
-        let replaced = self.frame.lock().unwrap().replace(frame).is_some();
-        self.ready.notify_one();
-        replaced
+        self.frame.lock().unwrap().replace(frame).is_some()
     }
 
-    fn take(&self, wait: Duration) -> Option<Captured> {
-        let slot = self.frame.lock().unwrap();
-        let (mut slot, _) = self
-            .ready
-            .wait_timeout_while(slot, wait, |frame| frame.is_none())
+    fn take(&self) -> Option<Captured> {
+        self.frame.lock().unwrap().take()
+    }
+}
+
+/// Rung by every camera of a source when it leaves a frame, so that the worker waits on
+/// all of them at once.
+#[derive(Default)]
+struct Bell {
+    rung: Mutex<u64>,
+    ringing: Condvar,
+}
+
+impl Bell {
+    fn ring(&self) {
+        *self.rung.lock().unwrap() += 1;
+        self.ringing.notify_all();
+    }
+
+    fn count(&self) -> u64 {
+        *self.rung.lock().unwrap()
+    }
+
+    /// Waits up to `wait` for a ring after the `seen`-th.
+    fn wait_after(&self, seen: u64, wait: Duration) {
+        let rung = self.rung.lock().unwrap();
+        let _ = self
+            .ringing
+            .wait_timeout_while(rung, wait, |rung| *rung == seen)
             .unwrap();
-        slot.take()
     }
 }
 
@@ -183,6 +216,7 @@ struct Shared {
     every: u64,
     stats: Mutex<CameraStats>,
     newest: Newest,
+    bell: Arc<Bell>,
     stop: AtomicBool,
 }
 
@@ -192,83 +226,130 @@ impl Shared {
     }
 }
 
-/// A camera source: dropping it stops its receiver.
-pub struct Camera {
-    shared: Arc<Shared>,
+/// The cameras of one worker, each with its own connection and reconnect state, all
+/// feeding the one worker in turn. Dropping it stops their receivers.
+pub struct Cameras {
+    cameras: Vec<Arc<Shared>>,
+    bell: Arc<Bell>,
 }
 
-impl Camera {
-    /// Starts receiving from `url` at once (in the background: a camera that is not
-    /// there yet is retried); `name` prefixes frame names; every `every`-th frame runs.
-    pub fn start(
-        url: &str,
-        name: &str,
-        options: CameraOptions,
-        every: usize,
-    ) -> Result<Self, String> {
-        let url = CameraUrl::parse(url)?;
-        let stats = CameraStats {
-            camera: url.redacted().to_string(),
-            state: CameraState::Connecting,
-            reconnects: 0,
-            frames: 0,
-            dropped: 0,
-            decode_errors: 0,
-            last_frame_unix: None,
-            last_error: None,
-            age: AgeHistogram::default(),
-        };
-        let shared = Arc::new(Shared {
-            url,
-            name: name.to_string(),
-            options,
-            every: every.max(1) as u64,
-            stats: Mutex::new(stats),
-            newest: Newest::default(),
-            stop: AtomicBool::new(false),
-        });
-        let receiver = shared.clone();
-        std::thread::Builder::new()
-            .name(format!("camera {name}"))
-            .spawn(move || receive(&receiver))
-            .map_err(|e| format!("cannot start the camera's thread: {e}"))?;
-        Ok(Camera { shared })
+impl Cameras {
+    /// Starts receiving from each URL at once (in the background: a camera that is not
+    /// there yet is retried). Frames are named after `camera` for one camera, `camera1`,
+    /// `camera2`, ... for several; every `every`-th frame of each runs.
+    pub fn start(urls: &[&str], options: &CameraOptions, every: usize) -> Result<Self, String> {
+        let parsed: Vec<CameraUrl> = urls
+            .iter()
+            .map(|url| CameraUrl::parse(url))
+            .collect::<Result<_, _>>()?;
+        let bell = Arc::new(Bell::default());
+        let mut cameras = Vec::with_capacity(parsed.len());
+        for (n, url) in parsed.into_iter().enumerate() {
+            let name = if urls.len() == 1 {
+                "camera".to_string()
+            } else {
+                format!("camera{}", n + 1)
+            };
+            let stats = CameraStats {
+                name: name.clone(),
+                camera: url.redacted().to_string(),
+                state: CameraState::Connecting,
+                reconnects: 0,
+                frames: 0,
+                dropped: 0,
+                decode_errors: 0,
+                last_frame_unix: None,
+                last_error: None,
+                age: AgeHistogram::default(),
+            };
+            let shared = Arc::new(Shared {
+                url,
+                name,
+                options: options.clone(),
+                every: every.max(1) as u64,
+                stats: Mutex::new(stats),
+                newest: Newest::default(),
+                bell: bell.clone(),
+                stop: AtomicBool::new(false),
+            });
+            let receiver = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("{} receiver", shared.name))
+                .spawn(move || receive(&receiver))
+                .map_err(|e| format!("cannot start a camera's thread: {e}"))?;
+            cameras.push(shared);
+        }
+        Ok(Cameras { cameras, bell })
     }
 
-    /// The camera's URL, redacted.
-    pub fn redacted(&self) -> &str {
-        self.shared.url.redacted()
+    /// The cameras' URLs, redacted.
+    pub fn describe(&self) -> String {
+        let urls: Vec<&str> = self.cameras.iter().map(|c| c.url.redacted()).collect();
+        match urls.as_slice() {
+            [one] => format!("the camera {one}"),
+            many => format!("the cameras {}", many.join(", ")),
+        }
     }
 
-    pub fn stats(&self) -> CameraStats {
-        self.shared.stats.lock().unwrap().clone()
+    /// What each camera has done, in `video_url`'s order.
+    pub fn stats(&self) -> Vec<CameraStats> {
+        self.watch().stats()
     }
 
-    /// Hands `run` the newest frames (name, frame, decoding time) for `pass`; returns how
-    /// many ran. A frame's age runs until `run` returns.
+    /// A view of the cameras' stats that outlives this source being fed elsewhere.
+    pub fn watch(&self) -> CameraWatch {
+        CameraWatch(self.cameras.clone())
+    }
+
+    /// Hands `run` the newest frame of each camera in turn (name, frame, decoding time)
+    /// for `pass`; returns how many ran. A frame's age runs until `run` returns.
     pub fn feed(&self, pass: Duration, mut run: impl FnMut(&str, Frame, Duration)) -> usize {
         let (mut ran, end) = (0, Instant::now() + pass);
+        let mut first = 0;
         loop {
+            let rung = self.bell.count();
+            let mut any = false;
+            for i in 0..self.cameras.len() {
+                let camera = &self.cameras[(first + i) % self.cameras.len()];
+                let Some(frame) = camera.newest.take() else {
+                    continue;
+                };
+                let image = Frame::from_image(&frame.name, frame.image);
+                run(&frame.name, image, frame.decode);
+                let age = frame.decoded.elapsed() + frame.decode;
+                camera.update(|s| s.age.record(age));
+                (ran, any) = (ran + 1, true);
+            }
+            first = (first + 1) % self.cameras.len();
             let left = end.saturating_duration_since(Instant::now());
-            let Some(frame) = (!left.is_zero())
-                .then(|| self.shared.newest.take(left))
-                .flatten()
-            else {
-                break;
-            };
-            let image = Frame::from_image(&frame.name, frame.image);
-            run(&frame.name, image, frame.decode);
-            let age = frame.decoded.elapsed() + frame.decode;
-            self.shared.update(|s| s.age.record(age));
-            ran += 1;
+            if left.is_zero() {
+                return ran;
+            }
+            if !any {
+                self.bell.wait_after(rung, left);
+            }
         }
-        ran
     }
 }
 
-impl Drop for Camera {
+impl Drop for Cameras {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        for camera in &self.cameras {
+            camera.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The stats of a source's cameras, for status and metrics.
+#[derive(Clone)]
+pub struct CameraWatch(Vec<Arc<Shared>>);
+
+impl CameraWatch {
+    pub fn stats(&self) -> Vec<CameraStats> {
+        self.0
+            .iter()
+            .map(|c| c.stats.lock().unwrap().clone())
+            .collect()
     }
 }
 
@@ -395,6 +476,7 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
         if shared.newest.put(frame) {
             shared.update(|s| s.dropped += 1);
         }
+        shared.bell.ring();
     }
 }
 
@@ -440,8 +522,8 @@ mod tests {
         };
         assert!(!newest.put(frame("a")));
         assert!(newest.put(frame("b")));
-        assert_eq!(newest.take(Duration::ZERO).unwrap().name, "b");
-        assert!(newest.take(Duration::from_millis(10)).is_none());
+        assert_eq!(newest.take().unwrap().name, "b");
+        assert!(newest.take().is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::camera::{Camera, CameraOptions};
+use super::camera::{CameraOptions, Cameras};
 use crate::media::{Frame, InferError, VideoReader};
 
 /// What a source feeds: one call per frame, read or not.
@@ -50,17 +50,18 @@ impl Default for SourceOptions {
 pub enum FrameSource {
     Images(ImageDir),
     Video(VideoLoop),
-    Camera(Camera),
+    Cameras(Cameras),
 }
 
 impl FrameSource {
-    /// `url` names an RTSP camera (`rtsp://[user:password@]host[:port]/path`, which
-    /// starts receiving at once), a folder of images or an MP4 file (a `file://` prefix
-    /// is allowed).
+    /// `url` names RTSP cameras (`rtsp://[user:password@]host[:port]/path`, several
+    /// separated by commas; they start receiving at once), a folder of images or an MP4
+    /// file (a `file://` prefix is allowed).
     pub fn open(url: &str, options: &SourceOptions) -> Result<Self, String> {
         if url.trim_start().starts_with("rtsp") && url.contains("://") {
-            let camera = Camera::start(url, "camera", options.camera.clone(), options.every)?;
-            return Ok(FrameSource::Camera(camera));
+            let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+            let cameras = Cameras::start(&urls, &options.camera, options.every)?;
+            return Ok(FrameSource::Cameras(cameras));
         }
         let realtime = options.realtime;
         let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
@@ -98,7 +99,7 @@ impl FrameSource {
         match self {
             FrameSource::Images(images) => format!("the images in {}", images.dir.display()),
             FrameSource::Video(video) => format!("the video {} (looped)", video.path.display()),
-            FrameSource::Camera(camera) => format!("the camera {}", camera.redacted()),
+            FrameSource::Cameras(cameras) => cameras.describe(),
         }
     }
 
@@ -109,7 +110,7 @@ impl FrameSource {
         match self {
             FrameSource::Images(images) => images.feed(sink),
             FrameSource::Video(video) => video.feed(sink),
-            FrameSource::Camera(camera) => Ok(camera.feed(IDLE_PAUSE, |name, frame, read| {
+            FrameSource::Cameras(cameras) => Ok(cameras.feed(IDLE_PAUSE, |name, frame, read| {
                 sink.frame(name, Ok(frame), read)
             })),
         }
@@ -132,7 +133,7 @@ impl FrameSource {
         match self {
             FrameSource::Video(_) if frames > 0 => Duration::ZERO,
             // A camera's feed waited for frames itself.
-            FrameSource::Camera(_) => Duration::ZERO,
+            FrameSource::Cameras(_) => Duration::ZERO,
             _ => IDLE_PAUSE,
         }
     }

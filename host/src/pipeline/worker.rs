@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::camera::{CameraStats, CameraWatch};
 use super::decisions::RecentDecisions;
 use super::hard_examples::HardExampleStore;
 use super::results::{ResultLine, ResultLog};
@@ -72,6 +73,8 @@ pub struct InferenceWorker {
     frame_gate: std::sync::Mutex<()>,
     /// The `hard_examples` metric.
     recent: std::sync::Mutex<RecentDecisions>,
+    /// The cameras feeding the worker, when its source is one.
+    cameras: std::sync::OnceLock<CameraWatch>,
     pub stats: WorkerStats,
 }
 
@@ -84,8 +87,22 @@ impl InferenceWorker {
             results: None,
             frame_gate: Default::default(),
             recent: Default::default(),
+            cameras: Default::default(),
             stats: WorkerStats::default(),
         }
+    }
+
+    /// Shows the stats of the cameras that feed the worker in its status and metrics.
+    pub fn watch_cameras(&self, cameras: CameraWatch) {
+        let _ = self.cameras.set(cameras);
+    }
+
+    /// What each camera feeding the worker has done (none for a file or folder).
+    pub fn cameras(&self) -> Vec<CameraStats> {
+        self.cameras
+            .get()
+            .map(CameraWatch::stats)
+            .unwrap_or_default()
     }
 
     /// Also writes every frame's outcome as a JSON line to `log`.

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use crate::learn::JobHandle;
 use crate::metrics::{BUCKETS, Histogram};
-use crate::pipeline::{InferenceWorker, WorkerStats};
+use crate::pipeline::camera::{AgeHistogram, CameraState};
+use crate::pipeline::{CameraStats, InferenceWorker, WorkerStats};
 use crate::plugin::ErrorCounts;
 
 /// The content type Prometheus expects.
@@ -68,6 +69,8 @@ pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
             out.histogram(name, &[("job", job), ("stage", stage)], histogram);
         }
     }
+
+    render_cameras(&mut out, &workers);
 
     let name = "sedna_rounds_total";
     out.family(
@@ -137,6 +140,93 @@ pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
         out.sample(name, &[("call", &call), ("kind", kind)], count);
     }
     out.0
+}
+
+/// Each camera's counters, state and frame age, labelled by job, camera name and URL
+/// (redacted).
+fn render_cameras(out: &mut Text, workers: &[(&str, &InferenceWorker)]) {
+    let cameras: Vec<(&str, CameraStats)> = workers
+        .iter()
+        .flat_map(|(job, worker)| worker.cameras().into_iter().map(move |c| (*job, c)))
+        .collect();
+    type Value = fn(&CameraStats) -> f64;
+    let families: [(&str, &str, &str, Value); 6] = [
+        (
+            "sedna_camera_frames_total",
+            "counter",
+            "Frames a camera delivered and the host decoded.",
+            |c| c.frames as f64,
+        ),
+        (
+            "sedna_camera_dropped_frames_total",
+            "counter",
+            "Frames replaced by a newer one before the worker took them (the worker is slower than the camera).",
+            |c| c.dropped as f64,
+        ),
+        (
+            "sedna_camera_reconnects_total",
+            "counter",
+            "Connection attempts after the first (a refusal, a drop, a restart, a stall).",
+            |c| c.reconnects as f64,
+        ),
+        (
+            "sedna_camera_decode_errors_total",
+            "counter",
+            "Frames that did not decode; the stream resumed at the next key frame.",
+            |c| c.decode_errors as f64,
+        ),
+        (
+            "sedna_camera_streaming",
+            "gauge",
+            "1 while the camera streams, 0 while it connects or backs off.",
+            |c| f64::from(u8::from(c.state == CameraState::Streaming)),
+        ),
+        (
+            "sedna_camera_last_frame_timestamp_seconds",
+            "gauge",
+            "When the camera's last frame was decoded (Unix time; 0 before any).",
+            |c| c.last_frame_unix.unwrap_or(0.0),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        for (job, camera) in &cameras {
+            let labels = [
+                ("job", *job),
+                ("camera", &camera.name),
+                ("url", &camera.camera),
+            ];
+            out.sample(name, &labels, value(camera));
+        }
+    }
+    let name = "sedna_camera_frame_age_seconds";
+    out.family(
+        name,
+        "histogram",
+        "From a camera's frame being decoded to the worker's decision on it.",
+    );
+    for (job, camera) in &cameras {
+        let labels = [
+            ("job", *job),
+            ("camera", &camera.name),
+            ("url", &camera.camera),
+        ];
+        let counts = &camera.age.counts;
+        let mut cumulative = 0;
+        for (i, bound) in AgeHistogram::BOUNDS_MS.iter().enumerate() {
+            cumulative += counts.get(i).copied().unwrap_or(0);
+            let le = (bound / 1000.0).to_string();
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            out.sample(&format!("{name}_bucket"), &with_le, cumulative);
+        }
+        let count: u64 = counts.iter().sum();
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", "+Inf"));
+        out.sample(&format!("{name}_bucket"), &with_le, count);
+        out.sample(&format!("{name}_sum"), &labels, camera.age.sum_ms / 1000.0);
+        out.sample(&format!("{name}_count"), &labels, count);
+    }
 }
 
 /// Reads one of a worker's counters.

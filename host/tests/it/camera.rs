@@ -26,7 +26,7 @@ fn rtsp_dir() -> PathBuf {
 }
 
 /// Whether the server can run here; outside CI a missing package skips the test.
-fn server_available() -> bool {
+pub fn server_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let found = Command::new("/usr/bin/python3")
@@ -66,7 +66,7 @@ fn video() -> &'static Path {
 }
 
 /// A port nothing listens on now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -75,12 +75,12 @@ fn free_port() -> u16 {
 }
 
 /// The test server; killed when dropped.
-struct Server {
+pub struct Server {
     child: Child,
 }
 
 impl Server {
-    fn start(port: u16, extra: &[&str]) -> Server {
+    pub fn start(port: u16, extra: &[&str]) -> Server {
         let mut child = Command::new("/usr/bin/python3")
             .arg(rtsp_dir().join("serve.py"))
             .args(["--port", &port.to_string(), "--file"])
@@ -142,9 +142,10 @@ fn camera(url: &str) -> FrameSource {
     FrameSource::open(url, &options).unwrap()
 }
 
+/// The first camera's stats.
 fn stats(source: &FrameSource) -> CameraStats {
     match source {
-        FrameSource::Camera(camera) => camera.stats(),
+        FrameSource::Cameras(cameras) => cameras.stats().remove(0),
         _ => panic!("not a camera"),
     }
 }

@@ -490,3 +490,78 @@ fn a_host_that_is_not_there_is_named_in_the_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn two_cameras_one_down_the_other_streams_and_status_and_metrics_show_both() {
+    use crate::camera::{Server, free_port, server_available};
+    if !server_available() {
+        return;
+    }
+    let (up, down) = (free_port(), free_port());
+    let _server = Server::start(up, &["--user", "viewer", "--password", "s3cret"]);
+    let job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let cameras = format!(
+        "rtsp://viewer:s3cret@127.0.0.1:{up}/cam, rtsp://viewer:s3cret@127.0.0.1:{down}/cam"
+    );
+    job.inference_env(&[("video_url", &cameras), ("reconnect_max_seconds", "1")]);
+    let host = Host::start_on(job, &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = host.get(&format!("/v1/jobs/{JOB}"));
+        let frames = status["inference"]["cameras"][0]["frames"]
+            .as_u64()
+            .unwrap_or(0);
+        if frames >= 25 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cameras = &status["inference"]["cameras"];
+    assert_eq!(cameras[0]["name"], "camera1", "{status}");
+    assert_eq!(cameras[0]["state"], "streaming", "{status}");
+    assert!(cameras[0]["frames"].as_u64().unwrap() >= 25, "{status}");
+    assert_eq!(
+        cameras[1]["camera"],
+        format!("rtsp://viewer:***@127.0.0.1:{down}/cam"),
+        "{status}"
+    );
+    assert_ne!(cameras[1]["state"], "streaming", "{status}");
+    assert!(cameras[1]["reconnects"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        cameras[1]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{status}"
+    );
+    // The results say which camera each frame came from: all from the one that is up.
+    let results = host.results();
+    assert!(!results.is_empty());
+    for (frame, _) in results.iter().flatten() {
+        assert!(frame.starts_with("camera1-"), "{frame}");
+    }
+
+    let printed = text(&host.sedna(&["status"]).stdout);
+    assert!(printed.contains("camera:    camera1"), "{printed}");
+    assert!(printed.contains("camera2"), "{printed}");
+    let metrics = host.metrics();
+    let labels = |n: u32, port: u16| {
+        format!("camera=camera{n},job={JOB},url=rtsp://viewer:***@127.0.0.1:{port}/cam")
+    };
+    assert!(metrics[&format!("sedna_camera_frames_total{{{}}}", labels(1, up))] >= 25.0);
+    assert_eq!(
+        metrics[&format!("sedna_camera_streaming{{{}}}", labels(1, up))],
+        1.0
+    );
+    assert_eq!(
+        metrics[&format!("sedna_camera_streaming{{{}}}", labels(2, down))],
+        0.0
+    );
+    // Every frame the worker ran has its age; the rest were dropped as stale.
+    let aged = metrics[&format!("sedna_camera_frame_age_seconds{{{}}}", labels(1, up))];
+    let dropped = metrics[&format!("sedna_camera_dropped_frames_total{{{}}}", labels(1, up))];
+    assert!(aged >= 1.0 && aged + dropped >= 25.0, "{aged} {dropped}");
+    let everything = format!("{status} {printed} {metrics:?} {}", host_log(&host.job));
+    assert!(!everything.contains("s3cret"), "the password was shown");
+}
