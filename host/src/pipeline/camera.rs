@@ -95,8 +95,9 @@ pub struct AgeHistogram {
 }
 
 impl AgeHistogram {
-    pub const BOUNDS_MS: [f64; 12] = [
-        10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0,
+    pub const BOUNDS_MS: [f64; 17] = [
+        5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0, 200.0, 300.0, 500.0,
+        1000.0, 2000.0, 5000.0,
     ];
 
     fn record(&mut self, age: Duration) {
@@ -530,10 +531,10 @@ mod tests {
     fn age_quantiles_come_from_the_buckets() {
         let mut ages = AgeHistogram::default();
         assert_eq!(ages.quantile_ms(0.5), None);
-        for ms in [5, 15, 15, 30, 700] {
+        for ms in [4, 12, 12, 25, 700] {
             ages.record(Duration::from_millis(ms));
         }
-        assert_eq!(ages.quantile_ms(0.5), Some(20.0));
+        assert_eq!(ages.quantile_ms(0.5), Some(15.0));
         assert_eq!(ages.quantile_ms(0.99), Some(1000.0));
         ages.record(Duration::from_secs(60));
         assert_eq!(ages.quantile_ms(1.0), None);

@@ -7,9 +7,7 @@
 //! `.ci/run` installs them and a missing one is a failure.
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,34 +16,12 @@ use sedna::media::{Frame, InferError};
 use sedna::pipeline::camera::{Backoff, CameraState};
 use sedna::pipeline::{CameraOptions, CameraStats, FrameSink, FrameSource, SourceOptions};
 
+#[path = "../rtsp/server.rs"]
+mod server;
+pub use server::{free_port, server_available};
+
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 352;
-
-fn rtsp_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rtsp")
-}
-
-/// Whether the server can run here; outside CI a missing package skips the test.
-pub fn server_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let found = Command::new("/usr/bin/python3")
-            .args([
-                "-c",
-                "import gi; gi.require_version('GstRtspServer', '1.0')",
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            let message =
-                "GStreamer's RTSP server is not installed: run `bash host/tests/rtsp/install.sh`";
-            assert!(std::env::var_os("CI").is_none(), "{message}");
-            eprintln!("skipped: {message}");
-        }
-        found
-    })
-}
 
 /// A 2-second 640x352 video at 25 frames/s: moving bars, so that frames differ.
 fn video() -> &'static Path {
@@ -65,44 +41,15 @@ fn video() -> &'static Path {
     })
 }
 
-/// A port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The test server; killed when dropped.
+/// The test server streaming [`video`].
 pub struct Server {
-    child: Child,
+    _running: server::Server,
 }
 
 impl Server {
     pub fn start(port: u16, extra: &[&str]) -> Server {
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(rtsp_dir().join("serve.py"))
-            .args(["--port", &port.to_string(), "--file"])
-            .arg(video())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("ready "), "the server said {line:?}");
-        Server { child }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _running = server::Server::start(port, video(), extra);
+        Server { _running }
     }
 }
 

@@ -1,0 +1,197 @@
+//! RTSP cameras (issue 21), side by side in one run, at 640x352 and 1920x1080, 25
+//! frames/s over loopback from GStreamer's RTSP server (`tests/rtsp/serve.py`, which
+//! re-encodes the video with x264 in a process of its own):
+//! - this process's CPU time per frame to receive, depacketise and decode the stream,
+//!   against decoding the same access units from memory, as a file's would be (target
+//!   <= 1.1x);
+//! - frame age (decoded to decided) at the worker's side of a camera source, p50 and p99
+//!   (bucket upper bounds), with a worker that takes 10 ms a frame;
+//! - the time from the server coming back (after 3 s away) to the first frame decided,
+//!   with the default reconnect backoff.
+//!
+//! `cargo bench -p sedna --bench camera` (about a minute; skipped, and said so, where
+//! the server's packages are missing: `bash host/tests/rtsp/install.sh`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sedna::media::rtsp::{CameraUrl, RtspStream, Transport};
+use sedna::media::{Frame, H264Decoder, InferError, VideoWriter};
+use sedna::pipeline::{CameraOptions, FrameSink, FrameSource, SourceOptions};
+
+#[path = "../tests/rtsp/server.rs"]
+mod server;
+use server::{Server, free_port, server_available};
+
+/// Frames measured per resolution: ten seconds of the stream.
+const FRAMES: usize = 250;
+
+/// Process CPU time (user + system) so far.
+fn cpu() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Two seconds of a bright square sweeping over a gradient, at `width` x `height`.
+fn record(width: u32, height: u32) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("sedna-camera-bench-{width}x{height}.mp4"));
+    if path.exists() {
+        return path;
+    }
+    let mut writer = VideoWriter::create(&path, width, height, 25).unwrap();
+    let side = height / 4;
+    for n in 0..50 {
+        let left = n * (width - side) / 50;
+        let image = image::RgbImage::from_fn(width, height, |x, y| {
+            if (left..left + side).contains(&x) && (side..2 * side).contains(&y) {
+                image::Rgb([250, 220, 40])
+            } else {
+                image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 90])
+            }
+        });
+        writer.write(&image).unwrap();
+    }
+    writer.finish().unwrap();
+    path
+}
+
+/// Receives, depacketises and decodes `FRAMES` frames from the first key frame on;
+/// returns the access units and the CPU time it took.
+fn receive(url: &str) -> (Vec<Vec<u8>>, Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = CameraUrl::parse(url).unwrap();
+        let second = Duration::from_secs(10);
+        let mut stream = RtspStream::connect(&url, Transport::Tcp, second, second)
+            .await
+            .unwrap();
+        let mut unit = stream.next().await.unwrap();
+        while !unit.key {
+            unit = stream.next().await.unwrap();
+        }
+        let mut decoder = H264Decoder::new().unwrap();
+        let mut units = Vec::with_capacity(FRAMES);
+        let start = cpu();
+        loop {
+            decoder.decode(&unit.data).unwrap();
+            units.push(unit.data);
+            if units.len() == FRAMES {
+                return (units, cpu() - start);
+            }
+            unit = stream.next().await.unwrap();
+        }
+    })
+}
+
+/// Decodes the same access units from memory; the CPU time it took.
+fn decode(units: &[Vec<u8>]) -> Duration {
+    let mut decoder = H264Decoder::new().unwrap();
+    let start = cpu();
+    for unit in units {
+        decoder.decode(unit).unwrap();
+    }
+    cpu() - start
+}
+
+/// A worker that takes 10 ms a frame and notes when it saw its first one.
+#[derive(Default)]
+struct Worker {
+    first: Mutex<Option<Instant>>,
+}
+
+impl FrameSink for Worker {
+    fn frame(&self, _: &str, _: Result<Frame, InferError>, _: Duration) {
+        self.first.lock().unwrap().get_or_insert_with(Instant::now);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn bench(width: u32, height: u32, video: &Path) {
+    let port = free_port();
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let server = Server::start(port, video, &[]);
+
+    let (units, streamed) = receive(&url);
+    let from_memory = decode(&units);
+    let bytes: usize = units.iter().map(Vec::len).sum();
+    println!(
+        "{width}x{height}: receive + depacketise + decode {:.2} ms CPU a frame, decode alone {:.2} ms: {:.3}x ({} frames, {:.0} kB/s)",
+        ms(streamed) / FRAMES as f64,
+        ms(from_memory) / FRAMES as f64,
+        streamed.as_secs_f64() / from_memory.as_secs_f64(),
+        FRAMES,
+        bytes as f64 / 1000.0 / (FRAMES as f64 / 25.0),
+    );
+
+    let options = SourceOptions::default();
+    let mut source = FrameSource::open(&url, &options).unwrap();
+    let worker = Worker::default();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        source.feed(&worker).unwrap();
+    }
+    let FrameSource::Cameras(cameras) = &source else {
+        unreachable!("an rtsp:// URL opens cameras")
+    };
+    let stats = cameras.stats().remove(0);
+    let quantile = |q| {
+        stats
+            .age
+            .quantile_ms(q)
+            .map_or("> 5000".to_string(), |ms| format!("<= {ms}"))
+    };
+    println!(
+        "{width}x{height}: frame age p50 {} ms, p99 {} ms ({} frames decoded, {} dropped as stale)",
+        quantile(0.5),
+        quantile(0.99),
+        stats.frames,
+        stats.dropped
+    );
+
+    drop(server);
+    let away = Instant::now();
+    while away.elapsed() < Duration::from_secs(3) {
+        source.feed(&worker).unwrap();
+    }
+    let worker = Worker::default();
+    let _server = Server::start(port, video, &[]);
+    let back = Instant::now();
+    while worker.first.lock().unwrap().is_none() && back.elapsed() < Duration::from_secs(30) {
+        source.feed(&worker).unwrap();
+    }
+    let first = *worker.first.lock().unwrap();
+    let backoff = CameraOptions::default().backoff;
+    println!(
+        "{width}x{height}: server back after 3 s away -> first frame decided in {} (backoff {:.1} s doubling to {:.0} s, with jitter)",
+        first.map_or("(none within 30 s)".to_string(), |t| format!(
+            "{:.0} ms",
+            ms(t - back)
+        )),
+        backoff.first.as_secs_f64(),
+        backoff.max.as_secs_f64(),
+    );
+}
+
+fn main() {
+    if !server_available() {
+        return;
+    }
+    println!(
+        "cameras over RTSP/TCP on 127.0.0.1, 25 frames/s, {} cores; the server (x264) runs beside this process",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for (width, height) in [(640, 352), (1920, 1080)] {
+        bench(width, height, &record(width, height));
+    }
+}
