@@ -40,6 +40,10 @@ pub struct Sizes {
     /// Labelled hard examples the round waits for.
     pub hard_examples: u64,
     pub round_epochs: u32,
+    /// Samples per optimizer step in the round.
+    pub round_batch: u32,
+    /// The deploy trigger: `map_delta` above this.
+    pub deploy_above: f64,
     /// IBT's `threshold_img` and `threshold_box`.
     pub mining: (f32, f32),
 }
@@ -54,6 +58,8 @@ impl Sizes {
         known: 100,
         hard_examples: 150,
         round_epochs: 14,
+        round_batch: 16,
+        deploy_above: 0.05,
         // Sedna's quick start: a frame is hard when a tenth of its boxes score 0.9 or less.
         mining: (0.9, 0.9),
     };
@@ -71,6 +77,10 @@ impl Sizes {
         known: 10,
         hard_examples: 8,
         round_epochs: 1,
+        round_batch: 16,
+        // The round's eval set is three or four frames, so its map_delta is noise: deploy
+        // whatever the round made, to go through the deploy and the swap.
+        deploy_above: -1.0,
         // Mine nearly every frame so the round comes soon.
         mining: (0.9, 0.9),
     };
@@ -82,11 +92,10 @@ pub const PARAMS: [(&str, &str); 2] = [("obj_threshold", "0.25"), ("nms_threshol
 /// How a round fine-tunes the deployed model on the labelled hard examples and the data
 /// the base model knew: the whole network, gently (half the base recipe's rate,
 /// no warm-up), with the same augmentation.
-pub const ROUND_TRAINING: [(&str, &str); 7] = [
+pub const ROUND_TRAINING: [(&str, &str); 6] = [
     ("optimizer", "adamw"),
     ("learning_rate", "0.001"),
     ("weight_decay", "0.0005"),
-    ("batch_size", "16"),
     ("lr_schedule", "cosine"),
     ("augment", "true"),
     ("hsv_h", "0.0"),
@@ -159,7 +168,7 @@ spec:
   initialModel: {{name: initial-model}}
   dataset: {{name: incremental-dataset, trainProb: 0.8}}
   trainSpec:
-    template: {{spec: {{containers: [{{name: train, image: ignored, env: [{params}{training}{{name: epochs, value: "{epochs}"}}]}}]}}}}
+    template: {{spec: {{containers: [{{name: train, image: ignored, env: [{params}{training}{{name: epochs, value: "{epochs}"}}, {{name: batch_size, value: "{batch}"}}]}}]}}}}
     trigger:
       checkPeriodSeconds: 1
       condition: {{operator: ">", threshold: {threshold}, metric: num_of_samples}}
@@ -168,7 +177,7 @@ spec:
   deploySpec:
     model: {{name: deploy-model, hotUpdateEnabled: true, pollPeriodSeconds: 60}}
     trigger:
-      condition: {{operator: ">", threshold: 0.05, metric: map_delta}}
+      condition: {{operator: ">", threshold: {deploy}, metric: map_delta}}
     hardExampleMining:
       name: IBT
       parameters: [{{key: threshold_img, value: "{img}"}}, {{key: threshold_box, value: "{boxes}"}}]
@@ -177,6 +186,8 @@ spec:
 "#,
         base = base.display(),
         epochs = sizes.round_epochs,
+        batch = sizes.round_batch,
+        deploy = sizes.deploy_above,
         threshold = sizes.known + sizes.hard_examples - 1,
         img = sizes.mining.0,
         boxes = sizes.mining.1,

@@ -38,7 +38,7 @@ pub struct ServingPlan<'a> {
     /// The deploy template's parameters: `video_url` (an RTSP camera, a folder of images
     /// or an MP4 file), `every_nth_frame`, `video_realtime` (`"false"` plays a video as
     /// fast as the worker goes), a camera's `rtsp_transport` (`tcp`, `udp`),
-    /// `stall_seconds`, `reconnect_first_ms` and `reconnect_max_seconds`,
+    /// `stall_seconds`, `reconnect_first_ms`, `reconnect_max_seconds` and `max_fps`,
     /// `hem_deadline_ms` and `hem_memory_mib` (bounds of each HEM call),
     /// `HE_SAVED_URL`; the estimator's parameters too.
     pub deploy_params: &'a [Param],
@@ -95,6 +95,21 @@ impl ServingPlan<'_> {
                 )?),
                 max: Duration::from_secs(
                     self.count("reconnect_max_seconds", defaults.backoff.max.as_secs())?,
+                ),
+            },
+            max_fps: match setting("max_fps") {
+                None => None,
+                Some(text) => Some(
+                    text.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|fps| fps.is_finite() && *fps > 0.0)
+                        .with_context(|| {
+                            format!(
+                                "IncrementalLearningJob {}, deploy template env `max_fps` is {text:?}: give a number of frames a second above 0",
+                                self.job
+                            )
+                        })?,
                 ),
             },
             ..defaults

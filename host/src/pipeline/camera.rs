@@ -24,6 +24,8 @@ pub struct CameraOptions {
     /// How long each RTSP request may take when connecting.
     pub connect_timeout: Duration,
     pub backoff: Backoff,
+    /// At most this many frames a second of each camera run (the rest are skipped).
+    pub max_fps: Option<f64>,
 }
 
 impl Default for CameraOptions {
@@ -33,6 +35,7 @@ impl Default for CameraOptions {
             stall: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
+            max_fps: None,
         }
     }
 }
@@ -423,6 +426,7 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
         .unwrap_or_default()
         .as_millis();
     let (mut decoded, mut awaiting_key) = (0u64, true);
+    let mut pace = Pace::new(options.max_fps);
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return (decoded, None);
@@ -464,7 +468,7 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
             s.frames += 1;
             s.last_frame_unix = Some(now.as_secs_f64());
         });
-        if !(decoded - 1).is_multiple_of(shared.every) {
+        if !(decoded - 1).is_multiple_of(shared.every) || !pace.admit(Instant::now()) {
             continue;
         }
         let name = format!("{}-{started}-{decoded:06}", shared.name);
@@ -478,6 +482,35 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
             shared.update(|s| s.dropped += 1);
         }
         shared.bell.ring();
+    }
+}
+
+/// `max_fps`: admits frames at most that often on average, the ones between skipped
+/// (sampled out, as by `every_nth_frame`, not counted as dropped).
+struct Pace {
+    period: Option<Duration>,
+    next: Option<Instant>,
+}
+
+impl Pace {
+    fn new(max_fps: Option<f64>) -> Self {
+        let period = max_fps.map(|fps| Duration::from_secs_f64(1.0 / fps));
+        Pace { period, next: None }
+    }
+
+    fn admit(&mut self, now: Instant) -> bool {
+        let Some(period) = self.period else {
+            return true;
+        };
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        // The schedule keeps the average rate (a frame late by up to half a period is
+        // caught up on); after a gap it starts again from about now, with no burst.
+        let floor = now.checked_sub(period / 2).unwrap_or(now);
+        let next = self.next.map_or(now, |next| next.max(floor));
+        self.next = Some(next + period);
+        true
     }
 }
 
@@ -525,6 +558,22 @@ mod tests {
         assert!(newest.put(frame("b")));
         assert_eq!(newest.take().unwrap().name, "b");
         assert!(newest.take().is_none());
+    }
+
+    #[test]
+    fn max_fps_keeps_the_average_rate_of_a_faster_camera() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // A 25 frames/s camera (a frame every 40 ms) paced to 10 frames/s.
+        let mut pace = Pace::new(Some(10.0));
+        let admitted = (0..250).filter(|n| pace.admit(at(n * 40))).count();
+        assert!((99..=101).contains(&admitted), "{admitted} in 10 s");
+        // After a gap the schedule does not let a burst through.
+        let mut pace = Pace::new(Some(10.0));
+        assert!(pace.admit(at(0)));
+        assert!(pace.admit(at(5000)));
+        assert!(!pace.admit(at(5040)));
+        assert!(Pace::new(None).admit(at(0)));
     }
 
     #[test]

@@ -74,6 +74,10 @@ impl Seen {
 
 /// A camera on `url` with quick reconnects and stall detection, as a test wants them.
 fn camera(url: &str) -> FrameSource {
+    paced_camera(url, None)
+}
+
+fn paced_camera(url: &str, max_fps: Option<f64>) -> FrameSource {
     let options = SourceOptions {
         camera: CameraOptions {
             transport: Transport::Tcp,
@@ -83,6 +87,7 @@ fn camera(url: &str) -> FrameSource {
                 first: Duration::from_millis(200),
                 max: Duration::from_secs(1),
             },
+            max_fps,
         },
         ..SourceOptions::default()
     };
@@ -325,18 +330,47 @@ fn a_job_reads_its_camera_and_never_prints_the_password() {
         assert!(!shown.contains("s3cret"), "{shown}");
     }
 
-    // A bad transport is an error naming the field.
-    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
-    job.append(32, "");
-    job.inference_env(&[
-        ("video_url", &format!("rtsp://127.0.0.1:{port}/cam")),
-        ("rtsp_transport", "quic"),
-    ]);
-    let out = job.run_once();
-    let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("`rtsp_transport`") && stderr.contains("tcp"),
-        "{stderr}"
-    );
+    // A bad camera setting is an error naming the field and what to give.
+    for (key, value, wanted) in [
+        ("rtsp_transport", "quic", "tcp"),
+        ("max_fps", "0", "above 0"),
+    ] {
+        let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+        job.append(32, "");
+        let url = format!("rtsp://127.0.0.1:{port}/cam");
+        job.inference_env(&[("video_url", &url), (key, value)]);
+        let out = job.run_once();
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("`{key}`")) && stderr.contains(wanted),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn max_fps_runs_a_faster_camera_at_that_rate() {
+    if !server_available() {
+        return;
+    }
+    let port = free_port();
+    let _server = Server::start(port, &[]);
+    let mut source = paced_camera(&url(port), Some(5.0));
+    let seen = Seen::default();
+    assert!(feed_until(
+        &mut source,
+        &seen,
+        Duration::from_secs(20),
+        |seen, _| { !seen.names().is_empty() }
+    ));
+    let (before, start) = (seen.names().len(), Instant::now());
+    while start.elapsed() < Duration::from_secs(3) {
+        source.feed(&seen).unwrap();
+    }
+    let ran = seen.names().len() - before;
+    let stats = stats(&source);
+    // 3 s of a 25 frames/s camera at 5 frames/s: about 15 run, none counted as dropped.
+    assert!((12..=18).contains(&ran), "{ran} frames ran: {stats:?}");
+    assert!(stats.frames >= 60 && stats.dropped == 0, "{stats:?}");
 }
