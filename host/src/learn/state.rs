@@ -103,11 +103,41 @@ impl JobState {
         let db = Connection::open(path)
             .with_context(|| format!("cannot open the job state {}", path.display()))?;
         // Other connections (a status read, the HTTP service) may hold the lock a moment.
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(SCHEMA)
-            .with_context(|| format!("{} is not a job state database", path.display()))?;
+        let wait = std::time::Duration::from_secs(10);
+        db.busy_timeout(wait)?;
+        // Switching a new database to WAL and creating its tables take locks that SQLite
+        // does not wait for (it answers "database is locked" at once): two connections
+        // opening a new database together, such as `sedna run` and `sedna status`,
+        // retry for the same time.
+        let prepare = || -> rusqlite::Result<()> {
+            db.pragma_update(None, "journal_mode", "WAL")?;
+            db.pragma_update(None, "synchronous", "FULL")?;
+            db.execute_batch(SCHEMA)
+        };
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let Err(e) = prepare() else {
+                break;
+            };
+            let busy = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            if busy && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            let context = if busy {
+                format!(
+                    "{} stayed locked for {} s: another process holds the job's state",
+                    path.display(),
+                    wait.as_secs()
+                )
+            } else {
+                format!("{} is not a job state database", path.display())
+            };
+            return Err(anyhow::Error::new(e).context(context));
+        }
         Ok(JobState {
             db,
             path: path.to_path_buf(),
@@ -372,5 +402,33 @@ impl JobState {
             Ok(n as u64)
         };
         Ok((count("round IS NULL")?, count("round IS NOT NULL")?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_opening_a_new_state_together_all_open_it() {
+        // As `sedna run` and a status read (or a test watching the state) do at start.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let start = std::sync::Barrier::new(3);
+            std::thread::scope(|scope| {
+                let opened: Vec<_> = (0..3)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            JobState::open(&path).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for open in opened {
+                    open.join().unwrap().unwrap();
+                }
+            });
+        }
     }
 }
