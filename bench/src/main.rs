@@ -68,6 +68,8 @@ fn ratio(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first thing the process does; no other thread exists yet.
+    unsafe { sedna::threads::settle_thread_count() };
     let cli = Cli::parse();
     match &cli.command {
         Some(Internal::Pipeline(args)) => {

@@ -59,6 +59,8 @@ struct Case {
 }
 
 fn main() {
+    // SAFETY: the first thing the process does; no other thread exists yet.
+    unsafe { sedna::threads::settle_thread_count() };
     let quick = std::env::args().any(|a| a == "--quick");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backend = sedna::media::backend().expect("an ONNX backend");

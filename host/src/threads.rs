@@ -7,6 +7,21 @@ use std::sync::OnceLock;
 /// The nice value background threads take (0 is normal, 19 the lowest).
 const NICE: i32 = 10;
 
+/// Makes the thread count candle's CPU matmul asks for on every call a lookup. Unless
+/// `RAYON_NUM_THREADS` is set, candle answers by parsing `/proc/cpuinfo` (61 us a read
+/// on these machines, more than a small layer's whole product). This sets it to the
+/// cores rayon uses anyway.
+///
+/// # Safety
+/// It changes the environment: call it at the start of `main`, before any thread starts.
+pub unsafe fn settle_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: the caller runs this before the process has other threads.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", cores.to_string()) };
+    }
+}
+
 /// Lowers the calling thread's scheduling priority. Best effort: where the system
 /// refuses, the thread keeps its priority.
 pub fn lower_priority() {

@@ -48,6 +48,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first thing the process does; no other thread exists yet.
+    unsafe { sedna::threads::settle_thread_count() };
     match Cli::parse().command {
         Command::Demo { out, quick } => {
             let sizes = if quick {
