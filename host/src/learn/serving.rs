@@ -38,7 +38,8 @@ pub struct ServingPlan<'a> {
     /// The deploy template's parameters: `video_url` (an RTSP camera, a folder of images
     /// or an MP4 file), `every_nth_frame`, `video_realtime` (`"false"` plays a video as
     /// fast as the worker goes), a camera's `rtsp_transport` (`tcp`, `udp`),
-    /// `stall_seconds`, `reconnect_first_ms`, `reconnect_max_seconds` and `max_fps`,
+    /// `stall_seconds`, `reconnect_first_ms`, `reconnect_max_seconds`,
+    /// `reconnect_attempts` and `max_fps`,
     /// `hem_deadline_ms` and `hem_memory_mib` (bounds of each HEM call),
     /// `HE_SAVED_URL`; the estimator's parameters too.
     pub deploy_params: &'a [Param],
@@ -111,6 +112,10 @@ impl ServingPlan<'_> {
                             )
                         })?,
                 ),
+            },
+            attempts: match setting("reconnect_attempts") {
+                None => None,
+                Some(_) => Some(self.count("reconnect_attempts", 1)? as u32),
             },
             ..defaults
         };

@@ -26,6 +26,9 @@ pub struct CameraOptions {
     pub backoff: Backoff,
     /// At most this many frames a second of each camera run (the rest are skipped).
     pub max_fps: Option<f64>,
+    /// Connections that may fail in a row before the camera is given up; `None`: it is
+    /// tried for as long as the source lives.
+    pub attempts: Option<u32>,
 }
 
 impl Default for CameraOptions {
@@ -36,6 +39,7 @@ impl Default for CameraOptions {
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_fps: None,
+            attempts: None,
         }
     }
 }
@@ -77,6 +81,8 @@ pub enum CameraState {
     Connecting,
     Streaming,
     BackingOff,
+    /// `reconnect_attempts` connections failed in a row: the camera is no longer tried.
+    GaveUp,
 }
 
 impl std::fmt::Display for CameraState {
@@ -85,6 +91,7 @@ impl std::fmt::Display for CameraState {
             CameraState::Connecting => "connecting",
             CameraState::Streaming => "streaming",
             CameraState::BackingOff => "backing off",
+            CameraState::GaveUp => "gave up",
         })
     }
 }
@@ -382,6 +389,23 @@ fn receive(shared: &Shared) {
         };
         if frames > 0 {
             attempt = 0;
+        }
+        if shared
+            .options
+            .attempts
+            .is_some_and(|most| attempt + 1 >= most)
+        {
+            let attempts = attempt + 1;
+            tracing::error!(
+                "{error}; giving up after {attempts} failed connections in a row (reconnect_attempts)"
+            );
+            shared.update(|s| {
+                s.state = CameraState::GaveUp;
+                s.last_error = Some(format!(
+                    "{error}; gave up after {attempts} failed connections in a row (reconnect_attempts)"
+                ));
+            });
+            break;
         }
         let wait = shared.options.backoff.wait(attempt, next_unit(&mut seed));
         attempt = attempt.saturating_add(1);

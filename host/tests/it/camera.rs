@@ -88,6 +88,7 @@ fn paced_camera(url: &str, max_fps: Option<f64>) -> FrameSource {
                 max: Duration::from_secs(1),
             },
             max_fps,
+            attempts: None,
         },
         ..SourceOptions::default()
     };
@@ -208,6 +209,35 @@ fn a_camera_not_there_at_start_is_read_once_it_appears() {
         }),
         "{:?}",
         stats(&source)
+    );
+}
+
+#[test]
+fn a_camera_is_given_up_after_reconnect_attempts_failures_in_a_row() {
+    let options = SourceOptions {
+        camera: CameraOptions {
+            backoff: Backoff {
+                first: Duration::from_millis(100),
+                max: Duration::from_millis(200),
+            },
+            attempts: Some(3),
+            ..CameraOptions::default()
+        },
+        ..SourceOptions::default()
+    };
+    // Nothing listens there.
+    let mut source = FrameSource::open(&url(free_port()), &options).unwrap();
+    let seen = Seen::default();
+    let gave_up = feed_until(&mut source, &seen, Duration::from_secs(20), |_, stats| {
+        stats.state == CameraState::GaveUp
+    });
+    let stats = stats(&source);
+    assert!(gave_up, "{stats:?}");
+    assert_eq!(stats.reconnects, 2, "{stats:?}");
+    let error = stats.last_error.unwrap();
+    assert!(
+        error.contains("gave up after 3") && error.contains("reconnect_attempts"),
+        "{error}"
     );
 }
 
