@@ -46,7 +46,7 @@ def decode_yolov8(out, classes, threshold):
     keep = np.nonzero(top >= threshold)[0]
     found = []
     for i in keep:
-        cx, cy, w, h = rows[0, i], rows[1, i], rows[2, i], rows[3, i]
+        cx, cy, w, h = (float(v) for v in rows[0:4, i])
         found.append(([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], float(top[i]), int(best[i])))
     return found
 

@@ -152,15 +152,32 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
     let worker = worker(&runtime, &args.model, &frames_dir, &args.out)?;
 
     let options = SessionOptions::default();
-    let mut session = Model::load(&args.model)?.session(&options)?;
+    let model = Model::load(&args.model)?;
+    // The limit feeds the model's own input, made as the estimator makes it for a YOLO
+    // (letterboxed to the input's size, scaled to [0, 1]).
+    let input = model
+        .inputs()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{}: the model has no input", args.model.display()))?
+        .clone();
+    let side = |axis: usize| {
+        input.dims.get(axis).copied().flatten().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: input `{}` has no fixed size on axis {axis}",
+                args.model.display(),
+                input.name
+            )
+        })
+    };
     let spec = Preprocess {
-        width: helmet_detection::scene::WIDTH,
-        height: helmet_detection::scene::HEIGHT,
-        letterbox: false,
+        width: side(3)? as u32,
+        height: side(2)? as u32,
+        letterbox: true,
         mean: [0.0; 3],
         std: [1.0; 3],
         layout: Layout::Nchw,
     };
+    let mut session = model.session(&options)?;
     let decoded = paths
         .iter()
         .map(|p| Frame::open(p))
@@ -172,7 +189,7 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
     let name = |p: &Path| p.file_stem().unwrap().to_string_lossy().into_owned();
     // Warm up both paths (first runs allocate and tune), as the Python loop does.
     for (path, tensor) in paths.iter().zip(&tensors).take(3) {
-        session.run(&[("image", tensor)])?;
+        session.run(&[(input.name.as_str(), tensor)])?;
         worker.process(&name(path), &Arc::new(Frame::open(path)?))?;
     }
 
@@ -198,7 +215,7 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
 
         let started = Instant::now();
         for tensor in &tensors {
-            std::hint::black_box(session.run(&[("image", tensor)])?);
+            std::hint::black_box(session.run(&[(input.name.as_str(), tensor)])?);
         }
         report.run.push(ms_per_frame(started, paths.len()));
 
