@@ -1,8 +1,8 @@
-//! A live RTSP camera as a frame source. A receiver thread keeps the connection up
-//! (reconnecting with backoff and jitter after a refusal, a drop, a server restart or a
-//! stall, for as long as the source lives), decodes every frame, and leaves only the
-//! newest for the worker: a worker slower than the camera runs current frames, and the
-//! ones it never saw are counted as dropped.
+//! Live RTSP cameras as a frame source. Each camera's receiver thread keeps its
+//! connection up (reconnecting with backoff and jitter after a refusal, a drop, a server
+//! restart or a stall, for as long as the source lives), decodes every frame, and leaves
+//! only the newest for the worker: a worker slower than its cameras runs current frames,
+//! and the ones it never saw are counted as dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,7 +15,7 @@ use crate::media::rtsp::{CameraUrl, RtspError, RtspStream, Transport};
 use crate::media::{Frame, H264Decoder};
 
 /// How a camera is read; the deploy template's `rtsp_transport`, `stall_seconds`,
-/// `reconnect_first_seconds` and `reconnect_max_seconds`.
+/// `reconnect_first_ms`, `reconnect_max_seconds`, `max_fps` and `reconnect_attempts`.
 #[derive(Clone, Debug)]
 pub struct CameraOptions {
     pub transport: Transport,
