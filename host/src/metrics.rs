@@ -36,12 +36,25 @@ pub struct Histogram {
 }
 
 /// A histogram as Prometheus shows it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HistogramSnapshot {
     /// Observations at or below each of `BUCKETS`, cumulative.
     pub cumulative: Vec<u64>,
     pub count: u64,
     pub sum_seconds: f64,
+}
+
+impl HistogramSnapshot {
+    /// The upper bound (seconds) of the bucket holding quantile `q`; `None` before any
+    /// observation or when it lies above the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        let bucket = self.cumulative.iter().position(|seen| *seen >= rank)?;
+        BUCKETS.get(bucket).copied()
+    }
 }
 
 impl Histogram {
@@ -105,5 +118,18 @@ mod tests {
             "{}",
             s.sum_seconds
         );
+    }
+
+    #[test]
+    fn quantiles_come_from_the_buckets() {
+        let h = Histogram::default();
+        assert_eq!(h.snapshot().quantile(0.5), None);
+        for ms in [4, 7, 7, 20, 700] {
+            h.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(h.snapshot().quantile(0.5), Some(0.01));
+        assert_eq!(h.snapshot().quantile(0.99), Some(1.0));
+        h.observe(Duration::from_secs(3600));
+        assert_eq!(h.snapshot().quantile(1.0), None);
     }
 }

@@ -177,8 +177,8 @@ impl fmt::Display for JobStatus {
                 i.frames, i.hard, i.failed, i.swaps, i.estimator, i.hem
             )?;
             for c in &i.cameras {
-                let age = |q| match c.age.quantile_ms(q) {
-                    Some(ms) => format!("<= {ms} ms"),
+                let age = |q| match c.age.quantile(q) {
+                    Some(seconds) => format!("<= {} ms", seconds * 1000.0),
                     None => "-".to_string(),
                 };
                 writeln!(

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::media::rtsp::{CameraUrl, RtspError, RtspStream, Transport};
 use crate::media::{Frame, H264Decoder};
+use crate::metrics::{Histogram, HistogramSnapshot};
 
 /// How a camera is read; the deploy template's `rtsp_transport`, `stall_seconds`,
 /// `reconnect_first_ms`, `reconnect_max_seconds`, `max_fps` and `reconnect_attempts`.
@@ -96,52 +97,6 @@ impl std::fmt::Display for CameraState {
     }
 }
 
-/// Frame age (capture to decision) in buckets, for quantiles and Prometheus.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgeHistogram {
-    /// Counts per bucket of [`AgeHistogram::BOUNDS_MS`], the last for anything above.
-    pub counts: Vec<u64>,
-    pub sum_ms: f64,
-}
-
-impl AgeHistogram {
-    pub const BOUNDS_MS: [f64; 17] = [
-        5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0, 200.0, 300.0, 500.0,
-        1000.0, 2000.0, 5000.0,
-    ];
-
-    fn record(&mut self, age: Duration) {
-        let ms = age.as_secs_f64() * 1000.0;
-        if self.counts.is_empty() {
-            self.counts = vec![0; Self::BOUNDS_MS.len() + 1];
-        }
-        let bucket = Self::BOUNDS_MS
-            .iter()
-            .position(|bound| ms <= *bound)
-            .unwrap_or(Self::BOUNDS_MS.len());
-        self.counts[bucket] += 1;
-        self.sum_ms += ms;
-    }
-
-    /// The upper bound (ms) of the bucket holding quantile `q`; `None` before any frame
-    /// or when it lies above the last bound.
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let total: u64 = self.counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (bucket, count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Self::BOUNDS_MS.get(bucket).copied();
-            }
-        }
-        None
-    }
-}
-
 /// What a camera has done, for status and metrics. The URL is redacted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CameraStats {
@@ -162,7 +117,8 @@ pub struct CameraStats {
     pub last_frame_unix: Option<f64>,
     /// Why the last connection ended or failed.
     pub last_error: Option<String>,
-    pub age: AgeHistogram,
+    /// Frame age: from a frame being decoded to the worker's decision on it.
+    pub age: HistogramSnapshot,
 }
 
 /// A frame waiting for the worker.
@@ -226,6 +182,7 @@ struct Shared {
     options: CameraOptions,
     every: u64,
     stats: Mutex<CameraStats>,
+    age: Histogram,
     newest: Newest,
     bell: Arc<Bell>,
     stop: AtomicBool,
@@ -271,7 +228,7 @@ impl Cameras {
                 decode_errors: 0,
                 last_frame_unix: None,
                 last_error: None,
-                age: AgeHistogram::default(),
+                age: HistogramSnapshot::default(),
             };
             let shared = Arc::new(Shared {
                 url,
@@ -279,6 +236,7 @@ impl Cameras {
                 options: options.clone(),
                 every: every.max(1) as u64,
                 stats: Mutex::new(stats),
+                age: Histogram::default(),
                 newest: Newest::default(),
                 bell: bell.clone(),
                 stop: AtomicBool::new(false),
@@ -327,8 +285,7 @@ impl Cameras {
                 };
                 let image = Frame::from_image(&frame.name, frame.image);
                 run(&frame.name, image, frame.decode);
-                let age = frame.decoded.elapsed() + frame.decode;
-                camera.update(|s| s.age.record(age));
+                camera.age.observe(frame.decoded.elapsed() + frame.decode);
                 (ran, any) = (ran + 1, true);
             }
             first = (first + 1) % self.cameras.len();
@@ -359,7 +316,10 @@ impl CameraWatch {
     pub fn stats(&self) -> Vec<CameraStats> {
         self.0
             .iter()
-            .map(|c| c.stats.lock().unwrap().clone())
+            .map(|c| CameraStats {
+                age: c.age.snapshot(),
+                ..c.stats.lock().unwrap().clone()
+            })
             .collect()
     }
 }
@@ -598,18 +558,5 @@ mod tests {
         assert!(pace.admit(at(5000)));
         assert!(!pace.admit(at(5040)));
         assert!(Pace::new(None).admit(at(0)));
-    }
-
-    #[test]
-    fn age_quantiles_come_from_the_buckets() {
-        let mut ages = AgeHistogram::default();
-        assert_eq!(ages.quantile_ms(0.5), None);
-        for ms in [4, 12, 12, 25, 700] {
-            ages.record(Duration::from_millis(ms));
-        }
-        assert_eq!(ages.quantile_ms(0.5), Some(15.0));
-        assert_eq!(ages.quantile_ms(0.99), Some(1000.0));
-        ages.record(Duration::from_secs(60));
-        assert_eq!(ages.quantile_ms(1.0), None);
     }
 }

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use crate::learn::JobHandle;
-use crate::metrics::{BUCKETS, Histogram};
-use crate::pipeline::camera::{AgeHistogram, CameraState};
+use crate::metrics::{BUCKETS, HistogramSnapshot};
+use crate::pipeline::camera::CameraState;
 use crate::pipeline::{CameraStats, InferenceWorker, WorkerStats};
 use crate::plugin::ErrorCounts;
 
@@ -66,7 +66,11 @@ pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
     );
     for (job, worker) in &workers {
         for (stage, histogram) in worker.stats.stages.named() {
-            out.histogram(name, &[("job", job), ("stage", stage)], histogram);
+            out.histogram(
+                name,
+                &[("job", job), ("stage", stage)],
+                &histogram.snapshot(),
+            );
         }
     }
 
@@ -108,7 +112,8 @@ pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
     for job in jobs {
         for (stage, histogram) in job.rounds.stages() {
             let stage = stage.name().to_ascii_lowercase();
-            out.histogram(name, &[("job", job.name()), ("stage", &stage)], histogram);
+            let snapshot = histogram.snapshot();
+            out.histogram(name, &[("job", job.name()), ("stage", &stage)], &snapshot);
         }
     }
 
@@ -211,21 +216,7 @@ fn render_cameras(out: &mut Text, workers: &[(&str, &InferenceWorker)]) {
             ("camera", &camera.name),
             ("url", &camera.camera),
         ];
-        let counts = &camera.age.counts;
-        let mut cumulative = 0;
-        for (i, bound) in AgeHistogram::BOUNDS_MS.iter().enumerate() {
-            cumulative += counts.get(i).copied().unwrap_or(0);
-            let le = (bound / 1000.0).to_string();
-            let mut with_le = labels.to_vec();
-            with_le.push(("le", &le));
-            out.sample(&format!("{name}_bucket"), &with_le, cumulative);
-        }
-        let count: u64 = counts.iter().sum();
-        let mut with_le = labels.to_vec();
-        with_le.push(("le", "+Inf"));
-        out.sample(&format!("{name}_bucket"), &with_le, count);
-        out.sample(&format!("{name}_sum"), &labels, camera.age.sum_ms / 1000.0);
-        out.sample(&format!("{name}_count"), &labels, count);
+        out.histogram(name, &labels, &camera.age);
     }
 }
 
@@ -245,8 +236,7 @@ impl Text {
         let _ = writeln!(self.0, "{name}{} {value}", label_set(labels));
     }
 
-    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], histogram: &Histogram) {
-        let snapshot = histogram.snapshot();
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], snapshot: &HistogramSnapshot) {
         let bounds = BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".into()]);
         let counts = snapshot.cumulative.iter().chain([&snapshot.count]);
         for (bound, count) in bounds.zip(counts) {
@@ -292,10 +282,10 @@ mod tests {
 
     #[test]
     fn a_histogram_has_cumulative_buckets_a_sum_and_a_count() {
-        let h = Histogram::default();
+        let h = crate::metrics::Histogram::default();
         h.observe(std::time::Duration::from_millis(3));
         let mut text = Text::default();
-        text.histogram("x_seconds", &[("job", "j")], &h);
+        text.histogram("x_seconds", &[("job", "j")], &h.snapshot());
         let lines: Vec<&str> = text.0.lines().collect();
         assert_eq!(lines.len(), BUCKETS.len() + 3);
         assert!(lines.contains(&r#"x_seconds_bucket{job="j",le="0.0025"} 0"#));
