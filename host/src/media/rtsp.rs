@@ -62,11 +62,11 @@ impl CameraUrl {
     }
 }
 
+/// A URL's user or password as written, percent-decoded (a `+` stays a `+`).
 fn decode(part: &str) -> String {
-    url::form_urlencoded::parse(format!("x={part}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `text` with the password of any `scheme://user:password@` replaced by `***`; text
@@ -284,6 +284,8 @@ mod tests {
                 .credentials
                 .is_none()
         );
+        let plus = CameraUrl::parse("rtsp://u:a+b%2Bc@h/cam").unwrap();
+        assert_eq!(plus.credentials.unwrap().password, "a+b+c");
     }
 
     #[test]
