@@ -406,6 +406,16 @@ impl Loaded {
             session = training::open(&self.graph, &options).map_err(describe)?;
         }
         let fed = cached.unwrap_or(&c.input).to_string();
+        let distributions = match c.head {
+            Head::YoloV8 => crate::yolo::distributions(&self.graph.nodes()),
+            _ => None,
+        };
+        if c.head == Head::YoloV8 && distributions.is_none() {
+            log(
+                Level::Warn,
+                "no DFL (a Softmax read by a Conv) in the graph: the boxes train without the distribution focal loss",
+            );
+        }
         let batch_size = settings.batch_size as usize;
         let per_epoch = samples.len().div_ceil(batch_size) as u64;
         let total = per_epoch * settings.epochs as u64;
@@ -429,7 +439,14 @@ impl Loaded {
                     translate: a.translate,
                     seed,
                 });
-                let loss = self.train_batch(&session, data, &fed, &batch, augment)?;
+                let loss = self.train_batch(
+                    &session,
+                    data,
+                    &fed,
+                    distributions.as_deref(),
+                    &batch,
+                    augment,
+                )?;
                 session
                     .step(settings.learning_rate_at(step, per_epoch, total))
                     .map_err(describe)?;
@@ -456,12 +473,14 @@ impl Loaded {
     }
 
     /// Forward and backward of one batch (each image changed by `augment` when given, with
-    /// a seed of its own); returns its mean loss.
+    /// a seed of its own); returns its mean loss. `distributions` names a YOLOv8 head's
+    /// values before the DFL, for its loss.
     fn train_batch(
         &self,
         session: &training::Session,
         data: &Dataset,
         fed: &str,
+        distributions: Option<&str>,
         batch: &[&TrainingSample],
         augment: Option<host::Augmentation>,
     ) -> Result<f64, String> {
@@ -496,13 +515,16 @@ impl Loaded {
             None => fresh.iter().collect(),
         };
         let input = training::batch(&parts).map_err(describe)?;
+        let wanted: Vec<String> = std::iter::once(c.output.clone())
+            .chain(distributions.map(str::to_string))
+            .collect();
         let outputs = session
             .forward(
                 vec![NamedTensor {
                     name: fed.to_string(),
                     tensor: input,
                 }],
-                &[c.output.clone()],
+                &wanted,
             )
             .map_err(describe)?;
         let output = &outputs[0].tensor;
@@ -558,15 +580,41 @@ impl Loaded {
                 classes,
                 &classes_of(),
             )?),
-            Head::Grid | Head::YoloV8 => {
-                let loss = if c.head == Head::Grid {
-                    train::grid
-                } else {
-                    crate::yolo::yolov8
-                };
-                let dims = output.dimensions();
-                let input = (c.width, c.height);
-                gradient(loss(&floats(output), &dims, classes, input, &boxes)?)
+            Head::Grid => gradient(train::grid(
+                &floats(output),
+                &output.dimensions(),
+                classes,
+                (c.width, c.height),
+                &boxes,
+            )?),
+            Head::YoloV8 => {
+                let logits = outputs
+                    .get(1)
+                    .map(|d| (floats(&d.tensor), d.tensor.dimensions()));
+                let found = crate::yolo::yolov8(
+                    &floats(output),
+                    &output.dimensions(),
+                    classes,
+                    (c.width, c.height),
+                    &boxes,
+                    logits
+                        .as_ref()
+                        .map(|(l, dims)| crate::yolo::Distributions { logits: l, dims }),
+                )?;
+                let mut gradients = vec![NamedTensor {
+                    name: c.output.clone(),
+                    tensor: tensor(&output.dimensions(), &found.output),
+                }];
+                if let (Some(g), Some(name), Some((_, dims))) =
+                    (found.distributions, distributions, &logits)
+                {
+                    gradients.push(NamedTensor {
+                        name: name.to_string(),
+                        tensor: tensor(dims, &g),
+                    });
+                }
+                session.backward(gradients).map_err(describe)?;
+                Ok(found.loss)
             }
             Head::YoloV5 => unreachable!("refused before training"),
         }

@@ -12,7 +12,7 @@ use crate::media::{
     SessionOptions, Tensor,
 };
 use crate::plugin::bindings::inference::{
-    self, Augmentation as WitAugmentation, ErrorCode, Motion, NamedTensor, Placement,
+    self, Augmentation as WitAugmentation, ErrorCode, Motion, NamedTensor, NodeInfo, Placement,
     Preprocess as WitPreprocess, TensorType, ValueInfo,
 };
 use crate::plugin::bindings::types::Detections;
@@ -373,6 +373,20 @@ impl inference::HostGraph for HostState {
 
     fn outputs(&mut self, graph: Resource<Graph>) -> wasmtime::Result<Vec<ValueInfo>> {
         Ok(value_infos(self.table.get(&graph)?.0.outputs()))
+    }
+
+    fn nodes(&mut self, graph: Resource<Graph>) -> wasmtime::Result<Vec<NodeInfo>> {
+        let model = &self.table.get(&graph)?.0;
+        let nodes = model.proto().graph.as_ref().map_or(&[][..], |g| &g.node);
+        Ok(nodes
+            .iter()
+            .map(|node| NodeInfo {
+                name: node.name.clone(),
+                op_type: node.op_type.clone(),
+                inputs: node.input.clone(),
+                outputs: node.output.clone(),
+            })
+            .collect())
     }
 
     fn metadata(&mut self, graph: Resource<Graph>) -> wasmtime::Result<Vec<(String, String)>> {
