@@ -20,6 +20,7 @@
 //! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | train, media, spec |
 //! | [`train`]    | the training engine: a model's graph with trainable weights, forward, backward, losses, optimizers, export | media |
 //! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | files |
+//! | [`storage`]  | object storage: `s3://`, `http(s)://` and local locations, credentials, the download cache | files |
 //! | [`spec`]     | Sedna's resources and value types (conditions, timers, stages)       | nothing |
 //!
 //! [`files`], [`metrics`] and [`threads`] sit beside [`spec`] at the bottom, for every
@@ -38,5 +39,6 @@ pub mod pipeline;
 pub mod plugin;
 pub mod server;
 pub mod spec;
+pub mod storage;
 pub mod threads;
 pub mod train;

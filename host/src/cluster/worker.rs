@@ -3,6 +3,7 @@
 //! to the Pod's termination message, where the controller reads it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,9 +11,10 @@ use anyhow::Context as _;
 use super::env::{CommonEnv, EvalEnv, InferEnv, REPORT_PATH, TrainEnv};
 use super::{ModelMetrics, WorkerReport};
 use crate::learn::estimator::{estimator_source, evaluate, read_index, train_to};
-use crate::learn::{ModelWatch, OutputLayout, ServingPlan};
+use crate::learn::{DeployedModel, OutputLayout, ServingPlan};
 use crate::plugin::{Param, PluginStore, Runtime, Source, params};
 use crate::spec::PluginRef;
+use crate::storage::{CACHE_BYTES, Cache, Location, Storage};
 
 /// Where a worker's report goes unless [`REPORT_PATH`] says otherwise: the file
 /// Kubernetes makes the container's termination message from.
@@ -85,23 +87,32 @@ impl Workers<'_> {
     }
 
     /// Serves the model on the deploy template's `video_url` until the process ends; with
-    /// hot update, swaps to `MODEL_URL` when it changes.
+    /// hot update, swaps to `MODEL_URL` when it changes (a model in object storage only
+    /// once fetched whole and verified against its manifest).
     pub fn infer(&self, env: &InferEnv) -> anyhow::Result<()> {
-        let deployed = PathBuf::from(&env.model);
+        let layout = OutputLayout::new(&env.output_dir);
+        std::fs::create_dir_all(layout.output())
+            .with_context(|| format!("OUTPUT_DIR: cannot create {}", env.output_dir))?;
+        let storage = Arc::new(Storage::from_env()?);
+        let cache = Arc::new(Cache::new(layout.cache(), CACHE_BYTES));
+        let location = Location::parse(&env.model).context("MODEL_URL")?;
         // Watched before it is looked for: a model that is not there yet counts as a change
         // when it appears.
-        let mut watch = ModelWatch::new(&deployed);
-        let model = match &env.base_model {
-            Some(base) if !deployed.exists() => PathBuf::from(base),
-            _ => deployed.clone(),
+        let mut deployed = DeployedModel::new(location.clone(), storage.clone(), cache.clone());
+        let model = match cache.fetch(&storage, &location) {
+            Ok(file) if file.is_file() => file,
+            found => match &env.base_model {
+                Some(base) => {
+                    let base = Location::parse(base).context("BASE_MODEL_URL")?;
+                    cache.fetch(&storage, &base).context("BASE_MODEL_URL")?
+                }
+                None => found.context("MODEL_URL")?,
+            },
         };
         let mining = PluginRef {
             name: env.hem_name.clone(),
             parameters: env.hem_parameters.clone(),
         };
-        let layout = OutputLayout::new(&env.output_dir);
-        std::fs::create_dir_all(layout.output())
-            .with_context(|| format!("OUTPUT_DIR: cannot create {}", env.output_dir))?;
         let Some(serving) = (ServingPlan {
             job: &self.common.job_name,
             deploy_params: &self.params,
@@ -122,14 +133,18 @@ impl Workers<'_> {
         std::thread::spawn(move || source.feed_forever(&*worker));
         loop {
             std::thread::sleep(Duration::from_secs(env.poll_period_seconds));
-            if env.hot_update && watch.changed() {
-                match serving.worker.swap_model(&deployed, true) {
-                    Ok(()) => tracing::info!("now serving {}", deployed.display()),
-                    Err(e) => tracing::error!(
-                        "{} changed but the worker kept its model: {e}",
-                        deployed.display()
-                    ),
-                }
+            if !env.hot_update {
+                continue;
+            }
+            match deployed.changed() {
+                Ok(None) => {}
+                Ok(Some(file)) => match serving.worker.swap_model(&file, true) {
+                    Ok(()) => tracing::info!("now serving {location}"),
+                    Err(e) => {
+                        tracing::error!("{location} changed but the worker kept its model: {e}")
+                    }
+                },
+                Err(e) => tracing::warn!("{e}: the worker keeps its model"),
             }
         }
     }

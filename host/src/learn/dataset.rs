@@ -11,11 +11,13 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::media::{Label, Sample};
 use crate::spec::Format;
+use crate::storage::{Location, Storage, StorageError};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// How much of the index's beginning identifies it: a different beginning means the file
@@ -50,10 +52,19 @@ pub struct Check {
     pub rescanned: bool,
 }
 
+/// An index in object storage: read by ranges through `storage`; its images are
+/// downloaded once into `mirror` (`<mirror>/<bucket or host>/<key>`), where training
+/// reads them.
+struct Remote {
+    storage: Arc<Storage>,
+    mirror: PathBuf,
+}
+
 pub struct DatasetMonitor {
-    index: PathBuf,
+    index: Location,
     format: Format,
     cursor: Cursor,
+    remote: Option<Remote>,
 }
 
 impl DatasetMonitor {
@@ -64,13 +75,32 @@ impl DatasetMonitor {
     /// Goes on from a cursor saved by an earlier run.
     pub fn resume(index: impl Into<PathBuf>, format: Format, cursor: Cursor) -> Self {
         DatasetMonitor {
-            index: index.into(),
+            index: Location::Local(index.into()),
             format,
             cursor,
+            remote: None,
         }
     }
 
-    pub fn index(&self) -> &Path {
+    /// A monitor of an index at `index` (a local path or an object), going on from
+    /// `cursor`; remote images are downloaded into `mirror`.
+    pub fn at(
+        index: Location,
+        format: Format,
+        cursor: Cursor,
+        storage: Arc<Storage>,
+        mirror: PathBuf,
+    ) -> Self {
+        let remote = index.is_remote().then_some(Remote { storage, mirror });
+        DatasetMonitor {
+            index,
+            format,
+            cursor,
+            remote,
+        }
+    }
+
+    pub fn index(&self) -> &Location {
         &self.index
     }
 
@@ -79,61 +109,129 @@ impl DatasetMonitor {
     }
 
     /// Reads the complete lines appended since the last check. A last line without its
-    /// line break is being written: it is left for the next check.
+    /// line break is being written: it is left for the next check. Reading an object
+    /// costs its size, its first `min(4 KiB, offset)` bytes (to notice a replaced index)
+    /// and what was appended.
     pub fn check(&mut self) -> io::Result<Check> {
-        let mut file = File::open(&self.index)?;
-        let len = file.metadata()?.len();
+        let len = self.len()?;
         let mut check = Check::default();
-        let consumed = self.cursor.offset > 0;
-        if consumed
-            && (len < self.cursor.offset
-                || head_hash(&mut file, self.cursor.offset)? != self.cursor.head)
-        {
-            self.cursor = Cursor::default();
-            check.rescanned = true;
+        let mut cursor = self.cursor.clone();
+        // The index's first bytes, as far as they are known.
+        let mut prefix = Vec::new();
+        if cursor.offset > 0 {
+            if len >= cursor.offset {
+                prefix = self.read(0, Some(HEAD.min(cursor.offset as usize) as u64))?;
+            }
+            if len < cursor.offset || xxh3_64(&prefix) != cursor.head {
+                cursor = Cursor::default();
+                prefix.clear();
+                check.rescanned = true;
+            }
         }
-        file.seek(SeekFrom::Start(self.cursor.offset))?;
-        let mut appended = Vec::with_capacity((len - self.cursor.offset) as usize);
-        (&mut file)
-            .take(len - self.cursor.offset)
-            .read_to_end(&mut appended)?;
+        if len <= cursor.offset {
+            self.cursor = cursor;
+            return Ok(check);
+        }
+        let appended = self.read(cursor.offset, Some(len))?;
         let Some(end) = appended.iter().rposition(|&b| b == b'\n') else {
+            self.cursor = cursor;
             return Ok(check);
         };
-        let base = self.index.parent().unwrap_or(Path::new("."));
         for raw in appended[..end].split(|&b| b == b'\n') {
-            self.cursor.lines += 1;
-            let line = self.cursor.lines;
+            cursor.lines += 1;
+            let line = cursor.lines;
             let text = String::from_utf8_lossy(raw);
             let text = text.trim_end_matches('\r').trim();
             if text.is_empty() || text.starts_with('#') || (self.format == Format::Csv && line == 1)
             {
                 continue;
             }
-            match parse_line(text, self.format).and_then(|(image, label)| {
-                let image = base.join(image);
-                if image.is_file() {
-                    Ok(Sample { line, image, label })
-                } else {
-                    Err(format!("image {} does not exist", image.display()))
+            let (image, label) = match parse_line(text, self.format) {
+                Ok(parsed) => parsed,
+                Err(reason) => {
+                    check.rejected.push(Rejected { line, reason });
+                    continue;
                 }
-            }) {
-                Ok(sample) => check.samples.push(sample),
-                Err(reason) => check.rejected.push(Rejected { line, reason }),
+            };
+            match self.image(image) {
+                Ok(image) => check.samples.push(Sample { line, image, label }),
+                // The storage is down: stop here and read this line again next time.
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => check.rejected.push(Rejected {
+                    line,
+                    reason: e.to_string(),
+                }),
             }
         }
-        self.cursor.offset += end as u64 + 1;
-        self.cursor.head = head_hash(&mut file, self.cursor.offset)?;
+        let known = prefix.len();
+        prefix.extend_from_slice(&appended[..(HEAD - known.min(HEAD)).min(appended.len())]);
+        cursor.offset += end as u64 + 1;
+        prefix.truncate(HEAD.min(cursor.offset as usize));
+        cursor.head = xxh3_64(&prefix);
+        self.cursor = cursor;
         Ok(check)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        match (&self.index, &self.remote) {
+            (Location::Local(path), _) => Ok(File::open(path)?.metadata()?.len()),
+            (location, Some(remote)) => Ok(remote.storage.head(location)?.size),
+            (_, None) => unreachable!("a remote index has its storage"),
+        }
+    }
+
+    /// Bytes `from..to` of the index.
+    fn read(&self, from: u64, to: Option<u64>) -> io::Result<Vec<u8>> {
+        match (&self.index, &self.remote) {
+            (Location::Local(path), _) => {
+                let mut file = File::open(path)?;
+                file.seek(SeekFrom::Start(from))?;
+                let mut bytes = Vec::new();
+                match to {
+                    Some(to) => (&mut file).take(to - from).read_to_end(&mut bytes)?,
+                    None => file.read_to_end(&mut bytes)?,
+                };
+                Ok(bytes)
+            }
+            (location, Some(remote)) => Ok(remote.storage.read(location, from, to)?.0.into()),
+            (_, None) => unreachable!("a remote index has its storage"),
+        }
+    }
+
+    /// The local file of an image the index names (relative to the index): downloaded
+    /// into the mirror the first time when the index is remote.
+    fn image(&self, relative: &str) -> Result<PathBuf, StorageError> {
+        let location = self.index.join(relative)?;
+        let Some(remote) = &self.remote else {
+            let path = location
+                .local()
+                .expect("beside a local index")
+                .to_path_buf();
+            return match path.is_file() {
+                true => Ok(path),
+                false => Err(StorageError::Io {
+                    path: format!("image {}", path.display()),
+                    source: io::Error::new(io::ErrorKind::NotFound, "does not exist"),
+                }),
+            };
+        };
+        let local = remote.mirror.join(mirror_path(&location));
+        if !local.is_file() {
+            remote.storage.download(&location, &local, None)?;
+        }
+        Ok(local)
     }
 }
 
-/// The hash of the first `min(HEAD, upto)` bytes.
-fn head_hash(file: &mut File, upto: u64) -> io::Result<u64> {
-    let mut head = vec![0; HEAD.min(upto as usize)];
-    file.seek(SeekFrom::Start(0))?;
-    file.read_exact(&mut head)?;
-    Ok(xxh3_64(&head))
+/// Where a remote image goes under the mirror: its bucket (or host) and key.
+fn mirror_path(location: &Location) -> PathBuf {
+    match location {
+        Location::S3 { bucket, key } => Path::new(bucket).join(key),
+        Location::Http(url) => {
+            Path::new(url.host_str().unwrap_or("web")).join(url.path().trim_start_matches('/'))
+        }
+        Location::Local(path) => path.clone(),
+    }
 }
 
 fn parse_line(text: &str, format: Format) -> Result<(&str, Label), String> {
@@ -289,7 +387,7 @@ mod tests {
         assert!(
             check.rejected[2]
                 .reason
-                .contains("missing.jpg does not exist")
+                .contains("missing.jpg: does not exist")
         );
         assert!(check.rejected[3].reason.contains("x2 <= x1"));
     }

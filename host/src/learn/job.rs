@@ -2,7 +2,7 @@
 //! it opens; its checks and rounds are in [`super::round`], its files where [`OutputLayout`]
 //! says.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::setup::JobSetup;
 use super::state::JobState;
 use super::stats::RoundStats;
 use super::trigger::Trigger;
-use super::watch::ModelWatch;
+use super::watch::DeployedModel;
 use crate::pipeline::{DecisionTail, FrameSource, InferenceWorker};
 use crate::plugin::{Param, PluginStore, Runtime, Source};
 use crate::spec::{ConditionType, IncrementalLearningJob, Resources, Stage};
@@ -42,7 +42,6 @@ pub struct LocalJob {
     spec: Arc<IncrementalLearningJob>,
     pub(super) train_prob: f64,
     initial_model: PathBuf,
-    pub(super) deploy_model: PathBuf,
     pub(super) layout: OutputLayout,
     pub(super) state: JobState,
     pub(super) monitor: DatasetMonitor,
@@ -63,8 +62,8 @@ pub struct LocalJob {
     hot_update: bool,
     stage_observer: Option<StageObserver>,
     pub(super) stats: Arc<RoundStats>,
-    /// The deploy model file, to notice a model written there by someone else.
-    pub(super) deployed_watch: ModelWatch,
+    /// Where deployed models go, polled for a model written there by someone else.
+    pub(super) deployed: DeployedModel,
 }
 
 impl LocalJob {
@@ -79,7 +78,7 @@ impl LocalJob {
     ) -> anyhow::Result<Self> {
         let setup = JobSetup::read(resources, name, runtime, store)?;
         // Watched before the worker loads: a model written meanwhile counts as a change.
-        let deployed_watch = ModelWatch::new(&setup.deploy_model);
+        let deployed = setup.deployed_model();
         let model = setup
             .state
             .deployed()?
@@ -93,13 +92,7 @@ impl LocalJob {
             layout: &setup.layout,
         }
         .open(runtime, store)?;
-        Ok(Self::from_setup(
-            setup,
-            runtime,
-            deployed_watch,
-            serving,
-            None,
-        ))
+        Ok(Self::from_setup(setup, runtime, deployed, serving, None))
     }
 
     /// The job without an inference worker: what `sedna agent` decides with, while the
@@ -113,11 +106,11 @@ impl LocalJob {
     ) -> anyhow::Result<Self> {
         let setup = JobSetup::read(resources, name, runtime, store)?;
         let decisions = DecisionTail::new(&setup.layout.results_dir());
-        let deployed_watch = ModelWatch::new(&setup.deploy_model);
+        let deployed = setup.deployed_model();
         Ok(Self::from_setup(
             setup,
             runtime,
-            deployed_watch,
+            deployed,
             None,
             Some(decisions),
         ))
@@ -126,7 +119,7 @@ impl LocalJob {
     fn from_setup(
         setup: JobSetup,
         runtime: &Runtime,
-        deployed_watch: ModelWatch,
+        deployed: DeployedModel,
         serving: Option<Serving>,
         decisions: Option<DecisionTail>,
     ) -> Self {
@@ -135,8 +128,7 @@ impl LocalJob {
             spec: Arc::new(setup.spec),
             train_prob: setup.train_prob,
             initial_model: setup.initial_model,
-            deployed_watch,
-            deploy_model: setup.deploy_model,
+            deployed,
             layout: setup.layout,
             state: setup.state,
             monitor: setup.monitor,
@@ -188,28 +180,35 @@ impl LocalJob {
         self.poll_period
     }
 
-    /// Swaps the worker to the deploy model when its file changed since the job last saw
-    /// it (someone else wrote it). Returns whether it swapped.
+    /// Swaps the worker to the deploy model when it changed since the job last saw it
+    /// (someone else wrote it). Returns whether it swapped. A remote model that cannot be
+    /// fetched or verified now is an error; the worker keeps its model and the next poll
+    /// tries again.
     pub fn poll_deployed_model(&mut self) -> anyhow::Result<bool> {
-        if !self.deployed_watch.changed() || self.serving.is_none() {
+        if self.serving.is_none() {
             return Ok(false);
         }
+        let Some(file) = self.deployed.changed()? else {
+            return Ok(false);
+        };
         let round = self.state.round()?;
-        self.swap_worker(round, "changed")
+        self.swap_worker(round, "changed", &file)
     }
 
-    /// Swaps the worker (when there is one) to the deploy model and records the outcome;
-    /// a model that does not load is refused and the worker keeps the one it has.
-    /// Returns whether it swapped.
-    pub(super) fn swap_worker(&mut self, round: u64, why: &str) -> anyhow::Result<bool> {
+    /// Swaps the worker (when there is one) to `file`, the deploy model, and records the
+    /// outcome; a model that does not load is refused and the worker keeps the one it
+    /// has. Returns whether it swapped.
+    pub(super) fn swap_worker(
+        &mut self,
+        round: u64,
+        why: &str,
+        file: &Path,
+    ) -> anyhow::Result<bool> {
         let Some(serving) = &self.serving else {
             return Ok(false);
         };
-        let model = self.deploy_model.display().to_string();
-        let (kind, message, swapped) = match serving
-            .worker
-            .swap_model(&self.deploy_model, self.hot_update)
-        {
+        let model = self.deployed.location().to_string();
+        let (kind, message, swapped) = match serving.worker.swap_model(file, self.hot_update) {
             Ok(()) => (
                 ConditionType::Completed,
                 format!("{model} {why}: now serving it"),

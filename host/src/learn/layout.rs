@@ -9,6 +9,8 @@
 //! <outputDir>/eval/<round>/metrics.json      both models' metrics
 //! <outputDir>/inference/results.jsonl        every frame's outcome
 //! <outputDir>/hard_examples/                 hard examples, unless HE_SAVED_URL names a place
+//! <outputDir>/objects/<bucket>/<key>          images of an index in object storage
+//! <outputDir>/cache/                          models fetched from object storage (bounded)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,16 @@ impl OutputLayout {
     pub fn hard_examples(&self, deploy_params: &[Param]) -> PathBuf {
         setting(deploy_params, HARD_EXAMPLES_ENV)
             .map_or_else(|| self.output.join("hard_examples"), PathBuf::from)
+    }
+
+    /// Where the images of an index in object storage are downloaded, once each.
+    pub fn objects(&self) -> PathBuf {
+        self.output.join("objects")
+    }
+
+    /// Where models fetched from object storage are cached.
+    pub fn cache(&self) -> PathBuf {
+        self.output.join("cache")
     }
 
     /// Round `round`'s samples: its training index and its evaluation set.

@@ -30,4 +30,4 @@ pub use run::{Runs, run};
 pub use serving::{Serving, ServingPlan};
 pub use stats::RoundStats;
 pub use status::JobStatus;
-pub use watch::ModelWatch;
+pub use watch::DeployedModel;

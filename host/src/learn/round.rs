@@ -78,7 +78,7 @@ impl LocalJob {
     /// it fires, starts a round: splits the new samples and writes the round's index
     /// files ([`LocalJob::round_files`]). Call it only with no round in progress.
     pub fn collect(&mut self, now: ClockTime) -> anyhow::Result<Collected> {
-        let index = self.monitor.index().display().to_string();
+        let index = self.monitor.index().to_string();
         let read = self
             .monitor
             .check()
@@ -274,7 +274,7 @@ impl LocalJob {
         let started = Instant::now();
         let decision = self.decide(round, new, old, now)?;
         if decision.fire {
-            self.swap_worker(round, "deployed")?;
+            self.swap_worker(round, "deployed", &self.layout.model(round))?;
         }
         let outcome = if decision.fire {
             "deployed"
@@ -309,8 +309,8 @@ impl LocalJob {
     }
 
     /// Ends round `round`: the deploy trigger on the new model's metrics and their
-    /// `_delta` against the deployed model's; when it holds, the new model is copied to
-    /// the deploy model's file. Returns the deploy trigger's decision.
+    /// `_delta` against the deployed model's; when it holds, the new model is published
+    /// at the deploy model's url. Returns the deploy trigger's decision.
     pub fn decide(
         &mut self,
         round: u64,
@@ -321,13 +321,13 @@ impl LocalJob {
         let mut stats = new.to_vec();
         stats.extend(deltas(new, deployed));
         let decision = self.deploy_trigger.evaluate(&stats, now);
+        let model = self.layout.model(round);
         if decision.fire {
-            copy_atomically(&self.layout.model(round), &self.deploy_model)?;
-            // The job wrote it: polling must not take it for a model from elsewhere.
-            self.deployed_watch.changed();
+            self.deployed.publish(&model)?;
         }
+        let recorded = self.deployed.recorded(&model);
         self.state
-            .finish_round(decision.fire.then_some(self.deploy_model.as_path()))?;
+            .finish_round(decision.fire.then_some(recorded.as_path()))?;
         Ok(decision)
     }
 
@@ -433,9 +433,4 @@ fn index_line(sample: &Sample) -> String {
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     write_atomically(path, serde_json::to_string_pretty(value)?.as_bytes())
-}
-
-fn copy_atomically(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
-    write_atomically(to, &bytes)
 }

@@ -2,6 +2,7 @@
 //! names the job and the field to fix.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -12,12 +13,14 @@ use super::estimator::{PER_CLASS_METRICS, estimator_source};
 use super::layout::OutputLayout;
 use super::state::JobState;
 use super::trigger::{PluginConditions, Trigger};
+use super::watch::DeployedModel;
 use crate::plugin::{
     Param, Plugin, PluginStore, Runtime, Sandbox, Source, TriggerCondition, params,
 };
 use crate::spec::{
     self, IncrementalLearningJob, MAX_PLUGINS, MAX_TRIGGER_CONDITIONS, PluginRef, Resources,
 };
+use crate::storage::{CACHE_BYTES, Cache, Location, Storage};
 
 /// A job's parts, checked: what [`LocalJob`](super::LocalJob) runs.
 pub(super) struct JobSetup {
@@ -25,7 +28,9 @@ pub(super) struct JobSetup {
     pub(super) spec: IncrementalLearningJob,
     pub(super) train_prob: f64,
     pub(super) initial_model: PathBuf,
-    pub(super) deploy_model: PathBuf,
+    pub(super) deploy_model: Location,
+    pub(super) storage: Arc<Storage>,
+    pub(super) cache: Arc<Cache>,
     pub(super) layout: OutputLayout,
     pub(super) state: JobState,
     pub(super) monitor: DatasetMonitor,
@@ -56,31 +61,56 @@ impl JobSetup {
         let spec = &job.spec;
         let job_name = job.name_any();
         let what = |field: &str| format!("IncrementalLearningJob {job_name}, field `{field}`");
-        let model_file = |model_name: &str, field: &str| -> anyhow::Result<PathBuf> {
+        let layout = OutputLayout::new(&spec.output_dir);
+        std::fs::create_dir_all(layout.output()).with_context(|| {
+            format!(
+                "{}: cannot create {}",
+                what("spec.outputDir"),
+                layout.output().display()
+            )
+        })?;
+        // In one process a Secret's keys (`credentialName`) come from the environment.
+        let storage = Arc::new(Storage::from_env().with_context(|| what("credentialName"))?);
+        let cache = Arc::new(Cache::new(layout.cache(), CACHE_BYTES));
+        let model_location = |model_name: &str, field: &str| -> anyhow::Result<Location> {
             let model = resources
                 .models
                 .iter()
                 .find(|m| m.name_any() == model_name)
                 .expect("references are checked at load");
-            let path = PathBuf::from(&model.spec.url);
-            if path.is_dir() {
+            let location = Location::parse(&model.spec.url)
+                .with_context(|| format!("{}: Model {model_name}, `spec.url`", what(field)))?;
+            if let Some(path) = location.local()
+                && path.is_dir()
+            {
                 bail!(
                     "{}: Model {model_name} points at the directory {}: point its `spec.url` at the .onnx file",
                     what(field),
                     path.display()
                 );
             }
-            Ok(path)
+            Ok(location)
         };
-        let initial_model = model_file(&spec.initial_model.name, "spec.initialModel")?;
-        if !initial_model.is_file() {
+        let initial = model_location(&spec.initial_model.name, "spec.initialModel")?;
+        if initial.local().is_some_and(|path| !path.is_file()) {
             bail!(
-                "{}: the initial model {} does not exist",
+                "{}: the initial model {initial} does not exist",
                 what("spec.initialModel"),
-                initial_model.display()
             );
         }
-        let deploy_model = model_file(&spec.deploy_spec.model.name, "spec.deploySpec.model")?;
+        let initial_model = cache.fetch(&storage, &initial).with_context(|| {
+            format!(
+                "{}: cannot fetch the initial model",
+                what("spec.initialModel")
+            )
+        })?;
+        let deploy_model = model_location(&spec.deploy_spec.model.name, "spec.deploySpec.model")?;
+        if let Location::Http(_) = deploy_model {
+            bail!(
+                "{}: {deploy_model} is read only: deploy to s3:// or a local path",
+                what("spec.deploySpec.model")
+            );
+        }
         let dataset = resources
             .datasets
             .iter()
@@ -118,23 +148,24 @@ impl JobSetup {
         let estimator = estimator_source(store, &train_params)
             .with_context(|| what("spec.trainSpec env `estimator`"))?;
 
-        let layout = OutputLayout::new(&spec.output_dir);
-        std::fs::create_dir_all(layout.output()).with_context(|| {
-            format!(
-                "{}: cannot create {}",
-                what("spec.outputDir"),
-                layout.output().display()
-            )
-        })?;
         let state = JobState::open(&layout.state_db())?;
-        let monitor =
-            DatasetMonitor::resume(&dataset.spec.url, dataset.spec.format, state.cursor()?);
+        let index = Location::parse(&dataset.spec.url)
+            .with_context(|| format!("Dataset {}, `spec.url`", spec.dataset.name))?;
+        let monitor = DatasetMonitor::at(
+            index,
+            dataset.spec.format,
+            state.cursor()?,
+            storage.clone(),
+            layout.objects(),
+        );
         Ok(JobSetup {
             name: job_name.clone(),
             spec: job.clone(),
             train_prob: spec.dataset.train_prob,
             initial_model,
             deploy_model,
+            storage,
+            cache,
             layout,
             state,
             monitor,
@@ -148,6 +179,17 @@ impl JobSetup {
             eval_params: params(&spec::parameters(&spec.eval_spec.template)),
             deploy_params: params(&spec::parameters(&spec.deploy_spec.template)),
         })
+    }
+}
+
+impl JobSetup {
+    /// The deploy model's place, watched from now.
+    pub(super) fn deployed_model(&self) -> DeployedModel {
+        DeployedModel::new(
+            self.deploy_model.clone(),
+            self.storage.clone(),
+            self.cache.clone(),
+        )
     }
 }
 

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("threads", 0),
     ("media", 1),
+    ("storage", 1),
     ("train", 2),
     ("plugin", 3),
     ("pipeline", 4),

@@ -28,6 +28,7 @@ mod sandbox;
 #[cfg(feature = "server")]
 mod serve;
 mod spec;
+mod storage;
 mod swap;
 mod trigger;
 mod video;

@@ -141,10 +141,16 @@ spec:
     }
 
     pub fn sedna(&self, args: &[&str]) -> Output {
+        self.sedna_with(args, &[])
+    }
+
+    /// `sedna` with these environment variables besides the job's.
+    pub fn sedna_with(&self, args: &[&str], env: &[(&str, String)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_sedna"))
             .args(args)
             .env("SEDNA_HOME", self.root().join("home"))
             .env("SEDNA_LOG", "sedna=info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap()
     }

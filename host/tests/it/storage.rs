@@ -1,0 +1,274 @@
+//! Models and data in object storage, against a real S3 server: moto's
+//! (`tests/s3/serve.py`, checking signatures) on 127.0.0.1. Without moto installed a test
+//! here says how to install it and passes, except in CI (`CI` set), where `.ci/run`
+//! installs it and its absence fails.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sedna::learn::dataset::DatasetMonitor;
+use sedna::spec::Format;
+use sedna::storage::{Cache, Location, MANIFEST_SUFFIX, Storage};
+
+use crate::support::job::{Job, TRAIN_ENV, text};
+
+#[path = "../s3/server.rs"]
+mod server;
+use server::{S3Server, server_available};
+
+fn storage(server: &S3Server, secret: Option<&str>) -> Storage {
+    Storage::new(Some(server.credentials(secret)), Duration::from_secs(2)).unwrap()
+}
+
+fn at(url: &str) -> Location {
+    Location::parse(url).unwrap()
+}
+
+/// Uploads every file of `dir` under `prefix` (`s3://bucket/folder`).
+fn upload_dir(storage: &Storage, dir: &Path, prefix: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        storage
+            .put(
+                &at(&format!("{prefix}/{name}")),
+                std::fs::read(&path).unwrap(),
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_published_model_is_fetched_verified_and_revalidated_from_the_cache() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["models"]);
+    let storage = storage(&server, None);
+    let dir = tempfile::tempdir().unwrap();
+    let model: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let file = dir.path().join("model.onnx");
+    std::fs::write(&file, &model).unwrap();
+    let deployed = at("s3://models/helmet/deployed.onnx");
+    let manifest = storage.publish(&file, &deployed).unwrap();
+    assert_eq!(manifest.size, 200_000);
+
+    let cache = Cache::new(dir.path().join("cache"), 1 << 30);
+    let fetched = cache.fetch(&storage, &deployed).unwrap();
+    assert_eq!(std::fs::read(&fetched).unwrap(), model);
+    let before = storage.bytes_fetched();
+    assert_eq!(cache.fetch(&storage, &deployed).unwrap(), fetched);
+    let again = storage.bytes_fetched() - before;
+    assert!(
+        again < 1_000,
+        "revalidated, not fetched again: {again} bytes"
+    );
+
+    // Caught between the object and its manifest: refused until the manifest follows.
+    storage.put(&deployed, b"half a model".to_vec()).unwrap();
+    let error = cache.fetch(&storage, &deployed).unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        error.to_string().contains("does not match its manifest"),
+        "{error}"
+    );
+    std::fs::write(&file, b"the next model").unwrap();
+    storage.publish(&file, &deployed).unwrap();
+    let fetched = cache.fetch(&storage, &deployed).unwrap();
+    assert_eq!(std::fs::read(&fetched).unwrap(), b"the next model");
+
+    // A bad manifest is named.
+    storage
+        .put(&deployed.with_suffix(MANIFEST_SUFFIX), b"{".to_vec())
+        .unwrap();
+    let error = cache.fetch(&storage, &deployed).unwrap_err().to_string();
+    assert!(error.contains("not a model manifest"), "{error}");
+}
+
+#[test]
+fn the_cache_keeps_to_its_bound_dropping_the_least_recently_used() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["models"]);
+    let storage = storage(&server, None);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path().join("cache"), 250_000);
+    let mut files = Vec::new();
+    for name in ["a", "b", "c"] {
+        let location = at(&format!("s3://models/{name}.onnx"));
+        storage.put(&location, vec![7; 100_000]).unwrap();
+        files.push(cache.fetch(&storage, &location).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!files[0].exists(), "the oldest went");
+    assert!(files[1].exists() && files[2].exists());
+}
+
+#[test]
+fn wrong_credentials_a_missing_bucket_or_key_and_a_down_endpoint_are_clear_errors() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["models"]);
+    let good = storage(&server, None);
+    good.put(&at("s3://models/m.onnx"), b"model".to_vec())
+        .unwrap();
+
+    let wrong = storage(&server, Some("not-the-secret"));
+    let error = wrong.head(&at("s3://models/m.onnx")).unwrap_err();
+    let text = error.to_string();
+    assert!(!error.is_transient(), "{text}");
+    assert!(
+        text.contains("access denied with the credentials from the test's variables")
+            && text.contains("SECRET_ACCESS_KEY"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-secret"), "the secret never prints");
+
+    let text = good
+        .read(&at("s3://no-such-bucket/m.onnx"), 0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("the bucket does not exist"), "{text}");
+    let text = good
+        .read(&at("s3://models/missing.onnx"), 0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("s3://models/missing.onnx: no such object"),
+        "{text}"
+    );
+
+    let port = server.port;
+    drop(server);
+    let down = Storage::new(
+        Some(S3Server::credentials_for(port)),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let error = down.head(&at("s3://models/m.onnx")).unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(error.to_string().contains("it is retried"), "{error}");
+}
+
+#[test]
+fn an_index_in_a_bucket_is_read_incrementally_by_ranges() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["data"]);
+    let storage = Arc::new(storage(&server, None));
+    let image = vec![1u8; 1_000];
+    storage
+        .put(&at("s3://data/set/images/a.jpg"), image.clone())
+        .unwrap();
+    let index = at("s3://data/set/index.txt");
+    // 2,000 lines (about 50 KB) that name one image.
+    let mut text = String::from("# helmets\n");
+    for i in 0..2_000 {
+        text.push_str(&format!("images/a.jpg {i},1,{},9,0\n", i + 5));
+    }
+    storage.put(&index, text.clone().into_bytes()).unwrap();
+    let mirror = tempfile::tempdir().unwrap();
+    let mut monitor = DatasetMonitor::at(
+        index.clone(),
+        Format::Txt,
+        Default::default(),
+        storage.clone(),
+        mirror.path().to_path_buf(),
+    );
+    let check = monitor.check().unwrap();
+    assert_eq!(check.samples.len(), 2_000);
+    let local = &check.samples[0].image;
+    assert!(local.starts_with(mirror.path()), "{}", local.display());
+    assert_eq!(std::fs::read(local).unwrap(), image);
+
+    // Ten lines appended (the object written again, as S3 has no append), one of them
+    // naming an image that is not there, and half a line still being written.
+    let appended = "images/a.jpg 1,1,5,5,1\n".repeat(9) + "images/gone.jpg 1,1,5,5,0\nimages/a.jp";
+    text.push_str(&appended);
+    storage.put(&index, text.clone().into_bytes()).unwrap();
+    let before = storage.bytes_fetched();
+    let check = monitor.check().unwrap();
+    let fetched = storage.bytes_fetched() - before;
+    assert_eq!(check.samples.len(), 9);
+    assert_eq!(check.rejected.len(), 1);
+    assert!(
+        check.rejected[0]
+            .reason
+            .contains("images/gone.jpg: no such object"),
+        "{:?}",
+        check.rejected
+    );
+    assert!(!check.rescanned);
+    assert!(
+        fetched <= 4_096 + appended.len() as u64,
+        "the check read {fetched} bytes of a {} byte index",
+        text.len()
+    );
+
+    // Replaced by another index: read again from its start.
+    storage
+        .put(&index, b"images/a.jpg 1,1,5,5,0\n".to_vec())
+        .unwrap();
+    let check = monitor.check().unwrap();
+    assert!(check.rescanned);
+    assert_eq!(check.samples.len(), 1);
+}
+
+#[test]
+fn a_job_with_its_models_and_data_in_a_bucket_trains_and_deploys_there() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["models", "data"]);
+    let storage = storage(&server, None);
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let root = job.root().to_path_buf();
+    job.append(32, "");
+    upload_dir(&storage, &root.join("data"), "s3://data/colours");
+    upload_dir(&storage, &root.join("models"), "s3://models");
+    let local = |path: &str| root.join(path).display().to_string();
+    job.edit(&local("data/index.txt"), "s3://data/colours/index.txt");
+    job.edit(&local("models/base.onnx"), "s3://models/base.onnx");
+    job.edit(&local("deploy/model.onnx"), "s3://models/deployed.onnx");
+    let yaml = job.yaml.to_str().unwrap().to_string();
+
+    let wrong = job.sedna_with(&["run", &yaml, "--once"], &server.vars(Some("wrong")));
+    assert!(!wrong.status.success());
+    let stderr = text(&wrong.stderr);
+    assert!(
+        stderr.contains(
+            "s3://models/base.onnx: access denied with the credentials from the environment"
+        ),
+        "{stderr}"
+    );
+
+    let out = job.sedna_with(&["run", &yaml, "--once"], &server.vars(None));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("round 1: deployed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let trained = std::fs::read(root.join("out/train/1/model.onnx")).unwrap();
+    let (deployed, _) = storage
+        .read(&at("s3://models/deployed.onnx"), 0, None)
+        .unwrap();
+    assert_eq!(
+        deployed.as_ref(),
+        trained.as_slice(),
+        "the deployed model is the trained one"
+    );
+    let (manifest, _) = storage
+        .manifest(&at("s3://models/deployed.onnx"))
+        .unwrap()
+        .expect("published with its manifest");
+    assert_eq!(manifest.size, trained.len() as u64);
+    assert!(
+        root.join("out/objects/data/colours").is_dir(),
+        "the images were mirrored"
+    );
+}

@@ -1,0 +1,118 @@
+//! The S3 test server (`serve.py`: moto, checking signatures) as the storage tests and
+//! the storage bench start it: on 127.0.0.1, with a user, its key and the buckets asked
+//! for; killed when dropped. Included by both with `#[path]`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use sedna::storage::{
+    ACCESS_KEY_ID, Credentials, S3_ENDPOINT_URL, S3_USE_HTTPS, SECRET_ACCESS_KEY,
+};
+
+/// Whether the server can run here. Outside CI a missing package skips the caller (which
+/// is told how to install it); in CI (`CI` set), where `.ci/run` installs it, it fails.
+pub fn server_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let found = Command::new("python3")
+            .args(["-c", "import moto.server, boto3, flask_cors"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            let message = "moto's S3 server is not installed: run `python3 -m pip install 'moto==5.2.6' flask flask-cors`";
+            assert!(std::env::var_os("CI").is_none(), "{message}");
+            eprintln!("skipped: {message}");
+        }
+        found
+    })
+}
+
+/// A running server; killed when dropped.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl S3Server {
+    /// A server on a free port with `buckets`; returns once it serves.
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/serve.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(buckets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("the server said {line:?}: {e}"));
+        S3Server {
+            child,
+            port: ready["port"].as_u64().unwrap() as u16,
+            access_key_id: ready["access_key_id"].as_str().unwrap().into(),
+            secret_access_key: ready["secret_access_key"].as_str().unwrap().into(),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Sedna's variables for this server (as a Secret's data or the environment holds
+    /// them), with `secret` in place of the right one when given.
+    pub fn vars(&self, secret: Option<&str>) -> Vec<(&'static str, String)> {
+        vec![
+            (ACCESS_KEY_ID, self.access_key_id.clone()),
+            (
+                SECRET_ACCESS_KEY,
+                secret.unwrap_or(&self.secret_access_key).to_string(),
+            ),
+            (S3_ENDPOINT_URL, self.endpoint()),
+            (S3_USE_HTTPS, "0".into()),
+        ]
+    }
+
+    pub fn credentials(&self, secret: Option<&str>) -> Credentials {
+        credentials(&self.vars(secret))
+    }
+
+    /// Credentials for a server on `port` that is no longer there.
+    pub fn credentials_for(port: u16) -> Credentials {
+        credentials(&[
+            (ACCESS_KEY_ID, "gone".into()),
+            (SECRET_ACCESS_KEY, "gone".into()),
+            (S3_ENDPOINT_URL, format!("127.0.0.1:{port}")),
+            (S3_USE_HTTPS, "0".into()),
+        ])
+    }
+}
+
+fn credentials(vars: &[(&'static str, String)]) -> Credentials {
+    Credentials::from_vars(
+        |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        },
+        "the test's variables",
+    )
+    .unwrap()
+    .unwrap()
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
