@@ -1,8 +1,8 @@
 //! The deploy model's place (`spec.deploySpec.model`'s url): where a round publishes the
 //! model it deploys, and what the job polls for a model written there by someone else.
-//! A local file is noticed by its modified time and length; an object by the entity tag
-//! of its manifest (or of the object, when it has none), and fetched and verified before
-//! the worker may swap to it.
+//! A local file is noticed by its modified time and length; an object by the entity tags
+//! of the object and its manifest, and fetched and verified before the worker may swap
+//! to it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use crate::storage::{Cache, Location, MANIFEST_SUFFIX, Storage, StorageError};
 #[derive(Clone, Debug, PartialEq)]
 enum Stamp {
     File(SystemTime, u64),
-    Object(Option<String>),
+    /// The object's entity tag and its manifest's (when it has one).
+    Object(Option<String>, Option<String>),
 }
 
 pub struct DeployedModel {
@@ -59,15 +60,16 @@ impl DeployedModel {
                 .and_then(|m| Some(Stamp::File(m.modified().ok()?, m.len())));
             return Ok(stamp);
         }
-        let manifest = self.location.with_suffix(MANIFEST_SUFFIX);
-        for at in [&manifest, &self.location] {
-            match self.storage.head(at) {
-                Ok(meta) => return Ok(Some(Stamp::Object(meta.etag))),
-                Err(StorageError::NotFound { bucket: false, .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+        let etag = |at: &Location| match self.storage.head(at) {
+            Ok(meta) => Ok(Some(meta.etag)),
+            Err(StorageError::NotFound { bucket: false, .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let Some(object) = etag(&self.location)? else {
+            return Ok(None);
+        };
+        let manifest = etag(&self.location.with_suffix(MANIFEST_SUFFIX))?.flatten();
+        Ok(Some(Stamp::Object(object, manifest)))
     }
 
     /// Writes `model` there (a local file atomically; an object, then its manifest) and

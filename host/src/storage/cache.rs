@@ -81,7 +81,7 @@ impl Cache {
             return Err(StorageError::Corrupt {
                 location: location.to_string(),
                 message: format!(
-                    "the object ({} bytes, sha256 {}) does not match its manifest ({} bytes, sha256 {}): it is being replaced; trying again later",
+                    "the object ({} bytes, sha256 {}) does not match its manifest ({} bytes, sha256 {}): it is being replaced, and is tried again later (a model uploaded by hand: delete the old manifest beside it)",
                     entry.size,
                     short(&entry.sha256),
                     manifest.size,

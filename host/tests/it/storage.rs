@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sedna::learn::DeployedModel;
 use sedna::learn::dataset::DatasetMonitor;
 use sedna::spec::Format;
 use sedna::storage::{Cache, Location, MANIFEST_SUFFIX, Storage};
@@ -271,4 +272,46 @@ fn a_job_with_its_models_and_data_in_a_bucket_trains_and_deploys_there() {
         root.join("out/objects/data/colours").is_dir(),
         "the images were mirrored"
     );
+}
+
+#[test]
+fn a_deploy_model_in_a_bucket_is_noticed_only_once_whole_and_verified() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["models"]);
+    let storage = Arc::new(storage(&server, None));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::new(dir.path().join("cache"), 1 << 30));
+    let location = at("s3://models/deployed.onnx");
+    let mut watch = DeployedModel::new(location.clone(), storage.clone(), cache.clone());
+    assert_eq!(watch.changed().unwrap(), None, "nothing there yet");
+
+    let file = dir.path().join("round-1.onnx");
+    std::fs::write(&file, b"model of round 1").unwrap();
+    let mut publisher = DeployedModel::new(location.clone(), storage.clone(), cache.clone());
+    publisher.publish(&file).unwrap();
+    assert_eq!(
+        publisher.changed().unwrap(),
+        None,
+        "its own model is no change"
+    );
+    let swapped = watch.changed().unwrap().expect("a new model");
+    assert_eq!(std::fs::read(&swapped).unwrap(), b"model of round 1");
+    assert_eq!(watch.changed().unwrap(), None, "once");
+
+    // Someone writes the object but not (yet) its manifest: never handed to the worker.
+    storage.put(&location, b"half a mod".to_vec()).unwrap();
+    let error = watch.changed().unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    std::fs::write(&file, b"model of round 2").unwrap();
+    publisher.publish(&file).unwrap();
+    let swapped = watch.changed().unwrap().expect("the whole model, now");
+    assert_eq!(std::fs::read(&swapped).unwrap(), b"model of round 2");
+
+    // The storage goes away: an error to log, and the worker keeps what it has.
+    drop(server);
+    let error = watch.changed().unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(std::fs::read(&swapped).unwrap(), b"model of round 2");
 }
