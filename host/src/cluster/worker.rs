@@ -120,6 +120,7 @@ impl Workers<'_> {
             estimator: &self.estimator()?,
             model: &model,
             layout: &layout,
+            storage: &storage,
         })
         .open(self.runtime, self.store)?
         else {

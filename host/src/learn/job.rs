@@ -90,6 +90,7 @@ impl LocalJob {
             estimator: &setup.estimator,
             model: &model,
             layout: &setup.layout,
+            storage: &setup.storage,
         }
         .open(runtime, store)?;
         Ok(Self::from_setup(setup, runtime, deployed, serving, None))

@@ -15,7 +15,10 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
+
 use crate::plugin::{Param, setting};
+use crate::storage::Location;
 
 /// The deploy template's entry naming where hard examples go.
 pub const HARD_EXAMPLES_ENV: &str = "HE_SAVED_URL";
@@ -46,11 +49,28 @@ impl OutputLayout {
         self.output.join("inference")
     }
 
-    /// The hard examples' directory: the deploy template's `HE_SAVED_URL`, else
-    /// `<outputDir>/hard_examples`.
+    /// The hard examples' directory: the deploy template's `HE_SAVED_URL` when it is a
+    /// local path, else `<outputDir>/hard_examples` (where they wait to be uploaded when
+    /// it names object storage).
     pub fn hard_examples(&self, deploy_params: &[Param]) -> PathBuf {
-        setting(deploy_params, HARD_EXAMPLES_ENV)
-            .map_or_else(|| self.output.join("hard_examples"), PathBuf::from)
+        match setting(deploy_params, HARD_EXAMPLES_ENV).map(Location::parse) {
+            Some(Ok(Location::Local(path))) => path,
+            _ => self.output.join("hard_examples"),
+        }
+    }
+
+    /// Where hard examples are uploaded: `HE_SAVED_URL` when it names object storage.
+    pub fn hard_examples_upload(&self, deploy_params: &[Param]) -> anyhow::Result<Option<Location>> {
+        let Some(url) = setting(deploy_params, HARD_EXAMPLES_ENV) else {
+            return Ok(None);
+        };
+        match Location::parse(url).with_context(|| format!("deploy template env `{HARD_EXAMPLES_ENV}`"))? {
+            Location::Local(_) => Ok(None),
+            Location::Http(_) => anyhow::bail!(
+                "deploy template env `{HARD_EXAMPLES_ENV}` is {url}: http(s) is read only; give s3://BUCKET/PREFIX or a local path"
+            ),
+            remote => Ok(Some(remote.as_folder())),
+        }
     }
 
     /// Where the images of an index in object storage are downloaded, once each.
@@ -117,5 +137,19 @@ mod tests {
             value: "/he".into(),
         }];
         assert_eq!(layout.hard_examples(&given), Path::new("/he"));
+        assert_eq!(layout.hard_examples_upload(&given).unwrap(), None);
+        let bucket = [Param {
+            key: HARD_EXAMPLES_ENV.into(),
+            value: "s3://labels/helmet".into(),
+        }];
+        assert_eq!(layout.hard_examples(&bucket), Path::new("/out/hard_examples"));
+        let to = layout.hard_examples_upload(&bucket).unwrap().unwrap();
+        assert_eq!(to.join("a.png").unwrap().to_string(), "s3://labels/helmet/a.png");
+        let web = [Param {
+            key: HARD_EXAMPLES_ENV.into(),
+            value: "https://host/he".into(),
+        }];
+        let error = layout.hard_examples_upload(&web).unwrap_err().to_string();
+        assert!(error.contains("read only"), "{error}");
     }
 }

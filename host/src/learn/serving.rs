@@ -12,12 +12,14 @@ use super::layout::OutputLayout;
 use crate::media::rtsp::Transport;
 use crate::pipeline::camera::Backoff;
 use crate::pipeline::{
-    CameraOptions, FrameSource, HardExampleStore, InferenceWorker, ResultLog, SourceOptions,
+    CameraOptions, FrameSource, HardExampleStore, HardExampleUpload, InferenceWorker, ResultLog,
+    SourceOptions,
 };
 use crate::plugin::{
     Hem, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source, params, setting,
 };
 use crate::spec::PluginRef;
+use crate::storage::Storage;
 
 /// Size of the inference results file before it is rotated (one old file is kept).
 const RESULTS_MAX_BYTES: u64 = 64 << 20;
@@ -29,6 +31,8 @@ const HARD_EXAMPLES_KEPT: usize = 10_000;
 pub struct Serving {
     pub worker: Arc<InferenceWorker>,
     pub source: Option<FrameSource>,
+    /// Copies hard examples to `HE_SAVED_URL` when it names object storage.
+    pub upload: Option<HardExampleUpload>,
 }
 
 /// What the inference worker is made of.
@@ -49,6 +53,8 @@ pub struct ServingPlan<'a> {
     /// The model to serve.
     pub model: &'a Path,
     pub layout: &'a OutputLayout,
+    /// Where hard examples are uploaded from, when `HE_SAVED_URL` is `s3://`.
+    pub storage: &'a Arc<Storage>,
 }
 
 impl ServingPlan<'_> {
@@ -155,6 +161,17 @@ impl ServingPlan<'_> {
             FRAME_DEADLINE,
         )?;
         let hard_examples = self.layout.hard_examples(self.deploy_params);
+        let upload = match self
+            .layout
+            .hard_examples_upload(self.deploy_params)
+            .with_context(|| format!("IncrementalLearningJob {}", self.job))?
+        {
+            Some(to) => {
+                std::fs::create_dir_all(&hard_examples)?;
+                Some(HardExampleUpload::start(&hard_examples, to, self.storage.clone())?)
+            }
+            None => None,
+        };
         let worker = InferenceWorker::new(
             Slot::new(estimator),
             Slot::new(hem),
@@ -170,6 +187,7 @@ impl ServingPlan<'_> {
         Ok(Some(Serving {
             worker: Arc::new(worker),
             source: Some(source),
+            upload,
         }))
     }
 

@@ -9,6 +9,7 @@ pub mod decisions;
 pub mod hard_examples;
 pub mod results;
 pub mod source;
+pub mod upload;
 pub mod worker;
 
 pub use camera::{CameraOptions, CameraStats};
@@ -16,4 +17,5 @@ pub use decisions::{RECENT_DECISIONS, RecentDecisions};
 pub use hard_examples::{HardExampleRecord, HardExampleStore};
 pub use results::{DecisionTail, ResultLine, ResultLog};
 pub use source::{FrameSink, FrameSource, ImageDir, SourceOptions};
+pub use upload::{HardExampleUpload, UploadStats};
 pub use worker::{FrameStages, InferenceWorker, Outcome, WorkerStats};

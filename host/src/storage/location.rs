@@ -112,6 +112,18 @@ impl Location {
         }
     }
 
+    /// This location as a folder (`s3://b/prefix` -> `s3://b/prefix/`), so that
+    /// [`join`](Self::join) puts names under it.
+    pub fn as_folder(&self) -> Location {
+        match self {
+            Location::S3 { key, .. } if !key.is_empty() && !key.ends_with('/') => {
+                self.with_suffix("/")
+            }
+            Location::Http(url) if !url.path().ends_with('/') => self.with_suffix("/"),
+            _ => self.clone(),
+        }
+    }
+
     /// The object beside this one with `suffix` added to its name (a model's manifest).
     pub fn with_suffix(&self, suffix: &str) -> Location {
         match self {

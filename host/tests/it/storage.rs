@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sedna::learn::DeployedModel;
+use sedna::pipeline::HardExampleUpload;
 use sedna::learn::dataset::DatasetMonitor;
 use sedna::spec::Format;
 use sedna::storage::{Cache, Location, MANIFEST_SUFFIX, Storage};
@@ -16,7 +17,7 @@ use crate::support::job::{Job, TRAIN_ENV, text};
 
 #[path = "../s3/server.rs"]
 mod server;
-use server::{S3Server, server_available};
+use server::{Link, S3Server, server_available};
 
 fn storage(server: &S3Server, secret: Option<&str>) -> Storage {
     Storage::new(Some(server.credentials(secret)), Duration::from_secs(2)).unwrap()
@@ -314,4 +315,108 @@ fn a_deploy_model_in_a_bucket_is_noticed_only_once_whole_and_verified() {
     let error = watch.changed().unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert_eq!(std::fs::read(&swapped).unwrap(), b"model of round 2");
+}
+
+/// Waits up to 20 s for `done`.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["labels"]);
+    let link = Link::to(&server);
+    let storage = Arc::new(
+        Storage::new(Some(server.credentials_via(&link)), Duration::from_millis(500)).unwrap(),
+    );
+    let reader = self::storage(&server, None);
+    let exists = |name: &str| reader.head(&at(&format!("s3://labels/job/{name}"))).is_ok();
+    let dir = tempfile::tempdir().unwrap();
+    let keep = |name: &str| {
+        std::fs::write(dir.path().join(format!("{name}.png")), name).unwrap();
+        let line = format!("{{\"image\":\"{name}.png\"}}\n");
+        let index = dir.path().join("index.jsonl");
+        let mut text = std::fs::read_to_string(&index).unwrap_or_default();
+        text.push_str(&line);
+        std::fs::write(&index, text).unwrap();
+    };
+    keep("a");
+    let upload =
+        HardExampleUpload::start(dir.path(), at("s3://labels/job/"), storage.clone()).unwrap();
+    eventually("a.png is uploaded", || exists("a.png") && exists("index.jsonl"));
+
+    link.cut();
+    keep("b");
+    keep("c");
+    upload.wake();
+    eventually("b and c wait", || upload.stats().pending == 2);
+    assert!(!exists("b.png"));
+    assert!(dir.path().join("b.png").is_file(), "kept locally meanwhile");
+
+    link.restore();
+    upload.wake();
+    eventually("b and c follow", || exists("b.png") && exists("c.png"));
+    eventually("the index follows its images", || {
+        let (index, _) = reader.read(&at("s3://labels/job/index.jsonl"), 0, None).unwrap();
+        index.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() == 3
+    });
+    assert_eq!(upload.stats().uploaded, 3);
+    drop(upload);
+
+    // A restart uploads only what is new.
+    keep("d");
+    let upload =
+        HardExampleUpload::start(dir.path(), at("s3://labels/job/"), storage.clone()).unwrap();
+    eventually("d is uploaded", || exists("d.png"));
+    assert_eq!(upload.stats().uploaded, 1);
+}
+
+#[test]
+fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["data"]);
+    let link = Link::to(&server);
+    let writer = storage(&server, None);
+    writer.put(&at("s3://data/images/a.jpg"), vec![1; 10]).unwrap();
+    let index = at("s3://data/index.txt");
+    writer
+        .put(&index, b"images/a.jpg 1,1,5,5,0\n".to_vec())
+        .unwrap();
+    let storage = Arc::new(
+        Storage::new(Some(server.credentials_via(&link)), Duration::from_millis(500)).unwrap(),
+    );
+    let mirror = tempfile::tempdir().unwrap();
+    let mut monitor = DatasetMonitor::at(
+        index.clone(),
+        Format::Txt,
+        Default::default(),
+        storage,
+        mirror.path().to_path_buf(),
+    );
+    assert_eq!(monitor.check().unwrap().samples.len(), 1);
+    writer
+        .put(
+            &index,
+            b"images/a.jpg 1,1,5,5,0\nimages/b.jpg 1,1,5,5,0\n".to_vec(),
+        )
+        .unwrap();
+    writer.put(&at("s3://data/images/b.jpg"), vec![2; 10]).unwrap();
+    link.cut();
+    let cursor = monitor.cursor().clone();
+    let error = monitor.check().unwrap_err();
+    assert!(error.to_string().contains("it is retried"), "{error}");
+    assert_eq!(monitor.cursor(), &cursor, "nothing counted");
+    link.restore();
+    let check = monitor.check().unwrap();
+    assert_eq!(check.samples.len(), 1, "the new line, once");
+    assert_eq!(check.samples[0].line, 2);
 }

@@ -3,6 +3,9 @@
 //! for; killed when dropped. Included by both with `#[path]`.
 
 use std::io::{BufRead as _, BufReader};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -64,26 +67,32 @@ impl S3Server {
         }
     }
 
-    pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
     /// Sedna's variables for this server (as a Secret's data or the environment holds
     /// them), with `secret` in place of the right one when given.
     pub fn vars(&self, secret: Option<&str>) -> Vec<(&'static str, String)> {
+        self.vars_at(self.port, secret)
+    }
+
+    /// The variables for reaching this server through `port` (a [`Link`]).
+    pub fn vars_at(&self, port: u16, secret: Option<&str>) -> Vec<(&'static str, String)> {
         vec![
             (ACCESS_KEY_ID, self.access_key_id.clone()),
             (
                 SECRET_ACCESS_KEY,
                 secret.unwrap_or(&self.secret_access_key).to_string(),
             ),
-            (S3_ENDPOINT_URL, self.endpoint()),
+            (S3_ENDPOINT_URL, format!("127.0.0.1:{port}")),
             (S3_USE_HTTPS, "0".into()),
         ]
     }
 
     pub fn credentials(&self, secret: Option<&str>) -> Credentials {
         credentials(&self.vars(secret))
+    }
+
+    /// Credentials for reaching this server through a [`Link`].
+    pub fn credentials_via(&self, link: &Link) -> Credentials {
+        credentials(&self.vars_at(link.port, None))
     }
 
     /// Credentials for a server on `port` that is no longer there.
@@ -114,5 +123,61 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP path to the server that can be cut and restored, as a network drops: while cut,
+/// open connections are shut and new ones closed at once. The server itself (and what it
+/// holds) stays up.
+pub struct Link {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Link {
+    pub fn to(server: &S3Server) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let target = server.port;
+        std::thread::spawn({
+            let (up, open) = (up.clone(), open.clone());
+            move || {
+                for client in listener.incoming().flatten() {
+                    if !up.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                        continue;
+                    };
+                    let mut open = open.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(upstream.try_clone().unwrap());
+                    for (mut from, mut to) in [
+                        (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                        (upstream, client),
+                    ] {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(Shutdown::Write);
+                        });
+                    }
+                }
+            }
+        });
+        Link { port, up, open }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }
