@@ -160,6 +160,7 @@ impl Agent {
                     .map(|m| Model::clone(m))
                     .collect(),
                 jobs: vec![job.clone()],
+                secrets: Vec::new(),
             };
             let opened = LocalJob::open_deciding(&resources, None, &self.runtime, &self.store)
                 .with_context(|| format!("IncrementalLearningJob {}", job.name_any()))?;

@@ -60,11 +60,16 @@ impl OutputLayout {
     }
 
     /// Where hard examples are uploaded: `HE_SAVED_URL` when it names object storage.
-    pub fn hard_examples_upload(&self, deploy_params: &[Param]) -> anyhow::Result<Option<Location>> {
+    pub fn hard_examples_upload(
+        &self,
+        deploy_params: &[Param],
+    ) -> anyhow::Result<Option<Location>> {
         let Some(url) = setting(deploy_params, HARD_EXAMPLES_ENV) else {
             return Ok(None);
         };
-        match Location::parse(url).with_context(|| format!("deploy template env `{HARD_EXAMPLES_ENV}`"))? {
+        match Location::parse(url)
+            .with_context(|| format!("deploy template env `{HARD_EXAMPLES_ENV}`"))?
+        {
             Location::Local(_) => Ok(None),
             Location::Http(_) => anyhow::bail!(
                 "deploy template env `{HARD_EXAMPLES_ENV}` is {url}: http(s) is read only; give s3://BUCKET/PREFIX or a local path"
@@ -142,9 +147,15 @@ mod tests {
             key: HARD_EXAMPLES_ENV.into(),
             value: "s3://labels/helmet".into(),
         }];
-        assert_eq!(layout.hard_examples(&bucket), Path::new("/out/hard_examples"));
+        assert_eq!(
+            layout.hard_examples(&bucket),
+            Path::new("/out/hard_examples")
+        );
         let to = layout.hard_examples_upload(&bucket).unwrap().unwrap();
-        assert_eq!(to.join("a.png").unwrap().to_string(), "s3://labels/helmet/a.png");
+        assert_eq!(
+            to.join("a.png").unwrap().to_string(),
+            "s3://labels/helmet/a.png"
+        );
         let web = [Param {
             key: HARD_EXAMPLES_ENV.into(),
             value: "https://host/he".into(),

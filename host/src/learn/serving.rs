@@ -168,7 +168,11 @@ impl ServingPlan<'_> {
         {
             Some(to) => {
                 std::fs::create_dir_all(&hard_examples)?;
-                Some(HardExampleUpload::start(&hard_examples, to, self.storage.clone())?)
+                Some(HardExampleUpload::start(
+                    &hard_examples,
+                    to,
+                    self.storage.clone(),
+                )?)
             }
             None => None,
         };

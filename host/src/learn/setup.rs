@@ -20,7 +20,7 @@ use crate::plugin::{
 use crate::spec::{
     self, IncrementalLearningJob, MAX_PLUGINS, MAX_TRIGGER_CONDITIONS, PluginRef, Resources,
 };
-use crate::storage::{CACHE_BYTES, Cache, Location, Storage};
+use crate::storage::{CACHE_BYTES, Cache, Credentials, Location, RETRY, Storage};
 
 /// A job's parts, checked: what [`LocalJob`](super::LocalJob) runs.
 pub(super) struct JobSetup {
@@ -29,6 +29,9 @@ pub(super) struct JobSetup {
     pub(super) train_prob: f64,
     pub(super) initial_model: PathBuf,
     pub(super) deploy_model: Location,
+    /// The client for the deploy model's credentials.
+    pub(super) deploy_storage: Arc<Storage>,
+    /// The client for the job's own credentials (`HE_SAVED_URL`).
     pub(super) storage: Arc<Storage>,
     pub(super) cache: Arc<Cache>,
     pub(super) layout: OutputLayout,
@@ -69,15 +72,17 @@ impl JobSetup {
                 layout.output().display()
             )
         })?;
-        // In one process a Secret's keys (`credentialName`) come from the environment.
-        let storage = Arc::new(Storage::from_env().with_context(|| what("credentialName"))?);
+        let mut storages = Storages::new(resources);
         let cache = Arc::new(Cache::new(layout.cache(), CACHE_BYTES));
-        let model_location = |model_name: &str, field: &str| -> anyhow::Result<Location> {
-            let model = resources
+        let model = |model_name: &str| {
+            resources
                 .models
                 .iter()
                 .find(|m| m.name_any() == model_name)
-                .expect("references are checked at load");
+                .expect("references are checked at load")
+        };
+        let model_location = |model_name: &str, field: &str| -> anyhow::Result<Location> {
+            let model = model(model_name);
             let location = Location::parse(&model.spec.url)
                 .with_context(|| format!("{}: Model {model_name}, `spec.url`", what(field)))?;
             if let Some(path) = location.local()
@@ -98,7 +103,15 @@ impl JobSetup {
                 what("spec.initialModel"),
             );
         }
-        let initial_model = cache.fetch(&storage, &initial).with_context(|| {
+        let initial_storage = storages
+            .get(
+                model(&spec.initial_model.name)
+                    .spec
+                    .credential_name
+                    .as_deref(),
+            )
+            .with_context(|| what("spec.initialModel"))?;
+        let initial_model = cache.fetch(&initial_storage, &initial).with_context(|| {
             format!(
                 "{}: cannot fetch the initial model",
                 what("spec.initialModel")
@@ -155,7 +168,9 @@ impl JobSetup {
             index,
             dataset.spec.format,
             state.cursor()?,
-            storage.clone(),
+            storages
+                .get(dataset.spec.credential_name.as_deref())
+                .with_context(|| format!("Dataset {}", spec.dataset.name))?,
             layout.objects(),
         );
         Ok(JobSetup {
@@ -164,7 +179,17 @@ impl JobSetup {
             train_prob: spec.dataset.train_prob,
             initial_model,
             deploy_model,
-            storage,
+            deploy_storage: storages
+                .get(
+                    model(&spec.deploy_spec.model.name)
+                        .spec
+                        .credential_name
+                        .as_deref(),
+                )
+                .with_context(|| what("spec.deploySpec.model"))?,
+            storage: storages
+                .get(spec.credential_name.as_deref())
+                .with_context(|| what("credentialName"))?,
             cache,
             layout,
             state,
@@ -187,9 +212,48 @@ impl JobSetup {
     pub(super) fn deployed_model(&self) -> DeployedModel {
         DeployedModel::new(
             self.deploy_model.clone(),
-            self.storage.clone(),
+            self.deploy_storage.clone(),
             self.cache.clone(),
         )
+    }
+}
+
+/// One object-storage client per credential set a job's resources name. A
+/// `credentialName` names a Secret in the files (as a cluster would hold it); one that is
+/// not there, or none, means Sedna's variables from the environment.
+struct Storages<'a> {
+    resources: &'a Resources,
+    made: std::collections::HashMap<Option<String>, Arc<Storage>>,
+}
+
+impl<'a> Storages<'a> {
+    fn new(resources: &'a Resources) -> Self {
+        Storages {
+            resources,
+            made: Default::default(),
+        }
+    }
+
+    fn get(&mut self, credential_name: Option<&str>) -> anyhow::Result<Arc<Storage>> {
+        let key = credential_name.map(str::to_string);
+        if let Some(storage) = self.made.get(&key) {
+            return Ok(storage.clone());
+        }
+        let credentials = match credential_name.and_then(|n| Some((n, self.resources.secret(n)?))) {
+            Some((name, keys)) => {
+                Credentials::from_vars(|k| keys.get(k).cloned(), &format!("Secret {name}"))?
+            }
+            None => {
+                let origin = match credential_name {
+                    Some(name) => format!("the environment (Secret {name} is not in the files)"),
+                    None => "the environment".into(),
+                };
+                Credentials::from_vars(|k| std::env::var(k).ok(), &origin)?
+            }
+        };
+        let storage = Arc::new(Storage::new(credentials, RETRY)?);
+        self.made.insert(key, storage.clone());
+        Ok(storage)
     }
 }
 

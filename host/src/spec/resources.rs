@@ -12,7 +12,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
 use schemars::JsonSchema;
@@ -311,6 +311,25 @@ pub struct Resources {
     pub datasets: Vec<Dataset>,
     pub models: Vec<Model>,
     pub jobs: Vec<IncrementalLearningJob>,
+    /// Secrets (`v1`) the files hold: the object-storage credentials a `credentialName`
+    /// names, as a cluster would give them.
+    pub secrets: Vec<Secret>,
+}
+
+impl Resources {
+    /// The keys of the Secret `name` (its `stringData` over its `data`), when the files
+    /// hold it.
+    pub fn secret(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        let secret = self.secrets.iter().find(|s| s.name_any() == name)?;
+        let mut keys: std::collections::BTreeMap<String, String> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+            .collect();
+        keys.extend(secret.string_data.clone().unwrap_or_default());
+        Some(keys)
+    }
 }
 
 /// A resource that cannot be used: where it is and what to do.
@@ -372,7 +391,7 @@ struct Origin {
     document: usize,
 }
 
-const KINDS: &str = "Dataset, Model or IncrementalLearningJob";
+const KINDS: &str = "Dataset, Model, IncrementalLearningJob or Secret (v1)";
 
 fn parse_into(
     file: &Path,
@@ -414,6 +433,12 @@ fn parse_into(
             ));
         };
         let resource = Some(format!("{kind} {name}"));
+        if kind == "Secret" && text_field("apiVersion").as_deref() == Some("v1") {
+            resources
+                .secrets
+                .push(typed_value(&value).map_err(|e| error(resource, e.0, e.1))?);
+            continue;
+        }
         match text_field("apiVersion").as_deref() {
             Some(API_VERSION) => {}
             other => {

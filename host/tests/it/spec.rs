@@ -166,7 +166,7 @@ fn documents_that_are_not_sedna_resources() {
     assert_eq!((err.document, err.field.as_deref()), (1, Some("kind")));
     assert!(
         err.message
-            .contains("Dataset, Model or IncrementalLearningJob"),
+            .contains("Dataset, Model, IncrementalLearningJob or Secret (v1)"),
         "{err}"
     );
     let err = parse_edited("apiVersion: sedna.io/v1alpha1", "apiVersion: sedna.io/v1").unwrap_err();
@@ -187,5 +187,28 @@ fn documents_that_are_not_sedna_resources() {
     assert!(
         err.to_string().contains("/no/such/job.yaml") && err.message.contains("cannot read"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_secret_beside_the_job_gives_its_keys_from_data_or_string_data() {
+    let text = format!(
+        "{QUICK_START}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: minio}}\ndata:\n  ACCESS_KEY_ID: bWluaW8=\n  S3_USE_HTTPS: MQ==\nstringData:\n  S3_USE_HTTPS: \"0\"\n"
+    );
+    let resources = spec::parse(Path::new("job.yaml"), &text).unwrap();
+    let keys = resources.secret("minio").unwrap();
+    assert_eq!(keys["ACCESS_KEY_ID"], "minio", "data is base64");
+    assert_eq!(keys["S3_USE_HTTPS"], "0", "stringData wins");
+    assert!(resources.secret("other").is_none());
+
+    let bad = format!(
+        "{QUICK_START}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata: 7\n"
+    );
+    let error = spec::parse(Path::new("job.yaml"), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("Secret s") && error.contains("data"),
+        "{error}"
     );
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sedna::learn::DeployedModel;
-use sedna::pipeline::HardExampleUpload;
 use sedna::learn::dataset::DatasetMonitor;
+use sedna::pipeline::HardExampleUpload;
 use sedna::spec::Format;
 use sedna::storage::{Cache, Location, MANIFEST_SUFFIX, Storage};
 
@@ -334,7 +334,11 @@ fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
     let server = S3Server::start(&["labels"]);
     let link = Link::to(&server);
     let storage = Arc::new(
-        Storage::new(Some(server.credentials_via(&link)), Duration::from_millis(500)).unwrap(),
+        Storage::new(
+            Some(server.credentials_via(&link)),
+            Duration::from_millis(500),
+        )
+        .unwrap(),
     );
     let reader = self::storage(&server, None);
     let exists = |name: &str| reader.head(&at(&format!("s3://labels/job/{name}"))).is_ok();
@@ -350,7 +354,9 @@ fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
     keep("a");
     let upload =
         HardExampleUpload::start(dir.path(), at("s3://labels/job/"), storage.clone()).unwrap();
-    eventually("a.png is uploaded", || exists("a.png") && exists("index.jsonl"));
+    eventually("a.png is uploaded", || {
+        exists("a.png") && exists("index.jsonl")
+    });
 
     link.cut();
     keep("b");
@@ -364,8 +370,14 @@ fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
     upload.wake();
     eventually("b and c follow", || exists("b.png") && exists("c.png"));
     eventually("the index follows its images", || {
-        let (index, _) = reader.read(&at("s3://labels/job/index.jsonl"), 0, None).unwrap();
-        index.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() == 3
+        let (index, _) = reader
+            .read(&at("s3://labels/job/index.jsonl"), 0, None)
+            .unwrap();
+        index
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+            == 3
     });
     assert_eq!(upload.stats().uploaded, 3);
     drop(upload);
@@ -386,13 +398,19 @@ fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
     let server = S3Server::start(&["data"]);
     let link = Link::to(&server);
     let writer = storage(&server, None);
-    writer.put(&at("s3://data/images/a.jpg"), vec![1; 10]).unwrap();
+    writer
+        .put(&at("s3://data/images/a.jpg"), vec![1; 10])
+        .unwrap();
     let index = at("s3://data/index.txt");
     writer
         .put(&index, b"images/a.jpg 1,1,5,5,0\n".to_vec())
         .unwrap();
     let storage = Arc::new(
-        Storage::new(Some(server.credentials_via(&link)), Duration::from_millis(500)).unwrap(),
+        Storage::new(
+            Some(server.credentials_via(&link)),
+            Duration::from_millis(500),
+        )
+        .unwrap(),
     );
     let mirror = tempfile::tempdir().unwrap();
     let mut monitor = DatasetMonitor::at(
@@ -409,7 +427,9 @@ fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
             b"images/a.jpg 1,1,5,5,0\nimages/b.jpg 1,1,5,5,0\n".to_vec(),
         )
         .unwrap();
-    writer.put(&at("s3://data/images/b.jpg"), vec![2; 10]).unwrap();
+    writer
+        .put(&at("s3://data/images/b.jpg"), vec![2; 10])
+        .unwrap();
     link.cut();
     let cursor = monitor.cursor().clone();
     let error = monitor.check().unwrap_err();
@@ -419,4 +439,82 @@ fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
     let check = monitor.check().unwrap();
     assert_eq!(check.samples.len(), 1, "the new line, once");
     assert_eq!(check.samples[0].line, 2);
+}
+
+#[test]
+fn a_round_waits_out_a_storage_outage_and_deploys_the_whole_model() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["models", "data"]);
+    let link = Arc::new(Link::to(&server));
+    let storage = storage(&server, None);
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let root = job.root().to_path_buf();
+    job.append(32, "");
+    upload_dir(&storage, &root.join("data"), "s3://data/colours");
+    upload_dir(&storage, &root.join("models"), "s3://models");
+    // The credentials in a Secret beside the job, as a cluster holds them.
+    let local = |path: &str| format!("{}\"", root.join(path).display());
+    let secret = |url: &str| format!("{url}\", credentialName: \"minio\"");
+    job.edit(
+        &local("data/index.txt"),
+        &secret("s3://data/colours/index.txt"),
+    );
+    job.edit(&local("models/base.onnx"), &secret("s3://models/base.onnx"));
+    job.edit(
+        &local("deploy/model.onnx"),
+        &secret("s3://models/deployed.onnx"),
+    );
+    let keys: Vec<String> = server
+        .vars_at(link.port, None)
+        .iter()
+        .map(|(k, v)| format!("  {k}: \"{v}\""))
+        .collect();
+    let mut yaml = std::fs::read_to_string(&job.yaml).unwrap();
+    yaml.push_str(&format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: minio}}\nstringData:\n{}\n",
+        keys.join("\n")
+    ));
+    std::fs::write(&job.yaml, yaml).unwrap();
+
+    let resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let store = sedna::plugin::PluginStore::open(&root.join("home")).unwrap();
+    let mut local =
+        sedna::learn::LocalJob::open(&resources, None, crate::support::runtime(), &store).unwrap();
+    // The network drops as the round deploys, for two seconds.
+    local.on_stage({
+        let link = link.clone();
+        move |_, stage| {
+            if stage == sedna::spec::Stage::Deploy {
+                link.cut();
+                let link = link.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(2));
+                    link.restore();
+                });
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let checked = local.check(sedna::spec::ClockTime::now()).unwrap();
+    assert!(
+        format!("{checked:?}").contains("deployed: true"),
+        "{checked:?}"
+    );
+    assert!(started.elapsed() > Duration::from_secs(2));
+    let trained = std::fs::read(root.join("out/train/1/model.onnx")).unwrap();
+    let (deployed, _) = storage
+        .read(&at("s3://models/deployed.onnx"), 0, None)
+        .unwrap();
+    assert_eq!(deployed.as_ref(), trained.as_slice());
+    assert_eq!(
+        storage
+            .manifest(&at("s3://models/deployed.onnx"))
+            .unwrap()
+            .unwrap()
+            .0
+            .size,
+        trained.len() as u64
+    );
 }

@@ -4,11 +4,11 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sedna::storage::{
     ACCESS_KEY_ID, Credentials, S3_ENDPOINT_URL, S3_USE_HTTPS, SECRET_ACCESS_KEY,
