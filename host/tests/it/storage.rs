@@ -518,3 +518,36 @@ fn a_round_waits_out_a_storage_outage_and_deploys_the_whole_model() {
         trained.len() as u64
     );
 }
+
+#[test]
+fn a_model_is_fetched_from_a_web_server_which_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.onnx"), b"a model on the web").unwrap();
+    let mut child = std::process::Command::new("python3")
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    let port = line.split("port ").nth(1).and_then(|r| r.split(' ').next()).unwrap();
+    let storage = Storage::new(None, Duration::from_secs(2)).unwrap();
+    let cache = Cache::new(dir.path().join("cache"), 1 << 20);
+    let model = at(&format!("http://127.0.0.1:{port}/model.onnx"));
+    let fetched = cache.fetch(&storage, &model);
+    let missing = cache.fetch(&storage, &at(&format!("http://127.0.0.1:{port}/gone.onnx")));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(std::fs::read(fetched.unwrap()).unwrap(), b"a model on the web");
+    let text = missing.unwrap_err().to_string();
+    assert!(text.contains("gone.onnx: no such object"), "{text}");
+    let text = storage.put(&model, b"x".to_vec()).unwrap_err().to_string();
+    assert!(text.contains("read only"), "{text}");
+}
