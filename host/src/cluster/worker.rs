@@ -99,12 +99,14 @@ impl Workers<'_> {
         // Watched before it is looked for: a model that is not there yet counts as a change
         // when it appears.
         let mut deployed = DeployedModel::new(location.clone(), storage.clone(), cache.clone());
-        let model = match cache.fetch(&storage, &location) {
+        let model = match cache.fetch_or_cached(&storage, &location) {
             Ok(file) if file.is_file() => file,
             found => match &env.base_model {
                 Some(base) => {
                     let base = Location::parse(base).context("BASE_MODEL_URL")?;
-                    cache.fetch(&storage, &base).context("BASE_MODEL_URL")?
+                    cache
+                        .fetch_or_cached(&storage, &base)
+                        .context("BASE_MODEL_URL")?
                 }
                 None => found.context("MODEL_URL")?,
             },

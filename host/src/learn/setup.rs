@@ -111,12 +111,14 @@ impl JobSetup {
                     .as_deref(),
             )
             .with_context(|| what("spec.initialModel"))?;
-        let initial_model = cache.fetch(&initial_storage, &initial).with_context(|| {
-            format!(
-                "{}: cannot fetch the initial model",
-                what("spec.initialModel")
-            )
-        })?;
+        let initial_model = cache
+            .fetch_or_cached(&initial_storage, &initial)
+            .with_context(|| {
+                format!(
+                    "{}: cannot fetch the initial model",
+                    what("spec.initialModel")
+                )
+            })?;
         let deploy_model = model_location(&spec.deploy_spec.model.name, "spec.deploySpec.model")?;
         if let Location::Http(_) = deploy_model {
             bail!(

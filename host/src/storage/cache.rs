@@ -42,42 +42,33 @@ impl Cache {
 
     /// The object at `location` as a local file: a local path as it is, else the cached
     /// copy, downloaded again only when the object changed. A published model (one with a
-    /// manifest) is verified against it: a copy that does not match is an error to retry
-    /// (the model was being replaced), never a file to load.
+    /// manifest) is verified against it: a download that does not match is an error to
+    /// retry (the model was being replaced), never a file to load, and the copy cached
+    /// before it stays.
     pub fn fetch(&self, storage: &Storage, location: &Location) -> Result<PathBuf, StorageError> {
         if let Location::Local(path) = location {
             return Ok(path.clone());
         }
         let dir = self.entry_dir(location);
-        let object = dir.join("object");
-        let record = dir.join("entry.json");
-        let known: Option<Entry> = std::fs::read(&record)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|e: &Entry| e.location == location.to_string() && object.is_file());
+        let (object, record) = (dir.join("object"), dir.join("entry.json"));
+        let known = self.known(location);
         let unless = known.as_ref().and_then(|e| e.etag.as_deref());
-        let entry = match storage.download(location, &object, unless)? {
+        let incoming = dir.join("incoming");
+        let entry = match storage.download(location, &incoming, unless)? {
             None => known.expect("a conditional download only with an entry"),
-            Some(meta) => {
-                let entry = Entry {
-                    location: location.to_string(),
-                    etag: meta.etag,
-                    size: meta.size,
-                    sha256: sha256_file(&object)?,
-                };
-                let text = serde_json::to_vec(&entry).expect("an entry serialises");
-                crate::files::write_atomically(&record, &text).map_err(|e| StorageError::Io {
-                    path: record.display().to_string(),
-                    source: std::io::Error::other(format!("{e:#}")),
-                })?;
-                entry
-            }
+            Some(meta) => Entry {
+                location: location.to_string(),
+                etag: meta.etag,
+                size: meta.size,
+                sha256: sha256_file(&incoming)?,
+            },
         };
         // Read after the object: a model replaced between the two reads disagrees with its
         // manifest either way round, and is fetched again at the next call.
         if let Some((manifest, _)) = storage.manifest(location)?
             && (manifest.size != entry.size || manifest.sha256 != entry.sha256)
         {
+            let _ = std::fs::remove_file(&incoming);
             return Err(StorageError::Corrupt {
                 location: location.to_string(),
                 message: format!(
@@ -89,11 +80,44 @@ impl Cache {
                 ),
             });
         }
-        // Used now: the last to go.
-        let _ =
-            std::fs::File::open(&record).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if incoming.exists() {
+            std::fs::rename(&incoming, &object).map_err(|e| StorageError::io(&object, e))?;
+        }
+        let text = serde_json::to_vec(&entry).expect("an entry serialises");
+        crate::files::write_atomically(&record, &text).map_err(|e| StorageError::Io {
+            path: record.display().to_string(),
+            source: std::io::Error::other(format!("{e:#}")),
+        })?;
         self.evict(&dir);
         Ok(object)
+    }
+
+    /// [`fetch`](Self::fetch), or when the storage cannot be reached now, the copy cached
+    /// earlier: a job restarted during an outage starts on the model it had.
+    pub fn fetch_or_cached(
+        &self,
+        storage: &Storage,
+        location: &Location,
+    ) -> Result<PathBuf, StorageError> {
+        match self.fetch(storage, location) {
+            Err(e @ StorageError::Unavailable { .. }) => match self.known(location) {
+                Some(_) => {
+                    tracing::warn!("{e}: using the copy fetched before");
+                    Ok(self.entry_dir(location).join("object"))
+                }
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// The entry cached for `location`, when its object is there.
+    fn known(&self, location: &Location) -> Option<Entry> {
+        let dir = self.entry_dir(location);
+        std::fs::read(dir.join("entry.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+            .filter(|e| e.location == location.to_string() && dir.join("object").is_file())
     }
 
     /// Deletes the least recently used entries beyond the bound, never `keep`.

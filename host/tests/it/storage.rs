@@ -80,6 +80,23 @@ fn a_published_model_is_fetched_verified_and_revalidated_from_the_cache() {
     let fetched = cache.fetch(&storage, &deployed).unwrap();
     assert_eq!(std::fs::read(&fetched).unwrap(), b"the next model");
 
+    // Out of reach: the copy fetched before serves a (re)start.
+    let link_server = S3Server::start(&["models"]);
+    let link = Link::to(&link_server);
+    let linked = Storage::new(
+        Some(link_server.credentials_via(&link)),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let elsewhere = at("s3://models/elsewhere.onnx");
+    linked.publish(&file, &elsewhere).unwrap();
+    let first = cache.fetch(&linked, &elsewhere).unwrap();
+    link.cut();
+    assert!(cache.fetch(&linked, &elsewhere).unwrap_err().is_transient());
+    assert_eq!(cache.fetch_or_cached(&linked, &elsewhere).unwrap(), first);
+    let never = at("s3://models/never-fetched.onnx");
+    assert!(cache.fetch_or_cached(&linked, &never).is_err());
+
     // A bad manifest is named.
     storage
         .put(&deployed.with_suffix(MANIFEST_SUFFIX), b"{".to_vec())
@@ -537,7 +554,11 @@ fn a_model_is_fetched_from_a_web_server_which_is_read_only() {
     )
     .unwrap();
     // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-    let port = line.split("port ").nth(1).and_then(|r| r.split(' ').next()).unwrap();
+    let port = line
+        .split("port ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap();
     let storage = Storage::new(None, Duration::from_secs(2)).unwrap();
     let cache = Cache::new(dir.path().join("cache"), 1 << 20);
     let model = at(&format!("http://127.0.0.1:{port}/model.onnx"));
@@ -545,7 +566,10 @@ fn a_model_is_fetched_from_a_web_server_which_is_read_only() {
     let missing = cache.fetch(&storage, &at(&format!("http://127.0.0.1:{port}/gone.onnx")));
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(std::fs::read(fetched.unwrap()).unwrap(), b"a model on the web");
+    assert_eq!(
+        std::fs::read(fetched.unwrap()).unwrap(),
+        b"a model on the web"
+    );
     let text = missing.unwrap_err().to_string();
     assert!(text.contains("gone.onnx: no such object"), "{text}");
     let text = storage.put(&model, b"x".to_vec()).unwrap_err().to_string();
