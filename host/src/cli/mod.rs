@@ -142,6 +142,11 @@ impl Context {
         PluginStore::open(&self.home)
     }
 
+    /// Fetches models and data named by URL, cached under the data directory.
+    fn staging(&self) -> anyhow::Result<crate::learn::Staging> {
+        crate::learn::Staging::new(&self.home.join("storage"))
+    }
+
     fn runtime(&self) -> anyhow::Result<Runtime> {
         Runtime::new(RuntimeConfig {
             cache_dir: Some(self.home.join("cache")),

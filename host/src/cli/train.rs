@@ -1,14 +1,13 @@
 //! `sedna train` and `sedna evaluate`: the estimator's verbs on a model and a data index,
 //! as Sedna's scripts call them, on the path a round and `sedna worker train` take.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
 use super::Context;
 use super::progress::TrainingBar;
-use crate::learn::estimator::{evaluate, read_index, train_to};
+use crate::learn::estimator::{evaluate, train_to};
 use crate::plugin::{Metric, metric_map};
 
 /// What both verbs share: the estimator and its parameters.
@@ -23,19 +22,21 @@ pub struct EstimatorArgs {
     params: Vec<String>,
 }
 
+/// Models and indexes are local paths or URLs (`s3://` with Sedna's credential variables
+/// in the environment, `http(s)://` to read).
 #[derive(Args)]
 pub struct Train {
     /// The ONNX model to start from.
-    model: PathBuf,
+    model: String,
     /// The training data index (Sedna's format: `image label` lines).
     #[arg(long, value_name = "INDEX")]
     data: String,
     /// A validation index: the trained model's metrics on it come back as `valid_*`.
     #[arg(long, value_name = "INDEX")]
     valid: Option<String>,
-    /// Where to write the trained model (whole or not at all).
+    /// Where to write the trained model (whole or not at all; to `s3://` with a manifest).
     #[arg(long, value_name = "NEW.onnx")]
-    out: PathBuf,
+    out: String,
     #[command(flatten)]
     estimator: EstimatorArgs,
 }
@@ -43,7 +44,7 @@ pub struct Train {
 #[derive(Args)]
 pub struct Evaluate {
     /// The ONNX model.
-    model: PathBuf,
+    model: String,
     /// The test data index.
     #[arg(long, value_name = "INDEX")]
     data: String,
@@ -62,27 +63,31 @@ fn print(metrics: &[Metric]) {
 impl Train {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let params = super::parse_params(&self.estimator.params)?;
-        let data = read_index(&self.data, "--data")?;
+        let staging = context.staging()?;
+        let model = staging.model(&self.model, "MODEL")?;
+        let data = staging.index(&self.data, "--data")?;
         let valid = self
             .valid
             .as_deref()
-            .map(|v| read_index(v, "--valid"))
+            .map(|v| staging.index(v, "--valid"))
             .transpose()?;
+        let out = staging.output(&self.out, "--out")?;
         let source = context.store()?.resolve(&self.estimator.estimator)?;
         let bar = TrainingBar::start();
         let metrics = train_to(
             &context.runtime()?,
             &source,
             &params,
-            &self.model,
+            &model,
             &data,
             valid.as_ref(),
-            &self.out,
+            &out,
             Some(bar.sink()),
         );
         bar.done();
         print(&metrics?);
-        eprintln!("wrote {}", self.out.display());
+        staging.publish(&out, &self.out, "--out")?;
+        eprintln!("wrote {}", self.out);
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -90,13 +95,15 @@ impl Train {
 impl Evaluate {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let params = super::parse_params(&self.estimator.params)?;
-        let data = read_index(&self.data, "--data")?;
+        let staging = context.staging()?;
+        let model = staging.model(&self.model, "MODEL")?;
+        let data = staging.index(&self.data, "--data")?;
         let source = context.store()?.resolve(&self.estimator.estimator)?;
         print(&evaluate(
             &context.runtime()?,
             &source,
             &params,
-            &self.model,
+            &model,
             &data,
         )?);
         Ok(ExitCode::SUCCESS)

@@ -2,7 +2,6 @@
 //! controller gives them ([`super::env`]). Train and eval write their [`WorkerReport`]
 //! to the Pod's termination message, where the controller reads it.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,8 @@ use anyhow::Context as _;
 
 use super::env::{CommonEnv, EvalEnv, InferEnv, REPORT_PATH, TrainEnv};
 use super::{ModelMetrics, WorkerReport};
-use crate::learn::estimator::{estimator_source, evaluate, read_index, train_to};
-use crate::learn::{DeployedModel, OutputLayout, ServingPlan};
+use crate::learn::estimator::{estimator_source, evaluate, train_to};
+use crate::learn::{DeployedModel, OutputLayout, ServingPlan, Staging};
 use crate::plugin::{Param, PluginStore, Runtime, Source, params};
 use crate::spec::PluginRef;
 use crate::storage::{CACHE_BYTES, Cache, Location, Storage};
@@ -43,41 +42,47 @@ impl Workers<'_> {
         estimator_source(self.store, &self.params).context("the template's env `estimator`")
     }
 
-    /// Fine-tunes the base model on the training index and saves the model.
+    /// What a stage needs, fetched into the data directory first (Sedna's storage
+    /// initializer).
+    fn staging(&self) -> anyhow::Result<Staging> {
+        Staging::new(&crate::files::default_home().join("storage"))
+    }
+
+    /// Fine-tunes the base model on the training index and saves (or publishes) the
+    /// model.
     pub fn train(&self, env: &TrainEnv) -> anyhow::Result<WorkerReport> {
-        let output = PathBuf::from(&env.model);
-        let samples = read_index(&env.train_dataset, "TRAIN_DATASET_URL")?;
+        let staging = self.staging()?;
+        let base = staging.model(&env.base_model, "BASE_MODEL_URL")?;
+        let samples = staging.index(&env.train_dataset, "TRAIN_DATASET_URL")?;
+        let output = staging.output(&env.model, "MODEL_URL")?;
         let metrics = train_to(
             self.runtime,
             &self.estimator()?,
             &self.params,
-            Path::new(&env.base_model),
+            &base,
             &samples,
             None,
             &output,
             None,
         )
         .context("MODEL_URL")?;
+        staging.publish(&output, &env.model, "MODEL_URL")?;
         Ok(WorkerReport {
             samples: samples.len(),
-            models: vec![ModelMetrics::new(&output.display().to_string(), &metrics)],
+            models: vec![ModelMetrics::new(&env.model, &metrics)],
         })
     }
 
     /// Evaluates each model on the test index.
     pub fn eval(&self, env: &EvalEnv) -> anyhow::Result<WorkerReport> {
-        let samples = read_index(&env.test_dataset, "TEST_DATASET_URL")?;
+        let staging = self.staging()?;
+        let samples = staging.index(&env.test_dataset, "TEST_DATASET_URL")?;
         let source = self.estimator()?;
         let mut models = Vec::new();
         for url in &env.models {
-            let metrics = evaluate(
-                self.runtime,
-                &source,
-                &self.params,
-                Path::new(url),
-                &samples,
-            )
-            .with_context(|| format!("MODEL_URLS: {url}"))?;
+            let model = staging.model(url, "MODEL_URLS")?;
+            let metrics = evaluate(self.runtime, &source, &self.params, &model, &samples)
+                .with_context(|| format!("MODEL_URLS: {url}"))?;
             models.push(ModelMetrics::new(url, &metrics));
         }
         Ok(WorkerReport {

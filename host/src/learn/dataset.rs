@@ -52,7 +52,8 @@ pub struct Check {
     pub rescanned: bool,
 }
 
-/// An index in object storage: read by ranges through `storage`; its images are
+/// How a monitor reaches object storage: an index there is read by ranges through
+/// `storage`; images there (beside a remote index, or named by URL in any index) are
 /// downloaded once into `mirror` (`<mirror>/<bucket or host>/<key>`), where training
 /// reads them.
 struct Remote {
@@ -83,7 +84,8 @@ impl DatasetMonitor {
     }
 
     /// A monitor of an index at `index` (a local path or an object), going on from
-    /// `cursor`; remote images are downloaded into `mirror`.
+    /// `cursor`; remote images (beside a remote index, or named by `s3://` or `http(s)://`
+    /// URL in its lines) are downloaded into `mirror`.
     pub fn at(
         index: Location,
         format: Format,
@@ -91,12 +93,11 @@ impl DatasetMonitor {
         storage: Arc<Storage>,
         mirror: PathBuf,
     ) -> Self {
-        let remote = index.is_remote().then_some(Remote { storage, mirror });
         DatasetMonitor {
             index,
             format,
             cursor,
-            remote,
+            remote: Some(Remote { storage, mirror }),
         }
     }
 

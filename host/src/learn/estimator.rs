@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::dataset::DatasetMonitor;
 use crate::media::Sample;
 use crate::plugin::{
     DirGrant, Estimator, Metric, Param, Plugin, PluginStore, ProgressSink, Runtime, Sandbox,
     Source, setting,
 };
-use crate::spec::Format;
 
 /// The estimator a job uses unless its train template's `env` names one (`estimator`).
 pub const DEFAULT_ESTIMATOR: &str = "ONNX";
@@ -83,21 +81,6 @@ fn load(
         value: "model".into(),
     });
     Ok(Plugin::<Estimator>::load(runtime, source, params, sandbox)?)
-}
-
-/// The samples of a data index for a one-off train or evaluation (`what` names it in
-/// errors); rejected lines are logged, an index with no sample is an error.
-pub fn read_index(index: &str, what: &str) -> anyhow::Result<Arc<[Sample]>> {
-    let read = DatasetMonitor::new(index, Format::Txt)
-        .check()
-        .with_context(|| format!("{what}: cannot read {index}"))?;
-    for rejected in read.rejected.iter().take(10) {
-        tracing::warn!("{index}:{}: {}", rejected.line, rejected.reason);
-    }
-    if read.samples.is_empty() {
-        anyhow::bail!("{what}: {index} holds no samples");
-    }
-    Ok(read.samples.into())
 }
 
 /// Trains `model` on `data` (validating on `valid`) and writes the trained model to

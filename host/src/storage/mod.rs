@@ -128,10 +128,10 @@ impl Manifest {
     }
 }
 
-/// The client: one `object_store` per bucket or web server, a small runtime of its own.
+/// The client: one `object_store` per bucket or web server, its calls run on the
+/// storage runtime ([`block_on`]).
 pub struct Storage {
     credentials: Option<Credentials>,
-    runtime: tokio::runtime::Runtime,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
     retry_timeout: Duration,
     fetched: AtomicU64,
@@ -144,15 +144,8 @@ impl Storage {
         credentials: Option<Credentials>,
         retry_timeout: Duration,
     ) -> Result<Storage, StorageError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("sedna-storage")
-            .enable_all()
-            .build()
-            .map_err(|e| StorageError::io(Path::new("storage runtime"), e))?;
         Ok(Storage {
             credentials,
-            runtime,
             stores: Mutex::default(),
             retry_timeout,
             fetched: AtomicU64::new(0),
@@ -288,10 +281,7 @@ impl Storage {
             });
         }
         let (store, path) = self.store(location)?;
-        let meta = self
-            .runtime
-            .block_on(store.head(&path))
-            .map_err(|e| self.error(location, e))?;
+        let meta = block_on(store.head(&path)).map_err(|e| self.error(location, e))?;
         Ok(Meta {
             size: meta.size,
             etag: meta.e_tag,
@@ -314,31 +304,29 @@ impl Storage {
             None => GetRange::Offset(from),
         };
         let options = GetOptions::new().with_range((from > 0 || to.is_some()).then_some(range));
-        let (bytes, meta) = self
-            .runtime
-            .block_on(async {
-                let got = store.get_opts(&path, options).await?;
-                let meta = Meta {
-                    size: got.meta.size,
-                    etag: got.meta.e_tag.clone(),
-                };
-                let expected = got.range.end - got.range.start;
-                let bytes = got.bytes().await?;
-                Ok::<_, object_store::Error>((bytes, meta, expected))
-            })
-            .map_err(|e| self.error(location, e))
-            .and_then(|(bytes, meta, expected)| {
-                if bytes.len() as u64 != expected {
-                    return Err(StorageError::Corrupt {
-                        location: location.to_string(),
-                        message: format!(
-                            "the download stopped after {} of {expected} bytes",
-                            bytes.len()
-                        ),
-                    });
-                }
-                Ok((bytes, meta))
-            })?;
+        let (bytes, meta) = block_on(async {
+            let got = store.get_opts(&path, options).await?;
+            let meta = Meta {
+                size: got.meta.size,
+                etag: got.meta.e_tag.clone(),
+            };
+            let expected = got.range.end - got.range.start;
+            let bytes = got.bytes().await?;
+            Ok::<_, object_store::Error>((bytes, meta, expected))
+        })
+        .map_err(|e| self.error(location, e))
+        .and_then(|(bytes, meta, expected)| {
+            if bytes.len() as u64 != expected {
+                return Err(StorageError::Corrupt {
+                    location: location.to_string(),
+                    message: format!(
+                        "the download stopped after {} of {expected} bytes",
+                        bytes.len()
+                    ),
+                });
+            }
+            Ok((bytes, meta))
+        })?;
         self.fetched
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok((bytes, meta))
@@ -364,7 +352,7 @@ impl Storage {
         let mut file =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| StorageError::io(dir, e))?;
         let options = GetOptions::new().with_if_none_match(unless_etag.map(str::to_string));
-        let outcome = self.runtime.block_on(async {
+        let outcome = block_on(async {
             let got = match store.get_opts(&path, options).await {
                 Err(object_store::Error::NotModified { .. }) => return Ok(None),
                 other => other?,
@@ -421,8 +409,7 @@ impl Storage {
             }),
             Location::S3 { .. } => {
                 let (store, path) = self.store(location)?;
-                self.runtime
-                    .block_on(store.put(&path, PutPayload::from(bytes)))
+                block_on(store.put(&path, PutPayload::from(bytes)))
                     .map(drop)
                     .map_err(|e| self.error(location, e))
             }
@@ -459,6 +446,35 @@ impl Storage {
             message: format!("not a model manifest ({e}): publish the model again"),
         })?;
         Ok(Some((manifest, meta)))
+    }
+}
+
+/// Runs `work` to its end on the storage runtime: one for the process, never dropped,
+/// so that a client may live and die anywhere. Called from inside another runtime (the
+/// agent's), it waits on a thread of its own rather than block that runtime's.
+fn block_on<F>(work: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sedna-storage")
+            .enable_all()
+            .build()
+            .expect("the storage runtime starts")
+    });
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(work))
+                .join()
+                .expect("a storage call does not panic")
+        })
+    } else {
+        runtime.block_on(work)
     }
 }
 
