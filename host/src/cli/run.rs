@@ -117,7 +117,7 @@ impl Status {
             }
             None => {
                 let resources = spec::load(&self.files)?;
-                JobStatus::read(pick(&resources, self.job.as_deref())?)?
+                JobStatus::read(pick(&resources, self.job.as_deref())?, &context.home)?
             }
         };
         if self.json {

@@ -363,10 +363,10 @@ fn ready(job: &LocalJob, round: u64, message: String) -> anyhow::Result<JobCondi
     let files = job.round_files(round)?;
     let data = RoundData {
         round,
-        train_dataset_url: files.train_index.display().to_string(),
-        test_dataset_url: files.test_index.display().to_string(),
-        base_model_url: files.base_model.display().to_string(),
-        model_url: files.model.display().to_string(),
+        train_dataset_url: files.train_index,
+        test_dataset_url: files.test_index,
+        base_model_url: files.base_model,
+        model_url: files.model,
         report: None,
     };
     Ok(condition(

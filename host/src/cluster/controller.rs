@@ -21,6 +21,7 @@ use super::env::{EvalEnv, InferEnv, TrainEnv};
 use super::pods::{self, JOB_LABEL, Phase, PodPlan, Worker};
 use super::{RoundData, appended, condition, last_condition, status_patch};
 use crate::spec::{ConditionType, Dataset, IncrementalLearningJob, Model, Stage};
+use crate::storage::Location;
 
 /// The finalizer the controller puts on each job.
 pub const FINALIZER: &str = "sedna.io/incremental-learning-job";
@@ -139,8 +140,17 @@ impl Apis {
 struct Places {
     initial_model: String,
     deploy_model: String,
+    /// The dataset's node: the inference worker's, and the stages' unless everything is
+    /// in object storage.
     node: Option<String>,
+    /// The local directories the paths name, mounted at the same place.
     host_dirs: Vec<std::path::PathBuf>,
+    /// Every file of the job (outputDir, dataset, models) is in object storage: train
+    /// and eval run where their templates say (a GPU node in the cloud), not pinned to
+    /// the dataset's node.
+    portable: bool,
+    /// The Secret whose keys the Pods get as env (Sedna's credential names).
+    credential: Option<String>,
 }
 
 async fn places(
@@ -161,9 +171,13 @@ async fn places(
             spec.initial_model.name, spec.deploy_spec.model.name, spec.dataset.name
         )));
     };
-    let parent = |url: &str| Path::new(url).parent().map(Path::to_path_buf);
+    let local = |url: &str| match Location::parse(url) {
+        Ok(Location::Local(path)) => Some(path),
+        _ => None,
+    };
+    let parent = |url: &str| local(url).and_then(|p| p.parent().map(Path::to_path_buf));
     let dirs: Vec<_> = [
-        Some(Path::new(&spec.output_dir).to_path_buf()),
+        local(&spec.output_dir),
         parent(&dataset.spec.url),
         parent(&initial.spec.url),
         parent(&deploy.spec.url),
@@ -171,11 +185,21 @@ async fn places(
     .into_iter()
     .flatten()
     .collect();
+    let credential = [
+        &spec.credential_name,
+        &dataset.spec.credential_name,
+        &initial.spec.credential_name,
+        &deploy.spec.credential_name,
+    ]
+    .into_iter()
+    .find_map(Clone::clone);
     Ok(Ok(Places {
         host_dirs: pods::host_dirs(dirs.iter().map(|d| d.as_path())),
+        portable: dirs.is_empty(),
         initial_model: initial.spec.url,
         deploy_model: deploy.spec.url,
         node: dataset.spec.node_name,
+        credential,
     }))
 }
 
@@ -301,6 +325,7 @@ fn inference_plan<'a>(job: &IncrementalLearningJob, places: &'a Places) -> PodPl
         env: env.to_env(),
         node: places.node.as_deref(),
         host_dirs: &places.host_dirs,
+        secret: places.credential.as_deref(),
     }
 }
 
@@ -371,8 +396,9 @@ fn stage_plan<'a>(worker: Worker, data: &RoundData, places: &'a Places) -> PodPl
         worker,
         round: Some(data.round),
         env,
-        node: places.node.as_deref(),
+        node: places.node.as_deref().filter(|_| !places.portable),
         host_dirs: &places.host_dirs,
+        secret: places.credential.as_deref(),
     }
 }
 

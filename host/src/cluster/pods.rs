@@ -4,13 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec, SecretKeySelector,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::env::{CommonEnv, Env};
 use crate::spec::{self, IncrementalLearningJob, Stage};
+use crate::storage;
 
 /// The label that ties a Pod to its job (the controller lists Pods by it); its value is
 /// [`job_label`].
@@ -19,6 +21,16 @@ pub const JOB_LABEL: &str = "sedna.io/job";
 pub const WORKER_LABEL: &str = "sedna.io/worker";
 /// The round a train or eval Pod belongs to.
 pub const ROUND_LABEL: &str = "sedna.io/round";
+
+/// A credential Secret's keys a worker gets as env (Sedna's names), and whether the
+/// Secret may lack it.
+const SECRET_KEYS: [(&str, bool); 5] = [
+    (storage::ACCESS_KEY_ID, false),
+    (storage::SECRET_ACCESS_KEY, false),
+    (storage::S3_ENDPOINT_URL, true),
+    (storage::S3_USE_HTTPS, true),
+    (storage::S3_REGION, true),
+];
 
 /// Longest label value Kubernetes accepts.
 const MAX_LABEL_VALUE: usize = 63;
@@ -109,6 +121,8 @@ pub struct PodPlan<'a> {
     pub node: Option<&'a str>,
     /// Host directories mounted at the same path (the paths in `env` are on the node).
     pub host_dirs: &'a [PathBuf],
+    /// The Secret (a `credentialName`) whose object-storage keys the worker gets as env.
+    pub secret: Option<&'a str>,
 }
 
 /// The Pod for `plan` of `job`, owned by the job (deleted with it).
@@ -162,6 +176,23 @@ pub fn pod(job: &IncrementalLearningJob, plan: &PodPlan) -> Pod {
                 value: Some(value.clone()),
                 value_from: None,
             });
+        }
+        if let Some(secret) = plan.secret {
+            for (key, optional) in SECRET_KEYS {
+                entries.retain(|e| e.name != key);
+                entries.push(EnvVar {
+                    name: key.to_string(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: secret.to_string(),
+                            key: key.to_string(),
+                            optional: Some(optional),
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                });
+            }
         }
         let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
         for (name, dir) in &volumes {

@@ -95,7 +95,8 @@ impl Workers<'_> {
     /// hot update, swaps to `MODEL_URL` when it changes (a model in object storage only
     /// once fetched whole and verified against its manifest).
     pub fn infer(&self, env: &InferEnv) -> anyhow::Result<()> {
-        let layout = OutputLayout::new(&env.output_dir);
+        let layout = OutputLayout::of(&env.output_dir, &crate::files::default_home())
+            .context("OUTPUT_DIR")?;
         std::fs::create_dir_all(layout.output())
             .with_context(|| format!("OUTPUT_DIR: cannot create {}", env.output_dir))?;
         let storage = Arc::new(Storage::from_env()?);

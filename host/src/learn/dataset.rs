@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ pub struct Check {
 
 /// How a monitor reaches object storage: an index there is read by ranges through
 /// `storage`; images there (beside a remote index, or named by URL in any index) are
-/// downloaded once into `mirror` (`<mirror>/<bucket or host>/<key>`), where training
+/// downloaded once into `mirror` (`<mirror>/s3/<bucket>/<key>`, ...), where training
 /// reads them.
 struct Remote {
     storage: Arc<Storage>,
@@ -199,15 +199,22 @@ impl DatasetMonitor {
         }
     }
 
-    /// The local file of an image the index names (relative to the index): downloaded
-    /// into the mirror the first time when the index is remote.
-    fn image(&self, relative: &str) -> Result<PathBuf, StorageError> {
-        let location = self.index.join(relative)?;
-        let Some(remote) = &self.remote else {
-            let path = location
-                .local()
-                .expect("beside a local index")
-                .to_path_buf();
+    /// The local file of an image the index names (relative to the index, or by URL):
+    /// downloaded into the mirror the first time when it is remote.
+    fn image(&self, named: &str) -> Result<PathBuf, StorageError> {
+        let location = match Location::parse(named) {
+            Ok(url) if url.is_remote() => url,
+            _ => self.index.join(named)?,
+        };
+        let (Some(remote), true) = (&self.remote, location.is_remote()) else {
+            let Some(path) = location.local() else {
+                return Err(StorageError::Invalid {
+                    location: location.to_string(),
+                    message: "an image in object storage, in an index read without access to it"
+                        .into(),
+                });
+            };
+            let path = path.to_path_buf();
             return match path.is_file() {
                 true => Ok(path),
                 false => Err(StorageError::Io {
@@ -216,22 +223,19 @@ impl DatasetMonitor {
                 }),
             };
         };
-        let local = remote.mirror.join(mirror_path(&location));
+        let local =
+            remote.mirror.join(
+                location
+                    .mirror_path()
+                    .ok_or_else(|| StorageError::Invalid {
+                        location: location.to_string(),
+                        message: "a URL without a host".into(),
+                    })?,
+            );
         if !local.is_file() {
             remote.storage.download(&location, &local, None)?;
         }
         Ok(local)
-    }
-}
-
-/// Where a remote image goes under the mirror: its bucket (or host) and key.
-fn mirror_path(location: &Location) -> PathBuf {
-    match location {
-        Location::S3 { bucket, key } => Path::new(bucket).join(key),
-        Location::Http(url) => {
-            Path::new(url.host_str().unwrap_or("web")).join(url.path().trim_start_matches('/'))
-        }
-        Location::Local(path) => path.clone(),
     }
 }
 

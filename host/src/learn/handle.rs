@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use kube::Resource;
 
+use super::layout::OutputLayout;
 use super::stats::RoundStats;
 use super::status::{InferenceStatus, JobStatus};
 use super::trigger::PluginConditions;
@@ -30,6 +31,8 @@ pub struct JobHandle {
     /// The train trigger's and the deploy trigger's plugin conditions.
     triggers: [Arc<PluginConditions>; 2],
     pub binds: Arc<BindStats>,
+    /// Where the job's files are (its state, for the status).
+    layout: OutputLayout,
 }
 
 /// Plugin binds since the process started.
@@ -109,9 +112,11 @@ impl JobHandle {
         worker: Option<Arc<InferenceWorker>>,
         estimator: Arc<ArcSwap<Source>>,
         triggers: [Arc<PluginConditions>; 2],
+        layout: OutputLayout,
     ) -> Self {
         JobHandle {
             spec,
+            layout,
             runtime,
             rounds,
             worker,
@@ -127,7 +132,7 @@ impl JobHandle {
 
     /// The job's status from its state database, with the live worker's counters.
     pub fn status(&self) -> anyhow::Result<JobStatus> {
-        let mut status = JobStatus::read(&self.spec)?;
+        let mut status = JobStatus::read_at(&self.spec, &self.layout)?;
         status.inference = self.worker.as_deref().map(InferenceStatus::of);
         Ok(status)
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
 use super::dataset::DatasetMonitor;
@@ -20,18 +21,21 @@ use super::watch::DeployedModel;
 use crate::pipeline::{DecisionTail, FrameSource, InferenceWorker};
 use crate::plugin::{Param, PluginStore, Runtime, Source};
 use crate::spec::{ConditionType, IncrementalLearningJob, Resources, Stage};
+use crate::storage::{Location, Storage};
 
-/// The files of one round: what a train and an eval worker read and write.
+/// The files of one round: what a train and an eval worker read and write, as their env
+/// names them: paths on this node, or URLs when `outputDir` is in object storage (then
+/// the stages may run on any node).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoundFiles {
     /// The new training samples (a `txt` index).
-    pub train_index: PathBuf,
+    pub train_index: String,
     /// The evaluation set: this round's and the last rounds' eval samples, no duplicates.
-    pub test_index: PathBuf,
+    pub test_index: String,
     /// The model training starts from, and the one the new model is compared with.
-    pub base_model: PathBuf,
+    pub base_model: String,
     /// Where the trained model goes.
-    pub model: PathBuf,
+    pub model: String,
 }
 
 /// Told when a round enters a stage: progress on a terminal, or a test's fault injection.
@@ -42,6 +46,10 @@ pub struct LocalJob {
     spec: Arc<IncrementalLearningJob>,
     pub(super) train_prob: f64,
     initial_model: PathBuf,
+    /// Where the initial model is (its `Model`'s url).
+    initial_location: Location,
+    /// The client for the job's own credentials: `outputDir`, `HE_SAVED_URL`.
+    pub(super) storage: Arc<Storage>,
     pub(super) layout: OutputLayout,
     pub(super) state: JobState,
     pub(super) monitor: DatasetMonitor,
@@ -129,6 +137,8 @@ impl LocalJob {
             spec: Arc::new(setup.spec),
             train_prob: setup.train_prob,
             initial_model: setup.initial_model,
+            initial_location: setup.initial,
+            storage: setup.storage,
             deployed,
             layout: setup.layout,
             state: setup.state,
@@ -172,6 +182,7 @@ impl LocalJob {
                 self.train_trigger.plugins.clone(),
                 self.deploy_trigger.plugins.clone(),
             ],
+            self.layout.clone(),
         )
     }
 
@@ -261,12 +272,47 @@ impl LocalJob {
     /// Where round `round`'s samples, base model and new model are.
     pub fn round_files(&self, round: u64) -> anyhow::Result<RoundFiles> {
         let (train_index, test_index) = self.layout.round_indexes(round);
+        let model = self.layout.model(round);
+        let url = |local: &Path| {
+            self.layout
+                .remote(local)
+                .map_or_else(|| local.display().to_string(), |l| l.to_string())
+        };
+        let base_model = match self.layout.remote(&model) {
+            None => self.base_model()?.display().to_string(),
+            Some(_) if self.state.deployed()?.is_some() => self.deployed.location().to_string(),
+            Some(_) => self.initial_location.to_string(),
+        };
         Ok(RoundFiles {
-            train_index,
-            test_index,
-            base_model: self.base_model()?,
-            model: self.layout.model(round),
+            train_index: url(&train_index),
+            test_index: url(&test_index),
+            base_model,
+            model: url(&model),
         })
+    }
+
+    /// Copies a file of `outputDir` to its object-storage copy, when `outputDir` is there.
+    pub(super) fn upload_output(&self, local: &Path) -> anyhow::Result<()> {
+        if let Some(remote) = self.layout.remote(local) {
+            let bytes =
+                std::fs::read(local).with_context(|| format!("cannot read {}", local.display()))?;
+            self.storage.put(&remote, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Round `round`'s trained model on this node: fetched from `outputDir` in object
+    /// storage when a train worker elsewhere wrote it there.
+    pub(super) fn round_model(&self, round: u64) -> anyhow::Result<PathBuf> {
+        let model = self.layout.model(round);
+        if let Some(remote) = self.layout.remote(&model)
+            && !model.is_file()
+        {
+            self.storage
+                .download(&remote, &model, None)
+                .with_context(|| format!("round {round}: cannot fetch the trained model"))?;
+        }
+        Ok(model)
     }
 
     /// Calls `observer` each time a round enters a stage.

@@ -9,7 +9,7 @@
 //! <outputDir>/eval/<round>/metrics.json      both models' metrics
 //! <outputDir>/inference/results.jsonl        every frame's outcome
 //! <outputDir>/hard_examples/                 hard examples, unless HE_SAVED_URL names a place
-//! <outputDir>/objects/<bucket>/<key>          images of an index in object storage
+//! <outputDir>/objects/s3/<bucket>/<key>       images of an index in object storage
 //! <outputDir>/cache/                          models fetched from object storage (bounded)
 //! ```
 
@@ -27,17 +27,47 @@ pub const HARD_EXAMPLES_ENV: &str = "HE_SAVED_URL";
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputLayout {
     output: PathBuf,
+    /// An `outputDir` in object storage: the round's files (indexes, models, reports) go
+    /// there too, under the same names, so that stages may run on other nodes. The state
+    /// and the rest stay in `output`, on this node.
+    remote: Option<Location>,
 }
 
 impl OutputLayout {
     pub fn new(output_dir: impl Into<PathBuf>) -> Self {
         OutputLayout {
             output: output_dir.into(),
+            remote: None,
         }
+    }
+
+    /// The layout of a job's `outputDir`: a local path, or `s3://bucket/prefix`, whose
+    /// node-local part is `<home>/jobs/<hash of the URL>` (`home`: the data directory).
+    pub fn of(output_dir: &str, home: &Path) -> anyhow::Result<Self> {
+        Ok(match Location::parse(output_dir)? {
+            Location::Local(path) => Self::new(path),
+            Location::Http(_) => {
+                anyhow::bail!("{output_dir} is read only: give s3://BUCKET/PREFIX or a local path")
+            }
+            remote => {
+                let hash = xxhash_rust::xxh3::xxh3_64(remote.to_string().as_bytes());
+                OutputLayout {
+                    output: home.join(format!("jobs/{hash:016x}")),
+                    remote: Some(remote.as_folder()),
+                }
+            }
+        })
     }
 
     pub fn output(&self) -> &Path {
         &self.output
+    }
+
+    /// The object-storage copy of a file under `output` (`None` for a local `outputDir`
+    /// or a path outside it).
+    pub fn remote(&self, local: &Path) -> Option<Location> {
+        let relative = local.strip_prefix(&self.output).ok()?.to_str()?;
+        self.remote.as_ref()?.join(relative).ok()
     }
 
     pub fn state_db(&self) -> PathBuf {
@@ -142,6 +172,17 @@ mod tests {
             value: "/he".into(),
         }];
         assert_eq!(layout.hard_examples(&given), Path::new("/he"));
+        assert_eq!(layout.remote(&layout.model(3)), None);
+        let bucket = OutputLayout::of("s3://runs/helmet", Path::new("/home")).unwrap();
+        assert_eq!(
+            bucket.remote(&bucket.model(3)).unwrap().to_string(),
+            "s3://runs/helmet/train/3/model.onnx"
+        );
+        assert!(bucket.state_db().starts_with("/home/jobs/"));
+        let error = OutputLayout::of("https://host/out", Path::new("/home"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("read only"), "{error}");
         assert_eq!(layout.hard_examples_upload(&given).unwrap(), None);
         let bucket = [Param {
             key: HARD_EXAMPLES_ENV.into(),

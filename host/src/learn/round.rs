@@ -22,6 +22,7 @@ use crate::files::write_atomically;
 use crate::media::{Label, Sample};
 use crate::plugin::{Estimator, Metric, Param, Plugin, deltas, metric_map, setting};
 use crate::spec::{ClockTime, ConditionType, Stage};
+use crate::storage::Location;
 
 /// What one check did.
 #[derive(Debug)]
@@ -207,6 +208,8 @@ impl LocalJob {
             OutputLayout::MODEL_FILE
         ))?;
         write_json(&self.layout.train_report(round), &metric_map(&report))?;
+        self.upload_output(&model)?;
+        self.upload_output(&self.layout.train_report(round))?;
         let loss = report
             .iter()
             .find(|m| m.name == "loss")
@@ -250,6 +253,7 @@ impl LocalJob {
             "deployed": metric_map(&old),
         });
         write_json(&self.layout.eval_report(round), &report)?;
+        self.upload_output(&self.layout.eval_report(round))?;
         self.state.record_metrics(round, ModelRole::New, &new)?;
         self.state
             .record_metrics(round, ModelRole::Deployed, &old)?;
@@ -323,7 +327,7 @@ impl LocalJob {
         let decision = self.deploy_trigger.evaluate(&stats, now);
         let model = self.layout.model(round);
         if decision.fire {
-            self.deployed.publish(&model)?;
+            self.deployed.publish(&self.round_model(round)?)?;
         }
         let recorded = self.deployed.recorded(&model);
         self.state
@@ -400,12 +404,14 @@ impl LocalJob {
         let (train_index, test_index) = self.layout.round_indexes(round);
         let eval = self.eval_set(round, Some(eval))?;
         let train = &self.training_set(round, train.to_vec())?;
+        let objects = self.layout.objects();
         for (path, samples) in [(&train_index, &train[..]), (&test_index, &eval[..])] {
             let text: String = samples
                 .iter()
-                .map(|s| format!("{}\n", index_line(s)))
+                .map(|s| format!("{}\n", index_line(s, &objects)))
                 .collect();
             write_atomically(path, text.as_bytes())?;
+            self.upload_output(path)?;
         }
         Ok(())
     }
@@ -416,9 +422,15 @@ pub const REPLAY: &str = "replay";
 /// The prefix of the metrics on the earlier rounds' evaluation sets.
 pub const EARLIER: &str = "earlier_";
 
-/// A sample as a Sedna `txt` index line (absolute image path).
-fn index_line(sample: &Sample) -> String {
-    let image = sample.image.display();
+/// A sample as a Sedna `txt` index line: the image's absolute path, or its URL when it is
+/// a copy (under `objects`) of an object, so that a worker on another node reads it too.
+fn index_line(sample: &Sample, objects: &Path) -> String {
+    let image = sample
+        .image
+        .strip_prefix(objects)
+        .ok()
+        .and_then(Location::mirrored)
+        .map_or_else(|| sample.image.display().to_string(), |l| l.to_string());
     match &sample.label {
         Label::Class(class) => format!("{image} {class}"),
         Label::Boxes(boxes) => {

@@ -28,6 +28,8 @@ pub(super) struct JobSetup {
     pub(super) spec: IncrementalLearningJob,
     pub(super) train_prob: f64,
     pub(super) initial_model: PathBuf,
+    /// Where the initial model is (its `Model`'s url).
+    pub(super) initial: Location,
     pub(super) deploy_model: Location,
     /// The client for the deploy model's credentials.
     pub(super) deploy_storage: Arc<Storage>,
@@ -64,7 +66,8 @@ impl JobSetup {
         let spec = &job.spec;
         let job_name = job.name_any();
         let what = |field: &str| format!("IncrementalLearningJob {job_name}, field `{field}`");
-        let layout = OutputLayout::new(&spec.output_dir);
+        let layout = OutputLayout::of(&spec.output_dir, store.home())
+            .with_context(|| what("spec.outputDir"))?;
         std::fs::create_dir_all(layout.output()).with_context(|| {
             format!(
                 "{}: cannot create {}",
@@ -180,6 +183,7 @@ impl JobSetup {
             spec: job.clone(),
             train_prob: spec.dataset.train_prob,
             initial_model,
+            initial,
             deploy_model,
             deploy_storage: storages
                 .get(
@@ -189,8 +193,13 @@ impl JobSetup {
                         .as_deref(),
                 )
                 .with_context(|| what("spec.deploySpec.model"))?,
+            // The job's own Secret, else its dataset's: most jobs keep one store.
             storage: storages
-                .get(spec.credential_name.as_deref())
+                .get(
+                    spec.credential_name
+                        .as_deref()
+                        .or(dataset.spec.credential_name.as_deref()),
+                )
                 .with_context(|| what("credentialName"))?,
             cache,
             layout,

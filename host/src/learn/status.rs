@@ -91,9 +91,14 @@ impl InferenceStatus {
 }
 
 impl JobStatus {
-    /// Reads the status of `job` from its state database under `outputDir`.
-    pub fn read(job: &IncrementalLearningJob) -> anyhow::Result<Self> {
-        let layout = OutputLayout::new(&job.spec.output_dir);
+    /// Reads the status of `job` from its state database under `outputDir` (or, for an
+    /// `outputDir` in object storage, under the data directory `home`).
+    pub fn read(job: &IncrementalLearningJob, home: &Path) -> anyhow::Result<Self> {
+        Self::read_at(job, &OutputLayout::of(&job.spec.output_dir, home)?)
+    }
+
+    /// Reads the status of `job` whose files `layout` places.
+    pub fn read_at(job: &IncrementalLearningJob, layout: &OutputLayout) -> anyhow::Result<Self> {
         let path = layout.state_db();
         if !path.is_file() {
             anyhow::bail!(

@@ -82,6 +82,11 @@ pub struct PluginStore {
 
 impl PluginStore {
     /// Opens (creating if needed) the store under the data directory `home`.
+    /// The data directory the store is in (its parent).
+    pub fn home(&self) -> &Path {
+        self.root.parent().unwrap_or(Path::new("."))
+    }
+
     pub fn open(home: &Path) -> anyhow::Result<Self> {
         let root = home.join("plugins");
         for dir in ["blobs", "refs"] {

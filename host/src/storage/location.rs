@@ -112,6 +112,37 @@ impl Location {
         }
     }
 
+    /// Where a copy of this object goes under a mirror directory: `s3/<bucket>/<key>`,
+    /// `http/<host[:port]>/<path>` or `https/...` ([`Location::mirrored`] reads it
+    /// back). `None` for a local path, or a URL with no host.
+    pub fn mirror_path(&self) -> Option<PathBuf> {
+        match self {
+            Location::Local(_) => None,
+            Location::S3 { bucket, key } => Some(Path::new("s3").join(bucket).join(key)),
+            Location::Http(url) => {
+                let host = match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str()?),
+                    None => url.host_str()?.to_string(),
+                };
+                Some(
+                    Path::new(url.scheme())
+                        .join(host)
+                        .join(url.path().trim_start_matches('/')),
+                )
+            }
+        }
+    }
+
+    /// The object a path under a mirror directory is a copy of.
+    pub fn mirrored(relative: &Path) -> Option<Location> {
+        let text = relative.to_str()?;
+        let (scheme, rest) = text.split_once('/')?;
+        match scheme {
+            "s3" | "http" | "https" => Location::parse(&format!("{scheme}://{rest}")).ok(),
+            _ => None,
+        }
+    }
+
     /// This location as a folder (`s3://b/prefix` -> `s3://b/prefix/`), so that
     /// [`join`](Self::join) puts names under it.
     pub fn as_folder(&self) -> Location {
@@ -193,6 +224,26 @@ mod tests {
             let error = Location::parse(bad).unwrap_err().to_string();
             assert!(error.contains(why), "{error}");
         }
+    }
+
+    #[test]
+    fn a_mirrored_copy_names_its_object() {
+        for url in [
+            "s3://data/set/images/a.jpg",
+            "https://host/d/a.jpg",
+            "http://h:8080/a.jpg",
+        ] {
+            let location = Location::parse(url).unwrap();
+            let path = location.mirror_path().unwrap();
+            assert_eq!(
+                Location::mirrored(&path),
+                Some(location),
+                "{}",
+                path.display()
+            );
+        }
+        assert_eq!(Location::parse("/a/b.jpg").unwrap().mirror_path(), None);
+        assert_eq!(Location::mirrored(Path::new("other/x.jpg")), None);
     }
 
     #[test]

@@ -39,13 +39,13 @@ fn worker(job: &Job, role: &str, env: &[(&str, &str)]) -> (Output, Option<Worker
         .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_sedna"))
         .args(["worker", role])
-        .envs(env.iter().copied())
         .env(
             "SEDNA_PARAMETERS",
             serde_json::Value::from(parameters).to_string(),
         )
         .env("SEDNA_REPORT_PATH", &report)
         .env("SEDNA_HOME", job.root().join("home"))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let written = std::fs::read_to_string(&report)
@@ -192,6 +192,107 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
         data(&next).base_model_url,
         path(&job.root().join("deploy/model.onnx"))
     );
+}
+
+#[test]
+fn with_its_files_in_buckets_a_round_trains_and_evaluates_on_another_node() {
+    use crate::support::s3::{S3Server, server_available};
+    use sedna::storage::{Location, Storage};
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["data", "models", "runs"]);
+    let storage = Storage::new(Some(server.credentials(None)), sedna::storage::RETRY).unwrap();
+    let read = |url: &str| {
+        storage
+            .read(&Location::parse(url).unwrap(), 0, None)
+            .unwrap()
+            .0
+    };
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    job.append(32, "");
+    job.move_to_buckets(&server, Some(server.port), true);
+    let mut agent = job.deciding();
+    let waiting = JobDoc::of(&job).started().doc();
+    let ready = step(&mut agent, &waiting, true, noon()).unwrap().unwrap();
+    let round = data(&ready);
+    let output = crate::support::job::BUCKET_OUTPUT;
+    assert_eq!(
+        round.train_dataset_url,
+        format!("{output}/data/train/1/train.txt")
+    );
+    assert_eq!(round.model_url, format!("{output}/train/1/model.onnx"));
+    assert_eq!(round.base_model_url, "s3://models/base.onnx");
+    // The round's index names its images by URL: any node can read them.
+    let index = read(&round.train_dataset_url);
+    let first = String::from_utf8_lossy(&index)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(first.starts_with("s3://data/colours/"), "{first}");
+
+    // The stages on another node: its own data directory, the Secret's keys as env.
+    let elsewhere = job.root().join("gpu-node");
+    let home = elsewhere.to_str().unwrap();
+    let vars = server.vars(None);
+    let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SEDNA_HOME", home));
+    let train: Vec<(&str, &str)> = [
+        ("BASE_MODEL_URL", round.base_model_url.as_str()),
+        ("TRAIN_DATASET_URL", round.train_dataset_url.as_str()),
+        ("MODEL_URL", round.model_url.as_str()),
+    ]
+    .into_iter()
+    .chain(env.iter().copied())
+    .collect();
+    let (out, report) = worker(&job, "train", &train);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(report.unwrap().samples, 24);
+    let trained = read(&round.model_url);
+    assert!(
+        storage
+            .manifest(&Location::parse(&round.model_url).unwrap())
+            .unwrap()
+            .is_some(),
+        "published with its manifest"
+    );
+    let urls = format!("{};{}", round.model_url, round.base_model_url);
+    let eval: Vec<(&str, &str)> = [
+        ("MODEL_URLS", urls.as_str()),
+        ("TEST_DATASET_URL", round.test_dataset_url.as_str()),
+    ]
+    .into_iter()
+    .chain(env.iter().copied())
+    .collect();
+    let (out, report) = worker(&job, "eval", &eval);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = report.unwrap();
+    assert_eq!(report.samples, 8);
+    assert!(
+        !job.root().join("out").exists(),
+        "nothing on the data's node but its state"
+    );
+
+    // The agent decides and deploys the model the train worker published.
+    let evaluated = RoundData {
+        report: Some(serde_json::to_value(&report).unwrap()),
+        ..round.clone()
+    };
+    let completed = JobDoc::of(&job)
+        .started()
+        .then(
+            Stage::Eval,
+            ConditionType::Completed,
+            "PodSucceeded",
+            &evaluated,
+        )
+        .doc();
+    let decided = step(&mut agent, &completed, false, noon())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stage(&decided), ("Deploy", "Ready"));
+    assert_eq!(read("s3://models/deployed.onnx"), trained);
 }
 
 #[test]

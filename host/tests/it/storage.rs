@@ -3,7 +3,6 @@
 //! here says how to install it and passes, except in CI (`CI` set), where `.ci/run`
 //! installs it and its absence fails.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +14,7 @@ use sedna::storage::{Cache, Location, MANIFEST_SUFFIX, Storage};
 
 use crate::support::job::{Job, TRAIN_ENV, text};
 
-#[path = "../s3/server.rs"]
-mod server;
-use server::{Link, S3Server, server_available};
+use crate::support::s3::{Link, S3Server, server_available};
 
 fn storage(server: &S3Server, secret: Option<&str>) -> Storage {
     Storage::new(Some(server.credentials(secret)), Duration::from_secs(2)).unwrap()
@@ -25,20 +22,6 @@ fn storage(server: &S3Server, secret: Option<&str>) -> Storage {
 
 fn at(url: &str) -> Location {
     Location::parse(url).unwrap()
-}
-
-/// Uploads every file of `dir` under `prefix` (`s3://bucket/folder`).
-fn upload_dir(storage: &Storage, dir: &Path, prefix: &str) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy();
-        storage
-            .put(
-                &at(&format!("{prefix}/{name}")),
-                std::fs::read(&path).unwrap(),
-            )
-            .unwrap();
-    }
 }
 
 #[test]
@@ -247,12 +230,7 @@ fn a_job_with_its_models_and_data_in_a_bucket_trains_and_deploys_there() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     let root = job.root().to_path_buf();
     job.append(32, "");
-    upload_dir(&storage, &root.join("data"), "s3://data/colours");
-    upload_dir(&storage, &root.join("models"), "s3://models");
-    let local = |path: &str| root.join(path).display().to_string();
-    job.edit(&local("data/index.txt"), "s3://data/colours/index.txt");
-    job.edit(&local("models/base.onnx"), "s3://models/base.onnx");
-    job.edit(&local("deploy/model.onnx"), "s3://models/deployed.onnx");
+    job.move_to_buckets(&server, None, false);
     let yaml = job.yaml.to_str().unwrap().to_string();
 
     let wrong = job.sedna_with(&["run", &yaml, "--once"], &server.vars(Some("wrong")));
@@ -287,7 +265,7 @@ fn a_job_with_its_models_and_data_in_a_bucket_trains_and_deploys_there() {
         .expect("published with its manifest");
     assert_eq!(manifest.size, trained.len() as u64);
     assert!(
-        root.join("out/objects/data/colours").is_dir(),
+        root.join("out/objects/s3/data/colours").is_dir(),
         "the images were mirrored"
     );
 }
@@ -469,32 +447,8 @@ fn a_round_waits_out_a_storage_outage_and_deploys_the_whole_model() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     let root = job.root().to_path_buf();
     job.append(32, "");
-    upload_dir(&storage, &root.join("data"), "s3://data/colours");
-    upload_dir(&storage, &root.join("models"), "s3://models");
     // The credentials in a Secret beside the job, as a cluster holds them.
-    let local = |path: &str| format!("{}\"", root.join(path).display());
-    let secret = |url: &str| format!("{url}\", credentialName: \"minio\"");
-    job.edit(
-        &local("data/index.txt"),
-        &secret("s3://data/colours/index.txt"),
-    );
-    job.edit(&local("models/base.onnx"), &secret("s3://models/base.onnx"));
-    job.edit(
-        &local("deploy/model.onnx"),
-        &secret("s3://models/deployed.onnx"),
-    );
-    let keys: Vec<String> = server
-        .vars_at(link.port, None)
-        .iter()
-        .map(|(k, v)| format!("  {k}: \"{v}\""))
-        .collect();
-    let mut yaml = std::fs::read_to_string(&job.yaml).unwrap();
-    yaml.push_str(&format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: minio}}\nstringData:\n{}\n",
-        keys.join("\n")
-    ));
-    std::fs::write(&job.yaml, yaml).unwrap();
-
+    job.move_to_buckets(&server, Some(link.port), false);
     let resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
     let store = sedna::plugin::PluginStore::open(&root.join("home")).unwrap();
     let mut local =

@@ -70,8 +70,12 @@ impl ApiServer {
 
     /// The Models and the Dataset the job names, as every apply reads them first.
     pub(super) async fn resources(&mut self) {
+        self.resources_from(&fixtures()).await;
+    }
+
+    /// [`ApiServer::resources`] as `fixtures` has them.
+    pub(super) async fn resources_from(&mut self, fixtures: &spec::Resources) {
         let base = "/apis/sedna.io/v1alpha1/namespaces/edge";
-        let fixtures = fixtures();
         for (path, resource) in [
             (
                 format!("{base}/models/initial-model"),
@@ -94,6 +98,12 @@ impl ApiServer {
     /// Pods (`pods`).
     pub(super) async fn looks_at(&mut self, pods: Vec<Value>) {
         self.resources().await;
+        self.list_pods(pods).await;
+    }
+
+    /// [`ApiServer::looks_at`] with the Models and the Dataset of `fixtures`.
+    pub(super) async fn looks_at_with(&mut self, fixtures: &spec::Resources, pods: Vec<Value>) {
+        self.resources_from(fixtures).await;
         self.list_pods(pods).await;
     }
 
@@ -168,6 +178,17 @@ pub(super) fn fixtures() -> spec::Resources {
     {
         meta.namespace = Some("edge".into());
     }
+    resources
+}
+
+/// [`fixtures`] with the models and the data index in buckets, read with the Secret
+/// `minio`.
+pub(super) fn in_buckets() -> spec::Resources {
+    let mut resources = fixtures();
+    resources.models[0].spec.url = "s3://models/base.onnx".into();
+    resources.models[1].spec.url = "s3://models/deployed.onnx".into();
+    resources.datasets[0].spec.url = "s3://data/helmet/index.txt".into();
+    resources.datasets[0].spec.credential_name = Some("minio".into());
     resources
 }
 

@@ -146,6 +146,66 @@ fn train_ready_creates_the_train_pod() {
 }
 
 #[test]
+fn with_every_file_in_object_storage_a_stage_runs_unpinned_with_the_secrets_keys() {
+    // The templates name no node: the Pods go where the data is, or anywhere.
+    let unpinned = || {
+        let mut job = at(Train, Ready);
+        job.spec
+            .train_spec
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .node_name = None;
+        job
+    };
+    let mut job = unpinned();
+    job.spec.output_dir = "s3://runs/helmet".into();
+    scenario(job, |mut api| async move {
+        api.looks_at_with(&in_buckets(), vec![serving()]).await;
+        let pod = api.created_pod().await;
+        assert!(pod["spec"]["nodeName"].is_null(), "{}", pod["spec"]);
+        let host_paths: Vec<&Value> = pod["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| !v["hostPath"].is_null())
+            .collect();
+        assert!(host_paths.is_empty(), "{host_paths:?}");
+        let refs: Vec<(&str, &str, bool)> = pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                Some((
+                    e["name"].as_str()?,
+                    r["name"].as_str()?,
+                    r["optional"].as_bool()?,
+                ))
+            })
+            .collect();
+        for (key, optional) in [
+            ("ACCESS_KEY_ID", false),
+            ("SECRET_ACCESS_KEY", false),
+            ("S3_ENDPOINT_URL", true),
+        ] {
+            assert!(refs.contains(&(key, "minio", optional)), "{key}: {refs:?}");
+        }
+        api.transition("Train", "Starting", "Normal").await;
+        api.done().await;
+    });
+    // With the data on the node, the stage runs there.
+    scenario(unpinned(), |mut api| async move {
+        api.looks_at(vec![serving()]).await;
+        let pod = api.created_pod().await;
+        assert_eq!(pod["spec"]["nodeName"], "edge-node");
+        api.transition("Train", "Starting", "Normal").await;
+        api.done().await;
+    });
+}
+
+#[test]
 fn a_retried_stage_first_deletes_the_failed_attempt() {
     let action = scenario(at(Train, Ready), |mut api| async move {
         api.looks_at(vec![serving(), pod("helmet-train-3", "train", "Failed")])

@@ -171,6 +171,62 @@ spec:
     }
 }
 
+/// Where [`Job::move_to_buckets`] puts the job's outputDir.
+pub const BUCKET_OUTPUT: &str = "s3://runs/colours";
+
+impl Job {
+    /// Moves the job into `server`'s buckets: its data index and images to
+    /// `s3://data/colours/`, its models to `s3://models/` (the deploy model
+    /// `s3://models/deployed.onnx`), its outputDir to [`BUCKET_OUTPUT`] when `output`.
+    /// With `secret_port`, the resources name the Secret `minio` (added to the files)
+    /// whose endpoint is that port; else the credentials come from the environment.
+    pub fn move_to_buckets(
+        &self,
+        server: &super::s3::S3Server,
+        secret_port: Option<u16>,
+        output: bool,
+    ) {
+        use sedna::storage::{Location, Storage};
+        let storage = Storage::new(Some(server.credentials(None)), sedna::storage::RETRY).unwrap();
+        for (dir, prefix) in [("data", "s3://data/colours"), ("models", "s3://models")] {
+            for entry in std::fs::read_dir(self.root().join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy();
+                let to = Location::parse(&format!("{prefix}/{name}")).unwrap();
+                storage.put(&to, std::fs::read(&path).unwrap()).unwrap();
+            }
+        }
+        let credential = match secret_port {
+            Some(_) => ", credentialName: \"minio\"",
+            None => "",
+        };
+        let local = |path: &str| format!("{}\"", self.root().join(path).display());
+        for (path, url) in [
+            ("data/index.txt", "s3://data/colours/index.txt"),
+            ("models/base.onnx", "s3://models/base.onnx"),
+            ("deploy/model.onnx", "s3://models/deployed.onnx"),
+        ] {
+            self.edit(&local(path), &format!("{url}\"{credential}"));
+        }
+        if output {
+            self.edit(&local("out"), &format!("{BUCKET_OUTPUT}\""));
+        }
+        if let Some(port) = secret_port {
+            let keys: Vec<String> = server
+                .vars_at(port, None)
+                .iter()
+                .map(|(k, v)| format!("  {k}: \"{v}\""))
+                .collect();
+            let mut yaml = std::fs::read_to_string(&self.yaml).unwrap();
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: minio}}\nstringData:\n{}\n",
+                keys.join("\n")
+            ));
+            std::fs::write(&self.yaml, yaml).unwrap();
+        }
+    }
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -13,6 +13,9 @@ use sedna::plugin::{
 pub mod documents;
 pub mod job;
 pub mod models;
+/// moto's S3 server and a link to it that can be cut (`tests/s3`).
+#[path = "../../s3/server.rs"]
+pub mod s3;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
