@@ -160,7 +160,13 @@ fn main() {
         std::fs::write(store.join(format!("{i:05}.png")), &image).unwrap();
     }
     let started = Instant::now();
-    let upload = HardExampleUpload::start(&store, at("s3://labels/job/"), storage.clone()).unwrap();
+    let upload = HardExampleUpload::start(
+        &store,
+        "index.jsonl",
+        at("s3://labels/job/"),
+        storage.clone(),
+    )
+    .unwrap();
     while upload.stats().uploaded < EXAMPLES as u64 {
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -31,8 +31,6 @@ const HARD_EXAMPLES_KEPT: usize = 10_000;
 pub struct Serving {
     pub worker: Arc<InferenceWorker>,
     pub source: Option<FrameSource>,
-    /// Copies hard examples to `HE_SAVED_URL` when it names object storage.
-    pub upload: Option<HardExampleUpload>,
 }
 
 /// What the inference worker is made of.
@@ -161,37 +159,29 @@ impl ServingPlan<'_> {
             FRAME_DEADLINE,
         )?;
         let hard_examples = self.layout.hard_examples(self.deploy_params);
-        let upload = match self
+        let mut store = HardExampleStore::open(&hard_examples, HARD_EXAMPLES_KEPT)?;
+        if let Some(to) = self
             .layout
             .hard_examples_upload(self.deploy_params)
             .with_context(|| format!("IncrementalLearningJob {}", self.job))?
         {
-            Some(to) => {
-                std::fs::create_dir_all(&hard_examples)?;
-                Some(HardExampleUpload::start(
-                    &hard_examples,
-                    to,
-                    self.storage.clone(),
-                )?)
-            }
-            None => None,
-        };
-        let worker = InferenceWorker::new(
-            Slot::new(estimator),
-            Slot::new(hem),
-            HardExampleStore::open(&hard_examples, HARD_EXAMPLES_KEPT)?,
-        )
-        .with_results(ResultLog::new(
-            &self.layout.results_dir(),
-            RESULTS_MAX_BYTES,
-        )?);
+            store = store.with_upload(HardExampleUpload::start(
+                &hard_examples,
+                crate::pipeline::hard_examples::INDEX,
+                to,
+                self.storage.clone(),
+            )?);
+        }
+        let worker =
+            InferenceWorker::new(Slot::new(estimator), Slot::new(hem), store).with_results(
+                ResultLog::new(&self.layout.results_dir(), RESULTS_MAX_BYTES)?,
+            );
         if let FrameSource::Cameras(cameras) = &source {
             worker.watch_cameras(cameras.watch());
         }
         Ok(Some(Serving {
             worker: Arc::new(worker),
             source: Some(source),
-            upload,
         }))
     }
 

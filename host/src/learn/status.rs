@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::OutputLayout;
 use super::state::{ConditionRecord, JobState, ModelRole};
 use crate::pipeline::hard_examples::is_example;
-use crate::pipeline::{CameraStats, InferenceWorker};
+use crate::pipeline::{CameraStats, InferenceWorker, UploadStats};
 use crate::plugin::{MetricMap, deltas, metric_map, params};
 use crate::spec::{IncrementalLearningJob, Stage};
 
@@ -74,6 +74,9 @@ pub struct InferenceStatus {
     /// The cameras feeding the worker, when its source is one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cameras: Vec<CameraStats>,
+    /// Hard examples copied to `HE_SAVED_URL` in object storage, and those waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads: Option<UploadStats>,
 }
 
 impl InferenceStatus {
@@ -86,6 +89,7 @@ impl InferenceStatus {
             estimator: worker.estimator().name().to_string(),
             hem: worker.hem().name().to_string(),
             cameras: worker.cameras(),
+            uploads: worker.store().upload_stats(),
         }
     }
 }
@@ -181,6 +185,13 @@ impl fmt::Display for JobStatus {
                 "inference: {} frames, {} hard, {} failed, {} model swaps; estimator {}, HEM {}",
                 i.frames, i.hard, i.failed, i.swaps, i.estimator, i.hem
             )?;
+            if let Some(u) = &i.uploads {
+                writeln!(
+                    f,
+                    "uploads:   {} hard-example files uploaded, {} waiting",
+                    u.uploaded, u.pending
+                )?;
+            }
             for c in &i.cameras {
                 let age = |q| match c.age.quantile(q) {
                     Some(seconds) => format!("<= {} ms", seconds * 1000.0),

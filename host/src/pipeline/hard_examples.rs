@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::results::json_line;
+use super::upload::{HardExampleUpload, UploadStats};
 use crate::files::write_atomically;
 use crate::media::Frame;
 use crate::plugin::Prediction;
@@ -46,6 +47,9 @@ pub struct HardExampleStore {
     disk: Arc<KeptOnDisk>,
     queue: Option<std::sync::mpsc::SyncSender<Keep>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Copies what is kept to object storage (`HE_SAVED_URL` = `s3://`); dropped after
+    /// the writer, so its last pass sees every example.
+    upload: Option<HardExampleUpload>,
 }
 
 /// Hard examples waiting to be written, at most.
@@ -100,7 +104,19 @@ impl HardExampleStore {
             disk,
             queue: Some(queue),
             writer: Some(writer),
+            upload: None,
         })
+    }
+
+    /// The store, its examples uploaded by `upload` as they are kept.
+    pub fn with_upload(mut self, upload: HardExampleUpload) -> Self {
+        self.upload = Some(upload);
+        self
+    }
+
+    /// What the upload has done, when there is one.
+    pub fn upload_stats(&self) -> Option<UploadStats> {
+        self.upload.as_ref().map(HardExampleUpload::stats)
     }
 
     pub fn dir(&self) -> &Path {

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::hard_examples::INDEX;
 use crate::storage::{Location, Storage};
 
 /// The list of files already uploaded, in the store's directory.
@@ -33,6 +32,9 @@ pub struct HardExampleUpload {
 
 struct Shared {
     dir: PathBuf,
+    /// The file that names the others (`index.jsonl`): uploaded after them, when it
+    /// changed.
+    index: String,
     to: Location,
     storage: Arc<Storage>,
     stop: AtomicBool,
@@ -42,17 +44,24 @@ struct Shared {
 }
 
 /// Files uploaded so far and files waiting (as of the last pass).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UploadStats {
     pub uploaded: u64,
     pub pending: u64,
 }
 
 impl HardExampleUpload {
-    /// Uploads what `dir` holds, and what is kept there later, under `to`.
-    pub fn start(dir: &Path, to: Location, storage: Arc<Storage>) -> anyhow::Result<Self> {
+    /// Uploads what `dir` holds, and what is kept there later, under `to`; `index`, the
+    /// file that names the others, after them.
+    pub fn start(
+        dir: &Path,
+        index: &str,
+        to: Location,
+        storage: Arc<Storage>,
+    ) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            index: index.to_string(),
             to,
             storage,
             stop: AtomicBool::new(false),
@@ -148,7 +157,7 @@ impl Shared {
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .filter(|name| {
-                        !name.starts_with('.') && name != INDEX && !done.files.contains(name)
+                        !name.starts_with('.') && *name != self.index && !done.files.contains(name)
                     })
                     .collect()
             })
@@ -169,7 +178,7 @@ impl Shared {
             self.uploaded.fetch_add(1, Ordering::Relaxed);
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
-        let index = self.dir.join(INDEX);
+        let index = self.dir.join(&self.index);
         let stamp = std::fs::metadata(&index)
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
@@ -177,7 +186,7 @@ impl Shared {
             && stamp != done.index
             && let Ok(bytes) = std::fs::read(&index)
         {
-            self.storage.put(&self.to.join(INDEX)?, bytes)?;
+            self.storage.put(&self.to.join(&self.index)?, bytes)?;
             done.index = stamp;
         }
         Ok(more)

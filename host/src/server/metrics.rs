@@ -76,6 +76,32 @@ pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
 
     render_cameras(&mut out, &workers);
 
+    let uploads: Vec<(&str, crate::pipeline::UploadStats)> = workers
+        .iter()
+        .filter_map(|(job, worker)| Some((*job, worker.store().upload_stats()?)))
+        .collect();
+    type Count = fn(&crate::pipeline::UploadStats) -> u64;
+    let families: [(&str, &str, &str, Count); 2] = [
+        (
+            "sedna_hard_example_uploads_total",
+            "counter",
+            "Hard-example files uploaded to HE_SAVED_URL in object storage.",
+            |u| u.uploaded,
+        ),
+        (
+            "sedna_hard_example_uploads_waiting",
+            "gauge",
+            "Hard-example files kept on the node, waiting to be uploaded.",
+            |u| u.pending,
+        ),
+    ];
+    for (name, kind, help, count) in families.into_iter().filter(|_| !uploads.is_empty()) {
+        out.family(name, kind, help);
+        for (job, stats) in &uploads {
+            out.sample(name, &[("job", job)], count(stats));
+        }
+    }
+
     let name = "sedna_rounds_total";
     out.family(
         name,

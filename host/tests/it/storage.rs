@@ -20,6 +20,14 @@ fn storage(server: &S3Server, secret: Option<&str>) -> Storage {
     Storage::new(Some(server.credentials(secret)), Duration::from_secs(2)).unwrap()
 }
 
+/// Reaching `server` through a [`Link`] (cut, throttled or truncated by the test), with
+/// requests retried for `retry`.
+fn linked(server: &S3Server, retry: Duration) -> (Link, Arc<Storage>) {
+    let link = Link::to(server);
+    let storage = Storage::new(Some(server.credentials_via(&link)), retry).unwrap();
+    (link, Arc::new(storage))
+}
+
 fn at(url: &str) -> Location {
     Location::parse(url).unwrap()
 }
@@ -65,12 +73,7 @@ fn a_published_model_is_fetched_verified_and_revalidated_from_the_cache() {
 
     // Out of reach: the copy fetched before serves a (re)start.
     let link_server = S3Server::start(&["models"]);
-    let link = Link::to(&link_server);
-    let linked = Storage::new(
-        Some(link_server.credentials_via(&link)),
-        Duration::from_millis(300),
-    )
-    .unwrap();
+    let (link, linked) = self::linked(&link_server, Duration::from_millis(300));
     let elsewhere = at("s3://models/elsewhere.onnx");
     linked.publish(&file, &elsewhere).unwrap();
     let first = cache.fetch(&linked, &elsewhere).unwrap();
@@ -327,14 +330,7 @@ fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
         return;
     }
     let server = S3Server::start(&["labels"]);
-    let link = Link::to(&server);
-    let storage = Arc::new(
-        Storage::new(
-            Some(server.credentials_via(&link)),
-            Duration::from_millis(500),
-        )
-        .unwrap(),
-    );
+    let (link, storage) = linked(&server, Duration::from_millis(500));
     let reader = self::storage(&server, None);
     let exists = |name: &str| reader.head(&at(&format!("s3://labels/job/{name}"))).is_ok();
     let dir = tempfile::tempdir().unwrap();
@@ -347,8 +343,13 @@ fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
         std::fs::write(&index, text).unwrap();
     };
     keep("a");
-    let upload =
-        HardExampleUpload::start(dir.path(), at("s3://labels/job/"), storage.clone()).unwrap();
+    let upload = HardExampleUpload::start(
+        dir.path(),
+        "index.jsonl",
+        at("s3://labels/job/"),
+        storage.clone(),
+    )
+    .unwrap();
     eventually("a.png is uploaded", || {
         exists("a.png") && exists("index.jsonl")
     });
@@ -379,8 +380,13 @@ fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
 
     // A restart uploads only what is new.
     keep("d");
-    let upload =
-        HardExampleUpload::start(dir.path(), at("s3://labels/job/"), storage.clone()).unwrap();
+    let upload = HardExampleUpload::start(
+        dir.path(),
+        "index.jsonl",
+        at("s3://labels/job/"),
+        storage.clone(),
+    )
+    .unwrap();
     eventually("d is uploaded", || exists("d.png"));
     assert_eq!(upload.stats().uploaded, 1);
 }
@@ -391,8 +397,8 @@ fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
         return;
     }
     let server = S3Server::start(&["data"]);
-    let link = Link::to(&server);
-    let writer = storage(&server, None);
+    let (link, storage) = linked(&server, Duration::from_millis(500));
+    let writer = self::storage(&server, None);
     writer
         .put(&at("s3://data/images/a.jpg"), vec![1; 10])
         .unwrap();
@@ -400,13 +406,6 @@ fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
     writer
         .put(&index, b"images/a.jpg 1,1,5,5,0\n".to_vec())
         .unwrap();
-    let storage = Arc::new(
-        Storage::new(
-            Some(server.credentials_via(&link)),
-            Duration::from_millis(500),
-        )
-        .unwrap(),
-    );
     let mirror = tempfile::tempdir().unwrap();
     let mut monitor = DatasetMonitor::at(
         index.clone(),
@@ -528,4 +527,40 @@ fn a_model_is_fetched_from_a_web_server_which_is_read_only() {
     assert!(text.contains("gone.onnx: no such object"), "{text}");
     let text = storage.put(&model, b"x".to_vec()).unwrap_err().to_string();
     assert!(text.contains("read only"), "{text}");
+}
+
+#[test]
+fn a_throttled_or_truncated_download_is_retried_and_never_cached_short() {
+    if !server_available() {
+        return;
+    }
+    let server = S3Server::start(&["models"]);
+    let (link, storage) = linked(&server, Duration::from_secs(10));
+    let dir = tempfile::tempdir().unwrap();
+    let model: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let file = dir.path().join("model.onnx");
+    std::fs::write(&file, &model).unwrap();
+    let location = at("s3://models/m.onnx");
+    storage.publish(&file, &location).unwrap();
+
+    // Three 503s, as a throttled S3 answers: retried with backoff, then fetched.
+    link.throttle(3);
+    let cache = Cache::new(dir.path().join("cache"), 1 << 30);
+    let fetched = cache.fetch(&storage, &location).unwrap();
+    assert_eq!(std::fs::read(&fetched).unwrap(), model);
+    assert_eq!(link.faults_left(), (0, false), "the three 503s were served");
+
+    // A response cut after 100 KB: never a short model in the cache.
+    let fresh = Cache::new(dir.path().join("fresh"), 1 << 30);
+    link.truncate_next(100_000);
+    let first = fresh.fetch(&storage, &location);
+    assert_eq!(link.faults_left(), (0, false), "the cut was made");
+    match first {
+        Ok(path) => assert_eq!(std::fs::read(path).unwrap(), model, "retried whole"),
+        Err(e) => {
+            assert!(e.is_transient(), "{e}");
+            let path = fresh.fetch(&storage, &location).unwrap();
+            assert_eq!(std::fs::read(path).unwrap(), model);
+        }
+    }
 }

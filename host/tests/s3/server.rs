@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sedna::storage::{
@@ -126,58 +126,125 @@ impl Drop for S3Server {
     }
 }
 
-/// A TCP path to the server that can be cut and restored, as a network drops: while cut,
-/// open connections are shut and new ones closed at once. The server itself (and what it
-/// holds) stays up.
+/// A TCP path to the server with the faults of a network: cut and restored (open
+/// connections shut, new ones closed at once), a throttling front answering `503 Slow
+/// Down`, a response cut short. The server itself (and what it holds) stays up.
 pub struct Link {
     pub port: u16,
-    up: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    faults: Arc<Faults>,
+}
+
+#[derive(Default)]
+struct Faults {
+    down: AtomicBool,
+    /// Connections still to answer with a 503.
+    throttled: AtomicUsize,
+    /// Bytes of the next connection's responses before it is cut (0: none cut).
+    truncate: AtomicUsize,
+    open: Mutex<Vec<TcpStream>>,
 }
 
 impl Link {
     pub fn to(server: &S3Server) -> Link {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let faults = Arc::new(Faults::default());
         let target = server.port;
         std::thread::spawn({
-            let (up, open) = (up.clone(), open.clone());
+            let faults = faults.clone();
             move || {
-                for client in listener.incoming().flatten() {
-                    if !up.load(Ordering::SeqCst) {
+                for mut client in listener.incoming().flatten() {
+                    if faults.down.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let take = |n: &AtomicUsize| n.swap(0, Ordering::SeqCst);
+                    let throttled = faults.throttled.load(Ordering::SeqCst);
+                    if throttled > 0 {
+                        faults.throttled.store(throttled - 1, Ordering::SeqCst);
+                        slow_down(&mut client);
                         continue;
                     }
                     let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
                         continue;
                     };
-                    let mut open = open.lock().unwrap();
+                    let limit = match take(&faults.truncate) {
+                        0 => u64::MAX,
+                        bytes => bytes as u64,
+                    };
+                    let mut open = faults.open.lock().unwrap();
                     open.push(client.try_clone().unwrap());
                     open.push(upstream.try_clone().unwrap());
-                    for (mut from, mut to) in [
-                        (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                        (upstream, client),
+                    for (from, mut to, limit) in [
+                        (
+                            client.try_clone().unwrap(),
+                            upstream.try_clone().unwrap(),
+                            u64::MAX,
+                        ),
+                        (upstream, client, limit),
                     ] {
                         std::thread::spawn(move || {
-                            let _ = std::io::copy(&mut from, &mut to);
-                            let _ = to.shutdown(Shutdown::Write);
+                            let _ = std::io::copy(&mut std::io::Read::take(&from, limit), &mut to);
+                            let _ = to.shutdown(Shutdown::Both);
+                            let _ = from.shutdown(Shutdown::Both);
                         });
                     }
                 }
             }
         });
-        Link { port, up, open }
+        Link { port, faults }
     }
 
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for stream in self.open.lock().unwrap().drain(..) {
+    /// Shuts the open connections, so that the next request makes a new one.
+    fn drop_connections(&self) {
+        for stream in self.faults.open.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+    pub fn cut(&self) {
+        self.faults.down.store(true, Ordering::SeqCst);
+        self.drop_connections();
     }
+
+    pub fn restore(&self) {
+        self.faults.down.store(false, Ordering::SeqCst);
+    }
+
+    /// The next `connections` are answered `503 Slow Down`, as a throttling server does.
+    pub fn throttle(&self, connections: usize) {
+        self.faults.throttled.store(connections, Ordering::SeqCst);
+        self.drop_connections();
+    }
+
+    /// Faults set and not yet met: 503s still to answer, and whether a cut is waiting.
+    pub fn faults_left(&self) -> (usize, bool) {
+        (
+            self.faults.throttled.load(Ordering::SeqCst),
+            self.faults.truncate.load(Ordering::SeqCst) > 0,
+        )
+    }
+
+    /// The next connection's responses stop after `bytes` bytes.
+    pub fn truncate_next(&self, bytes: usize) {
+        self.faults.truncate.store(bytes, Ordering::SeqCst);
+        self.drop_connections();
+    }
+}
+
+/// Reads a request's head and answers S3's throttling error.
+fn slow_down(client: &mut TcpStream) {
+    use std::io::{Read as _, Write as _};
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).is_ok_and(|n| n == 1) {
+        head.push(byte[0]);
+    }
+    let body =
+        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    let _ = write!(
+        client,
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.shutdown(Shutdown::Both);
 }
