@@ -34,3 +34,64 @@ pub fn default_home() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
     Path::new(&home).join(".local/share/sedna")
 }
+
+/// An exclusive lock on a file, held while the value lives; the kernel releases it when
+/// the process ends, however it ends (kill -9 included), so a stale lock cannot outlive
+/// its holder. The file holds the holder's PID, for the message of whoever finds it taken.
+#[derive(Debug)]
+pub struct ExclusiveLock {
+    _file: std::fs::File,
+}
+
+impl ExclusiveLock {
+    /// Takes the lock on `path` (made if missing), or fails naming the process holding it.
+    pub fn acquire(path: &Path) -> anyhow::Result<Self> {
+        use std::io::{Read as _, Seek as _};
+        use std::os::fd::AsRawFd as _;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "process {} holds {}: stop it first (one process runs a job at a time)",
+                holder.trim(),
+                path.display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(ExclusiveLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.lock");
+        let first = ExclusiveLock::acquire(&path).unwrap();
+        let error = ExclusiveLock::acquire(&path).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("process {} holds", std::process::id())),
+            "{error}"
+        );
+        drop(first);
+        ExclusiveLock::acquire(&path).unwrap();
+    }
+}

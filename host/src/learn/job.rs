@@ -18,6 +18,7 @@ use super::state::JobState;
 use super::stats::RoundStats;
 use super::trigger::Trigger;
 use super::watch::DeployedModel;
+use crate::files::ExclusiveLock;
 use crate::pipeline::{DecisionTail, FrameSource, InferenceWorker};
 use crate::plugin::{Param, PluginStore, Runtime, Source};
 use crate::spec::{ConditionType, IncrementalLearningJob, Resources, Stage};
@@ -52,6 +53,8 @@ pub struct LocalJob {
     pub(super) storage: Arc<Storage>,
     pub(super) layout: OutputLayout,
     pub(super) state: JobState,
+    /// Held for the job's life: one process runs a job at a time.
+    _lock: ExclusiveLock,
     pub(super) monitor: DatasetMonitor,
     pub(super) train_trigger: Trigger,
     pub(super) deploy_trigger: Trigger,
@@ -142,6 +145,7 @@ impl LocalJob {
             deployed,
             layout: setup.layout,
             state: setup.state,
+            _lock: setup.lock,
             monitor: setup.monitor,
             train_trigger: setup.train_trigger,
             deploy_trigger: setup.deploy_trigger,

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! <outputDir>/state.db                       the job's state (rounds, samples, conditions)
+//! <outputDir>/job.lock                       held by the process running the job (its PID)
 //! <outputDir>/data/train/<round>/train.txt   the round's training samples
 //! <outputDir>/data/train/<round>/eval.txt    its evaluation set (its own and the last rounds')
 //! <outputDir>/train/<round>/model.onnx       the trained model, and report.json
@@ -72,6 +73,11 @@ impl OutputLayout {
 
     pub fn state_db(&self) -> PathBuf {
         self.output.join("state.db")
+    }
+
+    /// The lock a process running the job holds, so that no second one runs it too.
+    pub fn lock(&self) -> PathBuf {
+        self.output.join("job.lock")
     }
 
     /// Where the inference worker logs every frame's outcome.

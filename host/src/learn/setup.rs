@@ -14,6 +14,7 @@ use super::layout::OutputLayout;
 use super::state::JobState;
 use super::trigger::{PluginConditions, Trigger};
 use super::watch::DeployedModel;
+use crate::files::ExclusiveLock;
 use crate::plugin::{
     Param, Plugin, PluginStore, Runtime, Sandbox, Source, TriggerCondition, params,
 };
@@ -38,6 +39,8 @@ pub(super) struct JobSetup {
     pub(super) cache: Arc<Cache>,
     pub(super) layout: OutputLayout,
     pub(super) state: JobState,
+    /// Held while the job is open: a second process on the job is refused.
+    pub(super) lock: ExclusiveLock,
     pub(super) monitor: DatasetMonitor,
     pub(super) train_trigger: Trigger,
     pub(super) deploy_trigger: Trigger,
@@ -166,6 +169,8 @@ impl JobSetup {
         let estimator = estimator_source(store, &train_params)
             .with_context(|| what("spec.trainSpec env `estimator`"))?;
 
+        let lock = ExclusiveLock::acquire(&layout.lock())
+            .with_context(|| format!("IncrementalLearningJob {job_name}"))?;
         let state = JobState::open(&layout.state_db())?;
         let index = Location::parse(&dataset.spec.url)
             .with_context(|| format!("Dataset {}, `spec.url`", spec.dataset.name))?;
@@ -204,6 +209,7 @@ impl JobSetup {
             cache,
             layout,
             state,
+            lock,
             monitor,
             train_trigger,
             deploy_trigger,

@@ -543,3 +543,26 @@ fn each_hem_call_is_bounded_by_the_deadline_the_job_sets() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_process_on_a_running_job_is_refused_naming_the_first() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    job.append(4, "");
+    let resources = sedna::spec::load(std::slice::from_ref(&job.yaml)).unwrap();
+    let store = sedna::plugin::PluginStore::open(&job.root().join("home")).unwrap();
+    let running =
+        sedna::learn::LocalJob::open(&resources, None, support::runtime(), &store).unwrap();
+    let out = job.run_once();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("process {} holds", std::process::id()))
+            && stderr.contains("job.lock")
+            && stderr.contains("colour-job"),
+        "{stderr}"
+    );
+    assert!(!job.root().join("out/train/1").exists());
+    drop(running);
+    let out = job.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

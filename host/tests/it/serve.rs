@@ -428,7 +428,9 @@ fn the_first_start_makes_a_private_token_and_prints_it_once() {
         let mode = std::fs::metadata(file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let Host { job, .. } = host;
+    // The first host stops before the next starts: one process runs a job at a time.
+    let Host { job, _process, .. } = host;
+    drop(_process);
     let again = Host::start_on(job, &[]);
     assert_eq!(again.printed_token, None, "printed once");
     assert_eq!(again.token(), printed);
@@ -436,7 +438,8 @@ fn the_first_start_makes_a_private_token_and_prints_it_once() {
     // A token supplied in a file replaces it, and a CLI without it is refused.
     let file = again.job.root().join("supplied-token");
     std::fs::write(&file, "a-token-the-operator-chose\n").unwrap();
-    let Host { job, .. } = again;
+    let Host { job, _process, .. } = again;
+    drop(_process);
     let supplied = Host::start_on(job, &["--token-file", file.to_str().unwrap()]);
     let hem = std::fs::read(FIXTURE_HEM_HOSTILE).unwrap();
     let (status, _) = supplied.call("PUT", "/v1/plugins/a/1", Some(&printed), &hem);
