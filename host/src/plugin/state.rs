@@ -31,6 +31,8 @@ pub struct HostState {
     pub(crate) tensor_bytes: u64,
     pub(crate) plugin: Arc<str>,
     pub(crate) output: OutputTail,
+    /// How many more lines the plugin may log now.
+    pub(crate) log_budget: super::host::log::LogBudget,
 }
 
 impl HostState {
@@ -51,6 +53,7 @@ impl HostState {
             tensor_bytes: 0,
             plugin,
             output,
+            log_budget: Default::default(),
         })
     }
 

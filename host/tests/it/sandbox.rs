@@ -285,3 +285,54 @@ fn granting_a_missing_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Everything logged through the `tracing` subscriber a test installs.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_plugin_flooding_the_log_is_limited_and_cannot_forge_a_host_line() {
+    let plugin = hostile("flood").unwrap();
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        plugin.is_hard_example(&frame(&[0.5])).unwrap();
+        // A second later the allowance has refilled: the count of what was dropped goes
+        // first.
+        std::thread::sleep(Duration::from_secs(1));
+        plugin.is_hard_example(&frame(&[0.5])).unwrap();
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() < 400,
+        "{} lines logged of 10,000 asked",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| !l.starts_with("round 99")),
+        "a forged line: {text}"
+    );
+    assert!(
+        text.contains("line 0\\nround 99: deployed"),
+        "escaped: {text}"
+    );
+    assert!(text.contains("log lines suppressed"), "{text}");
+}

@@ -2,6 +2,6 @@
 //! wasmtime-wasi does): `types`, `log`, `inference`, `training`.
 
 mod inference;
-mod log;
+pub(crate) mod log;
 mod training;
 mod types;
