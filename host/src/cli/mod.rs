@@ -79,6 +79,19 @@ enum Command {
     Worker(worker::WorkerCommand),
 }
 
+impl Command {
+    /// Whether the command runs as a service (a job, a Kubernetes role), rather than
+    /// printing an answer and ending.
+    fn serves(&self) -> bool {
+        match self {
+            Command::Run(_) => true,
+            #[cfg(feature = "cluster")]
+            Command::Controller(_) | Command::Agent(_) | Command::Worker(_) => true,
+            _ => false,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Doctor {
     /// Install ONNX Runtime (the PyPI wheel's library, with pip) into the data directory,
@@ -184,6 +197,15 @@ fn doctor(context: &Context, args: &Doctor) -> anyhow::Result<ExitCode> {
 
 /// Runs the command line; errors are printed with their causes and exit with 1.
 pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !cli.command.serves() {
+        // A command whose output is read by another (`sedna status | head -1`) ends
+        // quietly when the reader goes, as Unix tools do, instead of panicking on the
+        // closed pipe. The services keep ignoring SIGPIPE: a client that goes is an
+        // error on its connection, never the end of the process.
+        // SAFETY: set before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEDNA_LOG")
@@ -192,7 +214,6 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
     let context = Context {
         home: cli.home.unwrap_or_else(crate::files::default_home),
     };

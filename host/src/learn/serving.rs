@@ -23,6 +23,8 @@ use crate::storage::Storage;
 
 /// Size of the inference results file before it is rotated (one old file is kept).
 const RESULTS_MAX_BYTES: u64 = 64 << 20;
+/// The most memory a HEM call may be given (`hem_memory_mib`).
+const MAX_PLUGIN_MEMORY: u64 = 64 << 30;
 /// Hard examples kept on disk before the oldest are deleted.
 const HARD_EXAMPLES_KEPT: usize = 10_000;
 
@@ -69,7 +71,7 @@ impl ServingPlan<'_> {
                 "hem_deadline_ms",
                 Sandbox::default().deadline.as_millis() as u64,
             )?),
-            memory: self.count("hem_memory_mib", Sandbox::default().memory >> 20)? << 20,
+            memory: self.mebibytes("hem_memory_mib", Sandbox::default().memory >> 20)?,
             ..Sandbox::default()
         };
         let realtime = match setting("video_realtime").as_deref().map(str::trim) {
@@ -183,6 +185,21 @@ impl ServingPlan<'_> {
             worker: Arc::new(worker),
             source: Some(source),
         }))
+    }
+
+    /// The deploy template's entry `key`, a size in MiB (or `default`), in bytes; one too
+    /// large to be a size is refused rather than wrapped.
+    fn mebibytes(&self, key: &str, default: u64) -> anyhow::Result<u64> {
+        let mib = self.count(key, default)?;
+        mib.checked_mul(1 << 20)
+            .filter(|&bytes| bytes <= MAX_PLUGIN_MEMORY)
+            .with_context(|| {
+                format!(
+                    "IncrementalLearningJob {}, deploy template env `{key}` is {mib} MiB: give at most {} MiB",
+                    self.job,
+                    MAX_PLUGIN_MEMORY >> 20
+                )
+            })
     }
 
     /// The deploy template's entry `key`: a whole number >= 1, or `default` when absent.

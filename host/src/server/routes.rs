@@ -72,7 +72,7 @@ impl FromRequestParts<Arc<Service>> for Authorized {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer);
         match presented {
             Some(token) if service.token.matches(token.trim()) => Ok(Authorized),
             Some(_) => Err(HttpError::Unauthorized(
@@ -83,6 +83,13 @@ impl FromRequestParts<Arc<Service>> for Authorized {
             )),
         }
     }
+}
+
+/// The credentials of an `Authorization` value whose scheme is `Bearer` (schemes are
+/// case-insensitive, RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
 }
 
 /// Runs `work` on the blocking pool.

@@ -498,3 +498,27 @@ fn doctor_installs_onnx_runtime_into_the_data_directory_where_later_runs_find_it
         "{text}"
     );
 }
+
+#[test]
+fn a_command_whose_reader_goes_away_ends_quietly() {
+    // `sedna crds | head -0`: the pipe is closed before the command writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
+        .arg("crds")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = stderr(&out);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    use std::os::unix::process::ExitStatusExt as _;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}

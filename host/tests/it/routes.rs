@@ -49,9 +49,21 @@ impl Api {
 
     /// `(status, body as JSON, or as a string when it is not JSON)`.
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let authorization = token.map(|token| format!("Bearer {token}"));
+        self.call_with(method, path, authorization.as_deref(), body)
+    }
+
+    /// A call with this `Authorization` header, as written.
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Value) {
         let mut request = Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            request = request.header("Authorization", format!("Bearer {token}"));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
         }
         let request = request.body(Body::from(body.to_vec())).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -101,6 +113,16 @@ fn nothing_changes_without_the_token() {
     }
     let stored = api.get("/v1/plugins");
     assert!(!stored.to_string().contains("\"mine\""), "{stored}");
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    for (n, scheme) in ["bearer", "BEARER"].into_iter().enumerate() {
+        let path = format!("/v1/plugins/mine/{}", n + 1);
+        let value = format!("{scheme} {TOKEN}");
+        let (status, _) = api.call_with("PUT", &path, Some(&value), &hem);
+        assert_eq!(status, 201, "{scheme}");
+    }
+    let wrong = format!("Bearer {}", TOKEN.to_uppercase());
+    let (status, _) = api.call_with("PUT", "/v1/plugins/mine/9", Some(&wrong), &hem);
+    assert_eq!(status, 401);
 }
 
 #[test]

@@ -505,6 +505,25 @@ fn a_video_url_that_is_not_a_video_leaves_the_job_running_without_a_worker() {
 }
 
 #[test]
+fn a_hem_memory_cap_too_large_to_be_a_size_is_refused_not_wrapped() {
+    let job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let camera = job.root().join("camera");
+    std::fs::create_dir_all(&camera).unwrap();
+    // 2^44 MiB: shifted into bytes it wrapped to a cap of 0.
+    job.inference_env(&[
+        ("video_url", &camera.display().to_string()),
+        ("hem_memory_mib", "17592186044416"),
+    ]);
+    let out = job.run_once();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("`hem_memory_mib` is 17592186044416 MiB: give at most 65536 MiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn each_hem_call_is_bounded_by_the_deadline_the_job_sets() {
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     let camera = job.root().join("camera");
