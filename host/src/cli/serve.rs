@@ -7,7 +7,7 @@ use clap::Args;
 use super::Context;
 use crate::learn::LocalJob;
 use crate::plugin::Runtime;
-use crate::server::{DEFAULT_LISTEN, DEFAULT_MAX_UPLOAD, Service, Token};
+use crate::server::{ConnectionLimits, DEFAULT_LISTEN, DEFAULT_MAX_UPLOAD, Service, Token};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -22,6 +22,14 @@ pub struct ServeArgs {
     /// The largest component the API accepts, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_UPLOAD, requires = "listen")]
     max_upload: usize,
+    /// Connections the API serves at once (others wait; a reserve of descriptors is kept
+    /// for the job whatever this says).
+    #[arg(long, value_name = "N", default_value_t = ConnectionLimits::default().max_connections, requires = "listen")]
+    max_connections: usize,
+    /// Milliseconds a client has to send a request's headers, and a kept-alive connection
+    /// may idle.
+    #[arg(long, value_name = "MS", default_value_t = ConnectionLimits::default().header_timeout.as_millis() as u64, requires = "listen")]
+    header_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -51,7 +59,12 @@ impl ServeArgs {
             }
         };
         let service = Service::new(runtime.clone(), context.store()?, token, vec![job.handle()])
-            .max_upload(self.max_upload);
+            .max_upload(self.max_upload)
+            .connection_limits(ConnectionLimits {
+                max_connections: self.max_connections.max(1),
+                header_timeout: std::time::Duration::from_millis(self.header_timeout_ms.max(1)),
+                ..ConnectionLimits::default()
+            });
         let bound = service.start(addr)?;
         println!("serving the API on http://{bound}");
         Ok(())

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -32,7 +33,7 @@ pub struct HostState {
     pub(crate) plugin: Arc<str>,
     pub(crate) output: OutputTail,
     /// How many more lines the plugin may log now.
-    pub(crate) log_budget: super::host::log::LogBudget,
+    pub(crate) log_budget: LogBudget,
 }
 
 impl HostState {
@@ -127,6 +128,46 @@ impl ResourceLimiter for Budget {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// Lines an instance may log at once...
+pub(crate) const LOG_BURST: f64 = 200.0;
+/// ...and a second, on average, after that.
+pub(crate) const LOG_PER_SECOND: f64 = 50.0;
+
+/// A plugin instance's allowance of log lines (a token bucket). Lines beyond it are not
+/// logged but counted, and the count is logged before the next line that goes.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    tokens: f64,
+    refilled: Instant,
+    suppressed: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget {
+            tokens: LOG_BURST,
+            refilled: Instant::now(),
+            suppressed: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// Whether a line may be logged at `now`: `Some(n)` with the lines suppressed since
+    /// the last one that went, `None` to drop this one.
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * LOG_PER_SECOND).min(LOG_BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

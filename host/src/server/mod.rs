@@ -31,7 +31,7 @@ pub use error::HttpError;
 #[cfg(feature = "server")]
 pub use routes::router;
 #[cfg(feature = "server")]
-pub use service::{DEFAULT_MAX_UPLOAD, Service};
+pub use service::{ConnectionLimits, DEFAULT_MAX_UPLOAD, RESERVED_DESCRIPTORS, Service};
 pub use wire::{BindRequest, Bound, ErrorBody, Uploaded};
 
 /// Where `sedna run --listen` serves when given no address, and where `sedna plugin push`
@@ -41,7 +41,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9301";
 #[cfg(feature = "server")]
 impl Service {
     /// Binds `addr` (port 0 picks a free port) and serves on threads of its own until the
-    /// process ends. Returns the address bound.
+    /// process ends, within the service's [`ConnectionLimits`]. Returns the address bound.
     pub fn start(self, addr: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
         use anyhow::Context as _;
         let listener = std::net::TcpListener::bind(addr)
@@ -54,20 +54,76 @@ impl Service {
             .enable_io()
             .enable_time()
             .build()?;
+        let mut limits = self.limits;
+        limits.max_connections = limits.max_connections_within(descriptor_limit());
+        if limits.max_connections < self.limits.max_connections {
+            tracing::warn!(
+                "serving at most {} connections, not {}: the descriptor limit keeps {RESERVED_DESCRIPTORS} for the job (raise it with ulimit -n)",
+                limits.max_connections,
+                self.limits.max_connections
+            );
+        }
         let app = router(std::sync::Arc::new(self));
         std::thread::Builder::new()
             .name("sedna-http".into())
             .spawn(move || {
                 threads.block_on(async move {
-                    let served = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => axum::serve(listener, app).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = served {
-                        tracing::error!("the HTTP service on {bound} stopped: {e}");
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, app, limits).await,
+                        Err(e) => tracing::error!("the HTTP service on {bound} stopped: {e}"),
                     }
                 })
             })?;
         Ok(bound)
+    }
+}
+
+/// The process's limit on open descriptors (its soft limit).
+#[cfg(feature = "server")]
+fn descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
+}
+
+/// Accepts connections while fewer than `limits.max_connections` are open, and serves
+/// each with HTTP/1.1 within the header timeout and the lifetime.
+#[cfg(feature = "server")]
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, limits: ConnectionLimits) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let Ok(permit) = open.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!("the HTTP service cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |request| {
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            // Past its lifetime the connection is dropped, whatever it was doing.
+            let _ = tokio::time::timeout(limits.lifetime, connection).await;
+        });
     }
 }

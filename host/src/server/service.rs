@@ -21,6 +21,7 @@ pub struct Service {
     pub(super) token: Token,
     pub(super) jobs: Vec<JobHandle>,
     pub(super) max_upload: usize,
+    pub(super) limits: ConnectionLimits,
     /// Held by a bind and by a removal, so that a plugin cannot be removed while a bind
     /// of it is on its way into a slot.
     binding: std::sync::Mutex<()>,
@@ -34,6 +35,7 @@ impl Service {
             token,
             jobs,
             max_upload: DEFAULT_MAX_UPLOAD,
+            limits: ConnectionLimits::default(),
             binding: Default::default(),
         }
     }
@@ -42,6 +44,47 @@ impl Service {
     pub fn max_upload(mut self, bytes: usize) -> Self {
         self.max_upload = bytes;
         self
+    }
+
+    /// Sets how many connections are served at once and how long they may take.
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// What a client may hold of the host: a slow or idle client cannot keep a connection,
+/// and many cannot take the descriptors the job needs for its data and frames.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConnectionLimits {
+    /// Connections served at once; the others wait in the listen queue, which costs the
+    /// process no descriptor, until one ends.
+    pub max_connections: usize,
+    /// Time to send a request's headers; also how long a kept-alive connection may idle.
+    pub header_timeout: std::time::Duration,
+    /// The longest a connection lives (a slow upload included).
+    pub lifetime: std::time::Duration,
+}
+
+/// Descriptors kept for the job (data index, frames, models, state) whatever the cap.
+pub const RESERVED_DESCRIPTORS: usize = 256;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 128,
+            header_timeout: std::time::Duration::from_secs(10),
+            lifetime: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The cap, lowered to leave [`RESERVED_DESCRIPTORS`] of the process's descriptor
+    /// limit to the job.
+    pub fn max_connections_within(&self, descriptor_limit: u64) -> usize {
+        let room = (descriptor_limit as usize).saturating_sub(RESERVED_DESCRIPTORS);
+        self.max_connections.min(room).max(1)
     }
 }
 

@@ -568,3 +568,38 @@ fn two_cameras_one_down_the_other_streams_and_status_and_metrics_show_both() {
     let everything = format!("{status} {printed} {metrics:?} {}", host_log(&host.job));
     assert!(!everything.contains("s3cret"), "the password was shown");
 }
+
+#[test]
+fn idle_and_silent_connections_neither_hold_the_api_nor_starve_the_job() {
+    let host = Host::start(&["--max-connections", "8", "--header-timeout-ms", "500"]);
+    host.wait_for_frames(5);
+    let addr = host.url.trim_start_matches("http://").to_string();
+    // Eight times the cap: connections that never send a header (as a slowloris does),
+    // and kept-alive ones that fall silent after their request.
+    let silent: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    let (status, _) = host.call("GET", "/healthz", None, b"");
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the API answered after {:?}",
+        started.elapsed()
+    );
+    // The silent connections were closed by the host: a read sees their end.
+    let mut closed = 0;
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        if std::io::Read::read(&mut stream, &mut [0u8; 1]).is_ok_and(|n| n == 0) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 64, "every silent connection is closed");
+    // The job went on meanwhile, with its descriptors.
+    let frames = host.results().len();
+    host.wait_for_frames(frames + 5);
+    assert!(!host_log(&host.job).contains("Too many open files"));
+}

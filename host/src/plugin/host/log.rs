@@ -5,50 +5,10 @@
 use std::time::Instant;
 
 use crate::plugin::bindings::log::{self, Level};
-use crate::plugin::state::HostState;
+use crate::plugin::state::{HostState, LOG_PER_SECOND};
 
 /// Longest log message a plugin can emit in one call; the rest is cut.
 const MAX_LOG_MESSAGE: usize = 4096;
-/// Lines an instance may log at once...
-const LOG_BURST: f64 = 200.0;
-/// ...and a second, on average, after that.
-const LOG_PER_SECOND: f64 = 50.0;
-
-/// A plugin instance's allowance of log lines (a token bucket). Lines beyond it are not
-/// logged but counted, and the count is logged before the next line that goes.
-#[derive(Debug)]
-pub(crate) struct LogBudget {
-    tokens: f64,
-    refilled: Instant,
-    suppressed: u64,
-}
-
-impl Default for LogBudget {
-    fn default() -> Self {
-        LogBudget {
-            tokens: LOG_BURST,
-            refilled: Instant::now(),
-            suppressed: 0,
-        }
-    }
-}
-
-impl LogBudget {
-    /// Whether a line may be logged at `now`: `Some(n)` with the lines suppressed since
-    /// the last one that went, `None` to drop this one.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * LOG_PER_SECOND).min(LOG_BURST);
-        self.refilled = now;
-        if self.tokens < 1.0 {
-            self.suppressed += 1;
-            return None;
-        }
-        self.tokens -= 1.0;
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// `message` with control characters (line breaks, escape sequences) written as
 /// escapes (`\n`, `\u{1b}`), so that one plugin line stays one log line.
 fn escape(message: &str) -> String {
@@ -95,11 +55,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::plugin::state::{LOG_BURST, LogBudget};
 
     #[test]
     fn a_burst_goes_then_the_rate_and_the_suppressed_are_counted() {
         let mut budget = LogBudget::default();
-        let start = budget.refilled;
+        let start = Instant::now();
         let went = (0..1_000).filter(|_| budget.admit(start).is_some()).count();
         assert_eq!(went, LOG_BURST as usize);
         // A second later, 50 more; the first of them says how many were dropped.

@@ -2,6 +2,6 @@
 //! wasmtime-wasi does): `types`, `log`, `inference`, `training`.
 
 mod inference;
-pub(crate) mod log;
+mod log;
 mod training;
 mod types;
