@@ -198,15 +198,13 @@ impl LocalJob {
         let new = self.state.round_samples(round, Split::Train)?;
         let fresh = new.len();
         let train: Arc<[Sample]> = self.training_set(round, new)?.into();
-        let estimator = self.estimator(&self.train_params, &self.base_model()?)?;
-        let report = estimator.train(&train, None)?;
+        // The round's own directory is all the estimator may write.
         let model = self.layout.model(round);
-        std::fs::create_dir_all(model.parent().expect("a round's model is in a directory"))?;
-        estimator.save(&format!(
-            "{GUEST_OUTPUT}/{}/{}",
-            OutputLayout::train_dir(round),
-            OutputLayout::MODEL_FILE
-        ))?;
+        let dir = model.parent().expect("a round's model is in a directory");
+        std::fs::create_dir_all(dir)?;
+        let estimator = self.estimator(&self.train_params, &self.base_model()?, dir)?;
+        let report = estimator.train(&train, None)?;
+        estimator.save(&format!("{GUEST_OUTPUT}/{}", OutputLayout::MODEL_FILE))?;
         write_json(&self.layout.train_report(round), &metric_map(&report))?;
         self.upload_output(&model)?;
         self.upload_output(&self.layout.train_report(round))?;
@@ -233,8 +231,10 @@ impl LocalJob {
         let eval = self.eval_set(round, None)?;
         let earlier = self.earlier_eval_set(round)?;
         let mut measured = Vec::new();
+        // Evaluating writes nothing worth keeping: a scratch directory.
+        let scratch = tempfile::tempdir()?;
         for model in [self.layout.model(round), self.base_model()?] {
-            let estimator = self.estimator(&self.eval_params, &model)?;
+            let estimator = self.estimator(&self.eval_params, &model, scratch.path())?;
             let mut metrics = estimator.evaluate(&eval)?;
             if !earlier.is_empty() {
                 // What the model still knows of earlier rounds: a deploy trigger on
@@ -380,15 +380,20 @@ impl LocalJob {
         Ok(new)
     }
 
-    /// An estimator on `model` for a round's stage, allowed to write into the job's output
-    /// directory.
-    fn estimator(&self, params: &[Param], model: &Path) -> anyhow::Result<Plugin<Estimator>> {
+    /// An estimator on `model` for a round's stage, allowed to write into `writable` (as
+    /// `/out`) and nowhere else: never the job's state, its logs or other rounds' files.
+    fn estimator(
+        &self,
+        params: &[Param],
+        model: &Path,
+        writable: &Path,
+    ) -> anyhow::Result<Plugin<Estimator>> {
         estimator_on(
             &self.runtime,
             &self.estimator.load(),
             params,
             model,
-            self.layout.output(),
+            writable,
             ROUND_DEADLINE,
         )
     }

@@ -152,12 +152,16 @@ impl ServingPlan<'_> {
             params(&self.mining.parameters),
             hem_sandbox,
         )?;
+        // A directory of its own: the serving estimator sees none of the job's files.
+        let scratch = self.layout.results_dir().join("estimator");
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("cannot create {}", scratch.display()))?;
         let estimator = estimator_on(
             runtime,
             self.estimator,
             self.deploy_params,
             self.model,
-            self.layout.output(),
+            &scratch,
             FRAME_DEADLINE,
         )?;
         let hard_examples = self.layout.hard_examples(self.deploy_params);

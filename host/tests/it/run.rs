@@ -1,7 +1,7 @@
 //! `sedna run` and `sedna status` on a real job: a colour classifier, a data index that
 //! grows between checks, train/eval/deploy, and a round that fails and resumes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -584,4 +584,39 @@ fn a_second_process_on_a_running_job_is_refused_naming_the_first() {
     drop(running);
     let out = job.run_once();
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_estimator_writes_only_its_rounds_directory_never_the_jobs_state() {
+    let env = [
+        ("estimator", support::FIXTURE_ESTIMATOR_TRESPASSER),
+        ("epochs", "1"),
+    ];
+    let mut job = Job::new(&env, "accuracy_delta");
+    job.append(32, "");
+    let out = job.run_once();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("round 1:"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The state is intact (status reads it), and whatever the estimator wrote is in the
+    // round's own directory.
+    assert!(job.status().contains("round:     1"));
+    fn written(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                written(&path, out);
+            } else if std::fs::read(&path).unwrap() == b"trespassed" {
+                out.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    written(job.root(), &mut found);
+    let round = job.root().join("out/train/1");
+    assert!(!found.is_empty(), "it wrote where it may");
+    assert!(found.iter().all(|p| p.starts_with(&round)), "{found:?}");
 }
