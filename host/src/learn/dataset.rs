@@ -20,6 +20,10 @@ use crate::spec::Format;
 use crate::storage::{Location, Storage, StorageError};
 use xxhash_rust::xxh3::xxh3_64;
 
+/// The longest index line taken as a sample (a path and its boxes); a longer one is
+/// refused before it is parsed or stored.
+pub const MAX_LINE: usize = 64 << 10;
+
 /// How much of the index's beginning identifies it: a different beginning means the file
 /// was replaced, and is read again from the start.
 const HEAD: usize = 4096;
@@ -141,6 +145,16 @@ impl DatasetMonitor {
         for raw in appended[..end].split(|&b| b == b'\n') {
             cursor.lines += 1;
             let line = cursor.lines;
+            if raw.len() > MAX_LINE {
+                check.rejected.push(Rejected {
+                    line,
+                    reason: format!(
+                        "{} bytes: an index line holds at most {MAX_LINE} (a path and its label)",
+                        raw.len()
+                    ),
+                });
+                continue;
+            }
             let text = String::from_utf8_lossy(raw);
             let text = text.trim_end_matches('\r').trim();
             if text.is_empty() || text.starts_with('#') || (self.format == Format::Csv && line == 1)
@@ -395,6 +409,24 @@ mod tests {
                 .contains("missing.jpg: does not exist")
         );
         assert!(check.rejected[3].reason.contains("x2 <= x1"));
+    }
+
+    #[test]
+    fn a_line_too_long_to_be_a_sample_is_refused_and_the_next_read() {
+        let index = Index::new();
+        let mut monitor = DatasetMonitor::new(&index.path, Format::Txt);
+        let huge = format!("images/a.jpg {}\n", "x".repeat(MAX_LINE));
+        index.append(&format!("{huge}images/b.jpg 1,1,5,5,3\n"));
+        let check = monitor.check().unwrap();
+        assert_eq!(check.rejected.len(), 1);
+        assert_eq!(check.rejected[0].line, 1);
+        assert!(
+            check.rejected[0].reason.contains("at most 65536"),
+            "{:?}",
+            check.rejected
+        );
+        assert_eq!(check.samples.len(), 1);
+        assert_eq!(check.samples[0].line, 2);
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl LocalJob {
         if read.rescanned {
             tracing::warn!(job = %self.name, "the data index was truncated or replaced: read again from its start");
         }
-        for rejected in read.rejected.iter().take(3) {
+        for rejected in &read.rejected {
             tracing::warn!(job = %self.name, "{index}:{}: {}", rejected.line, rejected.reason);
         }
         if !read.rejected.is_empty() {
