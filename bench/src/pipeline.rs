@@ -107,7 +107,7 @@ fn worker(
         estimator: &onnx,
         model,
         layout: &OutputLayout::new(out),
-        storage: &std::sync::Arc::new(sedna::storage::Storage::new(None, sedna::storage::RETRY)?),
+        storage: &std::sync::Arc::new(sedna::storage::Storage::new(None, sedna::storage::RETRY)),
     }
     .open(runtime, &store)?
     .expect("a folder of frames is a source");

@@ -23,7 +23,7 @@ use sedna::storage::{Cache, Location, Storage};
 #[allow(dead_code)]
 #[path = "../tests/s3/server.rs"]
 mod server;
-use server::{S3Server, server_available};
+use server::started;
 
 const INDEX_LINES: usize = 1_000_000;
 const NEW_LINES: usize = 1_000;
@@ -58,12 +58,13 @@ fn at(url: &str) -> Location {
 }
 
 fn main() {
-    if !server_available() {
+    let Some(server) = started(&["data", "models", "labels"]) else {
         return;
-    }
-    let server = S3Server::start(&["data", "models", "labels"]);
-    let storage =
-        Arc::new(Storage::new(Some(server.credentials(None)), Duration::from_secs(10)).unwrap());
+    };
+    let storage = Arc::new(Storage::new(
+        Some(server.credentials(None)),
+        Duration::from_secs(10),
+    ));
     let dir = tempfile::tempdir().unwrap();
 
     // The dataset check.

@@ -9,7 +9,7 @@
 //! the job; a truncated or replaced index is noticed and read again from the start.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::media::{Label, Sample};
 use crate::spec::Format;
-use crate::storage::{Location, Storage, StorageError};
+use crate::storage::{Location, Storage, StorageError, read_local};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The longest index line taken as a sample (a path and its boxes); a longer one is
@@ -198,16 +198,7 @@ impl DatasetMonitor {
     /// Bytes `from..to` of the index.
     fn read(&self, from: u64, to: Option<u64>) -> io::Result<Vec<u8>> {
         match (&self.index, &self.remote) {
-            (Location::Local(path), _) => {
-                let mut file = File::open(path)?;
-                file.seek(SeekFrom::Start(from))?;
-                let mut bytes = Vec::new();
-                match to {
-                    Some(to) => (&mut file).take(to - from).read_to_end(&mut bytes)?,
-                    None => file.read_to_end(&mut bytes)?,
-                };
-                Ok(bytes)
-            }
+            (Location::Local(path), _) => Ok(read_local(path, from, to)?.0.into()),
             (location, Some(remote)) => Ok(remote.storage.read(location, from, to)?.0.into()),
             (_, None) => unreachable!("a remote index has its storage"),
         }

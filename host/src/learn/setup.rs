@@ -268,7 +268,7 @@ impl<'a> Storages<'a> {
                 Credentials::from_vars(|k| std::env::var(k).ok(), &origin)?
             }
         };
-        let storage = Arc::new(Storage::new(credentials, RETRY)?);
+        let storage = Arc::new(Storage::new(credentials, RETRY));
         self.made.insert(key, storage.clone());
         Ok(storage)
     }

@@ -140,22 +140,19 @@ pub struct Storage {
 impl Storage {
     /// A client for these credentials (`None`: anonymous, AWS's endpoint). Requests that
     /// fail for a passing reason are retried for up to `retry_timeout` before an error.
-    pub fn new(
-        credentials: Option<Credentials>,
-        retry_timeout: Duration,
-    ) -> Result<Storage, StorageError> {
-        Ok(Storage {
+    pub fn new(credentials: Option<Credentials>, retry_timeout: Duration) -> Storage {
+        Storage {
             credentials,
             stores: Mutex::default(),
             retry_timeout,
             fetched: AtomicU64::new(0),
-        })
+        }
     }
 
     /// A client with Sedna's credential variables from the environment (in one process
     /// and in a Pod, where a Secret's keys arrive as env).
     pub fn from_env() -> Result<Storage, StorageError> {
-        Self::new(Credentials::from_env()?, RETRY)
+        Ok(Self::new(Credentials::from_env()?, RETRY))
     }
 
     /// Where the credentials came from, for messages.
@@ -478,7 +475,8 @@ where
     }
 }
 
-fn read_local(path: &Path, from: u64, to: Option<u64>) -> Result<(Bytes, Meta), StorageError> {
+/// Bytes `from..to` of a local file (`to` `None`: to its end), and its size.
+pub fn read_local(path: &Path, from: u64, to: Option<u64>) -> Result<(Bytes, Meta), StorageError> {
     use std::io::{Read as _, Seek as _, SeekFrom};
     let mut file = std::fs::File::open(path).map_err(|e| StorageError::io(path, e))?;
     let size = file

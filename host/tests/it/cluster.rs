@@ -54,6 +54,24 @@ fn worker(job: &Job, role: &str, env: &[(&str, &str)]) -> (Output, Option<Worker
     (out, written)
 }
 
+/// The job as the controller leaves it when round `round`'s eval Pod succeeded with
+/// `report`: the agent's turn to decide.
+fn eval_completed(job: &Job, round: &RoundData, report: &WorkerReport) -> IncrementalLearningJob {
+    let evaluated = RoundData {
+        report: Some(serde_json::to_value(report).unwrap()),
+        ..round.clone()
+    };
+    JobDoc::of(job)
+        .started()
+        .then(
+            Stage::Eval,
+            ConditionType::Completed,
+            "PodSucceeded",
+            &evaluated,
+        )
+        .doc()
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -134,19 +152,7 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
     assert!(new > old + 0.2, "accuracy {old} -> {new}");
 
     // The controller records the eval Pod's report; the agent decides.
-    let evaluated = RoundData {
-        report: Some(serde_json::to_value(&report).unwrap()),
-        ..round.clone()
-    };
-    let completed = JobDoc::of(&job)
-        .started()
-        .then(
-            Stage::Eval,
-            ConditionType::Completed,
-            "PodSucceeded",
-            &evaluated,
-        )
-        .doc();
+    let completed = eval_completed(&job, &round, &report);
     let decided = step(&mut agent, &completed, false, noon())
         .unwrap()
         .unwrap();
@@ -196,13 +202,12 @@ fn an_agent_decided_round_trains_evaluates_and_deploys_through_the_workers() {
 
 #[test]
 fn with_its_files_in_buckets_a_round_trains_and_evaluates_on_another_node() {
-    use crate::support::s3::{S3Server, server_available};
+    use crate::support::s3::started;
     use sedna::storage::{Location, Storage};
-    if !server_available() {
+    let Some(server) = started(&["data", "models", "runs"]) else {
         return;
-    }
-    let server = S3Server::start(&["data", "models", "runs"]);
-    let storage = Storage::new(Some(server.credentials(None)), sedna::storage::RETRY).unwrap();
+    };
+    let storage = Storage::new(Some(server.credentials(None)), sedna::storage::RETRY);
     let read = |url: &str| {
         storage
             .read(&Location::parse(url).unwrap(), 0, None)
@@ -275,19 +280,7 @@ fn with_its_files_in_buckets_a_round_trains_and_evaluates_on_another_node() {
     );
 
     // The agent decides and deploys the model the train worker published.
-    let evaluated = RoundData {
-        report: Some(serde_json::to_value(&report).unwrap()),
-        ..round.clone()
-    };
-    let completed = JobDoc::of(&job)
-        .started()
-        .then(
-            Stage::Eval,
-            ConditionType::Completed,
-            "PodSucceeded",
-            &evaluated,
-        )
-        .doc();
+    let completed = eval_completed(&job, &round, &report);
     let decided = step(&mut agent, &completed, false, noon())
         .unwrap()
         .unwrap();

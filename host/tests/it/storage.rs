@@ -14,17 +14,17 @@ use sedna::storage::{Cache, Location, MANIFEST_SUFFIX, Storage};
 
 use crate::support::job::{Job, TRAIN_ENV, text};
 
-use crate::support::s3::{Link, S3Server, server_available};
+use crate::support::s3::{Link, S3Server, started};
 
 fn storage(server: &S3Server, secret: Option<&str>) -> Storage {
-    Storage::new(Some(server.credentials(secret)), Duration::from_secs(2)).unwrap()
+    Storage::new(Some(server.credentials(secret)), Duration::from_secs(2))
 }
 
 /// Reaching `server` through a [`Link`] (cut, throttled or truncated by the test), with
 /// requests retried for `retry`.
 fn linked(server: &S3Server, retry: Duration) -> (Link, Arc<Storage>) {
     let link = Link::to(server);
-    let storage = Storage::new(Some(server.credentials_via(&link)), retry).unwrap();
+    let storage = Storage::new(Some(server.credentials_via(&link)), retry);
     (link, Arc::new(storage))
 }
 
@@ -34,10 +34,9 @@ fn at(url: &str) -> Location {
 
 #[test]
 fn a_published_model_is_fetched_verified_and_revalidated_from_the_cache() {
-    if !server_available() {
+    let Some(server) = started(&["models"]) else {
         return;
-    }
-    let server = S3Server::start(&["models"]);
+    };
     let storage = storage(&server, None);
     let dir = tempfile::tempdir().unwrap();
     let model: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -93,10 +92,9 @@ fn a_published_model_is_fetched_verified_and_revalidated_from_the_cache() {
 
 #[test]
 fn the_cache_keeps_to_its_bound_dropping_the_least_recently_used() {
-    if !server_available() {
+    let Some(server) = started(&["models"]) else {
         return;
-    }
-    let server = S3Server::start(&["models"]);
+    };
     let storage = storage(&server, None);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::new(dir.path().join("cache"), 250_000);
@@ -113,10 +111,9 @@ fn the_cache_keeps_to_its_bound_dropping_the_least_recently_used() {
 
 #[test]
 fn wrong_credentials_a_missing_bucket_or_key_and_a_down_endpoint_are_clear_errors() {
-    if !server_available() {
+    let Some(server) = started(&["models"]) else {
         return;
-    }
-    let server = S3Server::start(&["models"]);
+    };
     let good = storage(&server, None);
     good.put(&at("s3://models/m.onnx"), b"model".to_vec())
         .unwrap();
@@ -151,8 +148,7 @@ fn wrong_credentials_a_missing_bucket_or_key_and_a_down_endpoint_are_clear_error
     let down = Storage::new(
         Some(S3Server::credentials_for(port)),
         Duration::from_millis(500),
-    )
-    .unwrap();
+    );
     let error = down.head(&at("s3://models/m.onnx")).unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert!(error.to_string().contains("it is retried"), "{error}");
@@ -160,10 +156,9 @@ fn wrong_credentials_a_missing_bucket_or_key_and_a_down_endpoint_are_clear_error
 
 #[test]
 fn an_index_in_a_bucket_is_read_incrementally_by_ranges() {
-    if !server_available() {
+    let Some(server) = started(&["data"]) else {
         return;
-    }
-    let server = S3Server::start(&["data"]);
+    };
     let storage = Arc::new(storage(&server, None));
     let image = vec![1u8; 1_000];
     storage
@@ -225,10 +220,9 @@ fn an_index_in_a_bucket_is_read_incrementally_by_ranges() {
 
 #[test]
 fn a_job_with_its_models_and_data_in_a_bucket_trains_and_deploys_there() {
-    if !server_available() {
+    let Some(server) = started(&["models", "data"]) else {
         return;
-    }
-    let server = S3Server::start(&["models", "data"]);
+    };
     let storage = storage(&server, None);
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     let root = job.root().to_path_buf();
@@ -275,10 +269,9 @@ fn a_job_with_its_models_and_data_in_a_bucket_trains_and_deploys_there() {
 
 #[test]
 fn a_deploy_model_in_a_bucket_is_noticed_only_once_whole_and_verified() {
-    if !server_available() {
+    let Some(server) = started(&["models"]) else {
         return;
-    }
-    let server = S3Server::start(&["models"]);
+    };
     let storage = Arc::new(storage(&server, None));
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(Cache::new(dir.path().join("cache"), 1 << 30));
@@ -326,10 +319,9 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
 
 #[test]
 fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
-    if !server_available() {
+    let Some(server) = started(&["labels"]) else {
         return;
-    }
-    let server = S3Server::start(&["labels"]);
+    };
     let (link, storage) = linked(&server, Duration::from_millis(500));
     let reader = self::storage(&server, None);
     let exists = |name: &str| reader.head(&at(&format!("s3://labels/job/{name}"))).is_ok();
@@ -393,10 +385,9 @@ fn hard_examples_upload_in_the_background_and_wait_out_a_network_outage() {
 
 #[test]
 fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
-    if !server_available() {
+    let Some(server) = started(&["data"]) else {
         return;
-    }
-    let server = S3Server::start(&["data"]);
+    };
     let (link, storage) = linked(&server, Duration::from_millis(500));
     let writer = self::storage(&server, None);
     writer
@@ -437,10 +428,9 @@ fn an_index_check_during_an_outage_fails_and_the_next_one_reads_everything() {
 
 #[test]
 fn a_round_waits_out_a_storage_outage_and_deploys_the_whole_model() {
-    if !server_available() {
+    let Some(server) = started(&["models", "data"]) else {
         return;
-    }
-    let server = S3Server::start(&["models", "data"]);
+    };
     let link = Arc::new(Link::to(&server));
     let storage = storage(&server, None);
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
@@ -512,7 +502,7 @@ fn a_model_is_fetched_from_a_web_server_which_is_read_only() {
         .nth(1)
         .and_then(|r| r.split(' ').next())
         .unwrap();
-    let storage = Storage::new(None, Duration::from_secs(2)).unwrap();
+    let storage = Storage::new(None, Duration::from_secs(2));
     let cache = Cache::new(dir.path().join("cache"), 1 << 20);
     let model = at(&format!("http://127.0.0.1:{port}/model.onnx"));
     let fetched = cache.fetch(&storage, &model);
@@ -531,10 +521,9 @@ fn a_model_is_fetched_from_a_web_server_which_is_read_only() {
 
 #[test]
 fn a_throttled_or_truncated_download_is_retried_and_never_cached_short() {
-    if !server_available() {
+    let Some(server) = started(&["models"]) else {
         return;
-    }
-    let server = S3Server::start(&["models"]);
+    };
     let (link, storage) = linked(&server, Duration::from_secs(10));
     let dir = tempfile::tempdir().unwrap();
     let model: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();

@@ -14,23 +14,26 @@ use sedna::storage::{
     ACCESS_KEY_ID, Credentials, S3_ENDPOINT_URL, S3_USE_HTTPS, SECRET_ACCESS_KEY,
 };
 
-/// Whether the server can run here. Outside CI a missing package skips the caller (which
-/// is told how to install it); in CI (`CI` set), where `.ci/run` installs it, it fails.
+// Both servers' files include it, and the tests' binary both files.
+#[allow(clippy::duplicate_mod)]
+#[path = "../python.rs"]
+mod python;
+
+/// Whether the server can run here ([`python::imports`]).
 pub fn server_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        let found = Command::new("python3")
-            .args(["-c", "import moto.server, boto3, flask_cors"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            let message = "moto's S3 server is not installed: run `python3 -m pip install 'moto==5.2.6' flask flask-cors`";
-            assert!(std::env::var_os("CI").is_none(), "{message}");
-            eprintln!("skipped: {message}");
-        }
-        found
+        python::imports(
+            "python3",
+            "import moto.server, boto3, flask_cors",
+            "moto's S3 server is not installed: run `python3 -m pip install 'moto==5.2.6' flask flask-cors`",
+        )
     })
+}
+
+/// A server with `buckets`, or `None` (and the caller skips) where moto is missing.
+pub fn started(buckets: &[&str]) -> Option<S3Server> {
+    server_available().then(|| S3Server::start(buckets))
 }
 
 /// A running server; killed when dropped.

@@ -187,7 +187,7 @@ impl Job {
         output: bool,
     ) {
         use sedna::storage::{Location, Storage};
-        let storage = Storage::new(Some(server.credentials(None)), sedna::storage::RETRY).unwrap();
+        let storage = Storage::new(Some(server.credentials(None)), sedna::storage::RETRY);
         for (dir, prefix) in [("data", "s3://data/colours"), ("models", "s3://models")] {
             for entry in std::fs::read_dir(self.root().join(dir)).unwrap() {
                 let path = entry.unwrap().path();
