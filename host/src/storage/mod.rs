@@ -42,6 +42,9 @@ pub const RETRY: Duration = Duration::from_secs(30);
 /// The bound of a cache of fetched models.
 pub const CACHE_BYTES: u64 = 2 << 30;
 
+/// The most of a manifest read (a real one is under 200 bytes).
+const MAX_MANIFEST: u64 = 4096;
+
 /// What is written beside a published model, after it: `<key>.manifest.json`.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 
@@ -428,7 +431,8 @@ impl Storage {
     /// model uploaded by hand).
     pub fn manifest(&self, location: &Location) -> Result<Option<(Manifest, Meta)>, StorageError> {
         let at = location.with_suffix(MANIFEST_SUFFIX);
-        let (bytes, meta) = match self.read(&at, 0, None) {
+        // A manifest is a few dozen bytes: a larger object there is read no further.
+        let (bytes, meta) = match self.read(&at, 0, Some(MAX_MANIFEST)) {
             Ok(found) => found,
             Err(StorageError::NotFound { bucket: false, .. }) => return Ok(None),
             Err(StorageError::Io { source, .. })

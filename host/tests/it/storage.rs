@@ -88,6 +88,14 @@ fn a_published_model_is_fetched_verified_and_revalidated_from_the_cache() {
         .unwrap();
     let error = cache.fetch(&storage, &deployed).unwrap_err().to_string();
     assert!(error.contains("not a model manifest"), "{error}");
+    // A huge one is read no further than a manifest could be.
+    storage
+        .put(&deployed.with_suffix(MANIFEST_SUFFIX), vec![b' '; 5 << 20])
+        .unwrap();
+    let before = storage.bytes_fetched();
+    let error = cache.fetch(&storage, &deployed).unwrap_err().to_string();
+    assert!(error.contains("not a model manifest"), "{error}");
+    assert!(storage.bytes_fetched() - before < 64 << 10);
 }
 
 #[test]
