@@ -1,7 +1,7 @@
 //! Models the project writes itself with the operator sets of real exports: a YOLOv8-style
 //! detector of any size (Conv-BN-SiLU, C2f, SPPF, an upsample-and-concat neck, a DFL head
-//! decoding boxes as Ultralytics' exports do), YOLOv8n's sizes among them, and a small CNN
-//! classifier. Weights are seeded pseudo-random (uniform kernels, identity
+//! decoding boxes as Ultralytics' exports do), YOLOv8n's sizes among them, a YOLOv5n-shaped
+//! detector (C3 blocks, an anchor-based head), and a small CNN classifier. Weights are seeded pseudo-random (uniform kernels, identity
 //! normalisations): the shapes and the work are real, the knowledge is what training puts
 //! there. The training engine's benchmarks and tests use them, and the helmet example
 //! trains its detector from one.
@@ -68,12 +68,24 @@ impl Net {
         out
     }
 
-    /// Conv (no bias) + BatchNormalization + SiLU, as Ultralytics' `Conv` block.
+    /// Conv (no bias) + BatchNormalization + SiLU, as Ultralytics' `Conv` block, padded to
+    /// keep the size (at stride 1).
     fn conv(&mut self, x: &str, c_in: usize, c_out: usize, k: usize, stride: usize) -> String {
+        self.conv_padded(x, (c_in, c_out), k, stride, k / 2)
+    }
+
+    fn conv_padded(
+        &mut self,
+        x: &str,
+        (c_in, c_out): (usize, usize),
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> String {
         let scale = (self.gain / (c_in * k * k) as f32).sqrt();
         let w = self.random(&[c_out, c_in, k, k], scale);
         let w = self.constant("conv.weight", &w);
-        let pad = (k / 2) as i64;
+        let pad = pad as i64;
         let y = self.node(
             "Conv",
             &[x, &w],
@@ -102,14 +114,30 @@ impl Net {
 
     /// A plain 1x1 Conv with bias (a head's last layer).
     fn conv_bias(&mut self, x: &str, c_in: usize, c_out: usize, bias: f32) -> String {
+        self.conv_biases(x, c_in, &vec![bias; c_out])
+    }
+
+    /// A plain 1x1 Conv with a bias of its own per output channel.
+    fn conv_biases(&mut self, x: &str, c_in: usize, biases: &[f32]) -> String {
+        let c_out = biases.len();
         let w = self.random(&[c_out, c_in, 1, 1], (1.0 / c_in as f32).sqrt());
         let w = self.constant("conv.weight", &w);
         let b = Tensor {
             dims: vec![c_out],
-            data: vec![bias; c_out],
+            data: biases.to_vec(),
         };
         let b = self.constant("conv.bias", &b);
         self.node("Conv", &[x, &w, &b], &[])
+    }
+
+    fn floats(&mut self, what: &str, dims: &[usize], data: Vec<f32>) -> String {
+        self.constant(
+            what,
+            &Tensor {
+                dims: dims.to_vec(),
+                data,
+            },
+        )
     }
 
     fn ints(&mut self, what: &str, values: &[i64]) -> String {
@@ -151,6 +179,25 @@ impl Net {
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
         let cat = self.concat(&refs, 1);
         self.conv(&cat, (2 + n) * c, c_out, 1, 1)
+    }
+
+    /// C3 (YOLOv5's block): two 1x1 convs of half the channels, `n` bottlenecks (1x1 then
+    /// 3x3) on the first, both concatenated and mixed by a 1x1 conv.
+    fn c3(&mut self, x: &str, c_in: usize, c_out: usize, n: usize, shortcut: bool) -> String {
+        let c = c_out / 2;
+        let mut a = self.conv(x, c_in, c, 1, 1);
+        let b = self.conv(x, c_in, c, 1, 1);
+        for _ in 0..n {
+            let y = self.conv(&a, c, c, 1, 1);
+            let y = self.conv(&y, c, c, 3, 1);
+            a = if shortcut {
+                self.node("Add", &[&a, &y], &[])
+            } else {
+                y
+            };
+        }
+        let cat = self.concat(&[&a, &b], 1);
+        self.conv(&cat, 2 * c, c_out, 1, 1)
     }
 
     /// SPPF: three 5x5 max pools in a row (stride 1, padding 2), concatenated.
@@ -235,13 +282,7 @@ pub fn yolov8n(classes: usize, size: usize) -> Result<Model, InferError> {
 /// detection exports.
 pub fn yolo(spec: &Yolo) -> Result<Model, InferError> {
     let (height, width, classes) = (spec.height, spec.width, spec.classes.len());
-    if height % 32 != 0 || width % 32 != 0 || height == 0 || width == 0 {
-        return Err(InferError::new(
-            super::ErrorKind::InvalidArgument,
-            &spec.name,
-            format!("an input of {height}x{width}: both sides must be multiples of 32"),
-        ));
-    }
+    check_size(&spec.name, height, width)?;
     let [c1, c2, c3, c4, c5] = spec.channels;
     let [d2, d3, d4, d5] = spec.depth;
     let n = spec.neck_depth;
@@ -361,18 +402,133 @@ pub fn yolo(spec: &Yolo) -> Result<Model, InferError> {
         .metadata("task", "detect")
         .metadata("stride", "32")
         .metadata("imgsz", &format!("[{height}, {width}]"))
-        .metadata(
-            "names",
-            &format!(
-                "{{{}}}",
-                spec.classes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| format!("{i}: '{name}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
+        .metadata("names", &names(&spec.classes));
+    net.b.build()
+}
+
+/// Detectors see in steps of 32 pixels.
+fn check_size(name: &str, height: usize, width: usize) -> Result<(), InferError> {
+    if height % 32 != 0 || width % 32 != 0 || height == 0 || width == 0 {
+        return Err(InferError::new(
+            super::ErrorKind::InvalidArgument,
+            name,
+            format!("an input of {height}x{width}: both sides must be multiples of 32"),
+        ));
+    }
+    Ok(())
+}
+
+/// Ultralytics' `names`: the Python literal of a dict from class index to name.
+fn names(classes: &[String]) -> String {
+    let entries: Vec<String> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("{i}: '{name}'"))
+        .collect();
+    format!("{{{}}}", entries.join(", "))
+}
+
+/// YOLOv5's default anchors: width and height in input pixels, three per level of stride
+/// 8, 16 and 32.
+pub const YOLOV5_ANCHORS: [[[f32; 2]; 3]; 3] = [
+    [[10.0, 13.0], [16.0, 30.0], [33.0, 23.0]],
+    [[30.0, 61.0], [62.0, 45.0], [59.0, 119.0]],
+    [[116.0, 90.0], [156.0, 198.0], [373.0, 326.0]],
+];
+
+/// A YOLOv5n-shaped detector (Ultralytics' classic, anchor-based `yolov5n.yaml`: a 6x6
+/// stem, C3 blocks, SPPF, a PANet neck, the Detect head with [`YOLOV5_ANCHORS`]) for
+/// `classes` classes on `size` x `size` RGB images. Input `images` `[N, 3, size, size]`,
+/// output `output0` `[N, 3 x cells, 5 + classes]` decoded as the classic exports decode
+/// it: per level, anchor and cell, the centre `(2σ - 0.5 + cell) x stride`, the size
+/// `(2σ)² x anchor`, then the objectness and class scores after their sigmoid. Metadata
+/// as those exports write it: `stride` and `names`, no `task`.
+pub fn yolov5n(classes: usize, size: usize) -> Result<Model, InferError> {
+    let name = "yolov5n-shaped";
+    check_size(name, size, size)?;
+    let mut net = Net::new(name, 0x5EED, 2.0);
+    net.b.input("images", &[None, Some(3), Some(size), Some(size)]);
+    let [c1, c2, c3, c4, c5] = [16, 32, 64, 128, 256];
+    net.part = "backbone.";
+    let x = net.conv_padded("images", (3, c1), 6, 2, 2);
+    let x = net.conv(&x, c1, c2, 3, 2);
+    let x = net.c3(&x, c2, c2, 1, true);
+    let x = net.conv(&x, c2, c3, 3, 2);
+    let p3 = net.c3(&x, c3, c3, 2, true);
+    let x = net.conv(&p3, c3, c4, 3, 2);
+    let p4 = net.c3(&x, c4, c4, 3, true);
+    let x = net.conv(&p4, c4, c5, 3, 2);
+    let x = net.c3(&x, c5, c5, 1, true);
+    let x = net.sppf(&x, c5, c5);
+    net.part = "neck.";
+    let h5 = net.conv(&x, c5, c4, 1, 1);
+    let up = net.upsample(&h5);
+    let cat = net.concat(&[&up, &p4], 1);
+    let x = net.c3(&cat, 2 * c4, c4, 1, false);
+    let h4 = net.conv(&x, c4, c3, 1, 1);
+    let up = net.upsample(&h4);
+    let cat = net.concat(&[&up, &p3], 1);
+    let o3 = net.c3(&cat, 2 * c3, c3, 1, false);
+    let down = net.conv(&o3, c3, c3, 3, 2);
+    let cat = net.concat(&[&down, &h4], 1);
+    let o4 = net.c3(&cat, 2 * c3, c4, 1, false);
+    let down = net.conv(&o4, c4, c4, 3, 2);
+    let cat = net.concat(&[&down, &h5], 1);
+    let o5 = net.c3(&cat, 2 * c4, c5, 1, false);
+
+    net.part = "head.";
+    let outputs = 5 + classes;
+    let mut levels = Vec::new();
+    let mut count = 0;
+    for ((feature, channels), (stride, anchors)) in [(&o3, c3), (&o4, c4), (&o5, c5)]
+        .into_iter()
+        .zip([8usize, 16, 32].into_iter().zip(YOLOV5_ANCHORS))
+    {
+        let (rows, cols, na) = (size / stride, size / stride, anchors.len());
+        // YOLOv5's priors: about 8 objects in a 640 image, classes at 0.6 / classes.
+        let object = (8.0 / ((640 / stride) as f32).powi(2)).ln();
+        let class = (0.6 / (classes as f32 - 0.99)).ln();
+        let biases: Vec<f32> = (0..na * outputs)
+            .map(|k| match k % outputs {
+                4 => object,
+                c if c > 4 => class,
+                _ => 0.0,
+            })
+            .collect();
+        let x = net.conv_biases(feature, channels, &biases);
+        let shape = [0, na as i64, outputs as i64, rows as i64, cols as i64];
+        let shape = net.ints("shape", &shape);
+        let x = net.node("Reshape", &[&x, &shape], &[]);
+        let perm = Attr::Ints("perm", vec![0, 1, 3, 4, 2]);
+        let x = net.node("Transpose", &[&x], &[perm]);
+        let x = net.node("Sigmoid", &[&x], &[]);
+        let parts = net.split(&x, &[2, 2, (classes + 1) as i64], 4);
+        let two = net.floats("two", &[1], vec![2.0]);
+        let grid: Vec<f32> = (0..rows * cols)
+            .flat_map(|k| [(k % cols) as f32 - 0.5, (k / cols) as f32 - 0.5])
+            .collect();
+        let grid = net.floats("grid", &[1, 1, rows, cols, 2], grid);
+        let step = net.floats("stride", &[1], vec![stride as f32]);
+        let xy = net.node("Mul", &[&parts[0], &two], &[]);
+        let xy = net.node("Add", &[&xy, &grid], &[]);
+        let xy = net.node("Mul", &[&xy, &step], &[]);
+        let sizes: Vec<f32> = anchors.iter().flatten().copied().collect();
+        let anchor_grid = net.floats("anchor_grid", &[1, na, 1, 1, 2], sizes);
+        let wh = net.node("Mul", &[&parts[1], &two], &[]);
+        let wh = net.node("Pow", &[&wh, &two], &[]);
+        let wh = net.node("Mul", &[&wh, &anchor_grid], &[]);
+        let y = net.concat(&[&xy, &wh, &parts[2]], 4);
+        let shape = net.ints("shape", &[0, (na * rows * cols) as i64, outputs as i64]);
+        levels.push(net.node("Reshape", &[&y, &shape], &[]));
+        count += na * rows * cols;
+    }
+    let refs: Vec<&str> = levels.iter().map(String::as_str).collect();
+    net.b.node("Concat", &refs, &["output0"], &[Attr::Int("axis", 1)]);
+    let classes: Vec<String> = (0..classes).map(|i| format!("class{i}")).collect();
+    net.b
+        .output("output0", &[None, Some(count), Some(outputs)])
+        .metadata("stride", "32")
+        .metadata("names", &names(&classes));
     net.b.build()
 }
 

@@ -375,6 +375,33 @@ fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
 }
 
 #[test]
+fn a_classic_yolov5_shaped_export_fine_tunes_with_its_anchor_based_loss() {
+    // Its `stride` and `names` and its [N, boxes, 5 + C] output say what it is; the
+    // YOLOv5 loss (anchor matching, objectness, CIoU) is written in the component.
+    let job = Job::new(&sedna::media::zoo::yolov5n(2, 64).unwrap());
+    let estimator = job
+        .estimator(&[
+            ("epochs", "4"),
+            ("batch_size", "4"),
+            ("optimizer", "adamw"),
+            ("learning_rate", "0.002"),
+        ])
+        .unwrap();
+    let train = dataset(job.dir.path(), 0, 8);
+    let report = estimator.train(&train, None).unwrap();
+    let loss = metric(&report, "loss");
+    assert_eq!(loss.len(), 4);
+    assert!(loss[3] < loss[0], "the detection loss falls: {loss:?}");
+    let metrics = estimator.evaluate(&train).unwrap();
+    assert_eq!(metric(&metrics, "samples"), [8.0], "{metrics:?}");
+
+    let job = Job::new(&sedna::media::zoo::yolov5n(2, 64).unwrap());
+    let estimator = job.estimator(&[("anchors", "10,13,16")]).unwrap();
+    let error = estimator.train(&train, None).unwrap_err().to_string();
+    assert!(error.contains("`anchors` is \"10,13,16\""), "{error}");
+}
+
+#[test]
 fn training_reports_its_progress_to_the_sandboxs_sink() {
     let job = Job::new(&classifier());
     let seen: Arc<std::sync::Mutex<Vec<sedna::train::Progress>>> = Default::default();

@@ -118,7 +118,13 @@ impl Conventions {
 
         // An Ultralytics export's own `task`, read only when Sedna's is not given; its
         // defaults (head, letterbox, layout) apply only when the task is the same.
-        let exported = ultralytics_task(metadata);
+        let output = port(setting("output"), outputs, "output")?;
+        let output_dims = &outputs
+            .iter()
+            .find(|p| p.name == output)
+            .expect("found above")
+            .dims;
+        let exported = ultralytics_task(metadata, output_dims);
         let task = match setting("task") {
             Some(task) => task,
             None => exported
@@ -153,7 +159,6 @@ impl Conventions {
         };
 
         let input = port(setting("input"), inputs, "input")?;
-        let output = port(setting("output"), outputs, "output")?;
         let declared = &inputs
             .iter()
             .find(|p| p.name == input)
@@ -162,14 +167,7 @@ impl Conventions {
 
         let head_name = setting("head").unwrap_or_else(|| {
             match ultralytics {
-                Some("detection") => {
-                    let dims = &outputs
-                        .iter()
-                        .find(|p| p.name == output)
-                        .expect("found above")
-                        .dims;
-                    ultralytics_detector(dims, class_names.len())
-                }
+                Some("detection") => ultralytics_detector(output_dims, class_names.len()),
                 // Ultralytics classifiers end in a Softmax: their output is probabilities.
                 Some(_) => "probabilities",
                 None => default_head,
@@ -342,10 +340,16 @@ fn plain<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Option<&'a st
         .filter(|v| !v.is_empty())
 }
 
-/// The task an Ultralytics export names in its `task` key, as Sedna names it; `None`
-/// when the model has no `task` key.
-fn ultralytics_task(metadata: &BTreeMap<String, String>) -> Result<Option<&'static str>, String> {
+/// The task an Ultralytics export names in its `task` key, as Sedna names it. Classic
+/// YOLOv5 exports name none, only `stride` and `names`: with a three-dimensional output
+/// (`output`, its declared dims) such a model is a detector. `None` otherwise.
+fn ultralytics_task(
+    metadata: &BTreeMap<String, String>,
+    output: &[Option<u32>],
+) -> Result<Option<&'static str>, String> {
+    let classic = plain(metadata, "stride").is_some() && plain(metadata, "names").is_some();
     match plain(metadata, "task") {
+        None if classic && output.len() == 3 => Ok(Some("detection")),
         None => Ok(None),
         Some("detect") => Ok(Some("detection")),
         Some("classify") => Ok(Some("classification")),
@@ -816,6 +820,23 @@ mod tests {
         assert_eq!(c.head, Head::YoloV5);
         let c = exported(YOLOV8N, &[], DYNAMIC, &[Some(1), Some(7), Some(8400)]).unwrap();
         assert_eq!(c.head, Head::YoloV8);
+    }
+
+    #[test]
+    fn a_classic_yolov5_export_is_read_as_a_yolov5_detector() {
+        // YOLOv5's own export.py writes only `stride` and `names`.
+        let classic = [("stride", "32"), ("names", "{0: 'person', 1: 'car'}")];
+        let fixed = [Some(1), Some(3), Some(640), Some(640)];
+        let c = exported(&classic, &[], &fixed, &[Some(1), Some(25200), Some(7)]).unwrap();
+        assert_eq!((c.head, c.letterbox), (Head::YoloV5, true));
+        assert_eq!((c.height, c.width), (640, 640));
+        assert_eq!(c.class_names, ["person", "car"]);
+        // Dynamic: the size is the job's to give.
+        let e = exported(&classic, &[], DYNAMIC, &[None, None, Some(7)]).unwrap_err();
+        assert!(e.contains("input_shape"), "{e}");
+        // A classic classifier's output is [1, classes]: not taken for a detector.
+        let e = exported(&classic, &[], &fixed, &[Some(1), Some(2)]).unwrap_err();
+        assert!(e.contains("its task"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::conventions::{Conventions, Head, Port};
 use crate::decode::{self, Candidate};
 use crate::metrics::{self, Truth};
 use crate::train::{self, Settings};
+use crate::yolo;
 
 /// The job parameter naming the model to load at `init` (Sedna's `MODEL_URL`).
 const MODEL_URL: &str = "model_url";
@@ -34,6 +35,14 @@ enum Target {
     Class(usize),
     /// Boxes in the image's pixels.
     Boxes(Vec<([f32; 4], u32)>),
+}
+
+/// What the head's loss needs beside the output: a YOLOv8 head's box distributions (the
+/// value its DFL reads, when the graph has one), a YOLOv5 head's anchors.
+enum HeadExtra {
+    Nothing,
+    Distributions(String),
+    Anchors(yolo::v5::Anchors),
 }
 
 /// A training sample: its index in the data set, its target, where the image lands in
@@ -345,13 +354,8 @@ impl Loaded {
     /// forward, the head's loss (on the host, or here as output gradients) and a step.
     fn train(&self, data: &Dataset) -> Result<(Loaded, Vec<f64>, u32), String> {
         let c = &self.conventions;
-        let settings = Settings::from_params(&Params::new(&self.params), &c.trainable)?;
-        if c.head == Head::YoloV5 {
-            return Err(
-                "training a yolov5 (anchor-based) head is not supported: train a YOLOv5nu, YOLOv8 or YOLO11 export (`head=yolov8`), a `grid` or a classification model"
-                    .into(),
-            );
-        }
+        let params = Params::new(&self.params);
+        let settings = Settings::from_params(&params, &c.trainable)?;
         // Only the model's own head trains: its features come from the inference backend,
         // once, and the engine runs the head alone.
         let cached = c
@@ -406,16 +410,20 @@ impl Loaded {
             session = training::open(&self.graph, &options).map_err(describe)?;
         }
         let fed = cached.unwrap_or(&c.input).to_string();
-        let distributions = match c.head {
-            Head::YoloV8 => crate::yolo::distributions(&self.graph.nodes()),
-            _ => None,
+        let extra = match c.head {
+            Head::YoloV8 => match yolo::v8::distributions(&self.graph.nodes()) {
+                Some(name) => HeadExtra::Distributions(name),
+                None => {
+                    log(
+                        Level::Warn,
+                        "no DFL (a Softmax read by a Conv) in the graph: the boxes train without the distribution focal loss",
+                    );
+                    HeadExtra::Nothing
+                }
+            },
+            Head::YoloV5 => HeadExtra::Anchors(yolo::v5::Anchors::parse(params.get("anchors"))?),
+            _ => HeadExtra::Nothing,
         };
-        if c.head == Head::YoloV8 && distributions.is_none() {
-            log(
-                Level::Warn,
-                "no DFL (a Softmax read by a Conv) in the graph: the boxes train without the distribution focal loss",
-            );
-        }
         let batch_size = settings.batch_size as usize;
         let per_epoch = samples.len().div_ceil(batch_size) as u64;
         let total = per_epoch * settings.epochs as u64;
@@ -439,14 +447,7 @@ impl Loaded {
                     translate: a.translate,
                     seed,
                 });
-                let loss = self.train_batch(
-                    &session,
-                    data,
-                    &fed,
-                    distributions.as_deref(),
-                    &batch,
-                    augment,
-                )?;
+                let loss = self.train_batch(&session, data, &fed, &extra, &batch, augment)?;
                 session
                     .step(settings.learning_rate_at(step, per_epoch, total))
                     .map_err(describe)?;
@@ -473,14 +474,13 @@ impl Loaded {
     }
 
     /// Forward and backward of one batch (each image changed by `augment` when given, with
-    /// a seed of its own); returns its mean loss. `distributions` names a YOLOv8 head's
-    /// values before the DFL, for its loss.
+    /// a seed of its own); returns its mean loss.
     fn train_batch(
         &self,
         session: &training::Session,
         data: &Dataset,
         fed: &str,
-        distributions: Option<&str>,
+        extra: &HeadExtra,
         batch: &[&TrainingSample],
         augment: Option<host::Augmentation>,
     ) -> Result<f64, String> {
@@ -515,6 +515,10 @@ impl Loaded {
             None => fresh.iter().collect(),
         };
         let input = training::batch(&parts).map_err(describe)?;
+        let distributions = match extra {
+            HeadExtra::Distributions(name) => Some(name.as_str()),
+            _ => None,
+        };
         let wanted: Vec<String> = std::iter::once(c.output.clone())
             .chain(distributions.map(str::to_string))
             .collect();
@@ -591,7 +595,7 @@ impl Loaded {
                 let logits = outputs
                     .get(1)
                     .map(|d| (floats(&d.tensor), d.tensor.dimensions()));
-                let found = crate::yolo::yolov8(
+                let found = yolo::v8::loss(
                     &floats(output),
                     &output.dimensions(),
                     classes,
@@ -599,7 +603,7 @@ impl Loaded {
                     &boxes,
                     logits
                         .as_ref()
-                        .map(|(l, dims)| crate::yolo::Distributions { logits: l, dims }),
+                        .map(|(l, dims)| yolo::v8::Distributions { logits: l, dims }),
                 )?;
                 let mut gradients = vec![NamedTensor {
                     name: c.output.clone(),
@@ -616,7 +620,19 @@ impl Loaded {
                 session.backward(gradients).map_err(describe)?;
                 Ok(found.loss)
             }
-            Head::YoloV5 => unreachable!("refused before training"),
+            Head::YoloV5 => {
+                let HeadExtra::Anchors(anchors) = extra else {
+                    return Err("a yolov5 head trains with its anchors".into());
+                };
+                gradient(yolo::v5::loss(
+                    &floats(output),
+                    &output.dimensions(),
+                    classes,
+                    (c.width, c.height),
+                    &boxes,
+                    anchors,
+                )?)
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor as Dense};
 
 use super::{Options, Precision, Session};
-use crate::media::{Attr, ModelBuilder, Tensor};
+use crate::media::{Attr, Model, ModelBuilder, Tensor};
 use crate::train::{Loss, Optimizer, Trainable};
 
 /// A seeded stream of numbers in [-1, 1).
@@ -863,41 +863,7 @@ fn a_trained_yolov8_shaped_detector_exports_what_the_engine_computes() {
     // Conv-BN-SiLU, C2f (Split, Add, Concat), SPPF (padded MaxPool), nearest Resize, the
     // DFL head (Reshape, Transpose, Softmax, a fixed Conv, anchor arithmetic), Sigmoid.
     let model = crate::media::zoo::yolov8n(3, 64).unwrap();
-    let options = Options {
-        freeze: vec!["head.dfl".into()],
-        learning_rate: 1e-3,
-        ..Options::default()
-    };
-    let mut session = Session::open(&model, options).unwrap();
-    let mut r = Random(9);
-    let images = r.tensor(&[2, 3, 64, 64]);
-    let [(_, out)] = session
-        .forward(&[("images".into(), images.clone())], &["output0".into()])
-        .unwrap()
-        .try_into()
-        .unwrap();
-    assert_eq!(out.dims, [2, 7, 84]);
-    let target = Tensor::zeros(out.dims.clone());
-    let before = session
-        .backward_loss("output0", Loss::Mse, &target)
-        .unwrap();
-    session.step(None).unwrap();
-    for _ in 0..3 {
-        session
-            .forward(&[("images".into(), images.clone())], &["output0".into()])
-            .unwrap();
-        session
-            .backward_loss("output0", Loss::Mse, &target)
-            .unwrap();
-        session.step(None).unwrap();
-    }
-    session
-        .forward(&[("images".into(), images.clone())], &["output0".into()])
-        .unwrap();
-    let after = session
-        .backward_loss("output0", Loss::Mse, &target)
-        .unwrap();
-    assert!(after < before, "the loss falls: {before} -> {after}");
+    let session = trained_detector(&model, &["head.dfl"], [2, 7, 84]);
     assert!(
         !session
             .trainable()
@@ -905,7 +871,45 @@ fn a_trained_yolov8_shaped_detector_exports_what_the_engine_computes() {
             .any(|w| w.starts_with("head.dfl")),
         "frozen"
     );
+}
+
+#[test]
+fn a_trained_yolov5_shaped_detector_exports_what_the_engine_computes() {
+    // A 6x6 stem, C3 blocks, the anchor-based head in five dimensions (Reshape,
+    // Transpose, Sigmoid, Split, Pow, broadcast Mul and Add with the grids).
+    let model = crate::media::zoo::yolov5n(3, 64).unwrap();
+    trained_detector(&model, &[], [2, 252, 8]);
+}
+
+/// Trains `model` a few steps towards zeros on random images (its output of `dims`)
+/// with `frozen` weights; asserts the loss falls and that ONNX Runtime and tract compute
+/// what the engine does.
+fn trained_detector(model: &Model, frozen: &[&str], dims: [usize; 3]) -> Session {
+    let options = Options {
+        freeze: frozen.iter().map(|f| f.to_string()).collect(),
+        learning_rate: 1e-3,
+        ..Options::default()
+    };
+    let mut session = Session::open(model, options).unwrap();
+    let images = Random(9).tensor(&[2, 3, 64, 64]);
+    let mut loss = || {
+        let [(_, out)] = session
+            .forward(&[("images".into(), images.clone())], &["output0".into()])
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(out.dims, dims);
+        let loss = session
+            .backward_loss("output0", Loss::Mse, &Tensor::zeros(out.dims.clone()))
+            .unwrap();
+        session.step(None).unwrap();
+        loss
+    };
+    let before = loss();
+    let after = (0..4).map(|_| loss()).last().unwrap();
+    assert!(after < before, "the loss falls: {before} -> {after}");
     assert_backends_agree(&mut session, "images", "output0", &images);
+    session
 }
 
 #[test]

@@ -12,15 +12,14 @@
 
 use sedna_plugin_sdk::estimator::inference::NodeInfo;
 
-/// The strides of the three detection levels, in the order an export lays anchors out.
-pub const STRIDES: [u32; 3] = [8, 16, 32];
+use super::{Boxes, EPS, STRIDES, bce, box_loss, ciou, corners};
+
 const TOP_K: usize = 10;
 const ALPHA: f64 = 0.5;
 const BETA: f64 = 6.0;
 const BOX_GAIN: f64 = 7.5;
 const CLASS_GAIN: f64 = 0.5;
 const DFL_GAIN: f64 = 1.5;
-const EPS: f64 = 1e-9;
 
 /// An anchor: its centre in input pixels and the stride of its level.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,30 +69,6 @@ pub fn distributions(nodes: &[NodeInfo]) -> Option<String> {
         .and_then(|softmax| softmax.inputs.first().cloned())
 }
 
-/// Complete IoU of two boxes given as corners.
-pub fn ciou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let (w1, h1) = (a[2] - a[0], a[3] - a[1] + EPS);
-    let (w2, h2) = (b[2] - b[0], b[3] - b[1] + EPS);
-    let inter =
-        (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let union = w1 * h1 + w2 * h2 - inter + EPS;
-    let iou = inter / union;
-    let cw = a[2].max(b[2]) - a[0].min(b[0]);
-    let ch = a[3].max(b[3]) - a[1].min(b[1]);
-    let diagonal = cw * cw + ch * ch + EPS;
-    let dx = b[0] + b[2] - a[0] - a[2];
-    let dy = b[1] + b[3] - a[1] - a[3];
-    let centres = (dx * dx + dy * dy) / 4.0;
-    let v = (4.0 / (std::f64::consts::PI * std::f64::consts::PI))
-        * ((w2 / h2).atan() - (w1 / h1).atan()).powi(2);
-    let alpha = v / (v - iou + (1.0 + EPS));
-    iou - (centres / diagonal + v * alpha)
-}
-
-fn corners(cx: f64, cy: f64, w: f64, h: f64) -> [f64; 4] {
-    [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
-}
-
 /// One anchor an object claimed: its alignment metric and its overlap with the object.
 #[derive(Clone, Copy)]
 struct Claim {
@@ -120,12 +95,12 @@ pub struct YoloLoss {
 /// The loss of a batch of outputs `[N, 4 + classes, anchors]` against `boxes` (per
 /// sample, corners in input pixels, class), with the DFL term when `distributions` are
 /// given, and its gradients.
-pub fn yolov8(
+pub fn loss(
     output: &[f32],
     dims: &[u32],
     classes: usize,
     input: (u32, u32),
-    boxes: &[Vec<([f32; 4], u32)>],
+    boxes: &Boxes,
     distributions: Option<Distributions>,
 ) -> Result<YoloLoss, String> {
     let &[n, channels, count] = dims else {
@@ -224,33 +199,28 @@ pub fn yolov8(
     let score_sum = score_sum.max(1.0);
     let mut gradient = vec![0.0f32; output.len()];
     let mut dist_gradient = distributions.as_ref().map(|d| vec![0.0f32; d.logits.len()]);
-    let (mut class_loss, mut box_loss, mut dfl_loss) = (0.0, 0.0, 0.0);
+    let (mut class_loss, mut box_total, mut dfl_loss) = (0.0, 0.0, 0.0);
     for (i, objects) in boxes.iter().enumerate() {
         for a in 0..count {
             let target = targets[i][a];
             for c in 0..classes {
                 let k = at(i, 4 + c, a);
-                let p = (output[k] as f64).clamp(1e-7, 1.0 - 1e-7);
                 let t = match target {
                     Some((object, score)) if objects[object].1 as usize == c => score,
                     _ => 0.0,
                 };
-                class_loss -= t * p.ln() + (1.0 - t) * (1.0 - p).ln();
-                gradient[k] = (CLASS_GAIN * (p - t) / (p * (1.0 - p)) / score_sum) as f32;
+                let (loss, slope) = bce(output[k], t);
+                class_loss += loss;
+                gradient[k] = (CLASS_GAIN * slope / score_sum) as f32;
             }
             let Some((object, weight)) = target else {
                 continue;
             };
             let truth = objects[object].0.map(|v| v as f64);
-            let values: [f64; 4] = std::array::from_fn(|c| output[at(i, c, a)] as f64);
-            let loss = |v: &[f64; 4]| 1.0 - ciou(corners(v[0], v[1], v[2], v[3]), truth);
-            box_loss += loss(&values) * weight;
-            // The box loss's gradient by central differences (four coordinates).
-            for c in 0..4 {
-                let (mut plus, mut minus) = (values, values);
-                plus[c] += 1e-3;
-                minus[c] -= 1e-3;
-                let slope = (loss(&plus) - loss(&minus)) / 2e-3;
+            let values: [f32; 4] = std::array::from_fn(|c| output[at(i, c, a)]);
+            let (loss, slopes) = box_loss(values, truth);
+            box_total += loss * weight;
+            for (c, slope) in slopes.into_iter().enumerate() {
                 gradient[at(i, c, a)] = (BOX_GAIN * slope * weight / score_sum) as f32;
             }
             if let (Some(d), Some(g)) = (&distributions, dist_gradient.as_mut()) {
@@ -271,7 +241,7 @@ pub fn yolov8(
             }
         }
     }
-    let loss = (BOX_GAIN * box_loss + CLASS_GAIN * class_loss + DFL_GAIN * dfl_loss) / score_sum;
+    let loss = (BOX_GAIN * box_total + CLASS_GAIN * class_loss + DFL_GAIN * dfl_loss) / score_sum;
     Ok(YoloLoss {
         loss,
         output: gradient,
@@ -359,18 +329,10 @@ mod tests {
     }
 
     #[test]
-    fn ciou_is_one_for_the_same_box_and_falls_with_distance() {
-        let b = [10.0, 10.0, 30.0, 20.0];
-        assert!((ciou(b, b) - 1.0).abs() < 1e-6);
-        assert!(ciou(b, [12.0, 10.0, 32.0, 20.0]) > ciou(b, [20.0, 10.0, 40.0, 20.0]));
-        assert!(ciou(b, [50.0, 50.0, 60.0, 60.0]) < 0.0, "apart: penalised");
-    }
-
-    #[test]
     fn the_right_prediction_costs_less_than_a_shifted_or_wrong_one() {
         let truth = vec![vec![([8.0, 8.0, 40.0, 32.0], 1)]];
         let dims = [1, 6, COUNT];
-        let loss = |out: &[f32]| yolov8(out, &dims, 2, SIZE, &truth, None).unwrap().loss;
+        let loss = |out: &[f32]| super::loss(out, &dims, 2, SIZE, &truth, None).unwrap().loss;
         let right = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 1)], 2, 0.0));
         let shifted = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 1)], 2, 6.0));
         let wrong_class = loss(&output(&[([8.0, 8.0, 40.0, 32.0], 0)], 2, 0.0));
@@ -393,7 +355,7 @@ mod tests {
             loss: before,
             output: gradient,
             ..
-        } = yolov8(&out, &dims, 2, SIZE, &truth, None).unwrap();
+        } = super::loss(&out, &dims, 2, SIZE, &truth, None).unwrap();
         let stepped: Vec<f32> = out
             .iter()
             .zip(&gradient)
@@ -410,17 +372,17 @@ mod tests {
                 }
             })
             .collect();
-        let after = yolov8(&stepped, &dims, 2, SIZE, &truth, None).unwrap().loss;
+        let after = super::loss(&stepped, &dims, 2, SIZE, &truth, None).unwrap().loss;
         assert!(after < before, "{before} -> {after}");
     }
 
     #[test]
     fn bad_outputs_are_refused_with_their_shape() {
-        let err = yolov8(&[0.0; 12], &[1, 12], 2, SIZE, &[vec![]], None)
+        let err = super::loss(&[0.0; 12], &[1, 12], 2, SIZE, &[vec![]], None)
             .err()
             .unwrap();
         assert!(err.contains("[N, 4 + classes, boxes]"), "{err}");
-        let err = yolov8(&[0.0; 5 * 84], &[1, 5, 84], 2, SIZE, &[vec![]], None)
+        let err = super::loss(&[0.0; 5 * 84], &[1, 5, 84], 2, SIZE, &[vec![]], None)
             .err()
             .unwrap();
         assert!(err.contains("4 + 2 channels"), "{err}");
@@ -429,7 +391,7 @@ mod tests {
             logits: &logits,
             dims: &[1, 16, 4, 80],
         };
-        let err = yolov8(&[0.0; 6 * 84], &[1, 6, 84], 2, SIZE, &[vec![]], Some(wrong))
+        let err = super::loss(&[0.0; 6 * 84], &[1, 6, 84], 2, SIZE, &[vec![]], Some(wrong))
             .err()
             .unwrap();
         assert!(err.contains("not [1, bins, 4, 84]"), "{err}");
@@ -462,11 +424,11 @@ mod tests {
                 logits: l,
                 dims: &ddims,
             };
-            yolov8(&out, &dims, 2, SIZE, &truth, Some(d)).unwrap()
+            super::loss(&out, &dims, 2, SIZE, &truth, Some(d)).unwrap()
         };
         let base = logits(7);
         let with = loss(&base);
-        let without = yolov8(&out, &dims, 2, SIZE, &truth, None).unwrap();
+        let without = super::loss(&out, &dims, 2, SIZE, &truth, None).unwrap();
         assert!(with.loss > without.loss, "the DFL adds to the loss");
         assert_eq!(with.output, without.output, "the assignment is the same");
         let gradient = with.distributions.unwrap();
@@ -515,7 +477,7 @@ mod tests {
                 logits: l,
                 dims: &ddims,
             };
-            yolov8(&out, &dims, 2, SIZE, &truth, Some(d)).unwrap().loss
+            super::loss(&out, &dims, 2, SIZE, &truth, Some(d)).unwrap().loss
         };
         let (right, off) = (loss(&peaked(0.0)), loss(&peaked(2.0)));
         assert!(right < off, "{right} {off}");
