@@ -408,7 +408,7 @@ pub fn yolo(spec: &Yolo) -> Result<Model, InferError> {
 
 /// Detectors see in steps of 32 pixels.
 fn check_size(name: &str, height: usize, width: usize) -> Result<(), InferError> {
-    if height % 32 != 0 || width % 32 != 0 || height == 0 || width == 0 {
+    if !height.is_multiple_of(32) || !width.is_multiple_of(32) || height == 0 || width == 0 {
         return Err(InferError::new(
             super::ErrorKind::InvalidArgument,
             name,
@@ -447,7 +447,8 @@ pub fn yolov5n(classes: usize, size: usize) -> Result<Model, InferError> {
     let name = "yolov5n-shaped";
     check_size(name, size, size)?;
     let mut net = Net::new(name, 0x5EED, 2.0);
-    net.b.input("images", &[None, Some(3), Some(size), Some(size)]);
+    net.b
+        .input("images", &[None, Some(3), Some(size), Some(size)]);
     let [c1, c2, c3, c4, c5] = [16, 32, 64, 128, 256];
     net.part = "backbone.";
     let x = net.conv_padded("images", (3, c1), 6, 2, 2);
@@ -523,7 +524,8 @@ pub fn yolov5n(classes: usize, size: usize) -> Result<Model, InferError> {
         count += na * rows * cols;
     }
     let refs: Vec<&str> = levels.iter().map(String::as_str).collect();
-    net.b.node("Concat", &refs, &["output0"], &[Attr::Int("axis", 1)]);
+    net.b
+        .node("Concat", &refs, &["output0"], &[Attr::Int("axis", 1)]);
     let classes: Vec<String> = (0..classes).map(|i| format!("class{i}")).collect();
     net.b
         .output("output0", &[None, Some(count), Some(outputs)])

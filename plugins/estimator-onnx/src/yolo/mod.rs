@@ -81,7 +81,10 @@ mod tests {
             let (_, slope) = bce(p, t);
             let h = 1e-3;
             let numeric = (bce(p + h, t).0 - bce(p - h, t).0) / (2.0 * h as f64);
-            assert!((numeric - slope).abs() < 1e-3 * slope.abs().max(1.0), "{p} {t}");
+            assert!(
+                (numeric - slope).abs() < 1e-3 * slope.abs().max(1.0),
+                "{p} {t}"
+            );
         }
     }
 }

@@ -45,7 +45,7 @@ impl Anchors {
             .map(|v| v.parse::<f64>().ok().filter(|n| n.is_finite() && *n > 0.0))
             .collect::<Option<_>>()
             .ok_or_else(|| wrong("a value is not a positive number"))?;
-        if numbers.is_empty() || numbers.len() % (2 * STRIDES.len()) != 0 {
+        if numbers.is_empty() || !numbers.len().is_multiple_of(2 * STRIDES.len()) {
             return Err(wrong(&format!("{} numbers", numbers.len())));
         }
         let per_level = numbers.len() / STRIDES.len();
@@ -153,9 +153,7 @@ fn assign(boxes: &Boxes, anchors: &Anchors, levels: &[Level]) -> Vec<Vec<Match>>
                         for &(x, y) in &cells {
                             let col = (x.floor().max(0.0) as usize).min(level.cols - 1);
                             let row = (y.floor().max(0.0) as usize).min(level.rows - 1);
-                            let index = level.offset
-                                + (a * level.rows + row) * level.cols
-                                + col;
+                            let index = level.offset + (a * level.rows + row) * level.cols + col;
                             matches.push(Match {
                                 sample,
                                 object,
@@ -199,7 +197,10 @@ pub fn loss(
     let matched = assign(boxes, anchors, &levels);
     let at = |sample: usize, index: usize| (sample * count + index) * channels;
     let side = input.0.max(input.1) as f64 / 640.0;
-    let (object_gain, class_gain) = (OBJECT_GAIN * side * side, CLASS_GAIN * classes as f64 / 80.0);
+    let (object_gain, class_gain) = (
+        OBJECT_GAIN * side * side,
+        CLASS_GAIN * classes as f64 / 80.0,
+    );
     let mut gradient = vec![0.0f32; output.len()];
     let mut objectness = vec![0.0f64; n * count];
     let (mut box_total, mut object_total, mut class_total) = (0.0, 0.0, 0.0);
@@ -300,7 +301,10 @@ mod tests {
     fn levels_follow_the_exports_layout_and_a_wrong_count_is_named() {
         let (anchors, levels) = default_levels();
         assert_eq!(
-            levels.iter().map(|l| (l.offset, l.cols)).collect::<Vec<_>>(),
+            levels
+                .iter()
+                .map(|l| (l.offset, l.cols))
+                .collect::<Vec<_>>(),
             [(0, 8), (192, 4), (240, 2)]
         );
         let err = super::levels(&anchors, SIZE, 8400).unwrap_err();
@@ -326,8 +330,15 @@ mod tests {
             c
         };
         assert_eq!(cells(1), [(2, 5), (3, 5), (3, 6)], "own, left, below");
-        assert_eq!(matched[0].len(), 9, "16x30 is within 4x of all three small anchors");
-        assert!(matched[2].is_empty(), "116x90 and larger are over 4x its size");
+        assert_eq!(
+            matched[0].len(),
+            9,
+            "16x30 is within 4x of all three small anchors"
+        );
+        assert!(
+            matched[2].is_empty(),
+            "116x90 and larger are over 4x its size"
+        );
         let tiny = assign(&[vec![([30.0, 30.0, 32.0, 32.0], 0)]], &anchors, &levels);
         assert!(tiny.iter().all(Vec::is_empty), "2x2: no anchor fits");
     }

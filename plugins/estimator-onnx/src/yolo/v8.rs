@@ -372,7 +372,9 @@ mod tests {
                 }
             })
             .collect();
-        let after = super::loss(&stepped, &dims, 2, SIZE, &truth, None).unwrap().loss;
+        let after = super::loss(&stepped, &dims, 2, SIZE, &truth, None)
+            .unwrap()
+            .loss;
         assert!(after < before, "{before} -> {after}");
     }
 
@@ -477,7 +479,9 @@ mod tests {
                 logits: l,
                 dims: &ddims,
             };
-            super::loss(&out, &dims, 2, SIZE, &truth, Some(d)).unwrap().loss
+            super::loss(&out, &dims, 2, SIZE, &truth, Some(d))
+                .unwrap()
+                .loss
         };
         let (right, off) = (loss(&peaked(0.0)), loss(&peaked(2.0)));
         assert!(right < off, "{right} {off}");
