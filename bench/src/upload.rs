@@ -129,7 +129,7 @@ pub fn measure(model: &Path, frame: &Path, rounds: usize) -> Upload {
         Token::read(&root.join("token")).unwrap(),
         vec![handle],
     );
-    let addr: SocketAddr = service.start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr: SocketAddr = service.start("127.0.0.1:0".parse().unwrap(), None).unwrap();
     let base = format!("http://{addr}");
 
     // Frames flow all along: a new one every 2 ms after the last, fed as it comes.

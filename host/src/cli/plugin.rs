@@ -122,8 +122,7 @@ impl PluginCommand {
             } => push(context, &file, entry, bind.as_deref(), &params, &remote)?,
             PluginCommand::List { json, remote } => {
                 let plugins: Vec<StoredPlugin> = match &remote.host {
-                    Some(host) => connect(host, remote.token_file.as_deref(), &context.home)?
-                        .get("/v1/plugins")?,
+                    Some(host) => connect(host, &remote, &context.home)?.get("/v1/plugins")?,
                     None => context.store()?.list()?,
                 };
                 if json {
@@ -155,7 +154,7 @@ impl PluginCommand {
                     Some(host) => {
                         check_name("name", name)?;
                         check_name("version", version)?;
-                        connect(host, remote.token_file.as_deref(), &context.home)?
+                        connect(host, &remote, &context.home)?
                             .delete(&format!("/v1/plugins/{name}/{version}"))?
                     }
                     None => context.store()?.remove(name, version)?,
@@ -214,7 +213,7 @@ fn push(
         world,
     } = entry;
     let host = remote.host.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let remote = connect(host, remote.token_file.as_deref(), &context.home)?;
+    let remote = connect(host, remote, &context.home)?;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     check_name("name", &name)?;
     check_name("version", &version)?;

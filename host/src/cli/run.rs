@@ -96,7 +96,7 @@ impl Status {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let status = match &self.remote.host {
             Some(host) => {
-                let remote = connect(host, self.remote.token_file.as_deref(), &context.home)?;
+                let remote = connect(host, &self.remote, &context.home)?;
                 match &self.job {
                     Some(name) => {
                         check_name("job", name)?;

@@ -7,7 +7,11 @@ use clap::Args;
 use super::Context;
 use crate::learn::LocalJob;
 use crate::plugin::Runtime;
-use crate::server::{ConnectionLimits, DEFAULT_LISTEN, DEFAULT_MAX_UPLOAD, Service, Token};
+use crate::server::tls::ServerTls;
+use crate::server::{
+    ConnectionLimits, DEFAULT_LISTEN, DEFAULT_MAX_TOKEN_FAILURES, DEFAULT_MAX_UPLOAD, Service,
+    Token,
+};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -30,6 +34,22 @@ pub struct ServeArgs {
     /// may idle.
     #[arg(long, value_name = "MS", default_value_t = ConnectionLimits::default().header_timeout.as_millis() as u64, requires = "listen")]
     header_timeout_ms: u64,
+    /// Calls with a wrong or no token a client address may make a minute; past that its
+    /// calls that need the token are refused (429) until the minute is over.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TOKEN_FAILURES, requires = "listen")]
+    max_token_failures: u32,
+    /// Serve HTTPS with this certificate (PEM, the chain from the host's own), with
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_key"], conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate made at the first start and kept in
+    /// the data directory (tls/); its SHA-256 fingerprint is printed then, for clients'
+    /// --pin.
+    #[arg(long, requires = "listen")]
+    tls_self_signed: bool,
 }
 
 impl ServeArgs {
@@ -58,15 +78,63 @@ impl ServeArgs {
                 token
             }
         };
+        let tls = self.tls(context, addr)?;
         let service = Service::new(runtime.clone(), context.store()?, token, vec![job.handle()])
             .max_upload(self.max_upload)
+            .max_token_failures(self.max_token_failures)
             .connection_limits(ConnectionLimits {
                 max_connections: self.max_connections.max(1),
                 header_timeout: std::time::Duration::from_millis(self.header_timeout_ms.max(1)),
                 ..ConnectionLimits::default()
             });
-        let bound = service.start(addr)?;
-        println!("serving the API on http://{bound}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if tls.is_none() && !addr.ip().is_loopback() {
+            eprintln!(
+                "WARNING: serving the API on {addr} in plain HTTP: anyone on the network can read the token and the plugins it carries. Serve HTTPS with --tls-cert and --tls-key, or --tls-self-signed."
+            );
+        }
+        let bound = service.start(addr, tls.map(|t| t.config))?;
+        println!("serving the API on {scheme}://{bound}");
         Ok(())
     }
+
+    /// The certificate to serve, if any; a self-signed one made now is announced with its
+    /// fingerprint.
+    fn tls(
+        &self,
+        context: &Context,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<Option<ServerTls>> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            return ServerTls::load(cert, key).map(Some);
+        }
+        if !self.tls_self_signed {
+            return Ok(None);
+        }
+        let mut names = vec![hostname()];
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+        let dir = context.home.join("tls");
+        let (tls, made) = ServerTls::self_signed(&dir, &names)?;
+        if made {
+            println!(
+                "TLS certificate (printed once; kept in {}): SHA-256 fingerprint {}",
+                dir.display(),
+                tls.fingerprint
+            );
+        }
+        tracing::info!(
+            "serving with the certificate of fingerprint {}",
+            tls.fingerprint
+        );
+        Ok(Some(tls))
+    }
+}
+
+/// This machine's name, for its self-signed certificate (empty when it has none).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }

@@ -1,8 +1,13 @@
 //! The bearer token every mutating call needs: generated at first start into a file only
-//! its owner can read, or supplied with `--token-file`; compared in constant time.
+//! its owner can read, or supplied with `--token-file`; compared in constant time. A
+//! client whose checks keep failing is refused for a while ([`FailedChecks`]).
 
+use std::collections::HashMap;
 use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
@@ -74,9 +79,87 @@ impl Token {
     }
 }
 
+/// Failed token checks per client address within a window: past the limit, the client's
+/// calls that need the token are refused, unchecked, until its window ends, so that a
+/// token cannot be guessed at the speed of the network.
+pub struct FailedChecks {
+    limit: u32,
+    window: Duration,
+    clients: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// Clients remembered at most; older windows are forgotten first when there are more.
+const MAX_CLIENTS: usize = 10_000;
+
+impl FailedChecks {
+    /// At most `limit` failed checks a minute per client.
+    pub fn per_minute(limit: u32) -> Self {
+        FailedChecks {
+            limit: limit.max(1),
+            window: Duration::from_secs(60),
+            clients: Mutex::default(),
+        }
+    }
+
+    /// `Err(time to wait)` while `client` is over the limit. A call that did not come
+    /// over the network (no address) counts as one client.
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        match clients.get(&client) {
+            Some(&(start, failed)) if failed >= self.limit => {
+                let left = self.window.saturating_sub(start.elapsed());
+                if left.is_zero() { Ok(()) } else { Err(left) }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed check of `client`; returns its failures in the current window.
+    pub fn record(&self, client: Option<IpAddr>) -> u32 {
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if clients.len() >= MAX_CLIENTS {
+            clients.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+        }
+        let entry = clients.entry(client).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_over_the_limit_waits_and_others_do_not() {
+        let checks = FailedChecks::per_minute(3);
+        let (a, b) = (
+            Some("10.0.0.1".parse().unwrap()),
+            Some("10.0.0.2".parse().unwrap()),
+        );
+        for n in 1..=3 {
+            assert!(checks.admit(a).is_ok());
+            assert_eq!(checks.record(a), n);
+        }
+        let wait = checks.admit(a).unwrap_err();
+        assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(60));
+        assert!(checks.admit(b).is_ok(), "another client is not held");
+        let short = FailedChecks {
+            window: Duration::from_millis(20),
+            ..FailedChecks::per_minute(1)
+        };
+        short.record(a);
+        assert!(short.admit(a).is_err());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(short.admit(a).is_ok(), "the window ends");
+        assert_eq!(short.record(a), 1, "and a new one starts");
+    }
 
     #[test]
     fn a_token_is_made_once_readable_by_its_owner_only() {

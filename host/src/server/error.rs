@@ -19,6 +19,12 @@ pub enum HttpError {
     /// No token, or not this host's (401 `unauthorized`).
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Too many failed token checks from this client (429 `too_many_failures`, with
+    /// `Retry-After`).
+    #[error(
+        "too many calls with a wrong or no token from this address: wait {retry_after} s, then call with the host's token"
+    )]
+    TooManyFailures { retry_after: u64 },
     /// No such route, job, plugin or slot (404, with its code).
     #[error("{detail}")]
     NotFound { code: &'static str, detail: String },
@@ -64,6 +70,7 @@ impl HttpError {
             HttpError::BadName(_) => StatusCode::BAD_REQUEST,
             HttpError::BadRequest { status, .. } => *status,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound { .. } => StatusCode::NOT_FOUND,
             HttpError::Conflict { .. } => StatusCode::CONFLICT,
             HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +89,7 @@ impl HttpError {
             HttpError::BadName(_) => "bad_name",
             HttpError::BadRequest { .. } => "bad_request",
             HttpError::Unauthorized(_) => "unauthorized",
+            HttpError::TooManyFailures { .. } => "too_many_failures",
             HttpError::NotFound { code, .. } | HttpError::Conflict { code, .. } => code,
             HttpError::TooLarge { .. } => "too_large",
             HttpError::WrongWorld(_) => "wrong_world",
@@ -109,7 +117,13 @@ impl IntoResponse for HttpError {
             error: self.code().to_string(),
             detail,
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let HttpError::TooManyFailures { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+        }
+        response
     }
 }
 

@@ -2,11 +2,12 @@
 //! on the blocking pool, never on the threads that serve connections.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
@@ -68,20 +69,38 @@ impl FromRequestParts<Arc<Service>> for Authorized {
         parts: &mut Parts,
         service: &Arc<Service>,
     ) -> Result<Self, HttpError> {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Err(wait) = service.failed_checks.admit(client) {
+            return Err(HttpError::TooManyFailures {
+                retry_after: wait.as_secs().max(1),
+            });
+        }
         let presented = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer);
-        match presented {
-            Some(token) if service.token.matches(token.trim()) => Ok(Authorized),
-            Some(_) => Err(HttpError::Unauthorized(
+        let refusal = match presented {
+            Some(token) if service.token.matches(token.trim()) => return Ok(Authorized),
+            Some(_) => HttpError::Unauthorized(
                 "the token is not this host's: use the one it printed at its first start (in <home>/token) or the file given to --token-file",
-            )),
-            None => Err(HttpError::Unauthorized(
+            ),
+            None => HttpError::Unauthorized(
                 "this call changes the host: send `Authorization: Bearer <token>` (the CLI reads --token-file, SEDNA_TOKEN or <home>/token)",
-            )),
-        }
+            ),
+        };
+        let failed = service.failed_checks.record(client);
+        let who = client.map_or("an in-process caller".to_string(), |ip| ip.to_string());
+        tracing::warn!(
+            "{} {}: {} token from {who} ({failed} failed in its last minute)",
+            parts.method,
+            parts.uri.path(),
+            if presented.is_some() { "a wrong" } else { "no" },
+        );
+        Err(refusal)
     }
 }
 

@@ -3,12 +3,15 @@
 
 use std::time::Instant;
 
-use super::auth::Token;
+use super::auth::{FailedChecks, Token};
 use super::error::HttpError;
 use super::wire::{BindRequest, Bound, Uploaded};
 use crate::learn::{BindError, JobHandle, SlotName};
 use crate::plugin::inspect;
 use crate::plugin::{Builtin, Param, PluginStore, Runtime, Source, StoredPlugin, check_name};
+
+/// Failed token checks a client may make a minute, by default.
+pub const DEFAULT_MAX_TOKEN_FAILURES: u32 = 10;
 
 /// The largest component an upload may carry, by default.
 pub const DEFAULT_MAX_UPLOAD: usize = 64 << 20;
@@ -22,6 +25,7 @@ pub struct Service {
     pub(super) jobs: Vec<JobHandle>,
     pub(super) max_upload: usize,
     pub(super) limits: ConnectionLimits,
+    pub(super) failed_checks: FailedChecks,
     /// Held by a bind and by a removal, so that a plugin cannot be removed while a bind
     /// of it is on its way into a slot.
     binding: std::sync::Mutex<()>,
@@ -36,6 +40,7 @@ impl Service {
             jobs,
             max_upload: DEFAULT_MAX_UPLOAD,
             limits: ConnectionLimits::default(),
+            failed_checks: FailedChecks::per_minute(DEFAULT_MAX_TOKEN_FAILURES),
             binding: Default::default(),
         }
     }
@@ -43,6 +48,12 @@ impl Service {
     /// Sets the largest component an upload may carry.
     pub fn max_upload(mut self, bytes: usize) -> Self {
         self.max_upload = bytes;
+        self
+    }
+
+    /// Sets how many failed token checks a client may make a minute before it is refused.
+    pub fn max_token_failures(mut self, per_minute: u32) -> Self {
+        self.failed_checks = FailedChecks::per_minute(per_minute);
         self
     }
 

@@ -22,6 +22,8 @@ struct Host {
     url: String,
     /// The token, when this start printed it.
     printed_token: Option<String>,
+    /// The self-signed certificate's fingerprint, when this start made it.
+    printed_fingerprint: Option<String>,
     job: Job,
 }
 
@@ -50,7 +52,7 @@ impl Host {
             .unwrap();
         let lines = stdout_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut printed_token = None;
+        let (mut printed_token, mut printed_fingerprint) = (None, None);
         loop {
             let line = lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -58,11 +60,15 @@ impl Host {
             if let Some((_, token)) = line.split_once("mode 0600): ") {
                 printed_token = Some(token.to_string());
             }
+            if let Some((_, fingerprint)) = line.split_once("SHA-256 fingerprint ") {
+                printed_fingerprint = Some(fingerprint.to_string());
+            }
             if let Some(url) = line.strip_prefix("serving the API on ") {
                 return Host {
                     _process: Killed(child),
                     url: url.to_string(),
                     printed_token,
+                    printed_fingerprint,
                     job,
                 };
             }
@@ -486,12 +492,128 @@ fn a_host_that_is_not_there_is_named_in_the_error() {
         stderr.contains("cannot reach the host at http://127.0.0.1:1"),
         "{stderr}"
     );
-    let out = job.sedna(&["status", "--host", "https://edge:9301"]);
+    // Plain HTTP to another machine is refused before anything is sent.
+    let out = job.sedna(&["plugin", "list", "--host", "http://edge-1:9301"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("only http://"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("in clear") && stderr.contains("--insecure"),
+        "{stderr}"
     );
+}
+
+#[test]
+fn https_with_a_self_signed_certificate_is_trusted_by_its_pin_or_its_file_only() {
+    let host = Host::start(&["--tls-self-signed"]);
+    assert!(host.url.starts_with("https://127.0.0.1:"), "{}", host.url);
+    let pin = host
+        .printed_fingerprint
+        .clone()
+        .expect("its fingerprint is printed");
+    let cert = host.job.root().join("home/tls/cert.pem");
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status"];
+        args.extend(extra);
+        host.sedna(&args)
+    };
+    let out = status(&["--pin", &pin]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(JOB), "{}", text(&out.stdout));
+    let out = status(&["--ca", cert.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Not trusted by the system's roots, nor with another fingerprint.
+    let out = status(&[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--pin") && stderr.contains("--ca"),
+        "{stderr}"
+    );
+    let wrong = format!(
+        "{}{}",
+        if pin.starts_with('0') { "1" } else { "0" },
+        &pin[1..]
+    );
+    let out = status(&["--pin", &wrong]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("not the pinned {wrong}")),
+        "{stderr}"
+    );
+
+    // A push over HTTPS with the pin; the token crossed only inside TLS.
+    let out = host.sedna(&[
+        "plugin",
+        "push",
+        FIXTURE_HEM_HOSTILE,
+        "--name",
+        "over-tls",
+        "--pin",
+        &pin,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Plain HTTP to the HTTPS port gets nothing; a restart keeps the certificate and
+    // does not print it again.
+    let plain = host.url.replace("https://", "http://");
+    let out = host.job.sedna(&["status", "--host", &plain]);
+    assert!(!out.status.success());
+    let Host { job, _process, .. } = host;
+    drop(_process);
+    let again = Host::start_on(job, &["--tls-self-signed"]);
+    assert_eq!(again.printed_fingerprint, None, "printed once");
+    let out = again.sedna(&["status", "--pin", &pin]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_given_certificate_is_served_and_wrong_tokens_are_rate_limited() {
+    let certs = tempfile::tempdir().unwrap();
+    let (made, _) = sedna::server::tls::ServerTls::self_signed(certs.path(), &[]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let host = Host::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--max-token-failures",
+        "3",
+    ]);
+    let pin = made.fingerprint;
+    let list = |token: &str| {
+        let file = host.job.root().join("guess");
+        std::fs::write(&file, token).unwrap();
+        host.sedna(&[
+            "plugin",
+            "rm",
+            "nothing@1",
+            "--pin",
+            &pin,
+            "--token-file",
+            file.to_str().unwrap(),
+        ])
+    };
+    let guess = "guessed-token-0123456789";
+    for _ in 0..3 {
+        let stderr = text(&list(guess).stderr);
+        assert!(stderr.contains("not this host's"), "{stderr}");
+    }
+    // Past the limit the client is refused, even with the right token, for a minute.
+    for token in [guess.to_string(), host.token()] {
+        let stderr = text(&list(&token).stderr);
+        assert!(
+            stderr.contains("429") && stderr.contains("too_many_failures"),
+            "{stderr}"
+        );
+    }
+    // Reads stay open; the log names the client, never the token.
+    let out = host.sedna(&["status", "--pin", &pin]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = host_log(&host.job);
+    assert!(log.contains("a wrong token from 127.0.0.1"), "{log}");
+    assert!(!log.contains(guess), "{log}");
 }
 
 #[test]
