@@ -11,7 +11,7 @@ use super::remote::{HostArgs, connect};
 use crate::plugin::inspect::{self, Inspection};
 use crate::plugin::{Hem, Plugin, Sandbox, Source, StoredPlugin, check_name, json};
 use crate::server::DEFAULT_LISTEN;
-use crate::server::wire::{Bound, Uploaded};
+use crate::server::wire::{Bound, RolledBack, Uploaded};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -62,6 +62,14 @@ pub enum PluginCommand {
     /// Remove NAME@VERSION from the plugin store (of a running host with --host).
     Rm {
         reference: String,
+        #[command(flatten)]
+        remote: HostArgs,
+    },
+    /// Return a running job's slot (JOB/SLOT) to the plugin it held before its last bind
+    /// (past the first, the job file's).
+    Rollback {
+        #[arg(value_name = "JOB/SLOT")]
+        target: String,
         #[command(flatten)]
         remote: HostArgs,
     },
@@ -161,6 +169,18 @@ impl PluginCommand {
                 }
                 println!("removed {reference}");
             }
+            PluginCommand::Rollback { target, remote } => {
+                let (job, slot) = job_slot("plugin rollback", &target)?;
+                let host = remote.host.as_deref().unwrap_or(DEFAULT_LISTEN);
+                let back: RolledBack = connect(host, &remote, &context.home)?
+                    .post(&format!("/v1/jobs/{job}/slots/{slot}/rollback"))?;
+                println!(
+                    "{}/{} holds {} again",
+                    back.job,
+                    back.slot,
+                    back.plugin.as_deref().unwrap_or("no plugin")
+                );
+            }
             PluginCommand::Test {
                 plugin,
                 input,
@@ -226,10 +246,7 @@ fn push(
         p.name, p.version, p.world, p.sha256, uploaded.compile_ms
     );
     if let Some(target) = bind {
-        let Some((job, slot)) = target.split_once('/') else {
-            bail!("--bind {target:?}: write it as JOB/SLOT, e.g. my-job/hem");
-        };
-        check_name("job", job)?;
+        let (job, slot) = job_slot("--bind", target)?;
         let mut request = serde_json::json!({ "plugin": format!("{name}@{version}") });
         if !params.is_empty() {
             let params: serde_json::Map<String, serde_json::Value> = super::parse_params(params)?
@@ -245,6 +262,16 @@ fn push(
         );
     }
     Ok(())
+}
+
+/// `JOB/SLOT`, split and checked; `what` names the argument in the error.
+fn job_slot<'a>(what: &str, target: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+    let Some((job, slot)) = target.split_once('/') else {
+        bail!("{what} {target:?}: write it as JOB/SLOT, e.g. my-job/hem");
+    };
+    check_name("job", job)?;
+    check_name("slot", slot)?;
+    Ok((job, slot))
 }
 
 fn test(

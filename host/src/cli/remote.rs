@@ -107,6 +107,10 @@ impl Remote {
         match *self {}
     }
 
+    pub fn post<T: serde::de::DeserializeOwned>(&self, _: &str) -> anyhow::Result<T> {
+        match *self {}
+    }
+
     pub fn delete(&self, _: &str) -> anyhow::Result<()> {
         match *self {}
     }

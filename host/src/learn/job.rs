@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
+use super::binds::BindHistory;
 use super::dataset::DatasetMonitor;
-use super::handle::JobHandle;
+use super::handle::{JobFilePlugins, JobHandle};
 use super::layout::OutputLayout;
 use super::serving::{Serving, ServingPlan};
 use super::setup::JobSetup;
@@ -75,6 +76,8 @@ pub struct LocalJob {
     pub(super) stats: Arc<RoundStats>,
     /// Where deployed models go, polled for a model written there by someone else.
     pub(super) deployed: DeployedModel,
+    /// The binds made while the job ran, and what the job file put in the slots.
+    binds: (Arc<BindHistory>, Arc<JobFilePlugins>),
 }
 
 impl LocalJob {
@@ -104,7 +107,9 @@ impl LocalJob {
             storage: &setup.storage,
         }
         .open(runtime, store)?;
-        Ok(Self::from_setup(setup, runtime, deployed, serving, None))
+        let job = Self::from_setup(setup, runtime, store, deployed, serving, None);
+        job.handle().restore();
+        Ok(job)
     }
 
     /// The job without an inference worker: what `sedna agent` decides with, while the
@@ -122,6 +127,7 @@ impl LocalJob {
         Ok(Self::from_setup(
             setup,
             runtime,
+            store,
             deployed,
             None,
             Some(decisions),
@@ -131,11 +137,19 @@ impl LocalJob {
     fn from_setup(
         setup: JobSetup,
         runtime: &Runtime,
+        store: &PluginStore,
         deployed: DeployedModel,
         serving: Option<Serving>,
         decisions: Option<DecisionTail>,
     ) -> Self {
+        let job_file = JobFilePlugins::of(
+            serving.as_ref().map(|s| &*s.worker),
+            &setup.estimator,
+            [&setup.train_trigger.plugins, &setup.deploy_trigger.plugins],
+        );
+        let history = BindHistory::open(setup.layout.binds(), store.clone());
         LocalJob {
+            binds: (Arc::new(history), Arc::new(job_file)),
             name: setup.name,
             spec: Arc::new(setup.spec),
             train_prob: setup.train_prob,
@@ -186,6 +200,7 @@ impl LocalJob {
                 self.train_trigger.plugins.clone(),
                 self.deploy_trigger.plugins.clone(),
             ],
+            self.binds.clone(),
             self.layout.clone(),
         )
     }

@@ -75,6 +75,11 @@ impl OutputLayout {
         self.output.join("state.db")
     }
 
+    /// The plugins bound to the job's slots while it ran (see [`super::binds`]).
+    pub fn binds(&self) -> PathBuf {
+        self.output.join("binds.json")
+    }
+
     /// The lock a process running the job holds, so that no second one runs it too.
     pub fn lock(&self) -> PathBuf {
         self.output.join("job.lock")

@@ -5,6 +5,7 @@
 //!
 //! Imports [`crate::pipeline`], [`crate::plugin`], [`crate::media`] and [`crate::spec`].
 
+pub mod binds;
 pub mod dataset;
 pub mod estimator;
 pub mod handle;

@@ -45,6 +45,11 @@ impl PluginConditions {
     pub fn replace(&self, plugins: Vec<Plugin<TriggerCondition>>) {
         self.0.store(Arc::new(plugins));
     }
+
+    /// Puts back plugins held before (from [`PluginConditions::load`]).
+    pub fn set(&self, plugins: Arc<Vec<Plugin<TriggerCondition>>>) {
+        self.0.store(plugins);
+    }
 }
 
 impl Trigger {

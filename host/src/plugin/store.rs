@@ -76,6 +76,7 @@ pub const BUILTIN_VERSION: &str = "builtin";
 /// `plugins/blobs/<sha256>.wasm` holds each component once, and
 /// `plugins/refs/<name>@<version>.json` names it. Every file is written to a temporary
 /// name and renamed.
+#[derive(Clone)]
 pub struct PluginStore {
     root: PathBuf,
 }

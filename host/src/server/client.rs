@@ -121,6 +121,11 @@ impl Client {
         self.call(Method::PUT, path, Some(("application/json", body)))
     }
 
+    /// `POST` with no body (an action on the resource at `path`).
+    pub fn post<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::POST, path, None)
+    }
+
     pub fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.call::<serde::de::IgnoredAny>(Method::DELETE, path, None)
             .map(drop)

@@ -36,7 +36,7 @@ pub use routes::router;
 pub use service::{
     ConnectionLimits, DEFAULT_MAX_TOKEN_FAILURES, DEFAULT_MAX_UPLOAD, RESERVED_DESCRIPTORS, Service,
 };
-pub use wire::{BindRequest, Bound, ErrorBody, Uploaded};
+pub use wire::{BindRequest, Bound, ErrorBody, RolledBack, Uploaded};
 
 /// Where `sedna run --listen` serves when given no address, and where `sedna plugin push`
 /// looks without `--host`: this machine only.

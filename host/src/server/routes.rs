@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::HttpError;
 use super::service::Service;
-use super::wire::{BindRequest, Bound, Uploaded};
+use super::wire::{BindRequest, Bound, RolledBack, Uploaded};
 use crate::learn::JobStatus;
 use crate::plugin::inspect::{self, Inspection};
 use crate::plugin::{StoredPlugin, check_name};
@@ -48,6 +48,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/jobs/{job}", get(job_status))
         .route("/v1/jobs/{job}/slots", get(job_slots))
         .route("/v1/jobs/{job}/slots/{slot}", put(bind))
+        .route("/v1/jobs/{job}/slots/{slot}/rollback", post(rollback))
         .fallback(|| async {
             HttpError::not_found(
                 "not_found",
@@ -302,6 +303,16 @@ async fn bind(
             })
         })?;
     blocking(move || service.bind(&job, &slot, request))
+        .await
+        .map(Json)
+}
+
+async fn rollback(
+    State(service): State<Arc<Service>>,
+    _: Authorized,
+    Path((job, slot)): Path<(String, String)>,
+) -> Result<Json<RolledBack>, HttpError> {
+    blocking(move || service.rollback(&job, &slot))
         .await
         .map(Json)
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::auth::{FailedChecks, Token};
 use super::error::HttpError;
-use super::wire::{BindRequest, Bound, Uploaded};
+use super::wire::{BindRequest, Bound, RolledBack, Uploaded};
 use crate::learn::{BindError, JobHandle, SlotName};
 use crate::plugin::inspect;
 use crate::plugin::{Builtin, Param, PluginStore, Runtime, Source, StoredPlugin, check_name};
@@ -210,13 +210,7 @@ impl Service {
                 .collect()
         });
         let started = Instant::now();
-        job.bind(slot, &source, params).map_err(|e| match e {
-            BindError::NoWorker { .. } => HttpError::Conflict {
-                code: "no_such_slot",
-                detail: e.to_string(),
-            },
-            BindError::Plugin(e) => e.into(),
-        })?;
+        job.bind(slot, &source, params).map_err(bind_error)?;
         Ok(Bound {
             job: job.name().to_string(),
             slot: slot.name().to_string(),
@@ -225,4 +219,30 @@ impl Service {
             took_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
+
+    /// Returns a job's slot to what it held before its last bind.
+    pub(super) fn rollback(&self, job: &str, slot: &str) -> Result<RolledBack, HttpError> {
+        let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
+        let job = self.job(job)?;
+        let slot: SlotName = slot
+            .parse()
+            .map_err(|e: String| HttpError::not_found("no_such_slot", e))?;
+        let plugin = job.rollback(slot).map_err(bind_error)?;
+        Ok(RolledBack {
+            job: job.name().to_string(),
+            slot: slot.name().to_string(),
+            plugin,
+        })
+    }
+}
+
+fn bind_error(e: BindError) -> HttpError {
+    let detail = e.to_string();
+    let code = match e {
+        BindError::Plugin(e) => return e.into(),
+        BindError::NoWorker { .. } => "no_such_slot",
+        BindError::NothingToRollBack { .. } => "nothing_to_roll_back",
+        BindError::Gone { .. } => "previous_plugin_gone",
+    };
+    HttpError::Conflict { code, detail }
 }

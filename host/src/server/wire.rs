@@ -32,6 +32,15 @@ pub struct Bound {
     pub took_ms: f64,
 }
 
+/// What a rollback returned a slot to: the plugin it holds now (`None`: a trigger slot
+/// with no plugin).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub job: String,
+    pub slot: String,
+    pub plugin: Option<String>,
+}
+
 /// The body of `PUT /v1/jobs/{job}/slots/{slot}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

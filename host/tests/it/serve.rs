@@ -423,6 +423,81 @@ fn a_refused_bind_keeps_the_serving_plugin_and_a_plugin_in_use_stays_stored() {
 }
 
 #[test]
+fn binds_survive_a_restart_and_roll_back_to_the_job_files_plugin() {
+    let host = Host::start(&[]);
+    let push = |host: &Host, version: &str, answer: &str| {
+        let out = host.sedna(&[
+            "plugin",
+            "push",
+            FIXTURE_HEM_HOSTILE,
+            "--name",
+            "mine",
+            "--version",
+            version,
+            "--bind",
+            &format!("{JOB}/hem"),
+            "--param",
+            &format!("answer={answer}"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    push(&host, "1", "false");
+    push(&host, "2", "true");
+    let hem = |host: &Host| host.get(&format!("/v1/jobs/{JOB}/slots"))["hem"].clone();
+    assert_eq!(hem(&host), "mine@2");
+
+    // A restart binds mine@2 again, with its parameters: every new frame is hard.
+    let Host { job, _process, .. } = host;
+    drop(_process);
+    let host = Host::start_on(job, &[]);
+    assert_eq!(hem(&host), "mine@2");
+    assert!(
+        host_log(&host.job).contains("restored mine@2"),
+        "{}",
+        host_log(&host.job)
+    );
+    let from = host.results().len();
+    host.wait_for_frames(from + 5);
+    assert!(host.results()[from..].iter().all(|r| r.as_ref().unwrap().1));
+
+    // Rollbacks: to mine@1 (never hard), then to the job file's EdgeOnly, then no more.
+    let rollback = |host: &Host| host.sedna(&["plugin", "rollback", &format!("{JOB}/hem")]);
+    let out = rollback(&host);
+    assert!(
+        text(&out.stdout).contains("colour-job/hem holds mine@1 again"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(hem(&host), "mine@1");
+    let out = rollback(&host);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(hem(&host), "EdgeOnly");
+    let out = rollback(&host);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no bind to roll back") && stderr.contains("409"),
+        "{stderr}"
+    );
+
+    // A kept bind whose plugin is gone at the restart: the job file's plugin, and a warning.
+    push(&host, "2", "true");
+    let Host { job, _process, .. } = host;
+    drop(_process);
+    let out = job.sedna(&["plugin", "rm", "mine@2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let host = Host::start_on(job, &[]);
+    assert_eq!(hem(&host), "EdgeOnly");
+    let log = host_log(&host.job);
+    assert!(
+        log.contains("mine@2")
+            && log.contains("is gone from the store")
+            && log.contains("job file's plugin"),
+        "{log}"
+    );
+}
+
+#[test]
 fn the_first_start_makes_a_private_token_and_prints_it_once() {
     let host = Host::start(&[]);
     let printed = host.printed_token.clone().expect("the token is printed");
