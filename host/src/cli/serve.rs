@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Context;
-use crate::learn::LocalJob;
+use crate::learn::JobHandle;
 use crate::plugin::Runtime;
 use crate::server::tls::ServerTls;
 use crate::server::{
@@ -53,12 +53,12 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Starts the API over `job` when `--listen` was given.
+    /// Starts the API over `jobs` when `--listen` was given.
     pub fn start(
         &self,
         context: &Context,
         runtime: &Runtime,
-        job: &LocalJob,
+        jobs: Vec<JobHandle>,
     ) -> anyhow::Result<()> {
         let Some(addr) = self.listen else {
             return Ok(());
@@ -79,7 +79,7 @@ impl ServeArgs {
             }
         };
         let tls = self.tls(context, addr)?;
-        let service = Service::new(runtime.clone(), context.store()?, token, vec![job.handle()])
+        let service = Service::new(runtime.clone(), context.store()?, token, jobs)
             .max_upload(self.max_upload)
             .max_token_failures(self.max_token_failures)
             .connection_limits(ConnectionLimits {

@@ -363,17 +363,89 @@ pub fn load(paths: &[PathBuf]) -> Result<Resources, SpecError> {
     let mut resources = Resources::default();
     let mut origins = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            file: path.clone(),
-            document: 0,
-            resource: None,
-            field: None,
-            message: format!("cannot read it: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, e))?;
         parse_into(path, &text, &mut resources, &mut origins)?;
     }
     check_references(&resources, &origins)?;
     Ok(resources)
+}
+
+/// Reads the resources in `paths` (YAML files, and the `.yaml` and `.yml` files of
+/// directories) file by file: a file that cannot be read or parsed, and a job whose
+/// resources are not in any file, are left out, each with its error; the rest are
+/// returned. For a process that runs several jobs, so that one broken job does not stop
+/// the others.
+pub fn load_each(paths: &[PathBuf]) -> (Resources, Vec<SpecError>) {
+    let mut resources = Resources::default();
+    let (mut origins, mut errors) = (Vec::new(), Vec::new());
+    for path in expand(paths, &mut errors) {
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| unreadable(&path, e))
+            .and_then(|text| {
+                let (mut one, mut from) = (Resources::default(), Vec::new());
+                parse_into(&path, &text, &mut one, &mut from).map(|()| (one, from))
+            });
+        match parsed {
+            Ok((one, from)) => {
+                resources.datasets.extend(one.datasets);
+                resources.models.extend(one.models);
+                resources.jobs.extend(one.jobs);
+                resources.secrets.extend(one.secrets);
+                origins.extend(from);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let checked: Vec<bool> = resources
+        .jobs
+        .iter()
+        .zip(&origins)
+        .map(|(job, origin)| match check_job(&resources, job, origin) {
+            Ok(()) => true,
+            Err(e) => {
+                errors.push(e);
+                false
+            }
+        })
+        .collect();
+    let mut keep = checked.into_iter();
+    resources.jobs.retain(|_| keep.next().unwrap_or(false));
+    (resources, errors)
+}
+
+/// The files of `paths`: a directory stands for its YAML files, in name order.
+fn expand(paths: &[PathBuf], errors: &mut Vec<SpecError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut yaml: Vec<PathBuf> = entries
+                    .filter_map(|e| Some(e.ok()?.path()))
+                    .filter(|p| {
+                        p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                    })
+                    .collect();
+                yaml.sort();
+                files.extend(yaml);
+            }
+            Err(e) => errors.push(unreadable(path, e)),
+        }
+    }
+    files
+}
+
+fn unreadable(path: &Path, e: std::io::Error) -> SpecError {
+    SpecError {
+        file: path.to_path_buf(),
+        document: 0,
+        resource: None,
+        field: None,
+        message: format!("cannot read it: {e}"),
+    }
 }
 
 /// Reads and checks the resources in one YAML text, as if it were the file `file`.
@@ -499,52 +571,62 @@ fn typed_value<T: DeserializeOwned>(value: &Value) -> Result<T, (Option<String>,
 /// Each job's model and dataset names must name resources given alongside it.
 fn check_references(resources: &Resources, origins: &[Origin]) -> Result<(), SpecError> {
     for (job, origin) in resources.jobs.iter().zip(origins) {
-        let models: Vec<&str> = resources
-            .models
-            .iter()
-            .map(|m| m.meta().name.as_deref().unwrap_or_default())
-            .collect();
-        let datasets: Vec<&str> = resources
-            .datasets
-            .iter()
-            .map(|d| d.meta().name.as_deref().unwrap_or_default())
-            .collect();
-        let references = [
-            (
-                "spec.initialModel.name",
-                &job.spec.initial_model.name,
-                "Model",
-                &models,
-            ),
-            (
-                "spec.deploySpec.model.name",
-                &job.spec.deploy_spec.model.name,
-                "Model",
-                &models,
-            ),
-            (
-                "spec.dataset.name",
-                &job.spec.dataset.name,
-                "Dataset",
-                &datasets,
-            ),
-        ];
-        for (field, name, kind, known) in references {
-            if !known.contains(&name.as_str()) {
-                return Err(SpecError {
-                    file: origin.file.clone(),
-                    document: origin.document,
-                    resource: Some(format!("IncrementalLearningJob {}", job.name_any())),
-                    field: Some(field.into()),
-                    message: format!(
-                        "no {kind} named {name:?} in the files given (there {}): add its document or fix the name",
-                        match known.as_slice() {
-                            [] => format!("is no {kind}"),
-                            names => format!("are {}", names.join(", ")),
-                        }
-                    ),
-                });
-            }
+        check_job(resources, job, origin)?;
+    }
+    Ok(())
+}
+
+/// Checks that the resources `job` names are among `resources`.
+fn check_job(
+    resources: &Resources,
+    job: &IncrementalLearningJob,
+    origin: &Origin,
+) -> Result<(), SpecError> {
+    let models: Vec<&str> = resources
+        .models
+        .iter()
+        .map(|m| m.meta().name.as_deref().unwrap_or_default())
+        .collect();
+    let datasets: Vec<&str> = resources
+        .datasets
+        .iter()
+        .map(|d| d.meta().name.as_deref().unwrap_or_default())
+        .collect();
+    let references = [
+        (
+            "spec.initialModel.name",
+            &job.spec.initial_model.name,
+            "Model",
+            &models,
+        ),
+        (
+            "spec.deploySpec.model.name",
+            &job.spec.deploy_spec.model.name,
+            "Model",
+            &models,
+        ),
+        (
+            "spec.dataset.name",
+            &job.spec.dataset.name,
+            "Dataset",
+            &datasets,
+        ),
+    ];
+    for (field, name, kind, known) in references {
+        if !known.contains(&name.as_str()) {
+            return Err(SpecError {
+                file: origin.file.clone(),
+                document: origin.document,
+                resource: Some(format!("IncrementalLearningJob {}", job.name_any())),
+                field: Some(field.into()),
+                message: format!(
+                    "no {kind} named {name:?} in the files given (there {}): add its document or fix the name",
+                    match known.as_slice() {
+                        [] => format!("is no {kind}"),
+                        names => format!("are {}", names.join(", ")),
+                    }
+                ),
+            });
         }
     }
     Ok(())

@@ -42,8 +42,9 @@ impl Host {
     fn start_on(job: Job, extra: &[&str]) -> Self {
         let log = std::fs::File::create(job.root().join("host.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
-            .args(["run", job.yaml.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(["run", job.yaml.to_str().unwrap()])
             .args(extra)
+            .args(["--listen", "127.0.0.1:0"])
             .env("SEDNA_HOME", job.root().join("home"))
             .env("SEDNA_LOG", "sedna=info")
             .stdout(Stdio::piped())
@@ -495,6 +496,87 @@ fn binds_survive_a_restart_and_roll_back_to_the_job_files_plugin() {
             && log.contains("job file's plugin"),
         "{log}"
     );
+}
+
+/// `job`'s resources renamed with `suffix`, so that its files and another job's can be
+/// given to one process.
+fn renamed(job: &Job, suffix: &str) {
+    let yaml = std::fs::read_to_string(&job.yaml).unwrap();
+    let yaml = yaml
+        .replace("name: colours", &format!("name: colours{suffix}"))
+        .replace("name: base}", &format!("name: base{suffix}}}"))
+        .replace("name: deployed", &format!("name: deployed{suffix}"))
+        .replace("colour-job", &format!("colour-job{suffix}"));
+    std::fs::write(&job.yaml, yaml).unwrap();
+}
+
+#[test]
+fn several_jobs_run_in_one_process_under_one_api_and_a_broken_one_stops_none() {
+    // colour-job streams a video; -quiet has no worker; -broken has no initial model;
+    // -quiet is given as its directory.
+    let quiet = Job::new(TRAIN_ENV, "accuracy_delta");
+    renamed(&quiet, "-quiet");
+    let broken = Job::new(TRAIN_ENV, "accuracy_delta");
+    renamed(&broken, "-broken");
+    std::fs::remove_file(broken.root().join("models/base.onnx")).unwrap();
+    let host = {
+        let job = Job::new(TRAIN_ENV, "accuracy_delta");
+        let video = job.record_video(VIDEO_FRAMES);
+        job.inference_env(&[("video_url", &video.display().to_string())]);
+        job.edit(
+            "hardExampleMining: {name: IBT}",
+            "hardExampleMining: {name: EdgeOnly}",
+        );
+        Host::start_on(
+            job,
+            &[
+                broken.yaml.to_str().unwrap(),
+                quiet.root().to_str().unwrap(),
+            ],
+        )
+    };
+    let jobs = host.get("/v1/jobs");
+    let mut names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["colour-job", "colour-job-quiet"], "{jobs}");
+    let log = host_log(&host.job);
+    assert!(
+        log.contains("not running: job colour-job-broken") && log.contains("base.onnx"),
+        "{log}"
+    );
+
+    // Each job has its own slots and state: a bind reaches the one it names.
+    host.wait_for_frames(5);
+    let out = host.sedna(&[
+        "plugin",
+        "push",
+        FIXTURE_HEM_HOSTILE,
+        "--name",
+        "mine",
+        "--bind",
+        &format!("{JOB}/hem"),
+        "--param",
+        "answer=true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        host.get(&format!("/v1/jobs/{JOB}/slots"))["hem"],
+        "mine@latest"
+    );
+    let (status, body) = host.call(
+        "PUT",
+        "/v1/jobs/colour-job-quiet/slots/hem",
+        Some(&host.token()),
+        br#"{"plugin": "mine@latest"}"#,
+    );
+    assert_eq!(status, 409, "no worker, no hem: {body}");
+    assert!(quiet.root().join("out/state.db").exists());
+    assert!(!broken.root().join("out/state.db").exists());
 }
 
 #[test]
