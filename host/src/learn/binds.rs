@@ -1,17 +1,70 @@
-//! The plugins bound to a job's slots while it runs, kept in `<outputDir>/binds.json`:
+//! A job's plugin slots ([`SlotName`]) and the plugins bound to them while it runs, kept
+//! in `<outputDir>/binds.json`:
 //! each bind with the plugin's reference, digest and parameters, oldest first per slot. A
 //! restarted job binds the last of each slot again; a rollback returns a slot to the one
 //! before (or, past the first, to the job file's plugin).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::handle::SlotName;
 use crate::files::write_atomically;
 use crate::plugin::{Param, PluginStore, Source};
+
+/// The slots of a job a plugin can be bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotName {
+    /// The inference worker's hard-example miner.
+    Hem,
+    /// The inference worker's estimator, and the one later rounds train and evaluate with.
+    Estimator,
+    /// A `trigger-condition` plugin ANDed with the train trigger's conditions.
+    TrainTrigger,
+    /// A `trigger-condition` plugin ANDed with the deploy trigger's condition.
+    DeployTrigger,
+}
+
+impl SlotName {
+    pub const ALL: [SlotName; 4] = [
+        SlotName::Hem,
+        SlotName::Estimator,
+        SlotName::TrainTrigger,
+        SlotName::DeployTrigger,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SlotName::Hem => "hem",
+            SlotName::Estimator => "estimator",
+            SlotName::TrainTrigger => "train-trigger",
+            SlotName::DeployTrigger => "deploy-trigger",
+        }
+    }
+}
+
+impl fmt::Display for SlotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SlotName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|slot| slot.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.name()).collect();
+                format!("no slot {text:?}: a job's slots are {}", names.join(", "))
+            })
+    }
+}
 
 /// Binds kept per slot; older ones are forgotten (a rollback goes back this far).
 const MAX_PER_SLOT: usize = 32;

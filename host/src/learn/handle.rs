@@ -3,14 +3,12 @@
 //! `deploy-trigger`), to which a stored plugin can be bound while the job runs. Binds are
 //! kept ([`BindHistory`]): a restarted job restores them, and a slot can be rolled back.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use kube::Resource;
 
-use super::binds::{BindHistory, BindRecord};
+use super::binds::{BindHistory, BindRecord, SlotName};
 use super::layout::OutputLayout;
 use super::stats::RoundStats;
 use super::status::{InferenceStatus, JobStatus};
@@ -77,57 +75,6 @@ impl JobFilePlugins {
 pub struct BindStats {
     pub swapped: Counter,
     pub refused: Counter,
-}
-
-/// The slots of a job a plugin can be bound to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotName {
-    /// The inference worker's hard-example miner.
-    Hem,
-    /// The inference worker's estimator, and the one later rounds train and evaluate with.
-    Estimator,
-    /// A `trigger-condition` plugin ANDed with the train trigger's conditions.
-    TrainTrigger,
-    /// A `trigger-condition` plugin ANDed with the deploy trigger's condition.
-    DeployTrigger,
-}
-
-impl SlotName {
-    pub const ALL: [SlotName; 4] = [
-        SlotName::Hem,
-        SlotName::Estimator,
-        SlotName::TrainTrigger,
-        SlotName::DeployTrigger,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SlotName::Hem => "hem",
-            SlotName::Estimator => "estimator",
-            SlotName::TrainTrigger => "train-trigger",
-            SlotName::DeployTrigger => "deploy-trigger",
-        }
-    }
-}
-
-impl fmt::Display for SlotName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for SlotName {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|slot| slot.name() == text)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|s| s.name()).collect();
-                format!("no slot {text:?}: a job's slots are {}", names.join(", "))
-            })
-    }
 }
 
 /// Why a bind was refused; the slot keeps what it had.

@@ -24,7 +24,8 @@ pub mod status;
 pub mod trigger;
 pub mod watch;
 
-pub use handle::{BindError, JobHandle, SlotName};
+pub use binds::SlotName;
+pub use handle::{BindError, JobHandle};
 pub use job::{LocalJob, RoundFiles};
 pub use layout::OutputLayout;
 pub use round::{Checked, Collected, RoundReport};
