@@ -1,8 +1,8 @@
 //! A job's plugin slots ([`SlotName`]) and the plugins bound to them while it runs, kept
-//! in `<outputDir>/binds.json`:
-//! each bind with the plugin's reference, digest and parameters, oldest first per slot. A
-//! restarted job binds the last of each slot again; a rollback returns a slot to the one
-//! before (or, past the first, to the job file's plugin).
+//! in `<outputDir>/binds.json`: each bind with the plugin's reference, digest and
+//! parameters, oldest first per slot. A restarted job binds the last of each slot again;
+//! a rollback returns a slot to the one before (or, past the first, to the job file's
+//! plugin).
 
 use std::collections::BTreeMap;
 use std::fmt;
