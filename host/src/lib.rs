@@ -17,10 +17,11 @@
 //! | [`cluster`]  | Kubernetes: the Pod env contract, controller, agent, worker bodies (feature `cluster`) | learn and below |
 //! | [`learn`]    | the job: setup, stages, output layout, run loop, state, dataset, split, triggers, status, labels | pipeline and below |
 //! | [`pipeline`] | frame sources, the inference worker, hard-example store, results log | plugin and below |
-//! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces | train, media, spec |
+//! | [`plugin`]   | the component runtime: engine, cache, store, sandbox, slots, worlds, host interfaces, OCI registries | train, media, net, spec |
 //! | [`train`]    | the training engine: a model's graph with trainable weights, forward, backward, losses, optimizers, export | media |
 //! | [`media`]    | ONNX backends, models, sessions, tensors, images, video, samples     | files |
 //! | [`storage`]  | object storage: `s3://`, `http(s)://` and local locations, credentials, the download cache | files |
+//! | [`net`]      | HTTP/1.1 requests over TCP or TLS, and how servers are trusted (feature `server`) | files |
 //! | [`spec`]     | Sedna's resources and value types (conditions, timers, stages)       | nothing |
 //!
 //! [`files`], [`metrics`] and [`threads`] sit beside [`spec`] at the bottom, for every
@@ -35,6 +36,8 @@ pub mod files;
 pub mod learn;
 pub mod media;
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod net;
 pub mod pipeline;
 pub mod plugin;
 pub mod server;

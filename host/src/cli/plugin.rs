@@ -36,11 +36,18 @@ pub enum PluginCommand {
         entry: Entry,
     },
     /// Upload a component to a running host (`sedna run --listen`), which checks it,
-    /// precompiles it and stores it; `--bind` then swaps it into a job's slot.
+    /// precompiles it and stores it (`--bind` then swaps it into a job's slot); or, given
+    /// `oci://registry/repository:tag`, push it to an OCI registry.
     Push {
         file: PathBuf,
+        /// An OCI registry's `oci://registry[:port]/repository:tag`, instead of a host.
+        #[arg(value_name = "oci://...")]
+        to: Option<String>,
         #[command(flatten)]
         entry: Entry,
+        /// Sign it for the registry with this key (`sedna plugin keygen`).
+        #[arg(long, value_name = "FILE", requires = "to")]
+        sign_key: Option<PathBuf>,
         /// Swap it into a running job's slot: JOB/SLOT, the slot one of hem, estimator,
         /// train-trigger, deploy-trigger.
         #[arg(long, value_name = "JOB/SLOT")]
@@ -52,6 +59,26 @@ pub enum PluginCommand {
         #[command(flatten)]
         remote: HostArgs,
     },
+    /// Pull a plugin from an OCI registry into the store (checked against its digests,
+    /// and its signature when this host trusts keys) as NAME@VERSION: by default the
+    /// repository's last part and the tag (or `sha256-` and the digest's start).
+    #[cfg(feature = "server")]
+    Pull {
+        #[arg(value_name = "oci://...")]
+        reference: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Make an ed25519 key pair to sign pushes with: FILE (private, mode 0600) and
+    /// FILE.pub, for hosts to trust.
+    #[cfg(feature = "server")]
+    Keygen { file: PathBuf },
+    /// Trust plugins signed by the key in FILE.pub: from then on this host pulls from
+    /// registries only plugins one of its trusted keys signed.
+    #[cfg(feature = "server")]
+    Trust { public_key: PathBuf },
     /// List the built-in and stored plugins (of a running host with --host).
     List {
         #[arg(long)]
@@ -94,8 +121,9 @@ pub enum PluginCommand {
 /// How a component goes into a store.
 #[derive(Args)]
 pub struct Entry {
+    /// Its name in the store (not needed for a push to a registry).
     #[arg(long)]
-    name: String,
+    name: Option<String>,
     #[arg(long, default_value = "latest")]
     version: String,
     /// The world it must implement; by default the one it exports.
@@ -123,11 +151,53 @@ impl PluginCommand {
             PluginCommand::Add { file, entry } => add(context, &file, entry)?,
             PluginCommand::Push {
                 file,
+                to: Some(to),
+                entry,
+                sign_key,
+                ..
+            } => push_to_registry(context, &file, &to, entry.world, sign_key.as_deref())?,
+            PluginCommand::Push {
+                file,
+                to: None,
                 entry,
                 bind,
                 params,
                 remote,
+                ..
             } => push(context, &file, entry, bind.as_deref(), &params, &remote)?,
+            #[cfg(feature = "server")]
+            PluginCommand::Pull {
+                reference,
+                name,
+                version,
+            } => pull(context, &reference, name, version)?,
+            #[cfg(feature = "server")]
+            PluginCommand::Keygen { file } => {
+                let public = crate::plugin::oci::SigningKey::generate(&file)?;
+                println!(
+                    "signing key in {} (keep it private); its public key in {}: give that to hosts (`sedna plugin trust {}`)",
+                    file.display(),
+                    public.display(),
+                    public.display()
+                );
+            }
+            #[cfg(feature = "server")]
+            PluginCommand::Trust { public_key } => {
+                crate::plugin::oci::PublicKey::read(&public_key)?;
+                let dir = context.home.join("trusted-keys");
+                let name = public_key
+                    .file_name()
+                    .ok_or_else(|| anyhow::anyhow!("{}: not a file", public_key.display()))?;
+                let mut target = dir.join(name);
+                target.set_extension("pub");
+                crate::files::write_atomically(&target, &std::fs::read(&public_key)?)?;
+                let count = crate::plugin::oci::trusted_keys(&context.home)?.len();
+                println!(
+                    "trusted {} ({count} keys in {}): plugins pulled from registries must be signed by one of them",
+                    public_key.display(),
+                    dir.display()
+                );
+            }
             PluginCommand::List { json, remote } => {
                 let plugins: Vec<StoredPlugin> = match &remote.host {
                     Some(host) => connect(host, &remote, &context.home)?.get("/v1/plugins")?,
@@ -194,25 +264,106 @@ impl PluginCommand {
 
 /// `sedna plugin add`: validates a component and stores it in this machine's store.
 fn add(context: &Context, file: &Path, entry: Entry) -> anyhow::Result<()> {
-    let Entry {
-        name,
-        version,
-        world,
-    } = entry;
+    let name = entry.name()?.to_string();
+    let Entry { version, world, .. } = entry;
     let source = Source::from_file(file)?;
-    let runtime = context.runtime()?;
-    let world = match world {
-        Some(world) => world,
-        None => inspect::inspect(&runtime, &source)?
-            .single_world()
-            .map_err(|why| anyhow::anyhow!("{}: {why} (--world)", file.display()))?,
-    };
-    inspect::validate(&runtime, &source, &world)?;
+    let world = checked_world(context, &source, world)?;
     let entry = context
         .store()?
         .add(&name, &version, &world, &source.wasm)?;
     println!(
         "added {}@{} ({}, sha256 {})",
+        entry.name, entry.version, entry.world, entry.sha256
+    );
+    Ok(())
+}
+
+impl Entry {
+    fn name(&self) -> anyhow::Result<&str> {
+        self.name
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("name it in the store with --name"))
+    }
+}
+
+/// The world `source` implements: `world` when given (checked), else the one it exports.
+fn checked_world(
+    context: &Context,
+    source: &Source,
+    world: Option<String>,
+) -> anyhow::Result<String> {
+    let runtime = context.runtime()?;
+    let world = match world {
+        Some(world) => world,
+        None => inspect::inspect(&runtime, source)?
+            .single_world()
+            .map_err(|why| anyhow::anyhow!("{}: {why} (--world)", source.name))?,
+    };
+    inspect::validate(&runtime, source, &world)?;
+    Ok(world)
+}
+
+/// `sedna plugin push FILE oci://...`: checks the component here, then pushes it.
+fn push_to_registry(
+    context: &Context,
+    file: &Path,
+    to: &str,
+    world: Option<String>,
+    sign_key: Option<&Path>,
+) -> anyhow::Result<()> {
+    #[cfg(feature = "server")]
+    {
+        use crate::plugin::oci;
+        let reference = oci::Reference::parse(to)?;
+        let key = sign_key.map(oci::SigningKey::read).transpose()?;
+        let source = Source::from_file(file)?;
+        let world = checked_world(context, &source, world)?;
+        let http = crate::net::Http::new(oci::registry_trust())?;
+        let pushed = oci::push(&http, &reference, &source.wasm, &world, key.as_ref())?;
+        println!(
+            "pushed {} to {reference} ({world}, {}{}); pinned: {}",
+            file.display(),
+            pushed.digest,
+            if pushed.signed { ", signed" } else { "" },
+            pushed.pinned
+        );
+        Ok(())
+    }
+    #[cfg(not(feature = "server"))]
+    {
+        let _ = (context, file, world, sign_key);
+        bail!(
+            "{to}: this sedna was built without the `server` feature, so it cannot reach an OCI registry"
+        )
+    }
+}
+
+/// `sedna plugin pull oci://...`: into the store as NAME@VERSION.
+#[cfg(feature = "server")]
+fn pull(
+    context: &Context,
+    reference: &str,
+    name: Option<String>,
+    version: Option<String>,
+) -> anyhow::Result<()> {
+    let parsed = crate::plugin::oci::Reference::parse(reference)?;
+    let store = context.store()?;
+    let (source, world) = store.pull(reference)?;
+    let world = checked_world(context, &source, world)?;
+    let name = name.unwrap_or_else(|| {
+        let last = parsed.repository.rsplit('/').next().unwrap_or_default();
+        last.to_string()
+    });
+    let version = version
+        .or(parsed.tag.clone())
+        .or_else(|| {
+            let digest = parsed.digest.as_deref()?.strip_prefix("sha256:")?;
+            Some(format!("sha256-{}", &digest[..12]))
+        })
+        .unwrap_or_else(|| "latest".into());
+    let entry = store.add(&name, &version, &world, &source.wasm)?;
+    println!(
+        "pulled {reference} as {}@{} ({}, sha256 {})",
         entry.name, entry.version, entry.world, entry.sha256
     );
     Ok(())
@@ -227,11 +378,8 @@ fn push(
     params: &[String],
     remote: &HostArgs,
 ) -> anyhow::Result<()> {
-    let Entry {
-        name,
-        version,
-        world,
-    } = entry;
+    let name = entry.name()?.to_string();
+    let Entry { version, world, .. } = entry;
     let host = remote.host.as_deref().unwrap_or(DEFAULT_LISTEN);
     let remote = connect(host, remote, &context.home)?;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;

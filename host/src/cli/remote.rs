@@ -52,8 +52,8 @@ fn token(url: &str, token_file: Option<&Path>, home: &Path) -> anyhow::Result<Op
 /// The host at `url`, reached as `args` say.
 #[cfg(feature = "server")]
 pub fn connect(url: &str, args: &HostArgs, home: &Path) -> anyhow::Result<Remote> {
+    use crate::net::Trust;
     use crate::server::client::Security;
-    use crate::server::tls::Trust;
     let trust = match (&args.pin, &args.ca) {
         (Some(pin), _) => Trust::pin(pin)?,
         (None, Some(ca)) => Trust::Ca(ca.clone()),

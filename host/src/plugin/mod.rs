@@ -25,6 +25,8 @@ mod host;
 pub mod inspect;
 mod instance;
 pub mod json;
+#[cfg(feature = "server")]
+pub mod oci;
 mod resources;
 mod sandbox;
 mod slot;

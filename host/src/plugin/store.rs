@@ -177,9 +177,60 @@ impl PluginStore {
         Ok(())
     }
 
+    /// The component at an OCI reference (`oci://registry/repository:tag` or
+    /// `@sha256:...`), checked as [`super::oci::pull`] checks it against the keys in
+    /// `<home>/trusted-keys`, named by the reference; with the world its config names.
+    /// One pinned by digest is pulled once: later it comes from the store's blobs.
+    #[cfg(feature = "server")]
+    pub fn pull(&self, reference: &str) -> anyhow::Result<(Source, Option<String>)> {
+        use super::oci;
+        let parsed = oci::Reference::parse(reference)?;
+        let pinned = parsed.digest.as_deref().map(|d| {
+            self.root
+                .join("oci")
+                .join(format!("{}.json", d.replace(':', "-")))
+        });
+        if let Some(cached) = pinned.as_deref().and_then(|p| self.pulled(p)) {
+            return Ok((Source::new(reference, cached.0), cached.1));
+        }
+        let trusted = oci::trusted_keys(self.home())?;
+        let http = crate::net::Http::new(oci::registry_trust())?;
+        let pulled = oci::pull(&http, &parsed, &trusted)?;
+        let source = Source::new(reference, pulled.wasm);
+        let blob = self.blob(&source.sha256);
+        if !blob.exists() {
+            write_atomically(&blob, &source.wasm)?;
+        }
+        if let Some(record) = pinned {
+            let entry = serde_json::json!({ "sha256": source.sha256, "world": pulled.world });
+            write_atomically(&record, &serde_json::to_vec(&entry)?)?;
+        }
+        Ok((source, pulled.world))
+    }
+
+    /// A pinned pull's component from the blobs, when its record and its blob agree.
+    #[cfg(feature = "server")]
+    fn pulled(&self, record: &Path) -> Option<(Vec<u8>, Option<String>)> {
+        let entry: serde_json::Value = serde_json::from_slice(&fs::read(record).ok()?).ok()?;
+        let sha256 = entry["sha256"].as_str()?;
+        let wasm = fs::read(self.blob(sha256)).ok()?;
+        (hex::encode(Sha256::digest(&wasm)) == sha256)
+            .then(|| (wasm, entry["world"].as_str().map(str::to_string)))
+    }
+
+    #[cfg(not(feature = "server"))]
+    fn pull(&self, reference: &str) -> anyhow::Result<(Source, Option<String>)> {
+        bail!(
+            "{reference}: this sedna was built without the `server` feature, so it cannot reach an OCI registry; pull the plugin with a build that has it"
+        )
+    }
+
     /// Finds a plugin by reference: a `.wasm` path, `name@version`, a built-in name
     /// (`IBT`), or the name of a plugin stored in exactly one version.
     pub fn resolve(&self, reference: &str) -> anyhow::Result<Source> {
+        if reference.starts_with("oci://") {
+            return self.pull(reference).map(|(source, _)| source);
+        }
         if reference.ends_with(".wasm") || reference.contains(std::path::MAIN_SEPARATOR) {
             return Source::from_file(Path::new(reference));
         }

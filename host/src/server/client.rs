@@ -1,25 +1,17 @@
 //! A client of the API, for the command line's `--host` and `sedna plugin push`: the
-//! calls' JSON, or the host's error as it wrote it. HTTP/1.1 (hyper) over TCP, or over
-//! TLS verified as [`Trust`] says. Plain HTTP goes only to this machine unless the user
-//! accepts sending the token in clear (`--insecure`).
+//! calls' JSON, or the host's error as it wrote it, over [`crate::net`]. Plain HTTP goes
+//! only to this machine unless the user accepts sending the token in clear
+//! (`--insecure`).
 
-use std::time::Duration;
-
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, EXPECT, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, EXPECT, HeaderValue};
+use hyper::{HeaderMap, Method};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ErrorBody;
-use super::tls::Trust;
-
-/// How long a call may take; an upload of a large component on a slow link needs a while.
-const TIMEOUT: Duration = Duration::from_secs(300);
+use crate::net::{Http, Trust};
 
 /// How the client may reach a host: how it trusts one over HTTPS, and whether plain HTTP
 /// to another machine is accepted.
@@ -31,13 +23,9 @@ pub struct Security {
 
 /// A host's API.
 pub struct Client {
-    /// `scheme://host:port`, for messages.
-    base: String,
-    host: String,
-    port: u16,
+    base: url::Url,
     token: Option<String>,
-    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
-    runtime: tokio::runtime::Runtime,
+    http: Http,
 }
 
 /// Whether `url` (as `--host` takes it) names this machine: `localhost` or a loopback
@@ -65,40 +53,19 @@ impl Client {
     /// The API at `url` (`http://` is assumed when no scheme is given), calling with
     /// `token` when it has one.
     pub fn connect(url: &str, token: Option<String>, security: &Security) -> anyhow::Result<Self> {
-        let parsed = parse(url)?;
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| anyhow!("--host {url}: no host in it"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let tls = match parsed.scheme() {
-            "https" => {
-                let config = security.trust.client_config()?;
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|_| anyhow!("--host {url}: {host} is not a name TLS can verify"))?;
-                Some((tokio_rustls::TlsConnector::from(config), name))
-            }
-            "http" if is_loopback(url) || security.insecure => None,
+        let base = parse(url)?;
+        match base.scheme() {
+            "https" => {}
+            "http" if is_loopback(url) || security.insecure => {}
             "http" => bail!(
                 "--host {url}: plain http:// to another machine would send the token and the plugins in clear; use https:// (the host serves it with --tls-cert and --tls-key, or --tls-self-signed), or pass --insecure to send them anyway"
             ),
             other => bail!("--host {url}: {other}:// is not spoken here; use https:// or http://"),
-        };
-        let port = parsed
-            .port_or_known_default()
-            .ok_or_else(|| anyhow!("--host {url}: no port"))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
+        }
         Ok(Client {
-            base: format!("{}://{}", parsed.scheme(), authority(&host, port)),
-            host,
-            port,
+            base,
             token,
-            tls,
-            runtime,
+            http: Http::new(security.trust.clone())?,
         })
     }
 
@@ -131,111 +98,50 @@ impl Client {
             .map(drop)
     }
 
-    /// One call on a connection of its own: the answer's JSON, or the host's error.
+    /// One call: the answer's JSON, or the host's error.
     fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<(&'static str, Bytes)>,
     ) -> anyhow::Result<T> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, authority(&self.host, self.port));
+        let base = self.base.as_str().trim_end_matches('/');
+        let url = url::Url::parse(&format!("{base}{path}"))
+            .with_context(|| format!("{base}{path}: not a URL"))?;
+        let mut headers = HeaderMap::new();
         if let Some(token) = &self.token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+            headers.insert(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {token}"))?,
+            );
         }
         let body = match body {
             Some((content_type, bytes)) => {
-                request = request.header(CONTENT_TYPE, content_type);
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                 // So that a host refusing it (too large, no token) answers before the
                 // body is read.
                 if content_type == "application/wasm" {
-                    request = request.header(EXPECT, "100-continue");
+                    headers.insert(EXPECT, HeaderValue::from_static("100-continue"));
                 }
                 bytes
             }
             None => Bytes::new(),
         };
-        let request = request.body(Full::new(body))?;
-        let (status, text) = self
-            .runtime
-            .block_on(async {
-                tokio::time::timeout(TIMEOUT, self.exchange(request))
-                    .await
-                    .map_err(|_| anyhow!("no answer within {} s", TIMEOUT.as_secs()))?
-            })
-            .with_context(|| format!("cannot reach the host at {}", self.base))?;
+        let response = self
+            .http
+            .send(method, &url, headers, body)
+            .with_context(|| format!("cannot reach the host at {base}"))?;
+        let (status, text) = (response.status, response.text());
         if status.is_success() {
             let text = if text.is_empty() { "null" } else { &text };
-            return serde_json::from_str(text).with_context(|| {
-                format!("{}{path}: the answer is not what was expected", self.base)
-            });
+            return serde_json::from_str(text)
+                .with_context(|| format!("{base}{path}: the answer is not what was expected"));
         }
         match serde_json::from_str::<ErrorBody>(&text) {
             Ok(e) => bail!("{} ({status}, {})", e.detail, e.error),
-            Err(_) => bail!("{}{path}: {status}: {}", self.base, text.trim()),
+            Err(_) => bail!("{base}{path}: {status}: {}", text.trim()),
         }
     }
-
-    async fn exchange(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> anyhow::Result<(StatusCode, String)> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-        match &self.tls {
-            Some((connector, name)) => {
-                let stream = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(explain_tls)?;
-                send(stream, request).await
-            }
-            None => send(tcp, request).await,
-        }
-    }
-}
-
-/// `host:port`, with an IPv6 address in brackets.
-fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-async fn send<Io>(io: Io, request: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, String)>
-where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// A failed handshake, with what to do about it.
-fn explain_tls(error: std::io::Error) -> anyhow::Error {
-    use rustls::CertificateError as Cert;
-    let hint = match error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature)) => {
-            "the host's certificate is not signed by a root this machine trusts: pass --pin with the fingerprint the host printed, or --ca with its certificate or CA"
-        }
-        Some(rustls::Error::InvalidCertificate(Cert::NotValidForName)) => {
-            "the host's certificate is not made for this name: reach it by a name in the certificate, or pass --pin with its fingerprint"
-        }
-        Some(rustls::Error::InvalidCertificate(Cert::Expired)) => {
-            "the host's certificate has expired: renew it"
-        }
-        _ => return anyhow!("TLS: {error}"),
-    };
-    anyhow!("TLS: {error}: {hint}")
 }
 
 #[cfg(test)]

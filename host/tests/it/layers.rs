@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("threads", 0),
     ("media", 1),
     ("storage", 1),
+    ("net", 1),
     ("train", 2),
     ("plugin", 3),
     ("pipeline", 4),

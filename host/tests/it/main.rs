@@ -22,6 +22,8 @@ mod infer;
 mod label;
 mod layers;
 #[cfg(feature = "server")]
+mod oci;
+#[cfg(feature = "server")]
 mod routes;
 mod run;
 mod sandbox;
