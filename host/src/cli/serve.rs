@@ -9,8 +9,8 @@ use crate::learn::JobHandle;
 use crate::plugin::Runtime;
 use crate::server::tls::ServerTls;
 use crate::server::{
-    ConnectionLimits, DEFAULT_LISTEN, DEFAULT_MAX_TOKEN_FAILURES, DEFAULT_MAX_UPLOAD, Service,
-    Token,
+    ConnectionLimits, DEFAULT_LISTEN, DEFAULT_MAX_COMPILES, DEFAULT_MAX_TOKEN_FAILURES,
+    DEFAULT_MAX_UPLOAD, Service, Token,
 };
 
 #[derive(Args)]
@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// may idle.
     #[arg(long, value_name = "MS", default_value_t = ConnectionLimits::default().header_timeout.as_millis() as u64, requires = "listen")]
     header_timeout_ms: u64,
+    /// Uploads checked and compiled at once; more are refused (503, retry) so that
+    /// uploads cannot take every core from the job.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_COMPILES, requires = "listen")]
+    max_compiles: usize,
     /// Calls with a wrong or no token a client address may make a minute; past that its
     /// calls that need the token are refused (429) until the minute is over.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TOKEN_FAILURES, requires = "listen")]
@@ -82,6 +86,7 @@ impl ServeArgs {
         let service = Service::new(runtime.clone(), context.store()?, token, jobs)
             .max_upload(self.max_upload)
             .max_token_failures(self.max_token_failures)
+            .max_compiles(self.max_compiles)
             .connection_limits(ConnectionLimits {
                 max_connections: self.max_connections.max(1),
                 header_timeout: std::time::Duration::from_millis(self.header_timeout_ms.max(1)),

@@ -25,6 +25,10 @@ pub enum HttpError {
         "too many calls with a wrong or no token from this address: wait {retry_after} s, then call with the host's token"
     )]
     TooManyFailures { retry_after: u64 },
+    /// The host is doing as much of this as it takes at once (503 `busy`, with
+    /// `Retry-After`).
+    #[error("{detail}")]
+    Busy { detail: String },
     /// No such route, job, plugin or slot (404, with its code).
     #[error("{detail}")]
     NotFound { code: &'static str, detail: String },
@@ -71,6 +75,7 @@ impl HttpError {
             HttpError::BadRequest { status, .. } => *status,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::NotFound { .. } => StatusCode::NOT_FOUND,
             HttpError::Conflict { .. } => StatusCode::CONFLICT,
             HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +95,7 @@ impl HttpError {
             HttpError::BadRequest { .. } => "bad_request",
             HttpError::Unauthorized(_) => "unauthorized",
             HttpError::TooManyFailures { .. } => "too_many_failures",
+            HttpError::Busy { .. } => "busy",
             HttpError::NotFound { code, .. } | HttpError::Conflict { code, .. } => code,
             HttpError::TooLarge { .. } => "too_large",
             HttpError::WrongWorld(_) => "wrong_world",
@@ -118,10 +124,15 @@ impl IntoResponse for HttpError {
             detail,
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if let HttpError::TooManyFailures { retry_after } = self {
+        let retry_after = match self {
+            HttpError::TooManyFailures { retry_after } => Some(retry_after),
+            HttpError::Busy { .. } => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }

@@ -34,7 +34,8 @@ pub use error::HttpError;
 pub use routes::router;
 #[cfg(feature = "server")]
 pub use service::{
-    ConnectionLimits, DEFAULT_MAX_TOKEN_FAILURES, DEFAULT_MAX_UPLOAD, RESERVED_DESCRIPTORS, Service,
+    ConnectionLimits, DEFAULT_MAX_COMPILES, DEFAULT_MAX_TOKEN_FAILURES, DEFAULT_MAX_UPLOAD,
+    RESERVED_DESCRIPTORS, Service,
 };
 pub use wire::{BindRequest, Bound, ErrorBody, RolledBack, Uploaded};
 

@@ -10,6 +10,9 @@ use crate::learn::{BindError, JobHandle, SlotName};
 use crate::plugin::inspect;
 use crate::plugin::{Builtin, Param, PluginStore, Runtime, Source, StoredPlugin, check_name};
 
+/// Uploads checked and compiled at once, by default.
+pub const DEFAULT_MAX_COMPILES: usize = 2;
+
 /// Failed token checks a client may make a minute, by default.
 pub const DEFAULT_MAX_TOKEN_FAILURES: u32 = 10;
 
@@ -26,6 +29,9 @@ pub struct Service {
     pub(super) max_upload: usize,
     pub(super) limits: ConnectionLimits,
     pub(super) failed_checks: FailedChecks,
+    /// Uploads being checked and compiled now, at most `max_compiles`.
+    compiling: std::sync::atomic::AtomicUsize,
+    max_compiles: usize,
     /// Held by a bind and by a removal, so that a plugin cannot be removed while a bind
     /// of it is on its way into a slot.
     binding: std::sync::Mutex<()>,
@@ -41,6 +47,8 @@ impl Service {
             max_upload: DEFAULT_MAX_UPLOAD,
             limits: ConnectionLimits::default(),
             failed_checks: FailedChecks::per_minute(DEFAULT_MAX_TOKEN_FAILURES),
+            compiling: Default::default(),
+            max_compiles: DEFAULT_MAX_COMPILES,
             binding: Default::default(),
         }
     }
@@ -48,6 +56,13 @@ impl Service {
     /// Sets the largest component an upload may carry.
     pub fn max_upload(mut self, bytes: usize) -> Self {
         self.max_upload = bytes;
+        self
+    }
+
+    /// Sets how many uploads may be checked and compiled at once; more are refused (503)
+    /// rather than queued, so that uploads cannot take every core from the job.
+    pub fn max_compiles(mut self, at_once: usize) -> Self {
+        self.max_compiles = at_once.max(1);
         self
     }
 
@@ -159,6 +174,7 @@ impl Service {
                 "`{name}` is the name of a built-in plugin: choose another name"
             )));
         }
+        let _compiling = self.compile_slot()?;
         let source = Source::new(format!("{name}@{version}"), wasm);
         let started = Instant::now();
         let world = match world {
@@ -177,6 +193,22 @@ impl Service {
             .map_err(HttpError::internal)?;
         tracing::info!(plugin = %source.name, world, sha256 = %plugin.sha256, "plugin uploaded");
         Ok(Uploaded { plugin, compile_ms })
+    }
+
+    /// One of the `max_compiles` slots, held while an upload is checked and compiled.
+    fn compile_slot(&self) -> Result<CompileSlot<'_>, HttpError> {
+        use std::sync::atomic::Ordering;
+        self.compiling
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
+                (busy < self.max_compiles).then_some(busy + 1)
+            })
+            .map(|_| CompileSlot(&self.compiling))
+            .map_err(|_| HttpError::Busy {
+                detail: format!(
+                    "the host is compiling {} uploads already (--max-compiles): retry in a moment",
+                    self.max_compiles
+                ),
+            })
     }
 
     pub(super) fn bind(
@@ -245,4 +277,13 @@ fn bind_error(e: BindError) -> HttpError {
         BindError::Gone { .. } => "previous_plugin_gone",
     };
     HttpError::Conflict { code, detail }
+}
+
+/// A compile slot, given back when dropped.
+struct CompileSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for CompileSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }

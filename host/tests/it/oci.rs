@@ -227,7 +227,11 @@ fn a_tampered_blob_an_unsigned_and_a_wrongly_signed_plugin_are_refused() {
     let stored: serde_json::Value =
         serde_json::from_str(&ok(&strict, &["plugin", "list", "--json"])).unwrap();
     assert!(
-        stored.as_array().unwrap().iter().all(|p| p["name"] != "mine"),
+        stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "mine"),
         "{stored}"
     );
 

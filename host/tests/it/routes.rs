@@ -18,8 +18,8 @@ use crate::support::{FIXTURE_HEM_HOSTILE, builtin_file, runtime};
 const JOB: &str = "colour-job";
 const TOKEN: &str = "a-token-for-the-router-tests";
 
-/// The API over a job with no inference worker, a store in a directory of its own, and
-/// uploads limited to 1 MiB.
+/// The API over a job with no inference worker, a store in a directory of its own,
+/// uploads limited to 1 MiB and compiled one at a time.
 struct Api {
     app: axum::Router,
     _job: Job,
@@ -40,7 +40,8 @@ impl Api {
             Token::read(&token_file).unwrap(),
             vec![local.handle()],
         )
-        .max_upload(1 << 20);
+        .max_upload(1 << 20)
+        .max_compiles(1);
         Api {
             app: router(Arc::new(service)),
             _job: job,
@@ -164,6 +165,46 @@ fn uploads_are_checked_before_they_are_stored() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["plugin"]["world"], "hard-example-miner");
     assert!(api.get("/v1/plugins").to_string().contains("\"trapper\""));
+}
+
+#[test]
+fn uploads_over_the_compile_cap_are_refused_not_queued() {
+    let api = Api::new();
+    let hem = std::fs::read(FIXTURE_HEM_HOSTILE).unwrap();
+    // Six different components (a custom section each), so that none is in the cache.
+    let variants: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| {
+            let mut wasm = hem.clone();
+            wasm.extend([0x00, 3, 1, b'v', i]);
+            wasm
+        })
+        .collect();
+    let start = std::sync::Barrier::new(variants.len());
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = variants
+            .iter()
+            .enumerate()
+            .map(|(i, wasm)| {
+                let (api, start) = (&api, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    api.put(&format!("/v1/plugins/burst/{i}"), wasm)
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let busy: Vec<&(u16, Value)> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert!(answers.iter().any(|a| a.0 == 201), "{answers:?}");
+    assert!(!busy.is_empty(), "one compiles at a time: {answers:?}");
+    assert!(
+        busy.iter().all(|a| code(a) == (503, Some("busy"))
+            && a.1["detail"].as_str().unwrap().contains("--max-compiles")),
+        "{busy:?}"
+    );
+    // The slot is given back: a later upload compiles.
+    let (status, body) = api.put("/v1/plugins/after/1", &variants[5]);
+    assert_eq!(status, 201, "{body}");
 }
 
 #[test]

@@ -660,6 +660,37 @@ fn a_host_that_is_not_there_is_named_in_the_error() {
 }
 
 #[test]
+fn plain_http_on_another_address_warns_at_start() {
+    let job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let out = job.sedna(&[
+        "run",
+        job.yaml.to_str().unwrap(),
+        "--once",
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("WARNING: serving the API on 0.0.0.0:0 in plain HTTP")
+            && stderr.contains("--tls-self-signed"),
+        "{stderr}"
+    );
+    let out = job.sedna(&[
+        "run",
+        job.yaml.to_str().unwrap(),
+        "--once",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        !text(&out.stderr).contains("WARNING"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn https_with_a_self_signed_certificate_is_trusted_by_its_pin_or_its_file_only() {
     let host = Host::start(&["--tls-self-signed"]);
     assert!(host.url.starts_with("https://127.0.0.1:"), "{}", host.url);
