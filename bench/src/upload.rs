@@ -123,6 +123,8 @@ pub fn measure(model: &Path, frame: &Path, rounds: usize) -> Upload {
     let worker = handle.worker.clone().unwrap();
     let (_, mut source) = job.take_feed().unwrap();
     std::fs::write(root.join("token"), TOKEN).unwrap();
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(root.join("token"), private).unwrap();
     let service = Service::new(
         runtime.clone(),
         PluginStore::open(&root.join("home")).unwrap(),

@@ -22,6 +22,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A secret's file, read whole, when only its owner can read it: one that the group or
+/// others may read is refused, as ssh refuses such keys.
+pub fn read_private(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "the {what} {} may be read by others (mode {mode:o}): run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(text)
+}
+
 /// The data directory when none is given: `SEDNA_HOME`, else `$XDG_DATA_HOME/sedna`, else
 /// `~/.local/share/sedna`.
 pub fn default_home() -> PathBuf {

@@ -32,10 +32,8 @@ pub struct HostArgs {
 /// when `url` is this machine (that token is this machine's host's, not another's).
 #[cfg(feature = "server")]
 fn token(url: &str, token_file: Option<&Path>, home: &Path) -> anyhow::Result<Option<String>> {
-    use anyhow::Context as _;
     if let Some(file) = token_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read the token file {}", file.display()))?;
+        let text = crate::files::read_private(file, "token file")?;
         return Ok(Some(text.trim().to_string()));
     }
     if let Ok(token) = std::env::var("SEDNA_TOKEN") {
@@ -44,9 +42,15 @@ fn token(url: &str, token_file: Option<&Path>, home: &Path) -> anyhow::Result<Op
     if !crate::server::client::is_loopback(url) {
         return Ok(None);
     }
-    Ok(std::fs::read_to_string(home.join("token"))
-        .ok()
-        .map(|t| t.trim().to_string()))
+    let file = home.join("token");
+    if !file.exists() {
+        return Ok(None);
+    }
+    Ok(Some(
+        crate::files::read_private(&file, "token file")?
+            .trim()
+            .to_string(),
+    ))
 }
 
 /// The host at `url`, reached as `args` say.
@@ -123,7 +127,10 @@ mod tests {
     #[test]
     fn this_machines_token_goes_to_this_machine_only() {
         let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("token"), "local-token-0123456789\n").unwrap();
+        let local_file = home.path().join("token");
+        std::fs::write(&local_file, "local-token-0123456789\n").unwrap();
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&local_file, private).unwrap();
         if std::env::var_os("SEDNA_TOKEN").is_some() {
             return; // the environment's token wins everywhere: nothing to tell apart
         }
@@ -135,6 +142,8 @@ mod tests {
         );
         let file = home.path().join("edge-token");
         std::fs::write(&file, "edge-token-0123456789").unwrap();
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&file, private).unwrap();
         let given = token("https://edge-1:9301", Some(&file), home.path()).unwrap();
         assert_eq!(given.as_deref(), Some("edge-token-0123456789"));
     }

@@ -130,13 +130,19 @@ impl PluginStore {
         Ok(entry)
     }
 
-    /// The built-ins first, then the stored plugins by name and version.
+    /// The built-ins first, then the stored plugins by name and version. An entry that
+    /// cannot be read is left out, with a warning naming its file.
     pub fn list(&self) -> anyhow::Result<Vec<StoredPlugin>> {
         let mut stored = Vec::new();
         for entry in fs::read_dir(self.root.join("refs"))? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                stored.push(read_reference(&path)?);
+                match read_reference(&path) {
+                    Ok(entry) => stored.push(entry),
+                    Err(e) => tracing::warn!(
+                        "{e:#}: left out of the store's list (remove it with `sedna plugin rm`)"
+                    ),
+                }
             }
         }
         stored.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
@@ -167,11 +173,15 @@ impl PluginStore {
         check_name("name", name)?;
         check_name("version", version)?;
         let reference = self.reference(name, version);
-        let entry = read_reference(&reference).with_context(|| {
-            format!("no stored plugin `{name}@{version}` (see `sedna plugin list`)")
-        })?;
+        if !reference.is_file() {
+            bail!("no stored plugin `{name}@{version}` (see `sedna plugin list`)");
+        }
+        // An entry that cannot be read names no bytes: it goes, and the bytes stay.
+        let entry = read_reference(&reference).ok();
         fs::remove_file(&reference)?;
-        if !self.list()?.iter().any(|p| p.sha256 == entry.sha256) {
+        if let Some(entry) = entry
+            && !self.list()?.iter().any(|p| p.sha256 == entry.sha256)
+        {
             fs::remove_file(self.blob(&entry.sha256)).ok();
         }
         Ok(())
@@ -324,6 +334,36 @@ fn read_reference(path: &Path) -> anyhow::Result<StoredPlugin> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_entry_is_left_out_and_can_be_removed_and_orphans_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PluginStore::open(dir.path()).unwrap();
+        store.add("a", "1", "w", b"shared").unwrap();
+        store.add("b", "1", "w", b"shared").unwrap();
+        fs::write(dir.path().join("plugins/refs/broken@1.json"), "{ not json").unwrap();
+        let names: Vec<String> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect();
+        assert!(
+            names.contains(&"a@1".to_string()) && !names.iter().any(|n| n.starts_with("broken"))
+        );
+        store.remove("a", "1").unwrap();
+        assert_eq!(
+            &*store.resolve("b@1").unwrap().wasm,
+            b"shared",
+            "b's bytes stay"
+        );
+        store.remove("broken", "1").unwrap();
+        store.remove("b", "1").unwrap();
+        let blobs = fs::read_dir(dir.path().join("plugins/blobs"))
+            .unwrap()
+            .count();
+        assert_eq!(blobs, 0, "no orphan");
+    }
 
     #[test]
     fn names_are_checked() {

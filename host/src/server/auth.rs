@@ -28,8 +28,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Reads the token in `file`.
     pub fn read(file: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read the token file {}", file.display()))?;
+        let text = crate::files::read_private(file, "token file")?;
         let token = text.trim();
         if token.len() < MIN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             bail!(
@@ -182,13 +181,25 @@ mod tests {
     }
 
     #[test]
-    fn a_short_or_empty_token_file_is_refused() {
+    fn a_short_empty_or_shared_token_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
+        let private = std::fs::Permissions::from_mode(0o600);
         for text in ["", "short", "has a space in it somewhere"] {
             std::fs::write(&file, text).unwrap();
+            std::fs::set_permissions(&file, private.clone()).unwrap();
             let err = Token::read(&file).unwrap_err().to_string();
             assert!(err.contains("at least 16"), "{err}");
         }
+        std::fs::write(&file, "a-long-enough-token-0123").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Token::read(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("mode 644") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&file, private).unwrap();
+        assert!(Token::read(&file).is_ok());
     }
 }

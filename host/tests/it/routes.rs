@@ -13,7 +13,7 @@ use serde_json::Value;
 use tower::ServiceExt as _;
 
 use crate::support::job::{Job, TRAIN_ENV};
-use crate::support::{FIXTURE_HEM_HOSTILE, builtin_file, runtime};
+use crate::support::{FIXTURE_HEM_HOSTILE, builtin_file, runtime, write_private};
 
 const JOB: &str = "colour-job";
 const TOKEN: &str = "a-token-for-the-router-tests";
@@ -30,7 +30,7 @@ impl Api {
         let job = Job::new(TRAIN_ENV, "accuracy_delta");
         let home = job.root().join("home");
         let token_file = job.root().join("token");
-        std::fs::write(&token_file, TOKEN).unwrap();
+        write_private(&token_file, TOKEN);
         let store = PluginStore::open(&home).unwrap();
         let resources = spec::load(std::slice::from_ref(&job.yaml)).unwrap();
         let local = LocalJob::open(&resources, None, runtime(), &store).unwrap();

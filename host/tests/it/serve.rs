@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use crate::support::job::{Job, TRAIN_ENV, text};
-use crate::support::{FIXTURE_HEM_HOSTILE, builtin_file};
+use crate::support::{FIXTURE_HEM_HOSTILE, builtin_file, write_private};
 
 const JOB: &str = "colour-job";
 /// Frames in the job's video: two seconds at 25 frames a second, played in a loop.
@@ -600,7 +600,7 @@ fn the_first_start_makes_a_private_token_and_prints_it_once() {
 
     // A token supplied in a file replaces it, and a CLI without it is refused.
     let file = again.job.root().join("supplied-token");
-    std::fs::write(&file, "a-token-the-operator-chose\n").unwrap();
+    write_private(&file, "a-token-the-operator-chose\n");
     let Host { job, _process, .. } = again;
     drop(_process);
     let supplied = Host::start_on(job, &["--token-file", file.to_str().unwrap()]);
@@ -772,7 +772,7 @@ fn a_given_certificate_is_served_and_wrong_tokens_are_rate_limited() {
     let pin = made.fingerprint;
     let list = |token: &str| {
         let file = host.job.root().join("guess");
-        std::fs::write(&file, token).unwrap();
+        write_private(&file, token);
         host.sedna(&[
             "plugin",
             "rm",

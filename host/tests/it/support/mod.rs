@@ -19,6 +19,13 @@ pub mod s3;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
+/// Writes a secret (a token) readable by its owner only, as the host and the CLI demand.
+pub fn write_private(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(path, private).unwrap();
+}
+
 /// The test binary's one runtime, as a process has one.
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
