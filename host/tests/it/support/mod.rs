@@ -20,6 +20,7 @@ pub mod s3;
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 /// Writes a secret (a token) readable by its owner only, as the host and the CLI demand.
+#[cfg(feature = "server")]
 pub fn write_private(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
     let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
