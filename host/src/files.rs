@@ -64,6 +64,25 @@ pub struct ExclusiveLock {
 }
 
 impl ExclusiveLock {
+    /// Takes the lock on `path` (made if missing), waiting while another holds it: for
+    /// short critical sections shared by threads and processes.
+    pub fn wait(path: &Path) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        Ok(ExclusiveLock { _file: file })
+    }
+
     /// Takes the lock on `path` (made if missing), or fails naming the process holding it.
     pub fn acquire(path: &Path) -> anyhow::Result<Self> {
         use std::io::{Read as _, Seek as _};

@@ -112,6 +112,7 @@ impl PluginStore {
             bail!("`{name}` is the name of a built-in plugin: choose another name");
         }
         let sha256 = hex::encode(Sha256::digest(wasm));
+        let _store = self.lock()?;
         let blob = self.blob(&sha256);
         if !blob.exists() {
             write_atomically(&blob, wasm)?;
@@ -172,6 +173,7 @@ impl PluginStore {
     pub fn remove(&self, name: &str, version: &str) -> anyhow::Result<()> {
         check_name("name", name)?;
         check_name("version", version)?;
+        let _store = self.lock()?;
         let reference = self.reference(name, version);
         if !reference.is_file() {
             bail!("no stored plugin `{name}@{version}` (see `sedna plugin list`)");
@@ -207,6 +209,7 @@ impl PluginStore {
         let http = crate::net::Http::new(oci::registry_trust())?;
         let pulled = oci::pull(&http, &parsed, &trusted)?;
         let source = Source::new(reference, pulled.wasm);
+        let _store = self.lock()?;
         let blob = self.blob(&source.sha256);
         if !blob.exists() {
             write_atomically(&blob, &source.wasm)?;
@@ -298,6 +301,13 @@ impl PluginStore {
         Ok(source)
     }
 
+    /// Held while bytes and the names pointing at them change, so that an add and a
+    /// removal of the same bytes (by threads or processes) never leave a name without
+    /// its bytes.
+    fn lock(&self) -> anyhow::Result<crate::files::ExclusiveLock> {
+        crate::files::ExclusiveLock::wait(&self.root.join("lock"))
+    }
+
     fn blob(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs").join(format!("{sha256}.wasm"))
     }
@@ -334,6 +344,23 @@ fn read_reference(path: &Path) -> anyhow::Result<StoredPlugin> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adding_bytes_while_their_last_name_is_removed_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PluginStore::open(dir.path()).unwrap();
+        for round in 0..60 {
+            let bytes = format!("component {round}").into_bytes();
+            store.add("old", &round.to_string(), "w", &bytes).unwrap();
+            std::thread::scope(|scope| {
+                let (store, bytes) = (&store, &bytes);
+                scope.spawn(move || store.add("new", &round.to_string(), "w", bytes).unwrap());
+                scope.spawn(move || store.remove("old", &round.to_string()).unwrap());
+            });
+            let found = store.resolve(&format!("new@{round}")).unwrap();
+            assert_eq!(&*found.wasm, bytes.as_slice(), "round {round}");
+        }
+    }
 
     #[test]
     fn a_corrupt_entry_is_left_out_and_can_be_removed_and_orphans_nothing() {
