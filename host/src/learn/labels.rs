@@ -185,7 +185,42 @@ pub fn export(
 /// An image with its validated boxes, ready to become an index line.
 struct Labelled {
     image: PathBuf,
+    /// Where the image is in the export folder, which is where it goes under `labelled/`:
+    /// two images of one name in two folders stay two.
+    relative: PathBuf,
     boxes: Vec<([f32; 4], u32)>,
+}
+
+/// `name` (an image path the labels give) as a path inside `dir`: relative, without `..`,
+/// not through a link that leads out, and without blanks (an index line could not hold
+/// it). Says why not.
+fn inside(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let relative: PathBuf = Path::new(name)
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if !plain || relative.as_os_str().is_empty() {
+        return Err(format!(
+            "{name:?} is not a path inside the export folder: images must be under it, named relative to it"
+        ));
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{name:?} has a blank in it, which a data index line cannot hold: rename the image"
+        ));
+    }
+    let (real, root) = (dir.join(&relative).canonicalize(), dir.canonicalize());
+    match (real, root) {
+        (Ok(real), Ok(root)) if real.starts_with(&root) => Ok(relative),
+        (Ok(_), Ok(_)) => Err(format!(
+            "{name:?} leads out of the export folder (through a link): refused"
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot read the image {name}: {e}")),
+    }
 }
 
 /// What an import did.
@@ -219,13 +254,17 @@ pub fn import(dir: &Path, format: LabelFormat, index: &Path) -> anyhow::Result<I
             continue;
         }
         samples += 1;
-        let name = sample
-            .image
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy();
-        std::fs::copy(&sample.image, base.join("labelled").join(name.as_ref()))?;
-        lines.push_str(&format!("labelled/{name}"));
+        let target = base.join("labelled").join(&sample.relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&sample.image, &target)?;
+        let name: Vec<String> = sample
+            .relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        lines.push_str(&format!("labelled/{}", name.join("/")));
         for ([x1, y1, x2, y2], class) in &sample.boxes {
             let _ = write!(lines, " {x1:.1},{y1:.1},{x2:.1},{y2:.1},{class}");
         }
@@ -295,17 +334,25 @@ fn read_yolo(dir: &Path, rejects: &mut Vec<Reject>) -> anyhow::Result<Vec<Labell
             .into_owned();
         let image = ["png", "jpg", "jpeg"]
             .iter()
-            .map(|x| dir.join("images").join(format!("{stem}.{x}")))
-            .find(|p| p.is_file());
+            .map(|x| format!("images/{stem}.{x}"))
+            .find(|name| dir.join(name).is_file());
         let reject = |line, reason: String| Reject {
             file: file.clone(),
             line,
             reason,
         };
-        let Some(image) = image else {
+        let Some(name) = image else {
             rejects.push(reject(0, format!("no image images/{stem}.png (or .jpg)")));
             continue;
         };
+        let relative = match inside(dir, &name) {
+            Ok(relative) => relative,
+            Err(reason) => {
+                rejects.push(reject(0, reason));
+                continue;
+            }
+        };
+        let image = dir.join(&relative);
         let size = match image_size(&image) {
             Ok(size) => size,
             Err(e) => {
@@ -347,7 +394,11 @@ fn read_yolo(dir: &Path, rejects: &mut Vec<Reject>) -> anyhow::Result<Vec<Labell
                 Err(reason) => rejects.push(reject(number + 1, reason)),
             }
         }
-        labelled.push(Labelled { image, boxes });
+        labelled.push(Labelled {
+            image,
+            relative,
+            boxes,
+        });
     }
     Ok(labelled)
 }
@@ -363,7 +414,8 @@ fn read_coco(dir: &Path, rejects: &mut Vec<Reject>) -> anyhow::Result<Vec<Labell
         line,
         reason,
     };
-    // Category ids map to class indices in id order (as export writes them: 1, 2, ...).
+    // Category ids map to class indices in id order (as export writes them: 1, 2, ...);
+    // one id twice would shift every class after it, so the file is refused.
     let mut categories: Vec<i64> = document["categories"]
         .as_array()
         .into_iter()
@@ -371,6 +423,13 @@ fn read_coco(dir: &Path, rejects: &mut Vec<Reject>) -> anyhow::Result<Vec<Labell
         .filter_map(|c| c["id"].as_i64())
         .collect();
     categories.sort_unstable();
+    if let Some(twice) = categories.windows(2).find(|w| w[0] == w[1]) {
+        anyhow::bail!(
+            "{}: categories has the id {} twice: give each category its own id",
+            file.display(),
+            twice[0]
+        );
+    }
     let mut labelled = Vec::new();
     let mut by_id = std::collections::HashMap::new();
     for image in document["images"].as_array().into_iter().flatten() {
@@ -378,12 +437,20 @@ fn read_coco(dir: &Path, rejects: &mut Vec<Reject>) -> anyhow::Result<Vec<Labell
             rejects.push(reject(0, format!("image {image} has no id or file_name")));
             continue;
         };
-        let path = dir.join(name);
+        let relative = match inside(dir, name) {
+            Ok(relative) => relative,
+            Err(reason) => {
+                rejects.push(reject(0, format!("image {id}: {reason}")));
+                continue;
+            }
+        };
+        let path = dir.join(&relative);
         match image_size(&path) {
             Ok(size) => {
                 by_id.insert(id, (labelled.len(), size));
                 labelled.push(Labelled {
                     image: path,
+                    relative,
                     boxes: Vec::new(),
                 });
             }

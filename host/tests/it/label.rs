@@ -82,12 +82,12 @@ fn round_trip(format: &str) {
         lines,
         [
             "# labelled by people",
-            "labelled/cam-0-000001.png 10.0,5.0,30.0,25.0,1 40.0,10.0,60.0,40.0,0",
-            "labelled/cam-0-000002.png 0.0,0.0,64.0,48.0,2",
+            "labelled/images/cam-0-000001.png 10.0,5.0,30.0,25.0,1 40.0,10.0,60.0,40.0,0",
+            "labelled/images/cam-0-000002.png 0.0,0.0,64.0,48.0,2",
         ],
         "{format}"
     );
-    assert!(data.join("labelled/cam-0-000002.png").is_file());
+    assert!(data.join("labelled/images/cam-0-000002.png").is_file());
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn bad_yolo_labels_are_rejected_by_file_and_line_and_good_ones_kept() {
     }
     assert_eq!(
         std::fs::read_to_string(&index).unwrap(),
-        "labelled/a.png 40.0,20.0,60.0,30.0,0\n"
+        "labelled/images/a.png 40.0,20.0,60.0,30.0,0\n"
     );
 }
 
@@ -187,7 +187,7 @@ fn bad_coco_labels_are_rejected_by_annotation_and_a_broken_file_is_named() {
     }
     assert_eq!(
         std::fs::read_to_string(&index).unwrap(),
-        "labelled/a.png 10.0,10.0,30.0,30.0,0\n"
+        "labelled/images/a.png 10.0,10.0,30.0,30.0,0\n"
     );
 
     std::fs::write(labels.join("annotations.json"), "{ not json").unwrap();
@@ -198,4 +198,97 @@ fn bad_coco_labels_are_rejected_by_annotation_and_a_broken_file_is_named() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn coco_images_keep_their_folders_stay_inside_the_export_and_ids_are_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels");
+    for sub in ["sub1", "sub2"] {
+        std::fs::create_dir_all(labels.join(sub)).unwrap();
+    }
+    let shade = |v: u8| image::RgbImage::from_pixel(100, 50, image::Rgb([v, v, v]));
+    shade(10).save(labels.join("sub1/x.png")).unwrap();
+    shade(200).save(labels.join("sub2/x.png")).unwrap();
+    let outside = dir.path().join("secret.png");
+    shade(50).save(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, labels.join("sub1/link.png")).unwrap();
+    let coco = |categories: serde_json::Value| {
+        serde_json::json!({
+            "images": [
+                {"id": 1, "file_name": "sub1/x.png"},
+                {"id": 2, "file_name": "sub2/x.png"},
+                {"id": 3, "file_name": outside.to_str().unwrap()},
+                {"id": 4, "file_name": "../secret.png"},
+                {"id": 5, "file_name": "sub1/link.png"},
+            ],
+            "annotations": (1..=5).map(|image| serde_json::json!(
+                {"id": image, "image_id": image, "category_id": 2, "bbox": [10, 10, 20, 20]}
+            )).collect::<Vec<_>>(),
+            "categories": categories,
+        })
+        .to_string()
+    };
+    let index = dir.path().join("data/index.txt");
+    std::fs::create_dir_all(index.parent().unwrap()).unwrap();
+    let import = || {
+        sedna(&[
+            "label",
+            "import",
+            labels.to_str().unwrap(),
+            "--format",
+            "coco",
+            "--index",
+            index.to_str().unwrap(),
+        ])
+    };
+    std::fs::write(
+        labels.join("annotations.json"),
+        coco(serde_json::json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 2, "name": "c"}])),
+    )
+    .unwrap();
+    let out = import();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("categories has the id 2 twice"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!index.exists(), "nothing imported");
+
+    std::fs::write(
+        labels.join("annotations.json"),
+        coco(serde_json::json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])),
+    )
+    .unwrap();
+    let out = import();
+    let stderr = text(&out.stderr);
+    for refused in ["image 3:", "image 4:", "image 5:"] {
+        assert!(stderr.contains(refused), "{refused}\n{stderr}");
+    }
+    assert!(
+        stderr.contains("not a path inside the export folder"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("leads out of the export folder"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&index).unwrap(),
+        "labelled/sub1/x.png 10.0,10.0,30.0,30.0,1\nlabelled/sub2/x.png 10.0,10.0,30.0,30.0,1\n"
+    );
+    let data = dir.path().join("data/labelled");
+    let pixel = |p: &str| {
+        image::open(data.join(p))
+            .unwrap()
+            .to_rgb8()
+            .get_pixel(0, 0)
+            .0
+    };
+    assert_eq!(
+        (pixel("sub1/x.png"), pixel("sub2/x.png")),
+        ([10; 3], [200; 3])
+    );
+    assert!(!data.join("secret.png").exists());
 }
