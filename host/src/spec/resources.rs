@@ -465,12 +465,74 @@ struct Origin {
 
 const KINDS: &str = "Dataset, Model, IncrementalLearningJob or Secret (v1)";
 
+/// The largest resource file read: jobs are a few kilobytes.
+const MAX_FILE: usize = 4 << 20;
+/// The deepest nesting of flow collections (`[`, `{`) a file may have: the YAML parser
+/// spends time quadratic in it before its own limit.
+const MAX_DEPTH: usize = 64;
+
+/// Refuses a file too large or nested too deep before it is parsed.
+fn check_shape(file: &Path, text: &str) -> Result<(), SpecError> {
+    let refuse = |line: usize, message: String| SpecError {
+        file: file.to_path_buf(),
+        document: 0,
+        resource: None,
+        field: None,
+        message: if line > 0 {
+            format!("line {line}: {message}")
+        } else {
+            message
+        },
+    };
+    if text.len() > MAX_FILE {
+        return Err(refuse(
+            0,
+            format!(
+                "{} bytes: resource files are at most {MAX_FILE} bytes",
+                text.len()
+            ),
+        ));
+    }
+    let (mut depth, mut quote, mut escaped) = (0usize, None, false);
+    for (number, line) in text.lines().enumerate() {
+        let mut previous = ' ';
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(_), _) if escaped => escaped = false,
+                (Some('"'), '\\') => escaped = true,
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                // Quoted scalars start where a scalar may (not in `it's`) and may span lines.
+                (None, '\'' | '"') if previous.is_whitespace() || "[{,:".contains(previous) => {
+                    quote = Some(c)
+                }
+                // A comment runs to the end of its line.
+                (None, '#') if previous.is_whitespace() => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(refuse(
+                            number + 1,
+                            format!("nested deeper than {MAX_DEPTH} levels: not a resource"),
+                        ));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            previous = c;
+        }
+    }
+    Ok(())
+}
+
 fn parse_into(
     file: &Path,
     text: &str,
     resources: &mut Resources,
     origins: &mut Vec<Origin>,
 ) -> Result<(), SpecError> {
+    check_shape(file, text)?;
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let number = index + 1;
         let error = |resource: Option<String>, field: Option<String>, message: String| SpecError {

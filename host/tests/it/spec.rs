@@ -212,3 +212,35 @@ fn a_secret_beside_the_job_gives_its_keys_from_data_or_string_data() {
         "{error}"
     );
 }
+
+#[test]
+fn a_file_nested_too_deep_or_too_large_is_refused_before_it_is_parsed() {
+    let file = std::path::Path::new("deep.yaml");
+    let deep = format!(
+        "kind: Dataset\nx: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let started = std::time::Instant::now();
+    let err = spec::parse(file, &deep).unwrap_err().to_string();
+    assert!(
+        err.contains("deep.yaml") && err.contains("line 2: nested deeper than 64"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let large = format!("# {}\n", "x".repeat(5 << 20));
+    let err = spec::parse(file, &large).unwrap_err().to_string();
+    assert!(err.contains("resource files are at most"), "{err}");
+    // Brackets in quotes, comments and words do not count.
+    let fine = format!(
+        "# {}\nkind: Dataset\nmetadata: {{name: \"it's [[[\"}}\nnote: it's {}\n",
+        "[".repeat(100),
+        "'[".repeat(3)
+    );
+    let err = spec::parse(file, &fine).unwrap_err().to_string();
+    assert!(!err.contains("nested deeper"), "{err}");
+}
