@@ -182,7 +182,9 @@ static bool decide(const exports_sedna_plugin_mining_prediction_t *prediction) {
             warn_score_once();
             return false;
         }
-        if ((double)score <= threshold_box) uncertain++;
+        // At the scores' own precision: a score written as 0.3 equals a threshold
+        // written as 0.3.
+        if (score <= (float)threshold_box) uncertain++;
     }
     return (double)uncertain / (double)boxes >= 1.0 - threshold_img;
 }

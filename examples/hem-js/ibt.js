@@ -72,7 +72,9 @@ function isHard(rows) {
     if (!(score >= 0 && score <= 1)) {
       return undefined;
     }
-    if (score <= thresholdBox) {
+    // At the scores' own precision (f32): a score written as 0.3 equals a threshold
+    // written as 0.3.
+    if (Math.fround(score) <= Math.fround(thresholdBox)) {
       uncertain += 1;
     }
   }

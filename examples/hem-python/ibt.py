@@ -5,6 +5,7 @@ at least `1 - threshold_img` (Sedna's IBTFilter). No boxes, or a score outside [
 not hard. Build with build.sh; the host calls the class `Mining` below.
 """
 
+import struct
 from typing import List
 
 from componentize_py_types import Err
@@ -16,6 +17,11 @@ DEFAULTS = {"threshold_img": 0.5, "threshold_box": 0.5}
 
 thresholds = dict(DEFAULTS)
 warned_about_scores = False
+
+
+def f32(value: float) -> float:
+    """`value` rounded to the nearest 32-bit float, as the scores come."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def unit(key: str, value: str) -> float:
@@ -44,7 +50,10 @@ def is_hard(prediction: Prediction) -> bool:
             warned_about_scores = True
             log.log(log.Level.WARN, "a box score is outside [0, 1]: such frames are not hard examples")
         return False
-    uncertain = sum(1 for s in scores if s <= thresholds["threshold_box"])
+    # At the scores' own precision (f32): a score written as 0.3 equals a threshold
+    # written as 0.3.
+    box = f32(thresholds["threshold_box"])
+    uncertain = sum(1 for s in scores if f32(s) <= box)
     return uncertain / len(scores) >= 1.0 - thresholds["threshold_img"]
 
 

@@ -28,7 +28,8 @@ fn ibt_reference(scores: &[f32], threshold_img: f64, threshold_box: f64) -> bool
     }
     let uncertain = scores
         .iter()
-        .filter(|&&s| f64::from(s) <= threshold_box)
+        // At the scores' precision: a score and a threshold written alike are equal.
+        .filter(|&&s| s <= threshold_box as f32)
         .count();
     uncertain as f64 / scores.len() as f64 >= 1.0 - threshold_img
 }

@@ -48,7 +48,9 @@ impl Thresholds {
             if !(0.0..=1.0).contains(&score) {
                 return None;
             }
-            if f64::from(score) <= self.boxes {
+            // At the scores' own precision: a score written as 0.3 equals a threshold
+            // written as 0.3, which f64 would put on either side of the f32 score.
+            if score <= self.boxes as f32 {
                 uncertain += 1;
             }
         }
@@ -119,8 +121,19 @@ mod tests {
         // 1 of 2 boxes uncertain: 0.5 >= 0.1.
         assert_eq!(t.is_hard(scores(&[0.95, 0.5])), Some(true));
         assert_eq!(t.is_hard(scores(&[0.95, 0.99])), Some(false));
-        // A score equal to threshold_box counts as uncertain.
+        // A score equal to threshold_box counts as uncertain, whichever way f32 rounds it.
         assert_eq!(t.is_hard(scores(&[0.9])), Some(true));
+        for written in [0.1, 0.3, 0.7] {
+            let t = Thresholds {
+                img: 0.9,
+                boxes: written,
+            };
+            assert_eq!(
+                t.is_hard(scores(&[written as f32])),
+                Some(true),
+                "{written}"
+            );
+        }
         assert_eq!(t.is_hard(scores(&[])), Some(false));
         assert_eq!(t.is_hard(scores(&[0.5, 1.5])), None);
         // 1 uncertain box of 10 is a share of 0.1 >= 1 - 0.9, as in Python's floats.
