@@ -12,8 +12,8 @@ use super::layout::OutputLayout;
 use crate::media::rtsp::Transport;
 use crate::pipeline::camera::Backoff;
 use crate::pipeline::{
-    CameraOptions, FrameSource, HardExampleStore, HardExampleUpload, InferenceWorker, ResultLog,
-    SourceOptions,
+    CameraOptions, FrameSink as _, FrameSource, HardExampleStore, HardExampleUpload,
+    InferenceWorker, ResultLog, SourceOptions,
 };
 use crate::plugin::{
     Hem, Param, Plugin, PluginStore, Runtime, Sandbox, Slot, Source, params, setting,
@@ -130,16 +130,9 @@ impl ServingPlan<'_> {
             realtime,
             camera,
         };
-        let source = match FrameSource::open(&url, &options) {
-            Ok(source) => source,
-            Err(e) => {
-                tracing::warn!(
-                    job = %self.job,
-                    "inference worker not started: deploy template env `video_url`: {e}"
-                );
-                return Ok(None);
-            }
-        };
+        // A source that cannot be opened yet does not stop the job: the worker starts,
+        // says why in its status and metrics, and the source is tried again.
+        let (source, unopened) = FrameSource::open_or_retry(&url, &options);
         let hem_source = store.resolve(&self.mining.name).with_context(|| {
             format!(
                 "IncrementalLearningJob {}, field `spec.deploySpec.hardExampleMining.name`",
@@ -184,6 +177,14 @@ impl ServingPlan<'_> {
             );
         if let FrameSource::Cameras(cameras) = &source {
             worker.watch_cameras(cameras.watch());
+        }
+        if let Some(why) = unopened {
+            tracing::warn!(
+                job = %self.job,
+                "deploy template env `video_url`: {why}; the worker waits for it (tried again every {} s)",
+                crate::pipeline::source::RETRY_PAUSE.as_secs()
+            );
+            worker.source(Some(&why));
         }
         Ok(Some(Serving {
             worker: Arc::new(worker),

@@ -74,6 +74,9 @@ pub struct InferenceStatus {
     /// The cameras feeding the worker, when its source is one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cameras: Vec<CameraStats>,
+    /// Why the worker's source cannot be read now (it is tried again), if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_failure: Option<String>,
     /// Hard examples copied to `HE_SAVED_URL` in object storage, and those waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploads: Option<UploadStats>,
@@ -89,6 +92,7 @@ impl InferenceStatus {
             estimator: worker.estimator().name().to_string(),
             hem: worker.hem().name().to_string(),
             cameras: worker.cameras(),
+            source_failure: worker.source_failure(),
             uploads: worker.store().upload_stats(),
         }
     }
@@ -185,6 +189,9 @@ impl fmt::Display for JobStatus {
                 "inference: {} frames, {} hard, {} failed, {} model swaps; estimator {}, HEM {}",
                 i.frames, i.hard, i.failed, i.swaps, i.estimator, i.hem
             )?;
+            if let Some(why) = &i.source_failure {
+                writeln!(f, "source:    not read: {why}")?;
+            }
             if let Some(u) = &i.uploads {
                 writeln!(
                     f,

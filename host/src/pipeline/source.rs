@@ -13,6 +13,10 @@ use crate::media::{Frame, InferError, VideoReader};
 pub trait FrameSink {
     /// Frame `name`, which took `read` to read and decode, or why it could not be read.
     fn frame(&self, name: &str, frame: Result<Frame, InferError>, read: Duration);
+
+    /// The source could not be read at all (`Some(why)`: it is tried again), or can be
+    /// again (`None`).
+    fn source(&self, _failure: Option<&str>) {}
 }
 
 /// A shared sink (the worker is shared with the job that swaps its models).
@@ -20,11 +24,18 @@ impl<S: FrameSink + ?Sized> FrameSink for std::sync::Arc<S> {
     fn frame(&self, name: &str, frame: Result<Frame, InferError>, read: Duration) {
         (**self).frame(name, frame, read)
     }
+
+    fn source(&self, failure: Option<&str>) {
+        (**self).source(failure)
+    }
 }
 
 /// How long a folder source waits before looking for new images, and any source after
 /// a pass that ran nothing (a missing or empty video).
 pub const IDLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a source that cannot be opened waits before it tries again.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// How a source is read.
 #[derive(Clone, Debug)]
@@ -51,6 +62,12 @@ pub enum FrameSource {
     Images(ImageDir),
     Video(VideoLoop),
     Cameras(Cameras),
+    /// A `video_url` that could not be opened yet (a video not written yet, a folder not
+    /// mounted yet): each pass tries again.
+    Unopened {
+        url: String,
+        options: SourceOptions,
+    },
 }
 
 impl FrameSource {
@@ -95,11 +112,29 @@ impl FrameSource {
     }
 
     /// What the source is, for logs.
+    /// `url` as [`FrameSource::open`] opens it, or, when it cannot be opened now, a source
+    /// that tries again at each pass, with why it could not.
+    pub fn open_or_retry(url: &str, options: &SourceOptions) -> (Self, Option<String>) {
+        match FrameSource::open(url, options) {
+            Ok(source) => (source, None),
+            Err(why) => (
+                FrameSource::Unopened {
+                    url: url.to_string(),
+                    options: options.clone(),
+                },
+                Some(why),
+            ),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             FrameSource::Images(images) => format!("the images in {}", images.dir.display()),
             FrameSource::Video(video) => format!("the video {} (looped)", video.path.display()),
             FrameSource::Cameras(cameras) => cameras.describe(),
+            FrameSource::Unopened { .. } => {
+                "a video_url that cannot be opened yet (tried again every 5 s)".into()
+            }
         }
     }
 
@@ -113,17 +148,42 @@ impl FrameSource {
             FrameSource::Cameras(cameras) => Ok(cameras.feed(IDLE_PAUSE, |name, frame, read| {
                 sink.frame(name, Ok(frame), read)
             })),
+            FrameSource::Unopened { url, options } => match FrameSource::open(url, options) {
+                Ok(opened) => {
+                    tracing::info!("video_url opened: {}", opened.describe());
+                    sink.source(None);
+                    *self = opened;
+                    self.feed(sink)
+                }
+                Err(why) => Err(anyhow::anyhow!(
+                    "deploy template env `video_url`: {why} (tried again every {} s)",
+                    RETRY_PAUSE.as_secs()
+                )),
+            },
         }
     }
 
-    /// Feeds `sink` pass after pass, for good: a pass that fails is logged and the next
-    /// one tries again.
+    /// Feeds `sink` pass after pass, for good: a pass that fails is told to the sink
+    /// (which hears again when the source opens), logged when its reason is new, and the
+    /// next one tries again.
     pub fn feed_forever(mut self, sink: &impl FrameSink) {
+        let mut last: Option<String> = None;
         loop {
-            let ran = self.feed(sink).unwrap_or_else(|e| {
-                tracing::warn!("{e:#}");
-                0
-            });
+            let ran = match self.feed(sink) {
+                Ok(ran) => {
+                    last = None;
+                    ran
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    sink.source(Some(&why));
+                    if last.as_deref() != Some(why.as_str()) {
+                        tracing::warn!("{why}");
+                    }
+                    last = Some(why);
+                    0
+                }
+            };
             std::thread::sleep(self.pause_after(ran));
         }
     }
@@ -131,6 +191,7 @@ impl FrameSource {
     /// How long to wait after a pass that ran `frames` frames.
     pub fn pause_after(&self, frames: usize) -> Duration {
         match self {
+            FrameSource::Unopened { .. } => RETRY_PAUSE,
             FrameSource::Video(_) if frames > 0 => Duration::ZERO,
             // A camera's feed waited for frames itself.
             FrameSource::Cameras(_) => Duration::ZERO,

@@ -31,6 +31,8 @@ pub struct WorkerStats {
     pub frames: Counter,
     pub hard: Counter,
     pub failed: Counter,
+    /// Passes of the source that could not read it at all (it could not be opened).
+    pub source_failures: Counter,
     /// Model swaps (a deployed model, or a bound estimator or HEM).
     pub swaps: Counter,
     /// How long the last model swap took, from asking to serving (load, smoke test,
@@ -75,6 +77,8 @@ pub struct InferenceWorker {
     recent: std::sync::Mutex<RecentDecisions>,
     /// The cameras feeding the worker, when its source is one.
     cameras: std::sync::OnceLock<CameraWatch>,
+    /// Why the source cannot be read now, if it cannot.
+    source_failure: std::sync::Mutex<Option<String>>,
     pub stats: WorkerStats,
 }
 
@@ -87,6 +91,7 @@ impl InferenceWorker {
             results: None,
             frame_gate: Default::default(),
             recent: Default::default(),
+            source_failure: Default::default(),
             cameras: Default::default(),
             stats: WorkerStats::default(),
         }
@@ -212,6 +217,14 @@ impl InferenceWorker {
         self.estimator.get()
     }
 
+    /// Why the source cannot be read now, if it cannot.
+    pub fn source_failure(&self) -> Option<String> {
+        self.source_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The HEM serving now.
     pub fn hem(&self) -> Arc<Plugin<Hem>> {
         self.hem.get()
@@ -238,6 +251,16 @@ impl FrameSink for InferenceWorker {
                 self.unreadable(name, &e.to_string());
             }
         }
+    }
+
+    fn source(&self, failure: Option<&str>) {
+        if failure.is_some() {
+            self.stats.source_failures.inc();
+        }
+        *self
+            .source_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = failure.map(str::to_string);
     }
 }
 

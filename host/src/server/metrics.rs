@@ -30,7 +30,7 @@ pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
         .iter()
         .filter_map(|j| Some((j.name(), j.worker.as_deref()?)))
         .collect();
-    let counters: [(&str, &str, CounterOf); 4] = [
+    let counters: [(&str, &str, CounterOf); 5] = [
         (
             "sedna_frames_total",
             "Frames the inference worker ran (read, predicted and mined, or failed).",
@@ -40,6 +40,11 @@ pub fn render(jobs: &[JobHandle], errors: &ErrorCounts) -> String {
             "sedna_frames_failed_total",
             "Frames that could not be read, predicted or mined.",
             |s| s.failed.get(),
+        ),
+        (
+            "sedna_source_failures_total",
+            "Passes of the worker's source that could not read it at all (tried again).",
+            |s| s.source_failures.get(),
         ),
         (
             "sedna_hard_examples_total",

@@ -489,7 +489,8 @@ fn the_inference_worker_streams_an_mp4_and_restarts_on_the_deployed_model_withou
 }
 
 #[test]
-fn a_video_url_that_is_not_a_video_leaves_the_job_running_without_a_worker() {
+fn a_video_url_that_is_not_a_video_fails_a_single_run_naming_it() {
+    // (Served, the job keeps running and says why: serve.rs.)
     let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
     let notes = job.root().join("notes.txt");
     std::fs::write(&notes, "not a video").unwrap();
@@ -497,7 +498,7 @@ fn a_video_url_that_is_not_a_video_leaves_the_job_running_without_a_worker() {
     job.append(4, "");
     let out = job.run_once();
     let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    assert!(!out.status.success(), "{stderr}");
     assert!(
         stderr.contains("not a folder of images or an MP4 (H.264) file"),
         "{stderr}"

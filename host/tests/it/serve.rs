@@ -660,6 +660,40 @@ fn a_host_that_is_not_there_is_named_in_the_error() {
 }
 
 #[test]
+fn a_video_url_not_there_yet_is_shown_and_tried_again_until_it_is() {
+    let job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let video = job.root().join("camera.mp4");
+    job.inference_env(&[("video_url", &video.display().to_string())]);
+    job.edit(
+        "hardExampleMining: {name: IBT}",
+        "hardExampleMining: {name: EdgeOnly}",
+    );
+    // Once: the command fails and names it.
+    let out = job.run_once();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("video_url") && stderr.contains("camera.mp4"),
+        "{stderr}"
+    );
+
+    // Served: the job runs, its status and metrics say why no frame comes...
+    let host = Host::start_on(job, &[]);
+    let status = text(&host.sedna(&["status"]).stdout);
+    assert!(
+        status.contains("source:    not read:") && status.contains("camera.mp4"),
+        "{status}"
+    );
+    let failures = format!("sedna_source_failures_total{{job={JOB}}}");
+    assert!(host.metrics()[&failures] >= 1.0);
+    // ...until the video is there: frames come, and the failure is gone.
+    host.job.record_video(VIDEO_FRAMES);
+    host.wait_for_frames(5);
+    let status = text(&host.sedna(&["status"]).stdout);
+    assert!(!status.contains("not read"), "{status}");
+}
+
+#[test]
 fn plain_http_on_another_address_warns_at_start() {
     let job = Job::new(TRAIN_ENV, "accuracy_delta");
     let out = job.sedna(&[
