@@ -298,6 +298,48 @@ mod tests {
     use std::fs::{self, OpenOptions};
     use std::io::Write;
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{Format, parse_line};
+        use crate::media::Label;
+
+        proptest! {
+            /// Any line, any format: an answer, never a panic; an accepted line names an
+            /// image and, for boxes, well-formed finite ones.
+            #[test]
+            fn any_line_is_parsed_or_refused(line in "\\PC{0,200}", csv in any::<bool>()) {
+                let format = if csv { Format::Csv } else { Format::Txt };
+                if let Ok((image, label)) = parse_line(line.trim(), format) {
+                    prop_assert!(!image.is_empty());
+                    if let Label::Boxes(boxes) = label {
+                        for ([x1, y1, x2, y2], _) in boxes {
+                            prop_assert!([x1, y1, x2, y2].iter().all(|v| v.is_finite()));
+                            prop_assert!(x2 > x1 && y2 > y1);
+                        }
+                    }
+                }
+            }
+
+            /// Lines shaped like boxes, with numbers of every kind.
+            #[test]
+            fn box_lines_keep_exactly_their_good_boxes(
+                boxes in prop::collection::vec(
+                    (any::<f32>(), any::<f32>(), any::<f32>(), any::<f32>(), any::<u32>()), 1..6)
+            ) {
+                let text: Vec<String> = boxes
+                    .iter()
+                    .map(|(a, b, c, d, k)| format!("{a},{b},{c},{d},{k}"))
+                    .collect();
+                let line = format!("img.png {}", text.join(" "));
+                let good = boxes.iter().all(|&(a, b, c, d, _)| {
+                    [a, b, c, d].iter().all(|v| v.is_finite()) && c > a && d > b
+                });
+                prop_assert_eq!(parse_line(&line, Format::Txt).is_ok(), good, "{}", line);
+            }
+        }
+    }
+
     use super::*;
 
     struct Index {

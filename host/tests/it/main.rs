@@ -23,6 +23,7 @@ mod label;
 mod layers;
 #[cfg(feature = "server")]
 mod oci;
+mod properties;
 #[cfg(feature = "server")]
 mod routes;
 mod run;
