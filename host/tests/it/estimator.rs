@@ -402,6 +402,39 @@ fn a_classic_yolov5_shaped_export_fine_tunes_with_its_anchor_based_loss() {
 }
 
 #[test]
+fn an_input_too_large_for_the_memory_cap_is_refused_before_it_is_made() {
+    // A model whose input size is the job's to give; asked for 8192x8192 (805 MB of
+    // floats) under a 256 MiB cap.
+    let model = sedna::media::ModelBuilder::new("any-size")
+        .input("image", &[Some(1), Some(3), None, None])
+        .node("GlobalAveragePool", &["image"], &["pooled"], &[])
+        .node(
+            "Flatten",
+            &["pooled"],
+            &["logits"],
+            &[sedna::media::Attr::Int("axis", 1)],
+        )
+        .output("logits", &[Some(1), Some(3)])
+        .metadata("sedna.task", "classification")
+        .metadata("sedna.class_names", "r,g,b")
+        .build()
+        .unwrap();
+    let job = Job::new(&model);
+    let huge = job.estimator(&[("input_shape", "8192,8192")]).unwrap();
+    let error = huge
+        .predict(&Arc::new(scene(1, 1).0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("a 8192x8192 input") && error.contains("memory cap of 256 MiB"),
+        "{error}"
+    );
+    // The same model at a sensible size serves.
+    let fine = job.estimator(&[("input_shape", "64,64")]).unwrap();
+    fine.predict(&Arc::new(scene(1, 1).0)).unwrap();
+}
+
+#[test]
 fn training_reports_its_progress_to_the_sandboxs_sink() {
     let job = Job::new(&classifier());
     let seen: Arc<std::sync::Mutex<Vec<sedna::train::Progress>>> = Default::default();

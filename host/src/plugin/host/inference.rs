@@ -24,17 +24,26 @@ use crate::plugin::state::HostState;
 impl HostState {
     fn account(&mut self, tensor: &Tensor) -> Result<(), InferError> {
         let bytes = (tensor.len() * 4) as u64;
-        if self.tensor_bytes + bytes > self.sandbox.memory {
+        self.room_for(bytes, "tensor")?;
+        self.tensor_bytes += bytes;
+        Ok(())
+    }
+
+    /// Whether `bytes` more of tensors fit the plugin's cap: asked before a tensor is
+    /// made, so that one too large is refused without being allocated.
+    fn room_for(&self, bytes: u64, what: &str) -> Result<(), InferError> {
+        if self.tensor_bytes.saturating_add(bytes) > self.sandbox.memory {
             return Err(InferError::new(
                 ErrorKind::InvalidArgument,
-                "tensor",
+                what,
                 format!(
-                    "the plugin's tensors would exceed its memory cap of {} MiB",
-                    self.sandbox.memory >> 20
+                    "{} MiB more of tensors would exceed the plugin's memory cap of {} MiB ({} MiB held)",
+                    bytes.div_ceil(1 << 20),
+                    self.sandbox.memory >> 20,
+                    self.tensor_bytes >> 20
                 ),
             ));
         }
-        self.tensor_bytes += bytes;
         Ok(())
     }
 
@@ -220,6 +229,11 @@ impl inference::HostFrame for HostState {
         spec: WitPreprocess,
     ) -> wasmtime::Result<Result<Resource<Tensor>, Resource<InferError>>> {
         let frame = self.table.get(&frame)?.clone();
+        // Sized before it is made: a 8192x8192 input is 805 MB.
+        let bytes = u64::from(spec.width) * u64::from(spec.height) * 3 * 4;
+        if let Err(e) = self.room_for(bytes, &format!("a {}x{} input", spec.width, spec.height)) {
+            return self.fail(e);
+        }
         let tensor = preprocess(&spec).and_then(|spec| frame.to_tensor(&spec));
         match tensor {
             Ok(tensor) => self.push_tensor(tensor),
