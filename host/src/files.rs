@@ -67,6 +67,19 @@ impl ExclusiveLock {
     /// Takes the lock on `path` (made if missing), waiting while another holds it: for
     /// short critical sections shared by threads and processes.
     pub fn wait(path: &Path) -> anyhow::Result<Self> {
+        let (file, error) = Self::flock(path, libc::LOCK_EX)?;
+        match error {
+            None => Ok(ExclusiveLock { _file: file }),
+            Some(error) => Err(error).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+
+    /// `path` opened (made if missing) and `flock`ed with `operation`: the file, and the
+    /// error if the lock was not taken.
+    fn flock(
+        path: &Path,
+        operation: i32,
+    ) -> anyhow::Result<(std::fs::File, Option<std::io::Error>)> {
         use std::os::fd::AsRawFd as _;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -76,27 +89,15 @@ impl ExclusiveLock {
             .open(path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
         // SAFETY: flock on a descriptor this function owns; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            let error = std::io::Error::last_os_error();
-            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
-        }
-        Ok(ExclusiveLock { _file: file })
+        let taken = unsafe { libc::flock(file.as_raw_fd(), operation) } == 0;
+        Ok((file, (!taken).then(std::io::Error::last_os_error)))
     }
 
     /// Takes the lock on `path` (made if missing), or fails naming the process holding it.
     pub fn acquire(path: &Path) -> anyhow::Result<Self> {
         use std::io::{Read as _, Seek as _};
-        use std::os::fd::AsRawFd as _;
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let error = std::io::Error::last_os_error();
+        let (mut file, error) = Self::flock(path, libc::LOCK_EX | libc::LOCK_NB)?;
+        if let Some(error) = error {
             if error.kind() != std::io::ErrorKind::WouldBlock {
                 return Err(error).with_context(|| format!("cannot lock {}", path.display()));
             }

@@ -352,11 +352,10 @@ fn corrupt_models_and_mismatched_inputs_are_clear_errors() {
     );
 }
 
-#[test]
-fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
-    // Ultralytics' metadata (task, names, imgsz) is all the estimator needs; the YOLOv8
-    // loss (task-aligned assignment, BCE, CIoU) is written in the component.
-    let job = Job::new(&sedna::media::zoo::yolov8n(2, 64).unwrap());
+/// Fine-tunes `job`'s model (2 classes, 64x64) for 4 epochs on 8 scenes with no parameter
+/// but the schedule, and checks that its loss falls and that it evaluates; returns the
+/// scenes.
+fn fine_tunes(job: &Job) -> Arc<[Sample]> {
     let estimator = job
         .estimator(&[
             ("epochs", "4"),
@@ -372,6 +371,14 @@ fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
     assert!(loss[3] < loss[0], "the detection loss falls: {loss:?}");
     let metrics = estimator.evaluate(&train).unwrap();
     assert_eq!(metric(&metrics, "samples"), [8.0], "{metrics:?}");
+    train
+}
+
+#[test]
+fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
+    // Ultralytics' metadata (task, names, imgsz) is all the estimator needs; the YOLOv8
+    // loss (task-aligned assignment, BCE, CIoU) is written in the component.
+    fine_tunes(&Job::new(&sedna::media::zoo::yolov8n(2, 64).unwrap()));
 }
 
 #[test]
@@ -379,23 +386,7 @@ fn a_classic_yolov5_shaped_export_fine_tunes_with_its_anchor_based_loss() {
     // Its `stride` and `names` and its [N, boxes, 5 + C] output say what it is; the
     // YOLOv5 loss (anchor matching, objectness, CIoU) is written in the component.
     let job = Job::new(&sedna::media::zoo::yolov5n(2, 64).unwrap());
-    let estimator = job
-        .estimator(&[
-            ("epochs", "4"),
-            ("batch_size", "4"),
-            ("optimizer", "adamw"),
-            ("learning_rate", "0.002"),
-        ])
-        .unwrap();
-    let train = dataset(job.dir.path(), 0, 8);
-    let report = estimator.train(&train, None).unwrap();
-    let loss = metric(&report, "loss");
-    assert_eq!(loss.len(), 4);
-    assert!(loss[3] < loss[0], "the detection loss falls: {loss:?}");
-    let metrics = estimator.evaluate(&train).unwrap();
-    assert_eq!(metric(&metrics, "samples"), [8.0], "{metrics:?}");
-
-    let job = Job::new(&sedna::media::zoo::yolov5n(2, 64).unwrap());
+    let train = fine_tunes(&job);
     let estimator = job.estimator(&[("anchors", "10,13,16")]).unwrap();
     let error = estimator.train(&train, None).unwrap_err().to_string();
     assert!(error.contains("`anchors` is \"10,13,16\""), "{error}");

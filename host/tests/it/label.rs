@@ -32,6 +32,19 @@ fn sedna(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `sedna label import LABELS --format coco --index INDEX`.
+fn import_coco(labels: &Path, index: &Path) -> Output {
+    sedna(&[
+        "label",
+        "import",
+        labels.to_str().unwrap(),
+        "--format",
+        "coco",
+        "--index",
+        index.to_str().unwrap(),
+    ])
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -163,17 +176,7 @@ fn bad_coco_labels_are_rejected_by_annotation_and_a_broken_file_is_named() {
     });
     std::fs::write(labels.join("annotations.json"), coco.to_string()).unwrap();
     let index = dir.path().join("index.txt");
-    let import = || {
-        sedna(&[
-            "label",
-            "import",
-            labels.to_str().unwrap(),
-            "--format",
-            "coco",
-            "--index",
-            index.to_str().unwrap(),
-        ])
-    };
+    let import = || import_coco(&labels, &index);
     let out = import();
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
@@ -231,17 +234,7 @@ fn coco_images_keep_their_folders_stay_inside_the_export_and_ids_are_unique() {
     };
     let index = dir.path().join("data/index.txt");
     std::fs::create_dir_all(index.parent().unwrap()).unwrap();
-    let import = || {
-        sedna(&[
-            "label",
-            "import",
-            labels.to_str().unwrap(),
-            "--format",
-            "coco",
-            "--index",
-            index.to_str().unwrap(),
-        ])
-    };
+    let import = || import_coco(&labels, &index);
     std::fs::write(
         labels.join("annotations.json"),
         coco(serde_json::json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 2, "name": "c"}])),

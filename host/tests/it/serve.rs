@@ -124,6 +124,18 @@ impl Host {
         body
     }
 
+    /// `sedna plugin push` of the hostile HEM as `name` (at `version`, else `latest`),
+    /// bound to the job's `hem` slot with `answer`.
+    fn push_hem(&self, name: &str, version: Option<&str>, answer: &str) -> std::process::Output {
+        let (bind, answer) = (format!("{JOB}/hem"), format!("answer={answer}"));
+        let mut args = vec!["plugin", "push", FIXTURE_HEM_HOSTILE, "--name", name];
+        if let Some(version) = version {
+            args.extend(["--version", version]);
+        }
+        args.extend(["--bind", &bind, "--param", &answer]);
+        self.sedna(&args)
+    }
+
     /// `sedna` with this host's data directory (so its token) and `--host`.
     fn sedna(&self, args: &[&str]) -> std::process::Output {
         let mut all = args.to_vec();
@@ -230,19 +242,7 @@ fn a_pushed_hem_changes_the_decisions_of_the_next_frames_and_no_frame_is_dropped
     let metrics_before = host.metrics();
 
     // The hostile fixture in its well-behaved mode: every frame is hard.
-    let out = host.sedna(&[
-        "plugin",
-        "push",
-        FIXTURE_HEM_HOSTILE,
-        "--name",
-        "always-hard",
-        "--version",
-        "1",
-        "--bind",
-        &format!("{JOB}/hem"),
-        "--param",
-        "answer=true",
-    ]);
+    let out = host.push_hem("always-hard", Some("1"), "true");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -427,19 +427,7 @@ fn a_refused_bind_keeps_the_serving_plugin_and_a_plugin_in_use_stays_stored() {
 fn binds_survive_a_restart_and_roll_back_to_the_job_files_plugin() {
     let host = Host::start(&[]);
     let push = |host: &Host, version: &str, answer: &str| {
-        let out = host.sedna(&[
-            "plugin",
-            "push",
-            FIXTURE_HEM_HOSTILE,
-            "--name",
-            "mine",
-            "--version",
-            version,
-            "--bind",
-            &format!("{JOB}/hem"),
-            "--param",
-            &format!("answer={answer}"),
-        ]);
+        let out = host.push_hem("mine", Some(version), answer);
         assert!(out.status.success(), "{}", text(&out.stderr));
     };
     push(&host, "1", "false");
@@ -519,22 +507,10 @@ fn several_jobs_run_in_one_process_under_one_api_and_a_broken_one_stops_none() {
     let broken = Job::new(TRAIN_ENV, "accuracy_delta");
     renamed(&broken, "-broken");
     std::fs::remove_file(broken.root().join("models/base.onnx")).unwrap();
-    let host = {
-        let job = Job::new(TRAIN_ENV, "accuracy_delta");
-        let video = job.record_video(VIDEO_FRAMES);
-        job.inference_env(&[("video_url", &video.display().to_string())]);
-        job.edit(
-            "hardExampleMining: {name: IBT}",
-            "hardExampleMining: {name: EdgeOnly}",
-        );
-        Host::start_on(
-            job,
-            &[
-                broken.yaml.to_str().unwrap(),
-                quiet.root().to_str().unwrap(),
-            ],
-        )
-    };
+    let host = Host::start(&[
+        broken.yaml.to_str().unwrap(),
+        quiet.root().to_str().unwrap(),
+    ]);
     let jobs = host.get("/v1/jobs");
     let mut names: Vec<&str> = jobs
         .as_array()
@@ -552,17 +528,7 @@ fn several_jobs_run_in_one_process_under_one_api_and_a_broken_one_stops_none() {
 
     // Each job has its own slots and state: a bind reaches the one it names.
     host.wait_for_frames(5);
-    let out = host.sedna(&[
-        "plugin",
-        "push",
-        FIXTURE_HEM_HOSTILE,
-        "--name",
-        "mine",
-        "--bind",
-        &format!("{JOB}/hem"),
-        "--param",
-        "answer=true",
-    ]);
+    let out = host.push_hem("mine", None, "true");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         host.get(&format!("/v1/jobs/{JOB}/slots"))["hem"],
