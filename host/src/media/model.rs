@@ -73,10 +73,13 @@ impl Model {
     }
 
     /// Checks a model built in memory (for tools and tests that write their own models).
-    pub fn from_proto(name: &str, proto: pb::ModelProto) -> Result<Self, InferError> {
+    pub fn from_proto(name: &str, mut proto: pb::ModelProto) -> Result<Self, InferError> {
         let invalid = |why: &str| InferError::new(ErrorKind::InvalidEncoding, name, why);
         if proto.ir_version <= 0 {
             return Err(invalid("it has no IR version"));
+        }
+        if let Some(graph) = proto.graph.as_mut() {
+            name_open_dimensions(graph);
         }
         let graph = proto
             .graph
@@ -436,6 +439,35 @@ pub fn value_info(name: &str, ty: DataType, dims: Option<&[Option<usize>]>) -> p
     }
 }
 
+/// Gives every open dimension of the graph's inputs and outputs a name: some exporters
+/// write `-1` or leave a dimension empty (`[-1, 3, ?, ?]`), which tract cannot translate,
+/// while a named dimension (`image_2`) is open to both backends alike.
+fn name_open_dimensions(graph: &mut pb::GraphProto) {
+    use pb::tensor_shape_proto::dimension::Value;
+    for value in graph.input.iter_mut().chain(graph.output.iter_mut()) {
+        let Some(type_proto::Value::TensorType(tensor)) =
+            value.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            continue;
+        };
+        for (i, dim) in tensor
+            .shape
+            .iter_mut()
+            .flat_map(|s| s.dim.iter_mut())
+            .enumerate()
+        {
+            let open = match &dim.value {
+                None => true,
+                Some(Value::DimValue(v)) => *v <= 0,
+                Some(Value::DimParam(p)) => p.is_empty(),
+            };
+            if open {
+                dim.value = Some(Value::DimParam(format!("{}_{i}", value.name)));
+            }
+        }
+    }
+}
+
 /// A float32 initializer holding `tensor` (little-endian raw data, as exporters write it).
 pub fn float_initializer(name: &str, tensor: &Tensor) -> pb::TensorProto {
     pb::TensorProto {
@@ -444,5 +476,49 @@ pub fn float_initializer(name: &str, tensor: &Tensor) -> pb::TensorProto {
         data_type: DataType::Float as i32,
         raw_data: tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    use tract_onnx::prelude::*;
+
+    use super::*;
+    use crate::media::ModelBuilder;
+
+    #[test]
+    fn open_dimensions_are_named_so_that_tract_reads_the_model() {
+        let built = ModelBuilder::new("any-size")
+            .input("image", &[Some(1), Some(3), None, None])
+            .node("GlobalAveragePool", &["image"], &["logits"], &[])
+            .output("logits", &[Some(1), Some(3), Some(1), Some(1)])
+            .build()
+            .unwrap();
+        // As some exporters write it: [-1, 3, ?, ?].
+        let mut proto = built.proto().clone();
+        let input = &mut proto.graph.as_mut().unwrap().input[0];
+        let Some(type_proto::Value::TensorType(tensor)) =
+            input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            unreachable!()
+        };
+        let dim = |value| Dimension {
+            value,
+            ..Default::default()
+        };
+        tensor.shape.as_mut().unwrap().dim = vec![
+            dim(Some(Value::DimValue(-1))),
+            dim(Some(Value::DimValue(3))),
+            dim(None),
+            dim(None),
+        ];
+        let model = Model::from_proto("exported", proto).unwrap();
+        let read = tract_onnx::onnx()
+            .model_for_read(&mut model.to_bytes().as_slice())
+            .and_then(|m| m.into_typed());
+        assert!(read.is_ok(), "{:?}", read.err());
+        let dims = model.inputs()[0].dims.clone();
+        assert_eq!(dims, [None, Some(3), None, None]);
     }
 }
