@@ -106,6 +106,16 @@ pub struct Controller {
     /// Only this namespace's jobs (else every namespace's).
     #[arg(long, env = "SEDNA_NAMESPACE")]
     namespace: Option<String>,
+    /// A node directory jobs may mount (with what lies under it), as the paths they
+    /// name become hostPath volumes; repeat for more. None: only jobs whose files are all
+    /// in object storage run.
+    #[arg(
+        long = "allow-host-path",
+        value_name = "DIR",
+        env = "SEDNA_ALLOW_HOST_PATHS",
+        value_delimiter = ','
+    )]
+    host_paths: Vec<std::path::PathBuf>,
 }
 
 #[cfg(feature = "cluster")]
@@ -233,7 +243,12 @@ pub fn main() -> ExitCode {
         }
         #[cfg(feature = "cluster")]
         Command::Controller(controller) => with_cluster(|client| async move {
-            crate::cluster::controller::run(client, controller.namespace.as_deref()).await
+            crate::cluster::controller::run(
+                client,
+                controller.namespace.as_deref(),
+                controller.host_paths,
+            )
+            .await
         }),
         #[cfg(feature = "cluster")]
         Command::Agent(agent) => context.runtime().and_then(|runtime| {

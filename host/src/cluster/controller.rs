@@ -34,10 +34,16 @@ const SOON: Duration = Duration::from_secs(2);
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    /// The node directories (and those under them) a job's Pods may mount: the paths a
+    /// job names become read-write `hostPath`s, so whoever may create a job would
+    /// otherwise mount any directory of a node.
+    pub host_paths: Vec<std::path::PathBuf>,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    /// A context whose jobs may mount `host_paths` (absolute directories) and what lies
+    /// under them.
+    pub fn new(client: Client, host_paths: Vec<std::path::PathBuf>) -> Self {
         let reporter = Reporter {
             controller: "sedna-controller".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -45,6 +51,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            host_paths,
         }
     }
 }
@@ -58,7 +65,17 @@ pub enum Error {
 }
 
 /// Runs the controller on the jobs of `namespace` (or all namespaces) until a signal.
-pub async fn run(client: Client, namespace: Option<&str>) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    host_paths: Vec<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(relative) = host_paths.iter().find(|p| !p.is_absolute()) {
+        anyhow::bail!(
+            "--allow-host-path {}: give an absolute directory of the nodes",
+            relative.display()
+        );
+    }
     let (jobs, pods): (Api<IncrementalLearningJob>, Api<Pod>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -72,7 +89,7 @@ pub async fn run(client: Client, namespace: Option<&str>) -> anyhow::Result<()> 
             "cannot list IncrementalLearningJobs: {e}; install the CRDs (`sedna crds | kubectl apply -f -`) and deploy/rbac.yaml"
         )
     })?;
-    let context = Arc::new(Context::new(client));
+    let context = Arc::new(Context::new(client, host_paths));
     Controller::new(jobs, watcher::Config::default())
         .owns(pods, watcher::Config::default().labels(JOB_LABEL))
         .shutdown_on_signal()
@@ -153,10 +170,16 @@ struct Places {
     credential: Option<String>,
 }
 
+/// Why a job's Pods cannot be made now: an event's reason and message.
+struct Refusal {
+    reason: &'static str,
+    message: String,
+}
+
 async fn places(
     job: &IncrementalLearningJob,
     context: &Context,
-) -> Result<Result<Places, String>, Error> {
+) -> Result<Result<Places, Refusal>, Error> {
     let namespace = job.namespace().unwrap_or_default();
     let models: Api<Model> = Api::namespaced(context.client.clone(), &namespace);
     let datasets: Api<Dataset> = Api::namespaced(context.client.clone(), &namespace);
@@ -166,10 +189,13 @@ async fn places(
         models.get_opt(&spec.deploy_spec.model.name).await?,
         datasets.get_opt(&spec.dataset.name).await?,
     ) else {
-        return Ok(Err(format!(
-            "the job names Model {}, Model {} and Dataset {}: create the missing ones in namespace {namespace}",
-            spec.initial_model.name, spec.deploy_spec.model.name, spec.dataset.name
-        )));
+        return Ok(Err(Refusal {
+            reason: "MissingResource",
+            message: format!(
+                "the job names Model {}, Model {} and Dataset {}: create the missing ones in namespace {namespace}",
+                spec.initial_model.name, spec.deploy_spec.model.name, spec.dataset.name
+            ),
+        }));
     };
     let local = |url: &str| match Location::parse(url) {
         Ok(Location::Local(path)) => Some(path),
@@ -193,8 +219,33 @@ async fn places(
     ]
     .into_iter()
     .find_map(Clone::clone);
+    let host_dirs = pods::host_dirs(dirs.iter().map(|d| d.as_path()));
+    if let Some(refused) = host_dirs.iter().find(|d| {
+        !context
+            .host_paths
+            .iter()
+            .any(|allowed| d.starts_with(allowed))
+    }) {
+        let allowed: Vec<String> = context
+            .host_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        return Ok(Err(Refusal {
+            reason: "HostPathNotAllowed",
+            message: format!(
+                "the job's files name {} on the node, which is not under a directory the administrator allows Pods to mount ({}): move the files under one, keep them in object storage, or have `sedna controller --allow-host-path` include it",
+                refused.display(),
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ),
+        }));
+    }
     Ok(Ok(Places {
-        host_dirs: pods::host_dirs(dirs.iter().map(|d| d.as_path())),
+        host_dirs,
         portable: dirs.is_empty(),
         initial_model: initial.spec.url,
         deploy_model: deploy.spec.url,
@@ -209,13 +260,13 @@ async fn apply(job: &IncrementalLearningJob, context: &Context) -> Result<Action
     let apis = Apis::new(&context.client, &job.namespace().unwrap_or_default());
     let places = match places(job, context).await? {
         Ok(places) => places,
-        Err(missing) => {
+        Err(refusal) => {
             publish(
                 context,
                 job,
                 EventType::Warning,
-                "MissingResource",
-                &missing,
+                refusal.reason,
+                &refusal.message,
             )
             .await;
             return Ok(Action::requeue(Duration::from_secs(30)));

@@ -607,7 +607,7 @@ fn the_controller_against_the_current_kube_context() {
         let name = resources.jobs[0].name_any();
         jobs.create(&post, &resources.jobs[0]).await.unwrap();
 
-        let context = Arc::new(Context::new(client.clone()));
+        let context = Arc::new(Context::new(client.clone(), vec!["/".into()]));
         // The finalizer, then the inference Pod and `Train Waiting`.
         for _ in 0..2 {
             let job = jobs.get(&name).await.unwrap();

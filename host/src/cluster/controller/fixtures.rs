@@ -252,8 +252,9 @@ pub(super) fn serving() -> Value {
 }
 
 impl Context {
-    /// A context whose client talks to a mock API server, and that server's side.
-    pub(super) fn test() -> (Arc<Context>, ApiServer) {
+    /// A context whose client talks to a mock API server, and that server's side; jobs
+    /// may mount `host_paths` only.
+    pub(super) fn test_allowing(host_paths: Vec<std::path::PathBuf>) -> (Arc<Context>, ApiServer) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let context = Context {
@@ -265,6 +266,7 @@ impl Context {
                 },
             ),
             client,
+            host_paths,
         };
         (Arc::new(context), ApiServer(handle))
     }
@@ -276,12 +278,25 @@ where
     F: FnOnce(ApiServer) -> Fut,
     Fut: Future<Output = ()>,
 {
+    scenario_allowing(vec!["/".into()], job, api)
+}
+
+/// [`scenario`] with jobs allowed to mount `host_paths` only.
+pub(super) fn scenario_allowing<F, Fut>(
+    host_paths: Vec<std::path::PathBuf>,
+    job: IncrementalLearningJob,
+    api: F,
+) -> Action
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (context, server) = Context::test();
+        let (context, server) = Context::test_allowing(host_paths);
         let reconciled = tokio::spawn(reconcile(Arc::new(job), context));
         api(server).await;
         reconciled.await.unwrap().expect("reconcile succeeds")

@@ -385,6 +385,28 @@ fn a_missing_model_is_an_event_not_a_crash() {
 }
 
 #[test]
+fn a_job_naming_a_directory_the_administrator_does_not_allow_gets_no_pod() {
+    // Its files are under /output, /data and /models; only /data is allowed.
+    let action = scenario_allowing(vec!["/data".into()], job(None), |mut api| async move {
+        let fixtures = fixtures();
+        for (path, body) in [
+            ("models/initial-model", json!(fixtures.models[0])),
+            ("models/deploy-model", json!(fixtures.models[1])),
+            ("datasets/incremental-dataset", json!(fixtures.datasets[0])),
+        ] {
+            let path = format!("/apis/sedna.io/v1alpha1/namespaces/edge/{path}");
+            api.expect(Method::GET, &path, body).await;
+        }
+        assert_eq!(
+            api.event().await,
+            ("HostPathNotAllowed".into(), "Warning".into())
+        );
+        api.done().await;
+    });
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+}
+
+#[test]
 fn deletion_removes_the_pods_then_the_finalizer() {
     let mut deleting = at(Train, Running);
     deleting.metadata.deletion_timestamp =
