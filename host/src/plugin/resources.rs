@@ -10,7 +10,8 @@ use crate::train;
 pub struct Graph(pub(super) Arc<Model>);
 
 /// A session the guest holds (the `graph-execution-context` resource).
-pub struct ExecutionContext(pub(super) Session);
+/// With the bytes it is counted for (its model's).
+pub struct ExecutionContext(pub(super) Session, pub(super) u64);
 
 /// A training session the guest holds (the `training` interface's `session`).
 pub struct TrainingSession(pub(super) train::Session);

@@ -28,8 +28,9 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) budget: Budget,
     pub(crate) sandbox: Sandbox,
-    /// Bytes held by this instance's host-side tensors (capped like its memory).
-    pub(crate) tensor_bytes: u64,
+    /// Bytes this instance holds on the host (tensors, graphs, sessions), capped like its
+    /// memory.
+    pub(crate) held_bytes: u64,
     pub(crate) plugin: Arc<str>,
     pub(crate) output: OutputTail,
     /// How many more lines the plugin may log now.
@@ -51,7 +52,7 @@ impl HostState {
             table: ResourceTable::new(),
             budget: Budget::new(sandbox.memory),
             sandbox: sandbox.clone(),
-            tensor_bytes: 0,
+            held_bytes: 0,
             plugin,
             output,
             log_budget: Default::default(),

@@ -393,6 +393,39 @@ fn a_classic_yolov5_shaped_export_fine_tunes_with_its_anchor_based_loss() {
 }
 
 #[test]
+fn graphs_and_sessions_count_against_the_memory_cap() {
+    // A 32 MiB model (an unused 8M-float weight beside a small classifier): refused under
+    // a 24 MiB cap when the estimator loads it, served under 256 MiB.
+    let mut model = classifier();
+    let mut proto = model.proto().clone();
+    let ballast = sedna::media::model::float_initializer(
+        "ballast",
+        &sedna::media::Tensor::zeros(vec![8 << 20]),
+    );
+    proto.graph.as_mut().unwrap().initializer.push(ballast);
+    model = Model::from_proto("heavy", proto).unwrap();
+    let job = Job::new(&model);
+    let load = |memory: u64| {
+        let sandbox = Sandbox {
+            memory,
+            ..job.sandbox()
+        };
+        Plugin::<Estimator>::load(
+            runtime(),
+            &builtin("ONNX"),
+            params(&[("model_url", "base")]),
+            sandbox,
+        )
+    };
+    let error = load(24 << 20).err().unwrap().to_string();
+    assert!(
+        error.contains("base.onnx: 33 MiB more would exceed the plugin's memory cap of 24 MiB"),
+        "{error}"
+    );
+    load(256 << 20).unwrap();
+}
+
+#[test]
 fn an_input_too_large_for_the_memory_cap_is_refused_before_it_is_made() {
     // A model whose input size is the job's to give; asked for 8192x8192 (805 MB of
     // floats) under a 256 MiB cap.

@@ -19,28 +19,42 @@ use crate::plugin::bindings::types::Detections;
 use crate::plugin::resources::{Dataset, ExecutionContext, FrameHandle, Graph};
 use crate::plugin::state::HostState;
 
-/// Bytes of host memory an instance's tensors may hold, beyond its linear memory: the
-/// same cap as its memory, so a plugin cannot grow the host without bound.
+/// Bytes of host memory an instance's tensors, graphs and sessions may hold, beyond its
+/// linear memory: the same cap as its memory, so a plugin cannot grow the host without
+/// bound. A graph counts its model's size; a session as much again (its weights).
 impl HostState {
+    /// Pushes `model` as a graph the plugin holds, if its cap has room for it.
+    pub(super) fn push_graph(
+        &mut self,
+        model: Model,
+    ) -> wasmtime::Result<Result<Resource<Graph>, Resource<InferError>>> {
+        let bytes = graph_bytes(&model);
+        if let Err(e) = self.room_for(bytes, &format!("model {}", model.name())) {
+            return self.fail(e);
+        }
+        self.held_bytes += bytes;
+        Ok(Ok(self.table.push(Graph(Arc::new(model)))?))
+    }
+
     fn account(&mut self, tensor: &Tensor) -> Result<(), InferError> {
         let bytes = (tensor.len() * 4) as u64;
         self.room_for(bytes, "tensor")?;
-        self.tensor_bytes += bytes;
+        self.held_bytes += bytes;
         Ok(())
     }
 
-    /// Whether `bytes` more of tensors fit the plugin's cap: asked before a tensor is
-    /// made, so that one too large is refused without being allocated.
+    /// Whether `bytes` more fit the plugin's cap: asked before a tensor, graph or session
+    /// is made, so that one too large is refused without being allocated.
     fn room_for(&self, bytes: u64, what: &str) -> Result<(), InferError> {
-        if self.tensor_bytes.saturating_add(bytes) > self.sandbox.memory {
+        if self.held_bytes.saturating_add(bytes) > self.sandbox.memory {
             return Err(InferError::new(
                 ErrorKind::InvalidArgument,
                 what,
                 format!(
-                    "{} MiB more of tensors would exceed the plugin's memory cap of {} MiB ({} MiB held)",
+                    "{} MiB more would exceed the plugin's memory cap of {} MiB ({} MiB of tensors, graphs and sessions held)",
                     bytes.div_ceil(1 << 20),
                     self.sandbox.memory >> 20,
-                    self.tensor_bytes >> 20
+                    self.held_bytes >> 20
                 ),
             ));
         }
@@ -65,7 +79,7 @@ impl HostState {
             .into_iter()
             .map(|NamedTensor { name, tensor }| {
                 let tensor = self.table.delete(tensor)?;
-                self.tensor_bytes -= (tensor.len() * 4) as u64;
+                self.held_bytes -= (tensor.len() * 4) as u64;
                 Ok((name, tensor))
             })
             .collect()
@@ -133,10 +147,16 @@ impl inference::Host for HostState {
         name: String,
     ) -> wasmtime::Result<Result<Resource<Graph>, Resource<InferError>>> {
         match self.model_path(&name).and_then(|path| Model::load(&path)) {
-            Ok(model) => Ok(Ok(self.table.push(Graph(Arc::new(model)))?)),
+            Ok(model) => self.push_graph(model),
             Err(e) => self.fail(e),
         }
     }
+}
+
+/// What a graph is counted for: its model's encoded size.
+fn graph_bytes(model: &Model) -> u64 {
+    use prost::Message as _;
+    model.proto().encoded_len() as u64
 }
 
 impl inference::HostError for HostState {
@@ -209,7 +229,7 @@ impl inference::HostTensor for HostState {
 
     fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
         let tensor = self.table.delete(tensor)?;
-        self.tensor_bytes -= (tensor.len() * 4) as u64;
+        self.held_bytes -= (tensor.len() * 4) as u64;
         Ok(())
     }
 }
@@ -425,7 +445,7 @@ impl inference::HostGraph for HostState {
     ) -> wasmtime::Result<Result<Resource<Graph>, Resource<InferError>>> {
         let weights = self.take_tensors(weights)?;
         match self.table.get(&graph)?.0.with_weights(&weights) {
-            Ok(model) => Ok(Ok(self.table.push(Graph(Arc::new(model)))?)),
+            Ok(model) => self.push_graph(model),
             Err(e) => self.fail(e),
         }
     }
@@ -436,6 +456,10 @@ impl inference::HostGraph for HostState {
         extra_outputs: Vec<String>,
     ) -> wasmtime::Result<Result<Resource<ExecutionContext>, Resource<InferError>>> {
         let model = self.table.get(&graph)?.0.clone();
+        let bytes = graph_bytes(&model);
+        if let Err(e) = self.room_for(bytes, &format!("a session of {}", model.name())) {
+            return self.fail(e);
+        }
         let options = self.session_options();
         let session = if extra_outputs.is_empty() {
             model.session(&options)
@@ -445,7 +469,10 @@ impl inference::HostGraph for HostState {
                 .and_then(|m| m.session(&options))
         };
         match session {
-            Ok(session) => Ok(Ok(self.table.push(ExecutionContext(session))?)),
+            Ok(session) => {
+                self.held_bytes += bytes;
+                Ok(Ok(self.table.push(ExecutionContext(session, bytes))?))
+            }
             Err(e) => self.fail(e),
         }
     }
@@ -469,7 +496,8 @@ impl inference::HostGraph for HostState {
     }
 
     fn drop(&mut self, graph: Resource<Graph>) -> wasmtime::Result<()> {
-        self.table.delete(graph)?;
+        let graph = self.table.delete(graph)?;
+        self.held_bytes -= graph_bytes(&graph.0);
         Ok(())
     }
 }
@@ -489,7 +517,8 @@ impl inference::HostGraphExecutionContext for HostState {
     }
 
     fn drop(&mut self, context: Resource<ExecutionContext>) -> wasmtime::Result<()> {
-        self.table.delete(context)?;
+        let context = self.table.delete(context)?;
+        self.held_bytes -= context.1;
         Ok(())
     }
 }

@@ -2,8 +2,6 @@
 //! handle, their batches, activations and gradients kept on the host. A session's memory
 //! counts against the plugin's memory cap.
 
-use std::sync::Arc;
-
 use wasmtime::component::Resource;
 
 use crate::media::{ErrorKind, InferError, Tensor};
@@ -38,7 +36,7 @@ impl HostState {
                 0 => train::default_threads(),
                 n => (n as usize).min(std::thread::available_parallelism().map_or(1, |c| c.get())),
             },
-            memory_cap: Some(self.sandbox.memory.saturating_sub(self.tensor_bytes)),
+            memory_cap: Some(self.sandbox.memory.saturating_sub(self.held_bytes)),
             precision: train::Precision::F32,
         }
     }
@@ -193,7 +191,7 @@ impl training::HostSession for HostState {
 
     fn to_graph(&mut self, session: Resource<TrainingSession>) -> Answer<Resource<Graph>> {
         match self.session(&session)?.export() {
-            Ok(model) => Ok(Ok(self.table.push(Graph(Arc::new(model)))?)),
+            Ok(model) => self.push_graph(model),
             Err(e) => self.fail(e),
         }
     }
