@@ -162,6 +162,8 @@ struct Places {
     node: Option<String>,
     /// The local directories the paths name, mounted at the same place.
     host_dirs: Vec<std::path::PathBuf>,
+    /// `outputDir`, when it is on the node: the only directory mounted writable.
+    output: Option<std::path::PathBuf>,
     /// Every file of the job (outputDir, dataset, models) is in object storage: train
     /// and eval run where their templates say (a GPU node in the cloud), not pinned to
     /// the dataset's node.
@@ -246,6 +248,7 @@ async fn places(
     }
     Ok(Ok(Places {
         host_dirs,
+        output: local(&spec.output_dir),
         portable: dirs.is_empty(),
         initial_model: initial.spec.url,
         deploy_model: deploy.spec.url,
@@ -376,6 +379,7 @@ fn inference_plan<'a>(job: &IncrementalLearningJob, places: &'a Places) -> PodPl
         env: env.to_env(),
         node: places.node.as_deref(),
         host_dirs: &places.host_dirs,
+        output: places.output.as_deref(),
         secret: places.credential.as_deref(),
     }
 }
@@ -449,6 +453,7 @@ fn stage_plan<'a>(worker: Worker, data: &RoundData, places: &'a Places) -> PodPl
         env,
         node: places.node.as_deref().filter(|_| !places.portable),
         host_dirs: &places.host_dirs,
+        output: places.output.as_deref(),
         secret: places.credential.as_deref(),
     }
 }

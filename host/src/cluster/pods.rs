@@ -121,6 +121,9 @@ pub struct PodPlan<'a> {
     pub node: Option<&'a str>,
     /// Host directories mounted at the same path (the paths in `env` are on the node).
     pub host_dirs: &'a [PathBuf],
+    /// The job's `outputDir` when it is on the node: the one directory its Pods write, so
+    /// the others are mounted read-only.
+    pub output: Option<&'a Path>,
     /// The Secret (a `credentialName`) whose object-storage keys the worker gets as env.
     pub secret: Option<&'a str>,
 }
@@ -198,9 +201,11 @@ pub fn pod(job: &IncrementalLearningJob, plan: &PodPlan) -> Pod {
         for (name, dir) in &volumes {
             let path = dir.display().to_string();
             if !mounts.iter().any(|m| m.mount_path == path) {
+                let writes = plan.output.is_none_or(|output| output.starts_with(dir));
                 mounts.push(VolumeMount {
                     name: name.clone(),
                     mount_path: path,
+                    read_only: (!writes).then_some(true),
                     ..VolumeMount::default()
                 });
             }

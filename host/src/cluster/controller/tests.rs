@@ -98,6 +98,22 @@ fn start_creates_the_inference_worker_and_waits_for_the_trigger() {
                 "{dir} not mounted: {host_paths:?}"
             );
         }
+        // Only outputDir is written: the data and the models are mounted read-only.
+        let read_only: Vec<&str> = pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["readOnly"] == json!(true))
+            .map(|m| m["mountPath"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            read_only,
+            [
+                "/data/helmet_detection/train_data",
+                "/models/base",
+                "/models/deploy"
+            ]
+        );
         assert_eq!(
             api.event().await,
             ("InferenceWorkerCreated".into(), "Normal".into())
