@@ -7,7 +7,7 @@ mod trust;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::HOST;
@@ -16,6 +16,9 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 
 pub use trust::{Trust, fingerprint, provider, read_certificates};
+
+/// The longest answer read by default (a component is at most 64 MiB).
+const MAX_ANSWER: usize = 64 << 20;
 
 /// How long a request may take; an upload of a large component on a slow link needs a
 /// while.
@@ -65,6 +68,19 @@ impl Http {
         headers: HeaderMap,
         body: Bytes,
     ) -> anyhow::Result<Response> {
+        self.send_limited(method, url, headers, body, MAX_ANSWER)
+    }
+
+    /// [`Http::send`], reading at most `limit` bytes of the answer: a longer one fails
+    /// rather than fill memory.
+    pub fn send_limited(
+        &self,
+        method: Method,
+        url: &url::Url,
+        headers: HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> anyhow::Result<Response> {
         let host = url
             .host_str()
             .ok_or_else(|| anyhow!("{url}: no host in it"))?
@@ -99,9 +115,9 @@ impl Http {
                 match tls {
                     Some((connector, name)) => {
                         let stream = connector.connect(name, tcp).await.map_err(explain_tls)?;
-                        send(stream, request).await
+                        send(stream, request, limit).await
                     }
-                    None => send(tcp, request).await,
+                    None => send(tcp, request, limit).await,
                 }
             };
             tokio::time::timeout(TIMEOUT, exchange)
@@ -130,7 +146,7 @@ pub fn authority(host: &str, port: u16) -> String {
     }
 }
 
-async fn send<Io>(io: Io, request: Request<Full<Bytes>>) -> anyhow::Result<Response>
+async fn send<Io>(io: Io, request: Request<Full<Bytes>>, limit: usize) -> anyhow::Result<Response>
 where
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -138,10 +154,15 @@ where
     tokio::spawn(connection);
     let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
-    let body = body
+    let body = http_body_util::Limited::new(body, limit)
         .collect()
         .await
-        .context("the answer was cut short")?
+        .map_err(
+            |e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => anyhow!("the answer is over {limit} bytes: refused"),
+                None => anyhow!("the answer was cut short: {e}"),
+            },
+        )?
         .to_bytes();
     Ok(Response {
         status: parts.status,

@@ -27,6 +27,8 @@ const SIGNATURE: &str = "dev.sedna.plugin.signature.ed25519";
 const SIGNER: &str = "dev.sedna.plugin.key.ed25519";
 /// The largest manifest read (they are a few hundred bytes).
 const MAX_MANIFEST: usize = 64 << 10;
+/// The largest blob pulled: a component (the API takes at most 64 MiB).
+const MAX_BLOB: u64 = 256 << 20;
 
 /// `oci://registry[:port]/repository[:tag][@sha256:digest]`. A registry on this machine
 /// (`localhost`, a loopback address) is spoken to in plain HTTP, any other in HTTPS.
@@ -437,11 +439,8 @@ pub fn pull(http: &Http, reference: &Reference, trusted: &[PublicKey]) -> anyhow
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST));
     let url = reference.url(&format!("manifests/{}", reference.manifest_name()))?;
-    let answer = http.send(Method::GET, &url, headers, Bytes::new());
+    let answer = http.send_limited(Method::GET, &url, headers, Bytes::new(), MAX_MANIFEST);
     let answer = expect(reference, "give the manifest", answer, StatusCode::OK)?;
-    if answer.body.len() > MAX_MANIFEST {
-        bail!("{reference}: the manifest is over {MAX_MANIFEST} bytes: not a plugin's");
-    }
     let manifest_digest = digest(&answer.body);
     if let Some(wanted) = &reference.digest
         && *wanted != manifest_digest
@@ -507,14 +506,25 @@ fn verify(
 
 /// A blob, checked against its descriptor's digest and size.
 fn blob(http: &Http, reference: &Reference, descriptor: &Descriptor) -> anyhow::Result<Vec<u8>> {
+    if descriptor.size > MAX_BLOB {
+        bail!(
+            "{reference}: the blob {} announces {} bytes, over the {MAX_BLOB} a plugin may be: refused",
+            descriptor.digest,
+            descriptor.size
+        );
+    }
+    // Read no more than announced: a longer answer fails rather than fill memory.
+    let limit = descriptor.size as usize;
+    let get =
+        |url: &url::Url| http.send_limited(Method::GET, url, HeaderMap::new(), Bytes::new(), limit);
     let url = reference.url(&format!("blobs/{}", descriptor.digest))?;
-    let mut answer = http.send(Method::GET, &url, HeaderMap::new(), Bytes::new())?;
+    let mut answer = get(&url)?;
     // A registry that keeps blobs elsewhere (object storage) redirects once.
     if answer.status.is_redirection()
         && let Some(location) = answer.headers.get(LOCATION).and_then(|l| l.to_str().ok())
     {
         let target = url.join(location)?;
-        answer = http.send(Method::GET, &target, HeaderMap::new(), Bytes::new())?;
+        answer = get(&target)?;
     }
     let answer = expect(reference, "give a blob", Ok(answer), StatusCode::OK)?;
     let found = digest(&answer.body);

@@ -255,4 +255,10 @@ fn a_tampered_blob_an_unsigned_and_a_wrongly_signed_plugin_are_refused() {
         err.contains("came back as") && err.contains("refused"),
         "{err}"
     );
+
+    // A blob longer than announced is not read past its size.
+    tampered.extend(vec![0u8; 1 << 20]);
+    std::fs::write(&blob, &tampered).unwrap();
+    let err = refused(&fresh, &["plugin", "pull", &unsigned, "--name", "longer"]);
+    assert!(err.contains(&format!("over {} bytes", wasm.len())), "{err}");
 }
