@@ -1,7 +1,8 @@
 //! Chains of nodes the session computes as one operator, because the values between them
 //! are large, read once, and cheaper not to make:
 //! - a `Conv`, then a `BatchNormalization` only it feeds (the frozen statistics fold into
-//!   the kernel and a bias, so the normalisation costs nothing per pixel), then a SiLU
+//!   the kernel and a bias, so the normalisation costs nothing per pixel; one that learns
+//!   its statistics from the batch runs on its own), then a SiLU
 //!   (`Mul(x, Sigmoid(x))`, as every Ultralytics export writes it) or a `Relu`, each
 //!   optional: one convolution whose activation is applied while its output is in cache;
 //! - a SiLU after anything else: one pass instead of two.
@@ -107,14 +108,16 @@ impl<'a> Readers<'a> {
         .then_some((sigmoid, mul))
     }
 
-    /// The chain starting at convolution `conv`, if anything follows it.
-    fn conv_chain(&self, conv: usize) -> Option<Found> {
+    /// The chain starting at convolution `conv`, if anything follows it; the
+    /// normalisations in `unfoldable` are left out of it.
+    fn conv_chain(&self, conv: usize, unfoldable: &BTreeSet<usize>) -> Option<Found> {
         let nodes = &self.graph.node;
         let mut value = self.output(conv)?;
         let (mut at, mut skipped, mut inner) = (conv, Vec::new(), Vec::new());
         let mut norm = None;
         if let &[reader] = self.of(value)
             && nodes[reader].op_type == "BatchNormalization"
+            && !unfoldable.contains(&reader)
             && nodes[reader].input.first() == Some(value)
             && let Some(out) = self.output(reader)
         {
@@ -147,8 +150,9 @@ impl<'a> Readers<'a> {
     }
 }
 
-/// The chains of `graph`, in graph order.
-pub fn find(graph: &pb::GraphProto) -> Vec<Found> {
+/// The chains of `graph`, in graph order; the normalisations in `unfoldable` (those that
+/// learn their statistics) are not folded into a convolution.
+pub fn find(graph: &pb::GraphProto, unfoldable: &BTreeSet<usize>) -> Vec<Found> {
     let readers = Readers::new(graph);
     let mut found: Vec<Found> = Vec::new();
     let mut taken = BTreeSet::new();
@@ -157,7 +161,7 @@ pub fn find(graph: &pb::GraphProto) -> Vec<Found> {
             continue;
         }
         let chain = match node.op_type.as_str() {
-            "Conv" => readers.conv_chain(index),
+            "Conv" => readers.conv_chain(index, unfoldable),
             "Sigmoid" => {
                 let input = node.input.first();
                 input
@@ -232,7 +236,8 @@ mod tests {
             .node("Mul", &["kg", "k"], &["y"], &[])
             .output("y", &[]);
         let model = b.build().unwrap();
-        let found = find(model.proto().graph.as_ref().unwrap());
+        let graph = model.proto().graph.as_ref().unwrap();
+        let found = find(graph, &BTreeSet::new());
         let chains: Vec<(Vec<usize>, usize, &Fusion)> = found
             .iter()
             .map(|f| (f.skipped.clone(), f.at, &f.fusion))
@@ -272,5 +277,18 @@ mod tests {
         // Asking for a value inside a chain runs its nodes as they are.
         let plan = plan(&found, &["n".to_string()], |_| false);
         assert_eq!(plan.fused.keys().copied().collect::<Vec<_>>(), [5, 8]);
+        // A normalisation that learns its statistics runs on its own; its SiLU still fuses.
+        let found = find(graph, &BTreeSet::from([1]));
+        assert_eq!(
+            (found[0].skipped.clone(), found[0].at),
+            (vec![2], 3),
+            "{found:?}"
+        );
+        assert_eq!(
+            found[0].fusion,
+            Fusion::Silu {
+                input: "n".to_string()
+            }
+        );
     }
 }

@@ -156,7 +156,14 @@ pub fn prepare(
             "nothing of {name} would train: `trainable` chose no weight, or `freeze` {freeze:?} froze them all (its weights include {all:?})"
         ));
     }
-    let trainable = untie(graph, &chosen);
+    let mut trainable = chosen.clone();
+    for (original, copy) in untie(graph, &chosen) {
+        let at = trainable
+            .iter()
+            .position(|n| *n == original)
+            .expect("chosen");
+        trainable.insert(at + 1, copy);
+    }
     Ok(Prepared { proto, trainable })
 }
 
@@ -251,10 +258,10 @@ fn weight_candidates(
     out
 }
 
-/// Gives every use of a trainable weight read by several nodes its own copy (named
-/// `<name>.<use>`), so that training one layer does not move another. Returns the
-/// trainable names after the copies.
-fn untie(graph: &mut pb::GraphProto, chosen: &[String]) -> Vec<String> {
+/// Gives every use of an initializer in `chosen` read by several nodes its own copy
+/// (named `<name>.<use>`), so that training one layer does not move another. Returns the
+/// copies made, each with the initializer it copies.
+pub fn untie(graph: &mut pb::GraphProto, chosen: &[String]) -> Vec<(String, String)> {
     let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
     for node in &graph.node {
         for input in &node.input {
@@ -268,10 +275,6 @@ fn untie(graph: &mut pb::GraphProto, chosen: &[String]) -> Vec<String> {
         .filter(|(_, n)| **n > 1)
         .map(|(name, _)| name.to_string())
         .collect();
-    let mut names: Vec<String> = chosen.to_vec();
-    if shared.is_empty() {
-        return names;
-    }
     let mut counter: BTreeMap<String, usize> = BTreeMap::new();
     let mut copies = Vec::new();
     for node in graph.node.iter_mut() {
@@ -289,17 +292,15 @@ fn untie(graph: &mut pb::GraphProto, chosen: &[String]) -> Vec<String> {
             *input = copy;
         }
     }
-    for (original, copy) in copies {
+    for (original, copy) in &copies {
         let mut tensor = graph
             .initializer
             .iter()
-            .find(|t| t.name == original)
-            .expect("a chosen weight is an initializer")
+            .find(|t| &t.name == original)
+            .expect("an untied value is an initializer")
             .clone();
         tensor.name = copy.clone();
         graph.initializer.push(tensor);
-        let at = names.iter().position(|n| *n == original).expect("chosen");
-        names.insert(at + 1, copy);
     }
-    names
+    copies
 }

@@ -18,6 +18,7 @@ mod conv;
 mod fuse;
 mod graph;
 mod loss;
+mod norm;
 mod ops;
 mod optim;
 mod pointwise;
@@ -26,6 +27,7 @@ mod value;
 
 pub use graph::Trainable;
 pub use loss::Loss;
+pub use norm::Statistics;
 pub use ops::SUPPORTED;
 pub use optim::Optimizer;
 pub use session::{Options, Precision, Progress, Session, default_threads};

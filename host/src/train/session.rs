@@ -16,8 +16,9 @@ use tract_onnx::pb;
 
 use super::backward::{self, Gradients};
 use super::fuse::{self, Found, Fusion, Plan};
-use super::graph::{Trainable, prepare};
+use super::graph::{Trainable, prepare, untie};
 use super::loss::{Loss, scalar};
+use super::norm::{self, Normalised, Statistics};
 use super::ops::{self, Call};
 use super::optim::{self, Optimizer};
 use super::pointwise::Act;
@@ -104,6 +105,8 @@ enum Step {
         norm: Option<usize>,
         done: ops::Convolution,
     },
+    /// A normalisation over its batch's statistics.
+    Norm(usize, Normalised),
 }
 
 /// The values and steps of the last forward, kept for the backward that follows it, and
@@ -112,6 +115,8 @@ struct Tape {
     values: BTreeMap<String, Value>,
     steps: Vec<Step>,
     requires: BTreeSet<String>,
+    /// The batch mean and variance of each normalisation that learns its statistics.
+    statistics: Vec<(usize, Dense, Dense)>,
 }
 
 pub struct Session {
@@ -125,6 +130,11 @@ pub struct Session {
     /// Pairs of nodes computed as one op when their inner value is not asked for.
     fusions: Vec<Found>,
     options: Options,
+    statistics: Statistics,
+    /// The normalisations that learn their statistics (node indices).
+    learning: BTreeSet<usize>,
+    /// The running statistics a forward has moved (initializer names): export writes them.
+    moved: BTreeSet<String>,
     pool: Arc<rayon::ThreadPool>,
     tape: Option<Tape>,
     /// Backward passes accumulated since the last step.
@@ -201,10 +211,13 @@ impl Session {
         let pool = crate::threads::pool("sedna-train", options.threads)
             .map(Arc::new)
             .map_err(|e| error(ErrorKind::Runtime, e))?;
-        let fusions = fuse::find(graph);
+        let fusions = fuse::find(graph, &BTreeSet::new());
         Ok(Session {
             name,
             fusions,
+            statistics: Statistics::Frozen,
+            learning: BTreeSet::new(),
+            moved: BTreeSet::new(),
             proto: prepared.proto,
             opset,
             dtype,
@@ -254,6 +267,86 @@ impl Session {
         }
     }
 
+    /// Chooses what BatchNormalization does with its running statistics from the next
+    /// forward on (see [`Statistics`]); returns how many normalisations learn them: those
+    /// whose scale or shift trains (a frozen layer stays byte for byte as it was). Running
+    /// statistics several normalisations share get a copy each first.
+    pub fn set_statistics(&mut self, statistics: Statistics) -> Result<usize, InferError> {
+        if let Statistics::Learn { momentum: Some(m) } = statistics
+            && !(0.0..1.0).contains(&m)
+        {
+            return Err(self.error(
+                ErrorKind::InvalidArgument,
+                format!("a statistics momentum of {m}: give one in [0, 1) (the share of the running statistics kept per batch)"),
+            ));
+        }
+        self.tape = None;
+        let graph = self.proto.graph.as_mut().expect("checked at load");
+        let trained: BTreeSet<&str> = self.weights.iter().map(|w| w.name.as_str()).collect();
+        let learning: BTreeSet<usize> = match statistics {
+            Statistics::Frozen => BTreeSet::new(),
+            Statistics::Learn { .. } => graph
+                .node
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| {
+                    n.op_type == "BatchNormalization"
+                        && n.input
+                            .iter()
+                            .skip(1)
+                            .take(2)
+                            .any(|i| trained.contains(i.as_str()))
+                })
+                .map(|(index, _)| index)
+                .collect(),
+        };
+        let running: Vec<String> = learning
+            .iter()
+            .flat_map(|&i| graph.node[i].input.iter().skip(3).take(2).cloned())
+            .collect();
+        if let Some(missing) = running.iter().find(|r| !self.constants.contains_key(*r)) {
+            return Err(self.error(
+                ErrorKind::Unsupported,
+                format!("the running statistic `{missing}` is not an initializer: its normalisation cannot learn it; keep the statistics frozen"),
+            ));
+        }
+        for (original, copy) in untie(graph, &running) {
+            let value = self.constants[&original].clone();
+            self.constants.insert(copy, value);
+        }
+        self.fusions = fuse::find(graph, &learning);
+        self.learning = learning;
+        self.statistics = statistics;
+        Ok(self.learning.len())
+    }
+
+    /// Moves the running statistics toward the batch's ones a forward measured.
+    fn learn_from(&mut self, tape: &Tape) -> Result<(), InferError> {
+        let Statistics::Learn { momentum } = self.statistics else {
+            return Ok(());
+        };
+        let graph = self.proto.graph.as_ref().expect("checked at load");
+        for (index, mean, variance) in &tape.statistics {
+            let node = &graph.node[*index];
+            let momentum = momentum.unwrap_or_else(|| {
+                node.attribute
+                    .iter()
+                    .find(|a| a.name == "momentum")
+                    .map_or(0.9, |a| a.f as f64)
+            });
+            for (name, batch) in node.input.iter().skip(3).zip([mean, variance]) {
+                let Some(Value::Float(old)) = self.constants.get(name) else {
+                    continue;
+                };
+                let new =
+                    norm::running(old, batch, momentum).map_err(|m| self.node_error(node, m))?;
+                self.constants.insert(name.clone(), Value::Float(new));
+                self.moved.insert(name.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Records the trainer's own account of where it is (its epoch and loss).
     pub fn report(&mut self, epoch: u32, epochs: u32, loss: f64) {
         self.progress.epoch = Some((epoch, epochs));
@@ -273,6 +366,7 @@ impl Session {
         let pool = self.pool.clone();
         let result = pool.install(|| self.forward_on_pool(inputs, wanted));
         let tape = result?;
+        self.learn_from(&tape)?;
         self.progress.samples += inputs
             .first()
             .and_then(|(_, t)| t.dims.first())
@@ -338,6 +432,7 @@ impl Session {
         let needed = self.needed(graph, wanted, &values)?;
         let plan = fuse::plan(&self.fusions, wanted, |v| values.contains_key(v));
         let mut steps = Vec::new();
+        let mut statistics = Vec::new();
         let mut bytes = self.weight_bytes;
         for (index, node) in graph.node.iter().enumerate() {
             if !needed.contains(&index) || plan.skipped.contains(&index) {
@@ -360,6 +455,18 @@ impl Session {
                             done,
                         },
                     )
+                }
+                None if self.learning.contains(&index) => {
+                    let done = ops::Norm::of(&call)
+                        .and_then(|n| {
+                            let [scale, shift, ..] = &n.params;
+                            norm::forward(&call.x(0)?, scale, shift, n.epsilon)
+                        })
+                        .map_err(|m| self.node_error(node, m))?;
+                    // The normalised input is kept for the backward too.
+                    bytes += done.xhat.elem_count() as u64 * self.dtype.size_in_bytes() as u64;
+                    statistics.push((index, done.mean.clone(), done.variance.clone()));
+                    (vec![Value::Float(done.y.clone())], Step::Norm(index, done))
                 }
                 None => (
                     ops::run(&call).map_err(|m| self.node_error(node, m))?,
@@ -427,6 +534,7 @@ impl Session {
             values,
             steps,
             requires,
+            statistics,
         })
     }
 
@@ -670,7 +778,9 @@ impl Session {
         };
         for step in tape.steps.iter().rev() {
             let at = match step {
-                Step::Node(at) | Step::Silu(at, _) | Step::Conv { at, .. } => *at,
+                Step::Node(at) | Step::Silu(at, _) | Step::Conv { at, .. } | Step::Norm(at, _) => {
+                    *at
+                }
             };
             let node = &graph.node[at];
             let outputs: Vec<Option<Dense>> = node.output.iter().map(|o| grads.take(o)).collect();
@@ -700,6 +810,21 @@ impl Session {
                         .backward(x, y, g)
                         .map_err(|e| fail(ops::describe(e)))?;
                     (vec![input], vec![Some(dx)])
+                }
+                Step::Norm(_, done) => {
+                    let (Some(g), Some(Value::Float(scale))) = (
+                        &outputs[0],
+                        node.input
+                            .get(1)
+                            .and_then(|n| tape.values.get(n).or_else(|| self.constants.get(n))),
+                    ) else {
+                        continue;
+                    };
+                    let given = norm::backward(done, scale, g).map_err(fail)?;
+                    (
+                        node.input.iter().take(3).collect(),
+                        given.into_iter().map(Some).collect(),
+                    )
                 }
                 Step::Conv {
                     conv, norm, done, ..
@@ -848,6 +973,16 @@ impl Session {
                 .find(|t| t.name == weight.name)
                 .expect("a trainable weight is an initializer");
             *slot = value::to_proto(&weight.name, weight.var.as_tensor(), slot.data_type)
+                .map_err(|m| self.error(ErrorKind::Runtime, m))?;
+        }
+        for name in &self.moved {
+            let (Some(slot), Some(Value::Float(value))) = (
+                graph.initializer.iter_mut().find(|t| &t.name == name),
+                self.constants.get(name),
+            ) else {
+                continue;
+            };
+            *slot = value::to_proto(name, value, slot.data_type)
                 .map_err(|m| self.error(ErrorKind::Runtime, m))?;
         }
         Model::from_proto(&self.name, proto)

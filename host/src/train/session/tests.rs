@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor as Dense};
 
 use super::{Options, Precision, Session};
 use crate::media::{Attr, Model, ModelBuilder, Tensor};
-use crate::train::{Loss, Optimizer, Trainable};
+use crate::train::{Loss, Optimizer, Statistics, Trainable};
 
 /// A seeded stream of numbers in [-1, 1).
 struct Random(u64);
@@ -36,6 +36,7 @@ struct Case {
     random: Random,
     input: Vec<usize>,
     trained: Vec<String>,
+    statistics: Statistics,
 }
 
 impl Case {
@@ -48,6 +49,7 @@ impl Case {
             random: Random(input.iter().product::<usize>() as u64),
             input: input.to_vec(),
             trained: Vec::new(),
+            statistics: Statistics::Frozen,
         }
     }
 
@@ -71,6 +73,12 @@ impl Case {
         self.add(name, &tensor)
     }
 
+    /// Normalisations learn their statistics from the batch.
+    fn learning_statistics(&mut self) -> &mut Self {
+        self.statistics = Statistics::Learn { momentum: None };
+        self
+    }
+
     fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Attr]) -> &mut Self {
         self.builder.node(op, inputs, outputs, attrs);
         self
@@ -88,6 +96,9 @@ impl Case {
             ..Options::default()
         };
         let mut session = Session::open(&model, options).expect("the session opens");
+        session
+            .set_statistics(self.statistics)
+            .expect("statistics chosen");
         let inputs = vec![("x".to_string(), self.random.tensor(&self.input))];
         let [(_, y)] = session
             .forward(&inputs, &["y".into()])
@@ -239,6 +250,56 @@ fn batch_normalization_trains_scale_and_shift() {
             &["x", "w1", "w2", "mean", "var"],
             &["y"],
             &[Attr::Float("epsilon", 1e-3)],
+        )
+        .check();
+}
+
+#[test]
+fn batch_statistics_carry_gradients_to_every_input_of_their_channel() {
+    // Conv -> BatchNormalization (batch statistics) -> SiLU, then a second normalisation
+    // sharing the first one's running statistics whose input a second node also reads.
+    Case::new(&[3, 2, 4, 4])
+        .learning_statistics()
+        .weight("w1", &[4, 2, 3, 3])
+        .node("Conv", &["x", "w1"], &["a"], &[ints("pads", &[1, 1, 1, 1])])
+        .weight("w2", &[4])
+        .weight("w3", &[4])
+        .weight("mean", &[4])
+        .positive("var", &[4])
+        .node(
+            "BatchNormalization",
+            &["a", "w2", "w3", "mean", "var"],
+            &["b"],
+            &[Attr::Float("epsilon", 1e-3)],
+        )
+        .node("Sigmoid", &["b"], &["s"], &[])
+        .node("Mul", &["b", "s"], &["c"], &[])
+        .weight("w4", &[4, 4, 1, 1])
+        .node("Conv", &["c", "w4"], &["d"], &[])
+        .weight("w5", &[4])
+        .weight("w6", &[4])
+        .node(
+            "BatchNormalization",
+            &["d", "w5", "w6", "mean", "var"],
+            &["e"],
+            &[],
+        )
+        .node("Add", &["e", "d"], &["y"], &[])
+        .check();
+    // Over a batch of feature vectors `[N, C]`.
+    Case::new(&[5, 3])
+        .learning_statistics()
+        .weight("w1", &[3, 3])
+        .node("MatMul", &["x", "w1"], &["a"], &[])
+        .weight("w2", &[3])
+        .weight("w3", &[3])
+        .weight("mean", &[3])
+        .positive("var", &[3])
+        .node(
+            "BatchNormalization",
+            &["a", "w2", "w3", "mean", "var"],
+            &["y"],
+            &[],
         )
         .check();
 }
@@ -670,6 +731,120 @@ fn the_exported_model_runs_as_the_engine_computed_it() {
     let (mut session, _) = train(&model, options, 5);
     let (images, _) = batch(&mut Random(5), 4);
     assert_backends_agree(&mut session, "image", "probabilities", &images);
+}
+
+/// The per-channel mean and unbiased variance of `t` (`[N, C, H, W]`).
+fn channel_statistics(t: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    let (n, c) = (t.dims[0], t.dims[1]);
+    let plane: usize = t.dims[2..].iter().product();
+    let values = |k: usize| {
+        (0..n).flat_map(move |i| {
+            t.data[(i * c + k) * plane..][..plane]
+                .iter()
+                .map(|&v| v as f64)
+        })
+    };
+    let count = (n * plane) as f64;
+    (0..c)
+        .map(|k| {
+            let mean = values(k).sum::<f64>() / count;
+            let var = values(k).map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0);
+            (mean as f32, var as f32)
+        })
+        .unzip()
+}
+
+/// The initializer `name` of `model` as floats.
+fn initializer(model: &Model, name: &str) -> Vec<f32> {
+    let graph = model.proto().graph.as_ref().unwrap();
+    let init = graph.initializer.iter().find(|t| t.name == name).unwrap();
+    crate::train::value::from_proto(init, DType::F32)
+        .unwrap()
+        .float()
+        .unwrap()
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .unwrap()
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    let near = a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1.0));
+    assert!(near, "{what}: {a:?} against {b:?}");
+}
+
+#[test]
+fn learnt_statistics_follow_the_batches_and_are_exported() {
+    let model = classifier(3);
+    let options = Options {
+        learning_rate: 0.05,
+        ..Options::default()
+    };
+    let mut session = Session::open(&model, options.clone()).unwrap();
+    let learn = |momentum| Statistics::Learn { momentum };
+    // Momentum 0: the running statistics become the batch's.
+    assert_eq!(session.set_statistics(learn(Some(0.0))).unwrap(), 1);
+    let (images, classes) = batch(&mut Random(3), 6);
+    let outputs = session
+        .forward(
+            &[("image".into(), images.clone())],
+            &["c".into(), "logits".into()],
+        )
+        .unwrap();
+    let (mean, var) = channel_statistics(&outputs[0].1);
+    let exported = session.export().unwrap();
+    assert_close(&initializer(&exported, "bn.mean"), &mean, "running mean");
+    assert_close(&initializer(&exported, "bn.var"), &var, "running variance");
+    // The node's own momentum (ONNX's default 0.9, the node having none).
+    session.set_statistics(learn(None)).unwrap();
+    let (images, _) = batch(&mut Random(4), 6);
+    let outputs = session
+        .forward(&[("image".into(), images)], &["c".into(), "logits".into()])
+        .unwrap();
+    let (batch_mean, _) = channel_statistics(&outputs[0].1);
+    let expected: Vec<f32> = mean
+        .iter()
+        .zip(&batch_mean)
+        .map(|(old, new)| 0.9 * old + 0.1 * new)
+        .collect();
+    let exported = session.export().unwrap();
+    assert_close(
+        &initializer(&exported, "bn.mean"),
+        &expected,
+        "momentum 0.9",
+    );
+    // Training with them, then the inference form: ONNX Runtime and tract compute what
+    // the engine does with the statistics it learnt.
+    session
+        .forward(&[("image".into(), images_of(7))], &["logits".into()])
+        .unwrap();
+    session
+        .backward_loss("logits", Loss::CrossEntropy, &classes)
+        .unwrap();
+    session.step(None).unwrap();
+    assert_eq!(session.set_statistics(Statistics::Frozen).unwrap(), 0);
+    assert_backends_agree(&mut session, "image", "probabilities", &images_of(8));
+    // A normalisation whose scale and shift are frozen keeps its statistics, byte for
+    // byte; a momentum outside [0, 1) is refused.
+    let frozen = Options {
+        freeze: vec!["bn".into()],
+        ..options
+    };
+    let mut session = Session::open(&model, frozen).unwrap();
+    assert_eq!(session.set_statistics(learn(None)).unwrap(), 0);
+    session
+        .forward(&[("image".into(), images_of(9))], &["logits".into()])
+        .unwrap();
+    let exported = session.export().unwrap();
+    assert_eq!(initializer(&exported, "bn.mean"), [0.0; 4]);
+    let err = session.set_statistics(learn(Some(1.5))).unwrap_err();
+    assert!(err.message.contains("[0, 1)"), "{err}");
+}
+
+fn images_of(seed: u64) -> Tensor {
+    batch(&mut Random(seed), 6).0
 }
 
 #[test]
