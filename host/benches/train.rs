@@ -2,6 +2,8 @@
 //! - a train step (forward + backward + optimizer) against the active ONNX backend's
 //!   forward alone on the same batch, on a YOLOv8n-shaped detector (batch 8, 320x320) and
 //!   a small CNN classifier (target: <= 6x);
+//! - the same YOLOv8n-shaped step with BatchNormalization learning its statistics
+//!   (`batch_norm=learn`: not folded into the convolutions) against the frozen one;
 //! - the peak RSS a session adds;
 //! - inference frames/s while a training session runs on its own thread pool, against
 //!   idle;
@@ -16,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use sedna::media::{Model, SessionOptions, Tensor, zoo};
-use sedna::train::{Loss, Optimizer, Options, Session, Trainable};
+use sedna::train::{Loss, Optimizer, Options, Session, Statistics, Trainable};
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -87,7 +89,20 @@ fn main() {
         },
     ];
     let steps = if quick { 2 } else { 5 };
-    let measured: Vec<Measured> = cases.iter().map(|c| measure(c, threads, steps)).collect();
+    let measured: Vec<Measured> = cases
+        .iter()
+        .map(|c| measure(c, threads, steps, Statistics::Frozen))
+        .collect();
+    let learning = measure(
+        &cases[0],
+        threads,
+        steps,
+        Statistics::Learn { momentum: None },
+    );
+    println!(
+        "  batch statistics learnt: the step takes {:.2}x the frozen one's",
+        learning.step / measured[0].step
+    );
     worker_during_a_round(&cases[0], quick);
     if std::env::args().any(|a| a == "--no-pytorch") {
         println!("\nPyTorch comparison skipped (--no-pytorch)");
@@ -104,7 +119,7 @@ struct Measured {
     rss: f64,
 }
 
-fn measure(case: &Case, threads: usize, steps: usize) -> Measured {
+fn measure(case: &Case, threads: usize, steps: usize, statistics: Statistics) -> Measured {
     let input = batch(&case.dims);
     let mut forward = case
         .model
@@ -123,6 +138,7 @@ fn measure(case: &Case, threads: usize, steps: usize) -> Measured {
         ..Options::default()
     };
     let mut session = Session::open(&case.model, options).unwrap();
+    let learning = session.set_statistics(statistics).unwrap();
     let (mut trains, mut forwards, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut parts = (Vec::new(), Vec::new(), Vec::new());
     // Each round runs the backend's forward and then a train step, so that the two are
@@ -155,7 +171,7 @@ fn measure(case: &Case, threads: usize, steps: usize) -> Measured {
     let peak = memory("VmHWM:");
     let step = median(&mut trains);
     println!(
-        "\n{}: {} weight tensors train",
+        "\n{}: {} weight tensors train, {learning} normalisations learn their statistics",
         case.name,
         session.trainable().len()
     );

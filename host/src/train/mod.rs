@@ -9,7 +9,8 @@
 //! with any other operator is refused when the session opens, naming the node.
 //!
 //! BatchNormalization trains its scale and shift; its running statistics stay frozen (the
-//! inference form), which keeps small incremental rounds from drifting them.
+//! inference form), which keeps small incremental rounds from drifting them, unless the
+//! session is told to learn them ([`Statistics`], `norm`).
 //!
 //! Imports `media` (models, tensors, errors) and nothing above it.
 

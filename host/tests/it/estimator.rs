@@ -356,14 +356,19 @@ fn corrupt_models_and_mismatched_inputs_are_clear_errors() {
 /// but the schedule, and checks that its loss falls and that it evaluates; returns the
 /// scenes.
 fn fine_tunes(job: &Job) -> Arc<[Sample]> {
-    let estimator = job
-        .estimator(&[
-            ("epochs", "4"),
-            ("batch_size", "4"),
-            ("optimizer", "adamw"),
-            ("learning_rate", "0.002"),
-        ])
-        .unwrap();
+    fine_tunes_with(job, &[]).1
+}
+
+/// [`fine_tunes`] with `extra` parameters; returns the estimator too.
+fn fine_tunes_with(job: &Job, extra: &[(&str, &str)]) -> (Plugin<Estimator>, Arc<[Sample]>) {
+    let mut pairs = vec![
+        ("epochs", "4"),
+        ("batch_size", "4"),
+        ("optimizer", "adamw"),
+        ("learning_rate", "0.002"),
+    ];
+    pairs.extend_from_slice(extra);
+    let estimator = job.estimator(&pairs).unwrap();
     let train = dataset(job.dir.path(), 0, 8);
     let report = estimator.train(&train, None).unwrap();
     let loss = metric(&report, "loss");
@@ -371,7 +376,7 @@ fn fine_tunes(job: &Job) -> Arc<[Sample]> {
     assert!(loss[3] < loss[0], "the detection loss falls: {loss:?}");
     let metrics = estimator.evaluate(&train).unwrap();
     assert_eq!(metric(&metrics, "samples"), [8.0], "{metrics:?}");
-    train
+    (estimator, train)
 }
 
 #[test]
@@ -379,6 +384,55 @@ fn a_yolov8_shaped_export_fine_tunes_with_no_parameters_but_the_schedule() {
     // Ultralytics' metadata (task, names, imgsz) is all the estimator needs; the YOLOv8
     // loss (task-aligned assignment, BCE, CIoU) is written in the component.
     fine_tunes(&Job::new(&sedna::media::zoo::yolov8n(2, 64).unwrap()));
+}
+
+#[test]
+fn batch_norm_learn_moves_the_running_statistics_of_what_trains() {
+    // `batch_norm=learn`: the normalisations of the layers that train follow the batches'
+    // statistics and the saved model carries them; a frozen backbone keeps its own.
+    let base = sedna::media::zoo::yolov8n(2, 64).unwrap();
+    let job = Job::new(&base);
+    let (estimator, _) = fine_tunes_with(
+        &job,
+        &[
+            ("batch_norm", "learn"),
+            ("batch_norm_momentum", "0.5"),
+            ("freeze", "backbone"),
+        ],
+    );
+    estimator.save("/out/learnt.onnx").unwrap();
+    let learnt = Model::load(&job.dir.path().join("out/learnt.onnx")).unwrap();
+    let statistics = |model: &Model, part: &str| -> Vec<(String, sedna::media::Tensor)> {
+        let names: Vec<String> = model
+            .proto()
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .filter(|t| t.name.starts_with(part) && t.name.contains("bn.running_"))
+            .map(|t| t.name.clone())
+            .collect();
+        assert!(!names.is_empty(), "{part} has normalisations");
+        model.weights(&names).unwrap()
+    };
+    assert_eq!(
+        statistics(&learnt, "backbone."),
+        statistics(&base, "backbone."),
+        "a frozen layer's statistics stay"
+    );
+    let (before, after) = (statistics(&base, "neck."), statistics(&learnt, "neck."));
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "every trained normalisation's statistics moved"
+    );
+    let error = job
+        .estimator(&[("batch_norm", "sometimes")])
+        .and_then(|e| e.train(&dataset(job.dir.path(), 0, 2), None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("`batch_norm` is \"sometimes\""), "{error}");
 }
 
 #[test]

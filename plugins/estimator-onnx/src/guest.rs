@@ -8,7 +8,9 @@ use sedna_plugin_sdk::estimator::inference::{
     self as host, Dataset, Frame, Graph, GraphExecutionContext, NamedTensor, Placement, Preprocess,
     Tensor, TensorType,
 };
-use sedna_plugin_sdk::estimator::training::{self, Loss, Optimizer, Options as TrainingOptions};
+use sedna_plugin_sdk::estimator::training::{
+    self, BatchStatistics, Loss, Optimizer, Options as TrainingOptions,
+};
 use sedna_plugin_sdk::estimator::{Detections, Guest, Level, Metric, Param, Prediction, log};
 
 use crate::conventions::{Conventions, Head, Port};
@@ -408,6 +410,15 @@ impl Loaded {
                 ..options
             };
             session = training::open(&self.graph, &options).map_err(describe)?;
+        }
+        if let train::BatchNorm::Learn { momentum } = settings.batch_norm {
+            let learning = session
+                .set_batch_statistics(BatchStatistics::Learn(momentum))
+                .map_err(describe)?;
+            log(
+                Level::Info,
+                &format!("{learning} normalisations learn their statistics from the batches"),
+            );
         }
         let fed = cached.unwrap_or(&c.input).to_string();
         let extra = match c.head {

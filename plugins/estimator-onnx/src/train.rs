@@ -44,6 +44,36 @@ pub struct Settings {
     pub threads: u32,
     /// Random changes to each training image, each epoch (none: the images as they are).
     pub augment: Option<Augment>,
+    pub batch_norm: BatchNorm,
+}
+
+/// What BatchNormalization does with its running statistics while the model trains.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BatchNorm {
+    /// They stay as the model has them (the default).
+    Frozen,
+    /// Batch statistics normalise and the running ones follow them, with this momentum
+    /// or each node's own.
+    Learn { momentum: Option<f32> },
+}
+
+impl BatchNorm {
+    fn from_params(params: &Params) -> Result<Self, String> {
+        let momentum = match params.get("batch_norm_momentum") {
+            Some(_) => Some(params.number("batch_norm_momentum", 0.9, 0.0, 0.9999)? as f32),
+            None => None,
+        };
+        match params.get("batch_norm").unwrap_or("frozen") {
+            "frozen" if momentum.is_some() => Err(
+                "parameter `batch_norm_momentum` is given but `batch_norm` is `frozen`: set `batch_norm=learn` too, or drop the momentum".to_string(),
+            ),
+            "frozen" => Ok(BatchNorm::Frozen),
+            "learn" => Ok(BatchNorm::Learn { momentum }),
+            other => Err(format!(
+                "parameter `batch_norm` is {other:?}: expected `frozen` (the running statistics stay) or `learn` (they follow the training batches)"
+            )),
+        }
+    }
 }
 
 /// How much each kind of augmentation changes an image (Ultralytics' parameter names).
@@ -178,6 +208,7 @@ impl Settings {
             seed: params.integer("seed", 0, 0, u64::MAX)?,
             threads: params.integer("threads", 0, 0, 1_024)? as u32,
             augment: Augment::from_params(params)?,
+            batch_norm: BatchNorm::from_params(params)?,
         })
     }
 
@@ -465,6 +496,37 @@ mod tests {
                 .augment,
             None
         );
+    }
+
+    #[test]
+    fn batch_norm_statistics_are_frozen_unless_asked() {
+        let settings = |pairs: &[(&str, &str)]| {
+            let params: Vec<sedna_plugin_sdk::hem::Param> = pairs
+                .iter()
+                .map(|(k, v)| sedna_plugin_sdk::hem::Param {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect();
+            Settings::from_params(&Params::new(&params), &[]).map(|s| s.batch_norm)
+        };
+        assert_eq!(settings(&[]), Ok(BatchNorm::Frozen));
+        assert_eq!(
+            settings(&[("batch_norm", "learn")]),
+            Ok(BatchNorm::Learn { momentum: None })
+        );
+        assert_eq!(
+            settings(&[("batch_norm", "learn"), ("batch_norm_momentum", "0.97")]),
+            Ok(BatchNorm::Learn {
+                momentum: Some(0.97)
+            })
+        );
+        let err = settings(&[("batch_norm_momentum", "0.97")]).unwrap_err();
+        assert!(err.contains("set `batch_norm=learn`"), "{err}");
+        let err = settings(&[("batch_norm", "train")]).unwrap_err();
+        assert!(err.contains("`frozen`") && err.contains("`learn`"), "{err}");
+        let err = settings(&[("batch_norm", "learn"), ("batch_norm_momentum", "1")]).unwrap_err();
+        assert!(err.contains("batch_norm_momentum"), "{err}");
     }
 
     #[test]

@@ -7,11 +7,11 @@ use wasmtime::component::Resource;
 use crate::media::{ErrorKind, InferError, Tensor};
 use crate::plugin::bindings::inference::NamedTensor;
 use crate::plugin::bindings::training::{
-    self, Loss as WitLoss, Optimizer as WitOptimizer, Options as WitOptions,
+    self, BatchStatistics, Loss as WitLoss, Optimizer as WitOptimizer, Options as WitOptions,
 };
 use crate::plugin::resources::{Graph, TrainingSession};
 use crate::plugin::state::HostState;
-use crate::train::{self, Loss, Optimizer, Trainable};
+use crate::train::{self, Loss, Optimizer, Statistics, Trainable};
 
 type Answer<T> = wasmtime::Result<Result<T, Resource<InferError>>>;
 
@@ -192,6 +192,23 @@ impl training::HostSession for HostState {
     fn to_graph(&mut self, session: Resource<TrainingSession>) -> Answer<Resource<Graph>> {
         match self.session(&session)?.export() {
             Ok(model) => self.push_graph(model),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn set_batch_statistics(
+        &mut self,
+        session: Resource<TrainingSession>,
+        statistics: BatchStatistics,
+    ) -> Answer<u32> {
+        let statistics = match statistics {
+            BatchStatistics::Frozen => Statistics::Frozen,
+            BatchStatistics::Learn(momentum) => Statistics::Learn {
+                momentum: momentum.map(f64::from),
+            },
+        };
+        match self.session(&session)?.set_statistics(statistics) {
+            Ok(count) => Ok(Ok(count as u32)),
             Err(e) => self.fail(e),
         }
     }
