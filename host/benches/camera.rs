@@ -5,7 +5,8 @@
 //!   a file's), against the time spent decoding in the same run, against decoding the
 //!   same access units from memory at 25 frames/s (as the worker plays a file), and back
 //!   to back (warm caches: a paced decoder starts each frame with colder ones);
-//! - frame age (decoded to decided) at the worker's side of a camera source, p50 and p99
+//! - frame age (captured, by the server's RTCP sender reports, to decided) at the worker's
+//!   side of a camera source, p50 and p99
 //!   (bucket upper bounds), with a worker that takes 10 ms a frame;
 //! - the time from the server coming back (after 3 s away) to the first frame decided,
 //!   with the default reconnect backoff.
@@ -185,9 +186,10 @@ fn bench(width: u32, height: u32, video: &Path) {
             .map_or("> 600000".to_string(), |s| format!("<= {}", s * 1000.0))
     };
     println!(
-        "{width}x{height}: frame age p50 {} ms, p99 {} ms ({} frames decoded, {} dropped as stale)",
+        "{width}x{height}: frame age p50 {} ms, p99 {} ms, from {:?} ({} frames decoded, {} dropped as stale)",
         quantile(0.5),
         quantile(0.99),
+        stats.age_from,
         stats.frames,
         stats.dropped
     );

@@ -206,7 +206,7 @@ impl fmt::Display for JobStatus {
                 };
                 writeln!(
                     f,
-                    "camera:    {} {} {}: {} frames, {} dropped, {} reconnects, frame age p50 {} p99 {}{}",
+                    "camera:    {} {} {}: {} frames, {} dropped, {} reconnects, frame age p50 {} p99 {} (from {}){}",
                     c.name,
                     c.camera,
                     c.state,
@@ -215,6 +215,10 @@ impl fmt::Display for JobStatus {
                     c.reconnects,
                     age(0.5),
                     age(0.99),
+                    match c.age_from {
+                        crate::pipeline::camera::AgeFrom::Capture => "capture",
+                        crate::pipeline::camera::AgeFrom::Arrival => "arrival",
+                    },
                     c.last_error
                         .as_deref()
                         .map(|e| format!("; last error: {e}"))

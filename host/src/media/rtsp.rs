@@ -8,7 +8,7 @@
 //!
 //! [`H264Decoder`]: super::video::H264Decoder
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use retina::client::{
@@ -135,6 +135,43 @@ pub struct AccessUnit {
     pub key: bool,
     /// RTP packets lost before this frame.
     pub loss: u16,
+    /// When the camera captured it, by the camera's clock, once its RTCP sender reports
+    /// have tied its RTP timestamps to that clock (`None` before the first one).
+    pub captured: Option<SystemTime>,
+}
+
+/// The sender's clock as its last RTCP sender report gave it: an RTP timestamp and the
+/// wall-clock time it stands for.
+#[derive(Clone, Copy)]
+struct SenderClock {
+    rtp: retina::Timestamp,
+    wall: SystemTime,
+}
+
+impl SenderClock {
+    /// The clock of a sender report; `None` for other RTCP packets and for times before
+    /// the Unix epoch.
+    fn of(rtcp: &retina::rtcp::ReceivedCompoundPacket) -> Option<Self> {
+        let rtp = rtcp.rtp_timestamp()?;
+        let report = rtcp.pkts().next()?.as_sender_report().ok()??;
+        let since_epoch = report.ntp_timestamp().0.checked_sub(retina::UNIX_EPOCH.0)?;
+        let seconds = since_epoch >> 32;
+        let nanos = ((since_epoch & 0xFFFF_FFFF) * 1_000_000_000) >> 32;
+        let wall = SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos as u32);
+        Some(SenderClock { rtp, wall })
+    }
+
+    /// The wall-clock time of RTP timestamp `at` (same clock rate).
+    fn wall(&self, at: retina::Timestamp) -> Option<SystemTime> {
+        let rate = f64::from(at.clock_rate().get());
+        let offset = (at.timestamp() - self.rtp.timestamp()) as f64 / rate;
+        let delta = Duration::try_from_secs_f64(offset.abs()).ok()?;
+        if offset >= 0.0 {
+            self.wall.checked_add(delta)
+        } else {
+            self.wall.checked_sub(delta)
+        }
+    }
 }
 
 /// A playing RTSP session's H.264 video. Call from a tokio runtime; drop it there too
@@ -143,6 +180,7 @@ pub struct RtspStream {
     camera: String,
     demuxed: Demuxed,
     stall: Duration,
+    sender: Option<SenderClock>,
 }
 
 impl RtspStream {
@@ -226,6 +264,7 @@ impl RtspStream {
             camera,
             demuxed,
             stall,
+            sender: None,
         })
     }
 
@@ -255,8 +294,14 @@ impl RtspStream {
                     return Ok(AccessUnit {
                         key: frame.is_random_access_point(),
                         loss: frame.loss(),
+                        captured: self.sender.and_then(|c| c.wall(frame.timestamp())),
                         data: frame.into_data(),
                     });
+                }
+                Some(Ok(CodecItem::Rtcp(rtcp))) => {
+                    if let Some(clock) = SenderClock::of(&rtcp) {
+                        self.sender = Some(clock);
+                    }
                 }
                 Some(Ok(_)) => {}
             }
@@ -286,6 +331,35 @@ mod tests {
         );
         let plus = CameraUrl::parse("rtsp://u:a+b%2Bc@h/cam").unwrap();
         assert_eq!(plus.credentials.unwrap().password, "a+b+c");
+    }
+
+    #[test]
+    fn sender_reports_give_the_capture_time_of_each_frame() {
+        use std::num::NonZeroU32;
+        let rate = NonZeroU32::new(90_000).unwrap();
+        let at = |rtp: i64| retina::Timestamp::new(rtp, rate, 0).unwrap();
+        // A sender report: RTP 180000 is 1_700_000_000.5 s after the Unix epoch.
+        let ntp: u64 = ((1_700_000_000u64 + 2_208_988_800) << 32) | 0x8000_0000;
+        let mut report = vec![0x80, 200, 0, 6, 0, 0, 0, 1];
+        report.extend_from_slice(&ntp.to_be_bytes());
+        report.extend_from_slice(&180_000u32.to_be_bytes());
+        report.extend_from_slice(&[0; 8]);
+        let rtcp = retina::rtcp::ReceivedCompoundPacket::dummy(Some(at(180_000)), &report);
+        let clock = SenderClock::of(&rtcp).expect("a sender report");
+        let seconds = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        // Half a second later, and a tenth of a second before it.
+        let later = seconds(clock.wall(at(225_000)).unwrap());
+        assert!((later - 1_700_000_001.0).abs() < 1e-6, "{later}");
+        let earlier = seconds(clock.wall(at(171_000)).unwrap());
+        assert!((earlier - 1_700_000_000.4).abs() < 1e-6, "{earlier}");
+        // A receiver report carries no clock.
+        let receiver =
+            retina::rtcp::ReceivedCompoundPacket::dummy(None, &[0x80, 201, 0, 1, 0, 0, 0, 1]);
+        assert!(SenderClock::of(&receiver).is_none());
     }
 
     #[test]

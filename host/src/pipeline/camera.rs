@@ -117,15 +117,36 @@ pub struct CameraStats {
     pub last_frame_unix: Option<f64>,
     /// Why the last connection ended or failed.
     pub last_error: Option<String>,
-    /// Frame age: from a frame being decoded to the worker's decision on it.
+    /// Frame age: from a frame's capture to the worker's decision on it.
     pub age: HistogramSnapshot,
+    /// Where the last frame's age was measured from.
+    pub age_from: AgeFrom,
 }
+
+/// Where a frame's age starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgeFrom {
+    /// Its arrival: the camera has sent no RTCP sender report yet (or its clock is
+    /// ahead of this host's).
+    #[default]
+    Arrival,
+    /// Its capture, by the camera's clock as its RTCP sender reports give it: the
+    /// camera's encoder and the network are counted too (on the same host or hosts
+    /// whose clocks agree, as NTP keeps them).
+    Capture,
+}
+
+/// How long before its arrival a camera captured a frame that left more than this ago
+/// is taken as the two clocks disagreeing, not as the frame's age.
+const CLOCKS_DISAGREE: Duration = Duration::from_secs(60);
 
 /// A frame waiting for the worker.
 struct Captured {
     name: String,
     image: RgbImage,
-    decoded: Instant,
+    /// Its capture (or arrival), as this host's monotonic clock tells it.
+    since: Instant,
     decode: Duration,
 }
 
@@ -229,6 +250,7 @@ impl Cameras {
                 last_frame_unix: None,
                 last_error: None,
                 age: HistogramSnapshot::default(),
+                age_from: AgeFrom::Arrival,
             };
             let shared = Arc::new(Shared {
                 url,
@@ -285,7 +307,7 @@ impl Cameras {
                 };
                 let image = Frame::from_image(&frame.name, frame.image);
                 run(&frame.name, image, frame.decode);
-                camera.age.observe(frame.decoded.elapsed() + frame.decode);
+                camera.age.observe(frame.since.elapsed());
                 (ran, any) = (ran + 1, true);
             }
             first = (first + 1) % self.cameras.len();
@@ -382,6 +404,20 @@ fn receive(shared: &Shared) {
     }
 }
 
+/// When a frame's age starts, on this host's monotonic clock: its capture when the
+/// camera's clock gives it and agrees with this host's, else now (its arrival).
+fn start_of_age(captured: Option<SystemTime>) -> (Instant, AgeFrom) {
+    let arrived = Instant::now();
+    let behind = captured.and_then(|c| SystemTime::now().duration_since(c).ok());
+    match behind.filter(|&b| b < CLOCKS_DISAGREE) {
+        Some(behind) => (
+            arrived.checked_sub(behind).unwrap_or(arrived),
+            AgeFrom::Capture,
+        ),
+        None => (arrived, AgeFrom::Arrival),
+    }
+}
+
 /// One connection: the frames it delivered and why it ended (`None`: told to stop).
 async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
     let options = &shared.options;
@@ -419,6 +455,7 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
             Ok(unit) => unit,
             Err(e) => return (decoded, Some(e)),
         };
+        let (since, age_from) = start_of_age(unit.captured);
         // Decoding starts, and restarts after an error, at a key frame.
         if awaiting_key && !unit.key {
             continue;
@@ -451,6 +488,7 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
         shared.update(|s| {
             s.frames += 1;
             s.last_frame_unix = Some(now.as_secs_f64());
+            s.age_from = age_from;
         });
         if !(decoded - 1).is_multiple_of(shared.every) || !pace.admit(Instant::now()) {
             continue;
@@ -459,7 +497,7 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
         let frame = Captured {
             name,
             image,
-            decoded: Instant::now(),
+            since,
             decode,
         };
         if shared.newest.put(frame) {
@@ -535,13 +573,30 @@ mod tests {
         let frame = |name: &str| Captured {
             name: name.into(),
             image: RgbImage::new(2, 2),
-            decoded: Instant::now(),
+            since: Instant::now(),
             decode: Duration::ZERO,
         };
         assert!(!newest.put(frame("a")));
         assert!(newest.put(frame("b")));
         assert_eq!(newest.take().unwrap().name, "b");
         assert!(newest.take().is_none());
+    }
+
+    #[test]
+    fn age_starts_at_capture_when_the_clocks_agree() {
+        let (since, from) = start_of_age(Some(SystemTime::now() - Duration::from_millis(300)));
+        assert_eq!(from, AgeFrom::Capture);
+        assert!(since.elapsed() >= Duration::from_millis(300));
+        // No sender report yet, a camera clock ahead of ours, or one far behind: arrival.
+        for captured in [
+            None,
+            Some(SystemTime::now() + Duration::from_secs(5)),
+            Some(SystemTime::now() - Duration::from_secs(3600)),
+        ] {
+            let (since, from) = start_of_age(captured);
+            assert_eq!(from, AgeFrom::Arrival, "{captured:?}");
+            assert!(since.elapsed() < Duration::from_secs(1));
+        }
     }
 
     #[test]

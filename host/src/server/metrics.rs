@@ -239,7 +239,7 @@ fn render_cameras(out: &mut Text, workers: &[(&str, &InferenceWorker)]) {
     out.family(
         name,
         "histogram",
-        "From a camera's frame being decoded to the worker's decision on it.",
+        "From a camera's frame being captured (by the camera's clock, from its RTCP sender reports; its arrival before the first) to the worker's decision on it.",
     );
     for (job, camera) in &cameras {
         let labels = [
