@@ -184,7 +184,7 @@ fn mux(units: &[Vec<u8>], width: u32, height: u32, path: &Path) {
         for nal in nal_units(unit) {
             match nal.first().map(|b| b & 0x1f) {
                 // Parameter sets live in the track's header; delimiters are not needed.
-                Some(7 | 8 | 9) | None => continue,
+                Some(7..=9) | None => continue,
                 Some(kind) => key |= kind == 5,
             }
             sample.extend_from_slice(&(nal.len() as u32).to_be_bytes());
