@@ -70,6 +70,21 @@ pub struct DatasetMonitor {
     format: Format,
     cursor: Cursor,
     remote: Option<Remote>,
+    /// Where a local index's images may be (resolved); `None`: anywhere.
+    confined: Option<Confinement>,
+}
+
+/// The directories a local index's images must be under: the index's own and the ones
+/// its Dataset allows, each resolved (`..` and symbolic links) when the monitor starts.
+struct Confinement {
+    own: PathBuf,
+    allowed: Vec<PathBuf>,
+}
+
+impl Confinement {
+    fn admits(&self, image: &std::path::Path) -> bool {
+        image.starts_with(&self.own) || self.allowed.iter().any(|d| image.starts_with(d))
+    }
 }
 
 impl DatasetMonitor {
@@ -84,6 +99,7 @@ impl DatasetMonitor {
             format,
             cursor,
             remote: None,
+            confined: None,
         }
     }
 
@@ -102,7 +118,42 @@ impl DatasetMonitor {
             format,
             cursor,
             remote: Some(Remote { storage, mirror }),
+            confined: None,
         }
+    }
+
+    /// Confines a local index's images to its own directory and the directories
+    /// `allowed` (absolute): a line naming an image elsewhere (by `..`, an absolute path
+    /// or a symbolic link out) is rejected, naming the Dataset field that would allow it.
+    /// An index in object storage, and images named by URL, are not affected.
+    pub fn confined(mut self, allowed: &[String]) -> Result<Self, String> {
+        let Some(own) = self.index.local().and_then(|p| p.parent()) else {
+            return Ok(self);
+        };
+        let own = if own.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            own
+        };
+        let resolve = |dir: &std::path::Path, what: &str| {
+            dir.canonicalize()
+                .map_err(|e| format!("{what} {}: {e}", dir.display()))
+        };
+        let own = resolve(own, "the index's directory")?;
+        let allowed = allowed
+            .iter()
+            .map(|d| {
+                let dir = std::path::Path::new(d);
+                if !dir.is_absolute() {
+                    return Err(format!(
+                        "`spec.imageDirs` entry {d:?} is not an absolute path"
+                    ));
+                }
+                resolve(dir, "`spec.imageDirs` entry")
+            })
+            .collect::<Result<_, _>>()?;
+        self.confined = Some(Confinement { own, allowed });
+        Ok(self)
     }
 
     pub fn index(&self) -> &Location {
@@ -220,13 +271,33 @@ impl DatasetMonitor {
                 });
             };
             let path = path.to_path_buf();
-            return match path.is_file() {
-                true => Ok(path),
-                false => Err(StorageError::Io {
+            if !path.is_file() {
+                return Err(StorageError::Io {
                     path: format!("image {}", path.display()),
                     source: io::Error::new(io::ErrorKind::NotFound, "does not exist"),
-                }),
-            };
+                });
+            }
+            if let Some(confined) = &self.confined {
+                let real = path.canonicalize().map_err(|source| StorageError::Io {
+                    path: format!("image {}", path.display()),
+                    source,
+                })?;
+                if !confined.admits(&real) {
+                    return Err(StorageError::Invalid {
+                        location: path.display().to_string(),
+                        message: format!(
+                            "the image is outside the index's directory {}{}: move it there, or list its directory in the Dataset's `spec.imageDirs`",
+                            confined.own.display(),
+                            if real != path {
+                                format!(" (it resolves to {})", real.display())
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    });
+                }
+            }
+            return Ok(path);
         };
         let local =
             remote.mirror.join(
@@ -367,6 +438,62 @@ mod tests {
                 .write_all(text.as_bytes())
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn images_outside_the_index_directory_are_rejected_unless_allowed() {
+        let index = Index::new();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.jpg");
+        fs::write(&secret, b"jpeg").unwrap();
+        std::os::unix::fs::symlink(&secret, index.dir.path().join("images/link.jpg")).unwrap();
+        let escape = pathdiff(outside.path(), index.dir.path());
+        index.append(&format!(
+            "images/a.jpg 0\n{}/secret.jpg 0\n{escape}/secret.jpg 0\nimages/link.jpg 0\nimages/../images/b.jpg 0\n",
+            outside.path().display()
+        ));
+        let check = DatasetMonitor::new(&index.path, Format::Txt)
+            .confined(&[])
+            .unwrap()
+            .check()
+            .unwrap();
+        let lines: Vec<u64> = check.samples.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [1, 5], "inside, by any path, is taken");
+        let rejected: Vec<u64> = check.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(
+            rejected,
+            [2, 3, 4],
+            "absolute, `..` and a symbolic link out"
+        );
+        for r in &check.rejected {
+            assert!(r.reason.contains("`spec.imageDirs`"), "{}", r.reason);
+        }
+        assert!(
+            check.rejected[2].reason.contains("resolves to"),
+            "{}",
+            check.rejected[2].reason
+        );
+        // A directory the Dataset allows; a relative one is refused.
+        let allowed = outside.path().display().to_string();
+        let check = DatasetMonitor::new(&index.path, Format::Txt)
+            .confined(&[allowed])
+            .unwrap()
+            .check()
+            .unwrap();
+        assert_eq!(check.samples.len(), 5, "{:?}", check.rejected);
+        let error = DatasetMonitor::new(&index.path, Format::Txt)
+            .confined(&["images".into()])
+            .err()
+            .unwrap();
+        assert!(error.contains("not an absolute path"), "{error}");
+    }
+
+    /// `to` as a path relative to `from` (through `..`).
+    fn pathdiff(to: &std::path::Path, from: &std::path::Path) -> String {
+        let ups = from.components().count() - 1;
+        let mut path = "../".repeat(ups);
+        path.push_str(&to.display().to_string()[1..]);
+        path
     }
 
     #[test]

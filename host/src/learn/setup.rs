@@ -182,7 +182,9 @@ impl JobSetup {
                 .get(dataset.spec.credential_name.as_deref())
                 .with_context(|| format!("Dataset {}", spec.dataset.name))?,
             layout.objects(),
-        );
+        )
+        .confined(&dataset.spec.image_dirs)
+        .map_err(|e| anyhow::anyhow!("Dataset {}: {e}", spec.dataset.name))?;
         Ok(JobSetup {
             name: job_name.clone(),
             spec: job.clone(),

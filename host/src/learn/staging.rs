@@ -60,7 +60,7 @@ impl Staging {
         )
         .check()
         .with_context(|| format!("{what}: cannot read {url}"))?;
-        for rejected in read.rejected.iter().take(10) {
+        for rejected in &read.rejected {
             tracing::warn!("{url}:{}: {}", rejected.line, rejected.reason);
         }
         if read.samples.is_empty() {

@@ -47,6 +47,12 @@ pub struct DatasetSpec {
     pub node_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
+    /// Directories outside the index's own whose images its lines may name (absolute
+    /// paths). By default a local index names images only under its own directory, after
+    /// `..` and symbolic links are resolved: whoever can append a line cannot make the job
+    /// read any other file. Not in Sedna.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_dirs: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -25,10 +25,19 @@ fn a_job_waits_for_its_trigger_then_trains_evaluates_and_deploys() {
     );
     assert!(!job.root().join("out/train/1").exists());
 
-    // 20 more (32 > 20), plus a blank line, a comment and a malformed line.
-    job.append(20, "\n# labelled later\nno-such-image.png red\n");
+    // 20 more (32 > 20), plus a blank line, a comment, a malformed line and an image
+    // outside the index's directory.
+    job.append(
+        20,
+        "\n# labelled later\nno-such-image.png red\n/etc/hostname red\n",
+    );
     let out = job.run_once();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("outside the index's directory"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).starts_with("round 1: deployed"),
         "{}",
