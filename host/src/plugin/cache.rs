@@ -82,6 +82,7 @@ impl ComponentCache {
                 }
             }
         }
+        super::screen::screen(&source.wasm).map_err(anyhow::Error::msg)?;
         let component = Component::new(engine, &*source.wasm)?;
         if let Some(file) = &file
             && let Err(e) = write_entry(&component, file)

@@ -29,6 +29,7 @@ pub mod json;
 pub mod oci;
 mod resources;
 mod sandbox;
+pub mod screen;
 mod slot;
 mod state;
 mod store;

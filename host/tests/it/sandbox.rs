@@ -173,6 +173,48 @@ fn bytes_that_are_not_a_component_are_refused() {
     assert!(matches!(err.cause, Cause::Invalid(_)), "{err}");
 }
 
+/// A component holding one core module with one function of about `bytes` bytes.
+fn component_with_function_of(bytes: usize) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
+        TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut functions = FunctionSection::new();
+    functions.function(0);
+    let mut body = Function::new([]);
+    for _ in 0..bytes / 3 {
+        body.instruction(&Instruction::I32Const(0));
+        body.instruction(&Instruction::Drop);
+    }
+    body.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&body);
+    let mut module = Module::new();
+    module.section(&types).section(&functions).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+#[test]
+fn a_compile_bomb_is_refused_before_it_compiles() {
+    // One function of 3 MiB: refused by its size, in a parse, never compiled.
+    let bomb = sedna::plugin::Source::new("bomb", component_with_function_of(3 << 20));
+    let err = Plugin::<Hem>::load(runtime(), &bomb, Vec::new(), Sandbox::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err.cause, Cause::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("3.0 MiB of code"), "{err}");
+    // Under the limit it compiles (and fails only for exporting no world).
+    let small = sedna::plugin::Source::new("small", component_with_function_of(64 << 10));
+    let err = Plugin::<Hem>::load(runtime(), &small, Vec::new(), Sandbox::default())
+        .err()
+        .unwrap();
+    assert!(!err.to_string().contains("MiB of code"), "{err}");
+}
+
 #[test]
 fn files_are_reachable_only_inside_a_granted_directory() {
     let root = tempfile::tempdir().unwrap();
