@@ -122,6 +122,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_space_reserve_is_real_blocks_given_back_and_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let reserve = SpaceReserve::new(dir.path().join(".space-reserve"), 1 << 20);
+        reserve.hold().unwrap();
+        assert!(reserve.held());
+        use std::os::unix::fs::MetadataExt as _;
+        let blocks = std::fs::metadata(dir.path().join(".space-reserve"))
+            .unwrap()
+            .blocks();
+        assert!(
+            blocks * 512 >= 1 << 20,
+            "allocated, not sparse: {blocks} blocks"
+        );
+        assert!(reserve.release());
+        assert!(!reserve.held() && !reserve.release());
+        reserve.hold().unwrap();
+        assert!(reserve.held());
+        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("writing the model");
+        assert!(is_disk_full(&full));
+        assert!(!is_disk_full(&anyhow::anyhow!("something else")));
+    }
+
+    #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.lock");
@@ -134,4 +158,63 @@ mod tests {
         drop(first);
         ExclusiveLock::acquire(&path).unwrap();
     }
+}
+
+/// Space set aside on a job's disk so that when the disk fills, the job can still record
+/// why its round failed: the reserve is released to make room, and made again (the
+/// round resuming) once the disk has room for it. A file of real blocks
+/// (`posix_fallocate`), not a sparse one.
+#[derive(Debug)]
+pub struct SpaceReserve {
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl SpaceReserve {
+    pub fn new(path: PathBuf, bytes: u64) -> Self {
+        SpaceReserve { path, bytes }
+    }
+
+    /// Makes the reserve if it is not there; an error of kind `StorageFull` when the
+    /// disk has not the room.
+    pub fn hold(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        if self.held() {
+            return Ok(());
+        }
+        let temp = self.path.with_extension("making");
+        let file = std::fs::File::create(&temp)?;
+        // SAFETY: posix_fallocate on a descriptor this function owns.
+        let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, self.bytes as libc::off_t) };
+        if code != 0 {
+            drop(file);
+            let _ = std::fs::remove_file(&temp);
+            return Err(std::io::Error::from_raw_os_error(code));
+        }
+        std::fs::rename(&temp, &self.path)
+    }
+
+    /// Whether the reserve is set aside.
+    pub fn held(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.bytes)
+    }
+
+    /// Gives the reserve's space back to the disk; whether there was one.
+    pub fn release(&self) -> bool {
+        std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
+/// Whether `error` (or one it wraps) is a full disk: `ENOSPC`, or SQLite's "database or
+/// disk is full".
+pub fn is_disk_full(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::StorageFull;
+        }
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    })
 }

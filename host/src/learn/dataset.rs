@@ -164,6 +164,12 @@ impl DatasetMonitor {
         &self.cursor
     }
 
+    /// Goes back to `cursor` (one this monitor gave): what was read after it is read
+    /// again by the next check, because it could not be kept.
+    pub fn rewind(&mut self, cursor: Cursor) {
+        self.cursor = cursor;
+    }
+
     /// Reads the complete lines appended since the last check. A last line without its
     /// line break is being written: it is left for the next check. Reading an object
     /// costs its size, its first `min(4 KiB, offset)` bytes (to notice a replaced index)

@@ -19,7 +19,11 @@ use super::state::JobState;
 use super::stats::RoundStats;
 use super::trigger::Trigger;
 use super::watch::DeployedModel;
-use crate::files::ExclusiveLock;
+use crate::files::{ExclusiveLock, SpaceReserve};
+
+/// Bytes set aside in `outputDir` for recording a failure when the disk fills: room for
+/// SQLite's journal and a condition many times over.
+const SPACE_RESERVE: u64 = 4 << 20;
 use crate::pipeline::{DecisionTail, FrameSource, InferenceWorker};
 use crate::plugin::{Param, PluginStore, Runtime, Source};
 use crate::spec::{ConditionType, IncrementalLearningJob, Resources, Stage};
@@ -56,6 +60,8 @@ pub struct LocalJob {
     pub(super) state: JobState,
     /// Held for the job's life: one process runs a job at a time.
     _lock: ExclusiveLock,
+    /// Released when the disk fills, so that the failure can be recorded.
+    pub(super) reserve: SpaceReserve,
     pub(super) monitor: DatasetMonitor,
     pub(super) train_trigger: Trigger,
     pub(super) deploy_trigger: Trigger,
@@ -148,7 +154,15 @@ impl LocalJob {
             [&setup.train_trigger.plugins, &setup.deploy_trigger.plugins],
         );
         let history = BindHistory::open(setup.layout.binds(), store.clone());
+        let reserve = SpaceReserve::new(setup.layout.space_reserve(), SPACE_RESERVE);
+        // A full disk now is found again, and said, by the first check.
+        if let Err(e) = reserve.hold()
+            && e.kind() != std::io::ErrorKind::StorageFull
+        {
+            tracing::warn!(job = %setup.name, "cannot set space aside in {}: {e}", setup.layout.output().display());
+        }
         LocalJob {
+            reserve,
             binds: (Arc::new(history), Arc::new(job_file)),
             name: setup.name,
             spec: Arc::new(setup.spec),

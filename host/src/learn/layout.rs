@@ -80,6 +80,12 @@ impl OutputLayout {
         self.output.join("binds.json")
     }
 
+    /// Space set aside so that a full disk still leaves room to record why a round
+    /// failed (see [`crate::files::SpaceReserve`]).
+    pub fn space_reserve(&self) -> PathBuf {
+        self.output.join(".space-reserve")
+    }
+
     /// The lock a process running the job holds, so that no second one runs it too.
     pub fn lock(&self) -> PathBuf {
         self.output.join("job.lock")

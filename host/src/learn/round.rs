@@ -57,6 +57,38 @@ impl LocalJob {
     /// One check at local time `now`: finishes an interrupted round, reads new samples,
     /// evaluates the train trigger and runs a round when it fires.
     pub fn check(&mut self, now: ClockTime) -> anyhow::Result<Checked> {
+        // After a full disk, nothing runs until the space set aside can be set aside again:
+        // a check is then a cheap failure, not a round that fails again.
+        if let Err(e) = self.reserve.hold() {
+            let dir = self.layout.output().display();
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                anyhow::bail!(
+                    "the disk of {dir} is still full: free space there; the job goes on by itself once there is"
+                );
+            }
+            tracing::warn!(job = %self.name, "cannot set space aside in {dir}: {e}");
+        }
+        let checked = self.check_with_room(now);
+        if let Err(e) = &checked
+            && crate::files::is_disk_full(e)
+            && self.reserve.release()
+        {
+            // Recorded once per full disk, in the room the reserve leaves (a round's
+            // failure was recorded by the round).
+            let round = self.state.round()?;
+            if self.state.in_progress()?.is_none() {
+                self.state.record_condition(
+                    round + 1,
+                    Stage::Train,
+                    ConditionType::Failed,
+                    &format!("{e:#}: free space in {}", self.layout.output().display()),
+                )?;
+            }
+        }
+        checked
+    }
+
+    fn check_with_room(&mut self, now: ClockTime) -> anyhow::Result<Checked> {
         if let Some((round, stage)) = self.state.in_progress()? {
             tracing::info!(job = %self.name, round, "resuming round {round} at {stage}");
             return Ok(Checked::Round(self.run_round(round, stage, now)?));
@@ -80,6 +112,7 @@ impl LocalJob {
     /// files ([`LocalJob::round_files`]). Call it only with no round in progress.
     pub fn collect(&mut self, now: ClockTime) -> anyhow::Result<Collected> {
         let index = self.monitor.index().to_string();
+        let before = self.monitor.cursor().clone();
         let read = self
             .monitor
             .check()
@@ -108,8 +141,11 @@ impl LocalJob {
                 ),
             )?;
         }
-        self.state
-            .add_samples(&read.samples, self.monitor.cursor())?;
+        // Samples not stored are read again next time (a full disk, say): none is lost.
+        if let Err(e) = self.state.add_samples(&read.samples, self.monitor.cursor()) {
+            self.monitor.rewind(before);
+            return Err(e);
+        }
 
         let pending = self.state.pending()?;
         let mut stats = vec![Metric {
@@ -155,6 +191,9 @@ impl LocalJob {
             }
             Err(e) => {
                 self.stats.failed.inc();
+                if crate::files::is_disk_full(e) {
+                    self.reserve.release();
+                }
                 let stage = self.state.in_progress()?.map_or(Stage::Train, |(_, s)| s);
                 self.state.record_condition(
                     round,

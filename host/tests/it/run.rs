@@ -630,3 +630,88 @@ fn an_estimator_writes_only_its_rounds_directory_never_the_jobs_state() {
     assert!(!found.is_empty(), "it wrote where it may");
     assert!(found.iter().all(|p| p.starts_with(&round)), "{found:?}");
 }
+
+/// A tmpfs of `bytes` mounted on `dir` for the value's life (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let size = format!("size={bytes}");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until the disk it is on is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).unwrap();
+    for chunk in [1 << 20, 4 << 10, 1] {
+        while file.write_all(&vec![0u8; chunk]).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+#[test]
+fn a_full_disk_fails_the_round_visibly_and_the_job_goes_on_once_there_is_room() {
+    let mut job = Job::new(TRAIN_ENV, "accuracy_delta");
+    let out = job.root().join("out");
+    let Some(_disk) = Tmpfs::mount(&out, 24 << 20) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: mounting a tmpfs must work there"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    job.append(12, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
+        .args(["run", job.yaml.to_str().unwrap()])
+        .env("SEDNA_HOME", job.root().join("home"))
+        .env("SEDNA_LOG", "sedna=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(job.root().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log_file = job.root().join("run.log");
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}:\n{}", log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for("the job starts and sets space aside", &|| {
+        job.status_if_started().contains("12 waiting") && out.join(".space-reserve").exists()
+    });
+    // The disk fills; then the samples that fire a round arrive.
+    fill(&out.join("filler"));
+    job.append(20, "");
+    wait_for("a Failed condition that says the disk is full", &|| {
+        let status = job.status_if_started();
+        status.contains("Failed") && status.contains("free space in")
+    });
+    assert!(!job.root().join("deploy/model.onnx").exists());
+    // Room again: the job goes on by itself and the round deploys.
+    std::fs::remove_file(out.join("filler")).unwrap();
+    wait_for("the round deploys once there is room", &|| {
+        job.root().join("deploy/model.onnx").exists()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = job.status();
+    assert!(status.contains("Deploy Completed"), "{status}");
+    assert!(log().contains("disk is full"), "{}", log());
+}
