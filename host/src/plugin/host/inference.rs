@@ -2,7 +2,6 @@
 //! datasets live here and the estimator holds them by handle. Pixels never enter the
 //! guest; only what it asks to read (outputs, trainable weights) is copied in.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::Resource;
@@ -112,13 +111,12 @@ impl HostState {
         }
     }
 
-    /// The host path of a model the guest names: a model the job names, or a path in a
-    /// granted directory.
-    fn model_path(&self, name: &str) -> Result<PathBuf, InferError> {
+    /// A model the guest names: one the job names, or a file in a granted directory.
+    fn load_model(&self, name: &str) -> Result<Model, InferError> {
         if let Some((_, path)) = self.sandbox.models.iter().find(|(n, _)| n == name) {
-            return Ok(path.clone());
+            return Model::load(path);
         }
-        self.sandbox.host_path(name, false).ok_or_else(|| {
+        let read = self.sandbox.read(name).ok_or_else(|| {
             let named: Vec<&str> = self
                 .sandbox
                 .models
@@ -137,7 +135,15 @@ impl HostState {
                     }
                 ),
             )
-        })
+        })?;
+        let bytes = read.map_err(|e| {
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                _ => ErrorKind::InvalidArgument,
+            };
+            InferError::new(kind, name, format!("cannot read the model: {e}"))
+        })?;
+        Model::from_bytes(name, &bytes)
     }
 }
 
@@ -146,7 +152,7 @@ impl inference::Host for HostState {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Resource<Graph>, Resource<InferError>>> {
-        match self.model_path(&name).and_then(|path| Model::load(&path)) {
+        match self.load_model(&name) {
             Ok(model) => self.push_graph(model),
             Err(e) => self.fail(e),
         }
@@ -482,16 +488,19 @@ impl inference::HostGraph for HostState {
         graph: Resource<Graph>,
         path: String,
     ) -> wasmtime::Result<Result<(), Resource<InferError>>> {
-        let Some(host_path) = self.sandbox.host_path(&path, true) else {
-            return self.fail(InferError::new(
+        let bytes = self.table.get(&graph)?.0.to_bytes();
+        match self.sandbox.write(&path, &bytes) {
+            Some(Ok(())) => Ok(Ok(())),
+            Some(Err(e)) => self.fail(InferError::new(
+                ErrorKind::InvalidArgument,
+                &path,
+                format!("cannot write the model: {e}"),
+            )),
+            None => self.fail(InferError::new(
                 ErrorKind::NotFound,
                 &path,
                 "not in a directory the job grants for writing",
-            ));
-        };
-        match self.table.get(&graph)?.0.save(&host_path) {
-            Ok(()) => Ok(Ok(())),
-            Err(e) => self.fail(InferError { subject: path, ..e }),
+            )),
         }
     }
 
