@@ -1,5 +1,5 @@
 //! Property tests of the parsers that read untrusted input: the job YAML, ONNX models and
-//! COCO labels. Whatever the input, an answer (the resources, or an error naming where),
+//! COCO and YOLO labels. Whatever the input, an answer (the resources, or an error naming where),
 //! never a panic or a hang. (The data index's lines: `learn::dataset`'s own tests.)
 //! `PROPTEST_CASES` sets how many inputs each tries (256 by default).
 
@@ -111,5 +111,37 @@ proptest! {
         std::fs::write(labels.join("annotations.json"), document.to_string()).unwrap();
         let index = dir.path().join("index.txt");
         let _ = sedna::learn::labels::import(&labels, sedna::learn::labels::LabelFormat::Coco, &index);
+    }
+
+    /// YOLO label files of any text and class lists of any names: imported or refused
+    /// by line, never a panic; what is appended to the index is well-formed boxes only.
+    #[test]
+    fn any_yolo_labels_are_imported_or_refused(
+        lines in prop::collection::vec(
+            prop_oneof![
+                "\\PC{0,40}",
+                (-2i64..5, -0.5f64..1.5, -0.5f64..1.5, -0.5f64..1.5, -0.5f64..1.5)
+                    .prop_map(|(k, x, y, w, h)| format!("{k} {x} {y} {w} {h}")),
+            ],
+            0..8,
+        ),
+        classes in prop::collection::vec("[a-z]{0,6}", 0..4),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = dir.path().join("labels");
+        std::fs::create_dir_all(labels.join("images")).unwrap();
+        std::fs::create_dir_all(labels.join("labels")).unwrap();
+        image::RgbImage::new(40, 30).save(labels.join("images/a.png")).unwrap();
+        std::fs::write(labels.join("labels/a.txt"), lines.join("\n")).unwrap();
+        std::fs::write(labels.join("classes.txt"), classes.join("\n")).unwrap();
+        let index = dir.path().join("index.txt");
+        let _ = sedna::learn::labels::import(&labels, sedna::learn::labels::LabelFormat::Yolo, &index);
+        let written = std::fs::read_to_string(&index).unwrap_or_default();
+        for line in written.lines().filter(|l| !l.starts_with('#')) {
+            for b in line.split_whitespace().skip(1) {
+                let v: Vec<f64> = b.split(',').filter_map(|n| n.parse().ok()).collect();
+                prop_assert!(v.len() == 5 && v[2] > v[0] && v[3] > v[1], "{line}");
+            }
+        }
     }
 }
