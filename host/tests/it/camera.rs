@@ -246,6 +246,41 @@ fn a_camera_is_given_up_after_reconnect_attempts_failures_in_a_row() {
 }
 
 #[test]
+fn a_frame_that_does_not_decode_skips_to_the_next_key_frame_and_the_stream_goes_on() {
+    if !server_available() {
+        return;
+    }
+    let port = free_port();
+    // After a second the server drops every fifth frame that is not a key frame: the
+    // frames after it refer to a picture never sent.
+    let _server = Server::start(port, &["--drop-after", "1"]);
+    let mut source = camera(&url(port));
+    let seen = Seen::default();
+    let errors_then_frames = std::sync::Mutex::new(None);
+    let resumed = feed_until(&mut source, &seen, Duration::from_secs(30), |seen, s| {
+        let mut first = errors_then_frames.lock().unwrap();
+        if s.decode_errors > 0 && first.is_none() {
+            *first = Some((s.decode_errors, seen.names().len()));
+        }
+        // Two more errors, each skipped to the next key frame, with frames between.
+        first.is_some_and(|(errors, frames)| {
+            s.decode_errors >= errors + 2 && seen.names().len() >= frames + 5
+        })
+    });
+    let stats = stats(&source);
+    assert!(resumed, "{stats:?}");
+    assert_eq!(
+        stats.state,
+        CameraState::Streaming,
+        "never reconnected: {stats:?}"
+    );
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
+    // Every frame handed on was whole (the sink checks each one's size), each named once.
+    let names = seen.names();
+    assert_eq!(names.iter().collect::<HashSet<_>>().len(), names.len());
+}
+
+#[test]
 fn a_stalled_camera_is_detected_and_reconnected() {
     if !server_available() {
         return;

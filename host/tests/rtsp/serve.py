@@ -3,6 +3,7 @@
 
     serve.py --port PORT [--file VIDEO.mp4] [--path /cam] [--codec h264|h265]
              [--user U --password P] [--stall-after SECONDS]
+             [--drop-after SECONDS]
 
 Serves rtsp://127.0.0.1:PORT/PATH (RTP over TCP-interleaved or UDP, pt 96).
 Prints exactly one line "ready rtsp://127.0.0.1:PORT/PATH" on stdout once
@@ -23,6 +24,10 @@ How it works:
     front of the payloader starts dropping everything.  RTSP session, TCP
     connection and RTCP stay alive; RTP packets stop.  A media created
     later (after every client has left) streams again for S seconds.
+  * --drop-after S: S seconds after a media starts playing, every fifth
+    encoded frame that is not a key frame is dropped before it is paid: the
+    frames after it refer to a picture the client never gets, so they do not
+    decode until the next key frame (every 25 frames).
 """
 import argparse
 import signal
@@ -108,6 +113,7 @@ def main():
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--stall-after", type=float, metavar="SECONDS")
+    ap.add_argument("--drop-after", type=float, metavar="SECONDS")
     args = ap.parse_args()
     if (args.user is None) != (args.password is None):
         ap.error("--user and --password go together")
@@ -160,9 +166,28 @@ def main():
     def on_configure(_factory, media):
         GLib.idle_add(set_active, media, True)
         media.connect("unprepared", lambda m: GLib.idle_add(set_active, m, False))
+        valve = media.get_element().get_by_name("stall")
+        if args.drop_after is not None:
+            dropping = {"on": False, "deltas": 0}
+
+            def drop(_pad, info):
+                buffer = info.get_buffer()
+                if not dropping["on"] or not buffer.has_flags(Gst.BufferFlags.DELTA_UNIT):
+                    return Gst.PadProbeReturn.OK
+                dropping["deltas"] += 1
+                if dropping["deltas"] % 5 == 0:
+                    return Gst.PadProbeReturn.DROP
+                return Gst.PadProbeReturn.OK
+
+            def start_dropping():
+                log("dropping every fifth delta frame now")
+                dropping["on"] = True
+                return False
+
+            valve.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, drop)
+            GLib.timeout_add(int(args.drop_after * 1000), start_dropping)
         if args.stall_after is None:
             return
-        valve = media.get_element().get_by_name("stall")
         started = []
 
         def stall():
