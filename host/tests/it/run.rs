@@ -203,6 +203,18 @@ fn a_per_class_metric_without_an_index_is_refused_before_anything_runs() {
 /// Where [`a_job_held_in_deploy`] finds its job's YAML; set by [`kill_in`] only.
 const CHILD_JOB: &str = "SEDNA_IT_CHILD_JOB";
 
+/// Starts `command` (running `job`) in the background with the job's home, its log in
+/// `<job root>/run.log`.
+fn spawn_logged(mut command: Command, job: &Job) -> std::process::Child {
+    command
+        .env("SEDNA_HOME", job.root().join("home"))
+        .env("SEDNA_LOG", "sedna=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(job.root().join("run.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Starts `sedna run` on `job`, kills it (SIGKILL: no chance to tidy up) once `stage` of
 /// round 1 is running, then checks that the next run resumes there and finishes the
 /// round with the same samples, while samples appended meanwhile wait for round 2.
@@ -221,13 +233,7 @@ fn kill_in(mut job: Job, stage: &str, train_lines: usize) {
         child.args(["run", job.yaml.to_str().unwrap()]);
         child
     };
-    let mut child = child
-        .env("SEDNA_HOME", job.root().join("home"))
-        .env("SEDNA_LOG", "sedna=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(job.root().join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_logged(child, &job);
     // The job's state, read directly: a poll takes milliseconds, so even a short stage
     // is seen.
     let state_db = job.root().join("out/state.db");
@@ -676,14 +682,9 @@ fn a_full_disk_fails_the_round_visibly_and_the_job_goes_on_once_there_is_room() 
         return;
     };
     job.append(12, "");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sedna"))
-        .args(["run", job.yaml.to_str().unwrap()])
-        .env("SEDNA_HOME", job.root().join("home"))
-        .env("SEDNA_LOG", "sedna=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(job.root().join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_sedna"));
+    run.args(["run", job.yaml.to_str().unwrap()]);
+    let mut child = spawn_logged(run, &job);
     let log_file = job.root().join("run.log");
     let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
     let wait_for = |what: &str, done: &dyn Fn() -> bool| {
