@@ -224,7 +224,7 @@ fn spawn_logged(mut command: Command, job: &Job) -> std::process::Child {
 /// `sedna run` does and holds round 1 in Deploy.
 fn kill_in(mut job: Job, stage: &str, train_lines: usize) {
     job.append(1000, "");
-    let mut child = if stage == "Deploy" {
+    let child = if stage == "Deploy" {
         let mut child = support::this_binary_running("run::a_job_held_in_deploy");
         child.env(CHILD_JOB, &job.yaml);
         child
