@@ -91,14 +91,18 @@ pub const PARAMS: [(&str, &str); 2] = [("obj_threshold", "0.25"), ("nms_threshol
 
 /// How a round fine-tunes the deployed model on the labelled hard examples and the data
 /// the base model knew: the whole network, gently (half the base recipe's rate,
-/// no warm-up), with the same augmentation.
+/// no warm-up), with the base recipe's augmentation plus hue turned anywhere on the
+/// wheel (`hsv_h` 0.5). The base model learned helmets partly by their hue (it never saw
+/// another); without hue jitter the round never found a blue loose helmet (recall 0.44 on
+/// a validation set of 100 shifted scenes, seeds 300000 on, apart from the held-out test;
+/// hsv_h 0.2: 0.48; 0.5: 0.79, shifted mAP 0.86 -> 0.94, base mAP unchanged).
 pub const ROUND_TRAINING: [(&str, &str); 6] = [
     ("optimizer", "adamw"),
     ("learning_rate", "0.001"),
     ("weight_decay", "0.0005"),
     ("lr_schedule", "cosine"),
     ("augment", "true"),
-    ("hsv_h", "0.0"),
+    ("hsv_h", "0.5"),
 ];
 
 pub struct Data {
