@@ -243,6 +243,11 @@ fn a_model_without_its_conventions_is_refused_with_the_fix() {
     assert_eq!(metric(&report, "loss").len(), 2, "{report:?}");
 }
 
+/// A model's initializers as stored.
+fn initializers(model: &Model) -> &[tract_onnx::pb::TensorProto] {
+    &model.proto().graph.as_ref().unwrap().initializer
+}
+
 #[test]
 fn the_whole_model_trains_and_frozen_weights_stay_byte_identical() {
     let job = Job::new(&classifier());
@@ -281,12 +286,7 @@ fn the_whole_model_trains_and_frozen_weights_stay_byte_identical() {
     );
     let frozen = trained(&[("trainable", "all"), ("freeze", "backbone")]);
     let stored = |model: &Model| {
-        model
-            .proto()
-            .graph
-            .as_ref()
-            .unwrap()
-            .initializer
+        initializers(model)
             .iter()
             .find(|t| t.name == "backbone.w")
             .cloned()
@@ -403,12 +403,7 @@ fn batch_norm_learn_moves_the_running_statistics_of_what_trains() {
     estimator.save("/out/learnt.onnx").unwrap();
     let learnt = Model::load(&job.dir.path().join("out/learnt.onnx")).unwrap();
     let statistics = |model: &Model, part: &str| -> Vec<(String, sedna::media::Tensor)> {
-        let names: Vec<String> = model
-            .proto()
-            .graph
-            .as_ref()
-            .unwrap()
-            .initializer
+        let names: Vec<String> = initializers(model)
             .iter()
             .filter(|t| t.name.starts_with(part) && t.name.contains("bn.running_"))
             .map(|t| t.name.clone())
