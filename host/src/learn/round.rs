@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
+use super::dataset::Check;
 use super::estimator::{GUEST_OUTPUT, ROUND_DEADLINE, estimator_on};
 use super::job::LocalJob;
 use super::layout::OutputLayout;
@@ -123,26 +124,9 @@ impl LocalJob {
         for rejected in &read.rejected {
             tracing::warn!(job = %self.name, "{index}:{}: {}", rejected.line, rejected.reason);
         }
-        if !read.rejected.is_empty() {
-            let lines: Vec<String> = read
-                .rejected
-                .iter()
-                .take(10)
-                .map(|r| r.line.to_string())
-                .collect();
-            self.state.record_condition(
-                self.state.round()?,
-                Stage::Train,
-                ConditionType::Waiting,
-                &format!(
-                    "{} lines of the data index are not samples (lines {})",
-                    read.rejected.len(),
-                    lines.join(", ")
-                ),
-            )?;
-        }
-        // Samples not stored are read again next time (a full disk, say): none is lost.
-        if let Err(e) = self.state.add_samples(&read.samples, self.monitor.cursor()) {
+        // What was read and not stored is read again next time (a full disk, say): none
+        // of it is lost.
+        if let Err(e) = self.store(&read) {
             self.monitor.rewind(before);
             return Err(e);
         }
@@ -171,6 +155,30 @@ impl LocalJob {
         self.write_split(round, &train, eval.clone())?;
         self.state.start_round(round, &train, &eval)?;
         Ok(Collected::Started { round, decision })
+    }
+
+    /// Keeps what a check of the index read: the samples, with the cursor after them,
+    /// and a Waiting condition naming the lines that are not samples.
+    fn store(&mut self, read: &Check) -> anyhow::Result<()> {
+        if !read.rejected.is_empty() {
+            let lines: Vec<String> = read
+                .rejected
+                .iter()
+                .take(10)
+                .map(|r| r.line.to_string())
+                .collect();
+            self.state.record_condition(
+                self.state.round()?,
+                Stage::Train,
+                ConditionType::Waiting,
+                &format!(
+                    "{} lines of the data index are not samples (lines {})",
+                    read.rejected.len(),
+                    lines.join(", ")
+                ),
+            )?;
+        }
+        self.state.add_samples(&read.samples, self.monitor.cursor())
     }
 
     /// Runs round `round` from stage `from` to its end; a failure is counted and recorded

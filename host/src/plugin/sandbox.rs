@@ -113,13 +113,16 @@ impl Sandbox {
                 Some(parent) => fs::open_dir(&root, parent)?,
                 None => root,
             };
+            // A name of its own per write: two instances may save the same file at once.
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let temp = PathBuf::from(format!(
-                ".{}.{}.tmp",
+                ".{}.{}-{n}.tmp",
                 name.to_string_lossy(),
                 std::process::id()
             ));
             let mut options = fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            options.write(true).create_new(true);
             let mut file = fs::open(&dir, &temp, &options)?;
             let written = file.write_all(bytes).and_then(|()| file.sync_all());
             drop(file);

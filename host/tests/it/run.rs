@@ -697,9 +697,10 @@ fn a_full_disk_fails_the_round_visibly_and_the_job_goes_on_once_there_is_room() 
     wait_for("the job starts and sets space aside", &|| {
         job.status_if_started().contains("12 waiting") && out.join(".space-reserve").exists()
     });
-    // The disk fills; then the samples that fire a round arrive.
+    // The disk fills; then the samples that fire a round arrive, with a line that is not
+    // one (its Waiting condition cannot be written either).
     fill(&out.join("filler"));
-    job.append(20, "");
+    job.append(20, "not-a-sample\n");
     wait_for("a Failed condition that says the disk is full", &|| {
         let status = job.status_if_started();
         status.contains("Failed") && status.contains("free space in")
@@ -715,4 +716,6 @@ fn a_full_disk_fails_the_round_visibly_and_the_job_goes_on_once_there_is_room() 
     let status = job.status();
     assert!(status.contains("Deploy Completed"), "{status}");
     assert!(log().contains("disk is full"), "{}", log());
+    // Every sample read while the disk was full was read again: 0.75 of 32 train.
+    assert_eq!(lines(&out.join("data/train/1/train.txt")), 24);
 }
