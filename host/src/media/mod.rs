@@ -52,17 +52,16 @@ pub struct InferError {
 
 /// Reads a whole file; the error names it and says whether it is missing.
 pub(crate) fn read_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>, InferError> {
-    std::fs::read(path).map_err(|e| {
-        let kind = match e.kind() {
-            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
-            _ => ErrorKind::InvalidArgument,
-        };
-        InferError::new(
-            kind,
-            path.display().to_string(),
-            format!("cannot read the {what}: {e}"),
-        )
-    })
+    std::fs::read(path).map_err(|e| read_failed(&path.display().to_string(), what, &e))
+}
+
+/// `subject`, the `what` (a model, an image), could not be read: not found, or why not.
+pub(crate) fn read_failed(subject: &str, what: &str, error: &std::io::Error) -> InferError {
+    let kind = match error.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        _ => ErrorKind::InvalidArgument,
+    };
+    InferError::new(kind, subject, format!("cannot read the {what}: {error}"))
 }
 
 impl InferError {

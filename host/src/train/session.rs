@@ -115,8 +115,6 @@ struct Tape {
     values: BTreeMap<String, Value>,
     steps: Vec<Step>,
     requires: BTreeSet<String>,
-    /// The batch mean and variance of each normalisation that learns its statistics.
-    statistics: Vec<(usize, Dense, Dense)>,
 }
 
 pub struct Session {
@@ -326,7 +324,12 @@ impl Session {
             return Ok(());
         };
         let graph = self.proto.graph.as_ref().expect("checked at load");
-        for (index, mean, variance) in &tape.statistics {
+        // A normalisation that learns has a weight (its scale or shift): its step is kept.
+        let measured = tape.steps.iter().filter_map(|step| match step {
+            Step::Norm(index, done) => Some((index, &done.mean, &done.variance)),
+            _ => None,
+        });
+        for (index, mean, variance) in measured {
             let node = &graph.node[*index];
             let momentum = momentum.unwrap_or_else(|| {
                 node.attribute
@@ -432,7 +435,6 @@ impl Session {
         let needed = self.needed(graph, wanted, &values)?;
         let plan = fuse::plan(&self.fusions, wanted, |v| values.contains_key(v));
         let mut steps = Vec::new();
-        let mut statistics = Vec::new();
         let mut bytes = self.weight_bytes;
         for (index, node) in graph.node.iter().enumerate() {
             if !needed.contains(&index) || plan.skipped.contains(&index) {
@@ -465,7 +467,6 @@ impl Session {
                         .map_err(|m| self.node_error(node, m))?;
                     // The normalised input is kept for the backward too.
                     bytes += done.xhat.elem_count() as u64 * self.dtype.size_in_bytes() as u64;
-                    statistics.push((index, done.mean.clone(), done.variance.clone()));
                     (vec![Value::Float(done.y.clone())], Step::Norm(index, done))
                 }
                 None => (
@@ -534,7 +535,6 @@ impl Session {
             values,
             steps,
             requires,
-            statistics,
         })
     }
 

@@ -136,13 +136,7 @@ impl HostState {
                 ),
             )
         })?;
-        let bytes = read.map_err(|e| {
-            let kind = match e.kind() {
-                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
-                _ => ErrorKind::InvalidArgument,
-            };
-            InferError::new(kind, name, format!("cannot read the model: {e}"))
-        })?;
+        let bytes = read.map_err(|e| crate::media::read_failed(name, "model", &e))?;
         Model::from_bytes(name, &bytes)
     }
 }
