@@ -13,7 +13,7 @@
 use candle_core::{DType, Device, Shape, Tensor as Dense, WithDType};
 use rayon::prelude::*;
 
-use super::pointwise::{Act, Real, with_elements};
+use super::pointwise::{self, Act, Real, with_elements};
 
 /// Stride, symmetric padding and dilation (the same along both axes) and groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,12 +166,15 @@ fn col2im<T: WithDType>(g: &Geometry, col: &[T], dx: &mut [T]) {
                     let dst = &mut dx[c * hw + iy * g.w..][..g.w];
                     let src = &row[oy * g.ow..][..g.ow];
                     let first = (x_lo as isize * stride as isize + x_off) as usize;
-                    for (d, s) in dst[first..]
-                        .iter_mut()
-                        .step_by(stride)
-                        .zip(&src[x_lo..x_hi])
-                    {
-                        *d += *s;
+                    let src = &src[x_lo..x_hi];
+                    if stride == 1 {
+                        // Without `step_by` the loop vectorises.
+                        let dst = &mut dst[first..first + src.len()];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s);
+                    } else {
+                        for (d, s) in dst[first..].iter_mut().step_by(stride).zip(src) {
+                            *d += *s;
+                        }
                     }
                 }
             }
@@ -377,7 +380,7 @@ fn backward<T: Real>(
                 }
             };
             for (sum, row) in partial.dbias.iter_mut().zip(dyb.chunks(plane)) {
-                *sum = row.iter().fold(T::zero(), |s, &v| s + v);
+                *sum = pointwise::sum(row);
             }
             let (mut buffer, mut dcol) = (Vec::new(), Vec::new());
             for group in 0..g.groups {
