@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::plugin::compile::ChildCompiler;
 use crate::plugin::{Param, PluginStore, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -32,6 +33,17 @@ pub struct Cli {
     /// The data directory (plugin store, compiled-component cache, job state).
     #[arg(long, global = true, env = "SEDNA_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
+
+    /// Seconds a component's compile may take before it is stopped (plugins compile in
+    /// a child process, bounded).
+    #[arg(long, global = true, env = "SEDNA_COMPILE_TIMEOUT", value_name = "SECS",
+          default_value_t = ChildCompiler::TIMEOUT.as_secs_f64())]
+    compile_timeout: f64,
+
+    /// MiB of memory a component's compile may use before it is stopped.
+    #[arg(long, global = true, env = "SEDNA_COMPILE_MEMORY", value_name = "MIB",
+          default_value_t = ChildCompiler::MEMORY >> 20)]
+    compile_memory: u64,
 
     #[command(subcommand)]
     command: Command,
@@ -77,6 +89,10 @@ enum Command {
     #[cfg(feature = "cluster")]
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
+    /// Compiles the component on stdin and writes its precompiled form on stdout: the
+    /// child every other command compiles in.
+    #[command(name = "compile-component", hide = true)]
+    CompileComponent,
 }
 
 impl Command {
@@ -158,6 +174,8 @@ where
 /// What the commands share: the data directory and, made on first use, the runtime.
 pub struct Context {
     home: PathBuf,
+    /// How plugins are compiled: in a bounded child process, this program again.
+    compiler: ChildCompiler,
 }
 
 impl Context {
@@ -173,6 +191,7 @@ impl Context {
     fn runtime(&self) -> anyhow::Result<Runtime> {
         Runtime::new(RuntimeConfig {
             cache_dir: Some(self.home.join("cache")),
+            compiler: Some(self.compiler.clone()),
             ..RuntimeConfig::default()
         })
     }
@@ -205,6 +224,25 @@ fn doctor(context: &Context, args: &Doctor) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// This program as the child that compiles plugins, within `timeout` seconds and
+/// `memory` MiB.
+fn compiler(timeout: f64, memory: u64) -> anyhow::Result<ChildCompiler> {
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("--compile-timeout {timeout}: give seconds above 0"))?;
+    let bytes = memory
+        .checked_mul(1 << 20)
+        .filter(|&bytes| bytes >= 64 << 20)
+        .ok_or_else(|| anyhow::anyhow!("--compile-memory {memory}: give MiB from 64 to 2^44"))?;
+    Ok(ChildCompiler {
+        timeout,
+        memory: bytes,
+        ..ChildCompiler::this_program()
+            .map_err(|e| anyhow::anyhow!("cannot find this program to compile plugins in: {e}"))?
+    })
+}
+
 /// Runs the command line; errors are printed with their causes and exit with 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -224,8 +262,16 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let compiler = match compiler(cli.compile_timeout, cli.compile_memory) {
+        Ok(compiler) => compiler,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let context = Context {
         home: cli.home.unwrap_or_else(crate::files::default_home),
+        compiler,
     };
     crate::media::backend::use_home(&context.home);
     let result = match cli.command {
@@ -237,6 +283,7 @@ pub fn main() -> ExitCode {
         Command::Status(status) => status.run(&context),
         Command::Label(command) => command.run(),
         Command::Doctor(args) => doctor(&context, &args),
+        Command::CompileComponent => crate::plugin::run_compile_child().map(|()| ExitCode::SUCCESS),
         Command::Crds => {
             print!("{}", crate::spec::crds_yaml());
             Ok(ExitCode::SUCCESS)

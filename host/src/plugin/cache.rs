@@ -59,10 +59,12 @@ impl ComponentCache {
         Some(dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish())))
     }
 
+    /// The compiled component of `source`: from memory, from disk, or from `compile`.
     pub fn get(
         &self,
         engine: &Engine,
         source: &Source,
+        compile: impl FnOnce(&[u8]) -> anyhow::Result<Component>,
     ) -> anyhow::Result<(Component, CacheOutcome)> {
         if let Some(component) = self.memory.lock().unwrap().components.get(&source.sha256) {
             return Ok((component.clone(), CacheOutcome::Memory));
@@ -82,8 +84,7 @@ impl ComponentCache {
                 }
             }
         }
-        super::screen::screen(&source.wasm).map_err(anyhow::Error::msg)?;
-        let component = Component::new(engine, &*source.wasm)?;
+        let component = compile(&source.wasm)?;
         if let Some(file) = &file
             && let Err(e) = write_entry(&component, file)
         {

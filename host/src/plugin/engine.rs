@@ -6,6 +6,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::cache::{CacheOutcome, ComponentCache};
+use super::compile::{Cancel, ChildCompiler};
 use super::error::{Cause, ErrorCounts, PluginError};
 use super::state::HostState;
 use super::store::Source;
@@ -23,6 +24,9 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Use the pooling allocator (fast instantiation); off, memory is mapped per instance.
     pub pooling: bool,
+    /// Compile in a bounded child process (a host that takes uploads); `None` compiles
+    /// in this process.
+    pub compiler: Option<ChildCompiler>,
 }
 
 impl Default for RuntimeConfig {
@@ -32,6 +36,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(10),
             pooling: true,
+            compiler: None,
         }
     }
 }
@@ -55,16 +60,7 @@ struct Inner {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(1 << 20);
-        if config.pooling {
-            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
-                config.max_instances,
-            )));
-        }
-        let engine = Engine::new(&wasm)?;
+        let engine = Engine::new(&wasm_config(config.pooling.then_some(config.max_instances)))?;
         start_epoch_ticker(&engine, config.epoch_tick);
         let linker = HostState::linker(&engine)?;
         let cache = ComponentCache::new(config.cache_dir.clone());
@@ -113,9 +109,29 @@ impl Runtime {
 
     /// Compiles a plugin's component, or takes it from the cache.
     pub fn compile(&self, source: &Source) -> Result<(Component, CacheOutcome), PluginError> {
+        self.compile_unless_cancelled(source, &Cancel::default())
+    }
+
+    /// [`Runtime::compile`], stopped when `cancel` is set (with a child compiler).
+    pub fn compile_unless_cancelled(
+        &self,
+        source: &Source,
+        cancel: &Cancel,
+    ) -> Result<(Component, CacheOutcome), PluginError> {
+        let engine = &self.inner.engine;
         self.inner
             .cache
-            .get(&self.inner.engine, source)
+            .get(engine, source, |wasm| {
+                super::screen::screen(wasm).map_err(anyhow::Error::msg)?;
+                let Some(child) = &self.inner.config.compiler else {
+                    return Ok(Component::new(engine, wasm)?);
+                };
+                let compiled = child.compile(wasm, cancel)?;
+                // SAFETY: the bytes are what `Engine::precompile_component` wrote in a
+                // child running this program, for an engine of the same settings
+                // (`deserialize` checks them), read whole from its stdout.
+                Ok(unsafe { Component::deserialize(engine, &compiled) }?)
+            })
             .map_err(|e| {
                 self.errors()
                     .failed(&source.name, "compile", Cause::Invalid(format!("{e:#}")))
@@ -134,9 +150,37 @@ impl Runtime {
     }
 }
 
+/// The engine's settings: the process's, and a child compiler's (whose precompiled
+/// components the process then loads), with a pooling allocator for `pooling` instances.
+pub(crate) fn wasm_config(pooling: Option<u32>) -> Config {
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(1 << 20);
+    if let Some(instances) = pooling {
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_limits(
+            instances,
+        )));
+    }
+    wasm
+}
+
+/// A child compiler's side (see [`super::compile`]): compiles the component on stdin for
+/// an engine of the parent's settings and writes the precompiled form on stdout. Its
+/// engine has no pooling allocator (which would map its pools under the memory limit);
+/// how instances are allocated is no part of what a precompiled component must match.
+pub fn run_compile_child() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut wasm = Vec::new();
+    std::io::stdin().read_to_end(&mut wasm)?;
+    let compiled = Engine::new(&wasm_config(None))?.precompile_component(&wasm)?;
+    std::io::stdout().write_all(&compiled)?;
+    Ok(())
+}
+
 /// Limits for the pooling allocator, generous enough for components built by
 /// componentize-py and componentize-js (many core instances and large tables).
-fn pooling(max_instances: u32) -> PoolingAllocationConfig {
+fn pooling_limits(max_instances: u32) -> PoolingAllocationConfig {
     let mut p = PoolingAllocationConfig::new();
     p.total_component_instances(max_instances)
         .total_core_instances(max_instances * 8)

@@ -8,6 +8,7 @@
 //!   before swapping it in atomically.
 //! - [`PluginStore`]: the content-addressed store of uploaded plugins plus the built-ins.
 //! - [`inspect`]: what a component file is and which world it implements.
+//! - [`compile`]: compiling a component in a bounded, cancellable child process.
 //! - [`json`]: predictions as JSON lines (`sedna plugin test`, hard-example records).
 //!
 //! Inside: `bindings.rs` holds only what `bindgen!` generates; `host/` the host side of
@@ -18,6 +19,7 @@
 
 mod bindings;
 mod cache;
+pub mod compile;
 mod detections;
 mod engine;
 mod error;
@@ -41,7 +43,7 @@ pub use bindings::types::{Detections, Metric, Param, Prediction};
 pub use bindings::{inference, log, types};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use detections::ROW;
-pub use engine::{Runtime, RuntimeConfig};
+pub use engine::{Runtime, RuntimeConfig, run_compile_child};
 pub use error::{Cause, ErrorCounts, PluginError};
 pub use instance::{Instance, Plugin};
 pub use sandbox::{DirGrant, ProgressSink, Sandbox};

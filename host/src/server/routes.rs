@@ -23,6 +23,7 @@ use super::error::HttpError;
 use super::service::Service;
 use super::wire::{BindRequest, Bound, RolledBack, Uploaded};
 use crate::learn::JobStatus;
+use crate::plugin::compile::Cancel;
 use crate::plugin::inspect::{self, Inspection};
 use crate::plugin::{StoredPlugin, check_name};
 
@@ -207,7 +208,10 @@ async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<Uploaded>), HttpError> {
     let body = read_upload(&headers, body, service.max_upload).await?;
-    blocking(move || service.upload(&name, &version, query.world, &body))
+    // The server drops this future when the client disconnects: the compile stops.
+    let cancel = Cancel::default();
+    let _cancel_on_drop = cancel.on_drop();
+    blocking(move || service.upload(&name, &version, query.world, &body, &cancel))
         .await
         .map(|uploaded| (StatusCode::CREATED, Json(uploaded)))
 }

@@ -7,6 +7,7 @@ use super::auth::{FailedChecks, Token};
 use super::error::HttpError;
 use super::wire::{BindRequest, Bound, RolledBack, Uploaded};
 use crate::learn::{BindError, JobHandle, SlotName};
+use crate::plugin::compile::Cancel;
 use crate::plugin::inspect;
 use crate::plugin::{Builtin, Param, PluginStore, Runtime, Source, StoredPlugin, check_name};
 
@@ -166,6 +167,7 @@ impl Service {
         version: &str,
         world: Option<String>,
         wasm: &[u8],
+        cancel: &Cancel,
     ) -> Result<Uploaded, HttpError> {
         check_name("name", name).map_err(HttpError::BadName)?;
         check_name("version", version).map_err(HttpError::BadName)?;
@@ -177,6 +179,9 @@ impl Service {
         let _compiling = self.compile_slot()?;
         let source = Source::new(format!("{name}@{version}"), wasm);
         let started = Instant::now();
+        // Compiled first, bounded and stopped if the client goes; the checks below then
+        // find it compiled.
+        self.runtime.compile_unless_cancelled(&source, cancel)?;
         let world = match world {
             Some(world) => world,
             None => inspect::inspect(&self.runtime, &source)?

@@ -173,35 +173,10 @@ fn bytes_that_are_not_a_component_are_refused() {
     assert!(matches!(err.cause, Cause::Invalid(_)), "{err}");
 }
 
-/// A component holding one core module with one function of about `bytes` bytes.
-fn component_with_function_of(bytes: usize) -> Vec<u8> {
-    use wasm_encoder::{
-        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
-        TypeSection,
-    };
-    let mut types = TypeSection::new();
-    types.ty().function([], []);
-    let mut functions = FunctionSection::new();
-    functions.function(0);
-    let mut body = Function::new([]);
-    for _ in 0..bytes / 3 {
-        body.instruction(&Instruction::I32Const(0));
-        body.instruction(&Instruction::Drop);
-    }
-    body.instruction(&Instruction::End);
-    let mut code = CodeSection::new();
-    code.function(&body);
-    let mut module = Module::new();
-    module.section(&types).section(&functions).section(&code);
-    let mut component = Component::new();
-    component.section(&ModuleSection(&module));
-    component.finish()
-}
-
 #[test]
 fn a_compile_bomb_is_refused_before_it_compiles() {
     // One function of 3 MiB: refused by its size, in a parse, never compiled.
-    let bomb = sedna::plugin::Source::new("bomb", component_with_function_of(3 << 20));
+    let bomb = sedna::plugin::Source::new("bomb", component_with_functions(1, 3 << 20));
     let err = Plugin::<Hem>::load(runtime(), &bomb, Vec::new(), Sandbox::default())
         .err()
         .unwrap();
@@ -213,11 +188,89 @@ fn a_compile_bomb_is_refused_before_it_compiles() {
     );
     assert!(err.to_string().contains("split it"), "{err}");
     // Under the limit it compiles (and fails only for exporting no world).
-    let small = sedna::plugin::Source::new("small", component_with_function_of(64 << 10));
+    let small = sedna::plugin::Source::new("small", component_with_functions(1, 64 << 10));
     let err = Plugin::<Hem>::load(runtime(), &small, Vec::new(), Sandbox::default())
         .err()
         .unwrap();
     assert!(!err.to_string().contains("MiB of code"), "{err}");
+}
+
+/// Functions under the size screen whose compile takes seconds and over 200 MiB.
+fn slow_to_compile() -> sedna::plugin::Source {
+    sedna::plugin::Source::new("slow", component_with_functions(4, 1 << 20))
+}
+
+#[test]
+fn a_child_compiled_component_loads_and_serves_as_one_compiled_here() {
+    let runtime = child_compiling_runtime(Duration::from_secs(60), 2 << 30);
+    let ibt = Plugin::<Hem>::load(&runtime, &builtin("IBT"), Vec::new(), Sandbox::default())
+        .expect("a component compiled in the child loads");
+    assert!(ibt.is_hard_example(&frame(&[0.2, 0.3, 0.9])).unwrap());
+    assert!(!ibt.is_hard_example(&frame(&[0.9, 0.95])).unwrap());
+    // What the child says of bytes it cannot compile reaches the caller.
+    let junk = sedna::plugin::Source::new("junk", b"\0asm\x0d\0\x01\0junk".to_vec());
+    let err = runtime.compile(&junk).err().unwrap();
+    assert!(matches!(err.cause, Cause::Invalid(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("component: failed to parse WebAssembly module"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_compile_over_its_time_or_memory_is_stopped_with_the_reason() {
+    let started = Instant::now();
+    let runtime = child_compiling_runtime(Duration::from_millis(500), 2 << 30);
+    let err = runtime.compile(&slow_to_compile()).err().unwrap();
+    assert!(
+        err.to_string().contains("took over 0.5 s")
+            && err.to_string().contains("--compile-timeout"),
+        "{err}"
+    );
+    // Stopped at its deadline, not when the compile would have ended.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let runtime = child_compiling_runtime(Duration::from_secs(120), 96 << 20);
+    let err = runtime.compile(&slow_to_compile()).err().unwrap();
+    assert!(
+        err.to_string().contains("needed over 96 MiB")
+            && err.to_string().contains("--compile-memory"),
+        "{err}"
+    );
+    // The bounds are per compile: a small component still compiles under them.
+    let ibt = Plugin::<Hem>::load(&runtime, &builtin("IBT"), Vec::new(), Sandbox::default());
+    assert!(ibt.is_ok(), "{:?}", ibt.err());
+}
+
+#[test]
+fn a_cancelled_compile_stops_its_child() {
+    let runtime = child_compiling_runtime(Duration::from_secs(120), 4 << 30);
+    let cancel = sedna::plugin::compile::Cancel::default();
+    let canceller = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.cancel();
+        })
+    };
+    let started = Instant::now();
+    let err = runtime
+        .compile_unless_cancelled(&slow_to_compile(), &cancel)
+        .err()
+        .unwrap();
+    canceller.join().unwrap();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    // Its child was killed: the compile would have run for minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

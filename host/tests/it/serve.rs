@@ -913,3 +913,66 @@ fn idle_and_silent_connections_neither_hold_the_api_nor_starve_the_job() {
     host.wait_for_frames(frames + 5);
     assert!(!host_log(&host.job).contains("Too many open files"));
 }
+
+/// The host's `sedna compile-component` children still running.
+fn compile_children(host: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            parent == Some(host.to_string().as_str())
+                && String::from_utf8_lossy(&cmdline).contains("compile-component")
+        })
+        .collect()
+}
+
+#[test]
+fn an_upload_whose_client_goes_stops_its_compile_and_stores_nothing() {
+    use std::io::Write as _;
+    let host = Host::start(&[]);
+    let pid = host._process.0.id();
+    // Sixteen functions under the 2 MiB screen: over a minute of one core's compiling
+    // (within the default 60 s bound on two), well within the upload limit.
+    let wasm = crate::support::component_with_functions(16, 1900 << 10);
+    let address = host.url.trim_start_matches("http://");
+    let mut client = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        client,
+        "PUT /v1/plugins/slow/1.0.0 HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        host.token(),
+        wasm.len()
+    )
+    .unwrap();
+    client.write_all(&wasm).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while compile_children(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no compile started: {}",
+            host_log(&host.job)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !compile_children(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the compile went on after its client went: {}",
+            host_log(&host.job)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = host.call("GET", "/v1/plugins/slow", Some(&host.token()), b"");
+    assert_eq!(status, 404, "{body}");
+    // The compile slot was given back: the next upload compiles and is stored.
+    let hem = std::fs::read(FIXTURE_HEM_HOSTILE).unwrap();
+    let (status, body) = host.call("PUT", "/v1/plugins/after/1.0.0", Some(&host.token()), &hem);
+    assert_eq!(status, 201, "{body}");
+}

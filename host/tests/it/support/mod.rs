@@ -177,3 +177,51 @@ pub fn assert_ibt_vectors(runtime: &Runtime, source: &Source) {
 fn params_of(key: &str, value: &str) -> Vec<Param> {
     params(&[(key, value)])
 }
+
+/// A component holding one core module with `count` functions of about `bytes` bytes
+/// each, every one pushing `bytes / 3` constants and then adding them up: all of them
+/// live at once, which costs Cranelift's register allocator time and memory (a 1 MiB
+/// function, about 2 s and 200 MiB).
+pub fn component_with_functions(count: usize, bytes: usize) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
+        TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut functions = FunctionSection::new();
+    let mut code = CodeSection::new();
+    let mut body = Function::new([]);
+    let values = (bytes / 3).max(1);
+    for i in 0..values {
+        // Under 64: a constant of one byte.
+        body.instruction(&Instruction::I32Const((i % 60) as i32));
+    }
+    for _ in 1..values {
+        body.instruction(&Instruction::I32Add);
+    }
+    body.instruction(&Instruction::Drop);
+    body.instruction(&Instruction::End);
+    for _ in 0..count {
+        functions.function(0);
+        code.function(&body);
+    }
+    let mut module = Module::new();
+    module.section(&types).section(&functions).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+/// A runtime that compiles in a child, `sedna compile-component`, within these bounds.
+pub fn child_compiling_runtime(timeout: std::time::Duration, memory: u64) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        compiler: Some(sedna::plugin::compile::ChildCompiler {
+            program: env!("CARGO_BIN_EXE_sedna").into(),
+            timeout,
+            memory,
+        }),
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}

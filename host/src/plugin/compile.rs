@@ -1,0 +1,210 @@
+//! Compiling a component in a child process, bounded. Cranelift's time and memory grow
+//! faster than a component's size (eight 3.5 MB functions compiled for 290 s at 3.7 GiB),
+//! and within the size screen a component can still hold many large functions. So a
+//! host that takes uploads compiles each in a child, this program again
+//! (`sedna compile-component`), which reads the component on stdin and writes wasmtime's
+//! precompiled form on stdout, under a memory limit; the child is killed at its deadline
+//! or as soon as whoever asked stops waiting (an upload's client that disconnects).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The subcommand the child runs (hidden from `sedna --help`).
+pub const SUBCOMMAND: &str = "compile-component";
+
+/// How often a waiting compile looks at its child, its deadline and its cancel flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Where and how bounded components are compiled.
+#[derive(Clone, Debug)]
+pub struct ChildCompiler {
+    /// The `sedna` executable that runs [`SUBCOMMAND`].
+    pub program: PathBuf,
+    /// Wall-clock time one compile may take.
+    pub timeout: Duration,
+    /// Bytes of writable memory the child may map (`RLIMIT_DATA`).
+    pub memory: u64,
+}
+
+impl ChildCompiler {
+    /// Default bounds: a minute, and 2 GiB (the largest component this project builds,
+    /// componentize-py's CPython, compiles in about 10 s within 0.5 GiB on 2 cores).
+    pub const TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MEMORY: u64 = 2 << 30;
+
+    /// This executable (which must be `sedna`), with the default bounds.
+    pub fn this_program() -> std::io::Result<Self> {
+        Ok(ChildCompiler {
+            program: std::env::current_exe()?,
+            timeout: Self::TIMEOUT,
+            memory: Self::MEMORY,
+        })
+    }
+
+    /// The precompiled form of `wasm` for this program's engine, or why there is none.
+    pub fn compile(&self, wasm: &[u8], cancel: &Cancel) -> Result<Vec<u8>, CompileError> {
+        let mut command = Command::new(&self.program);
+        command.arg(SUBCOMMAND);
+        // glibc reserves an arena per thread; two are plenty for one compile.
+        command
+            .env("MALLOC_ARENA_MAX", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        limit_memory(&mut command, self.memory);
+        let mut child = command.spawn().map_err(|e| {
+            CompileError::Failed(format!(
+                "cannot start the compiler {}: {e}",
+                self.program.display()
+            ))
+        })?;
+        // The pipes are drained on threads of their own so that neither side blocks.
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = wasm.to_vec();
+        let feeding = std::thread::spawn(move || {
+            // A child that dies early closes the pipe: its exit says why.
+            let _ = stdin.write_all(&input);
+        });
+        let output = drain(child.stdout.take().expect("piped"));
+        let errors = drain(child.stderr.take().expect("piped"));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| CompileError::Failed(format!("cannot wait for the compiler: {e}")))?
+            {
+                break status;
+            }
+            let stop = if cancel.is_cancelled() {
+                Some(CompileError::Cancelled)
+            } else if started.elapsed() > self.timeout {
+                Some(CompileError::TimedOut(self.timeout))
+            } else {
+                None
+            };
+            if let Some(stop) = stop {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(stop);
+            }
+            std::thread::sleep(POLL);
+        };
+        let _ = feeding.join();
+        let output = output.join().unwrap_or_default();
+        let errors = String::from_utf8_lossy(&errors.join().unwrap_or_default()).into_owned();
+        if status.success() {
+            return Ok(output);
+        }
+        if out_of_memory(&errors, &status) {
+            return Err(CompileError::OutOfMemory(self.memory));
+        }
+        // The child's own `error: ` prefix would repeat what the caller says.
+        let reason = errors.trim();
+        let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+        Err(CompileError::Failed(match reason {
+            "" => format!("the compiler ended with {status}"),
+            reason => reason.to_string(),
+        }))
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Whether the child ran out of the memory it was given: Rust aborts on a failed
+/// allocation ("memory allocation of N bytes failed"), and an mmap refused shows as
+/// an error naming it.
+fn out_of_memory(errors: &str, status: &std::process::ExitStatus) -> bool {
+    #[cfg(unix)]
+    let aborted = std::os::unix::process::ExitStatusExt::signal(status) == Some(libc::SIGABRT);
+    #[cfg(not(unix))]
+    let aborted = !status.success();
+    (aborted && errors.contains("memory allocation"))
+        || errors.contains("Cannot allocate memory")
+        || errors.contains("out of memory")
+}
+
+/// Caps the child's writable mappings: the heap and anonymous memory count, address
+/// space merely reserved (guard regions, thread stacks not yet touched) does not.
+#[cfg(unix)]
+fn limit_memory(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // `setrlimit` and `prctl`, which are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A compile outlives no host that asked for it, killed or not.
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(unix))]
+fn limit_memory(_command: &mut Command, _bytes: u64) {}
+
+/// Why a bounded compile produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "compiling it took over {} s, the limit of this host (--compile-timeout): make the component smaller",
+        .0.as_secs_f64()
+    )]
+    TimedOut(Duration),
+    #[error(
+        "compiling it needed over {} MiB, the limit of this host (--compile-memory): make the component smaller",
+        .0 >> 20
+    )]
+    OutOfMemory(u64),
+    #[error("the compile was cancelled: its caller stopped waiting")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Set when whoever asked for a compile no longer waits for it. Clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// A guard that cancels when dropped: held by a request's future, it cancels the
+    /// compile when the server drops the future (the client went away).
+    pub fn on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+/// Cancels its [`Cancel`] when dropped.
+pub struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
