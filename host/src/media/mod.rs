@@ -7,6 +7,7 @@
 pub mod augment;
 pub mod backend;
 pub mod builder;
+mod deadline;
 pub mod image;
 pub mod model;
 pub mod rtsp;

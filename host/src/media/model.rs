@@ -7,7 +7,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
+use ort::session::RunOptions;
 use prost::Message as _;
 use tract_onnx::pb::{self, tensor_proto::DataType, type_proto};
 
@@ -315,6 +318,16 @@ impl Session {
     /// Runs the model on named inputs (checked against the model's declarations) and
     /// returns every output, by name.
     pub fn run(&mut self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>, InferError> {
+        self.run_until(inputs, None)
+    }
+
+    /// [`Session::run`], stopped at `deadline` (a plugin call's) where the backend can
+    /// stop a run mid-way: ONNX Runtime can, tract cannot.
+    pub fn run_until(
+        &mut self,
+        inputs: &[(&str, &Tensor)],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(String, Tensor)>, InferError> {
         let error = |kind, message: String| InferError::new(kind, &self.model, message);
         for spec in &self.inputs {
             let Some((_, tensor)) = inputs.iter().find(|(name, _)| *name == spec.name) else {
@@ -361,7 +374,31 @@ impl Session {
                 ort::session::SessionInputValue::from(view),
             ));
         }
-        let outputs = self.inner.run(values).map_err(runtime)?;
+        let past = |deadline: Instant| Instant::now() >= deadline;
+        let stopped = || {
+            error(
+                ErrorKind::Runtime,
+                "stopped: the call's deadline passed".into(),
+            )
+        };
+        let options = match deadline {
+            Some(deadline) if past(deadline) => return Err(stopped()),
+            Some(_) => Some(Arc::new(RunOptions::new().map_err(runtime)?)),
+            None => None,
+        };
+        let outputs = match (deadline, &options) {
+            (Some(deadline), Some(options)) => {
+                let _watch = super::deadline::watch(deadline, options.clone());
+                self.inner.run_with_options(values, options).map_err(|e| {
+                    if past(deadline) {
+                        stopped()
+                    } else {
+                        runtime(e)
+                    }
+                })?
+            }
+            _ => self.inner.run(values).map_err(runtime)?,
+        };
         let mut result = Vec::with_capacity(outputs.len());
         for (name, value) in outputs.iter() {
             let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {

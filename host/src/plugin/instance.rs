@@ -130,10 +130,17 @@ impl<W: World> Plugin<W> {
             .map_err(|e| self.error("instantiate", Cause::Host(format!("{e:#}"))))?;
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.budget);
-        store.set_epoch_deadline(self.runtime.deadline_ticks(self.sandbox.deadline));
+        self.start_call(&mut store);
         let bindings = W::instantiate(&self.pre, &mut store)
             .map_err(|e| self.failure("instantiate", e, &mut store))?;
         Ok(Instance { store, bindings })
+    }
+
+    /// Starts the clock of a call: the engine interrupts the plugin's code at its
+    /// deadline, and the host work it asks for stops there too.
+    fn start_call(&self, store: &mut Store<HostState>) {
+        store.set_epoch_deadline(self.runtime.deadline_ticks(self.sandbox.deadline));
+        store.data_mut().deadline = std::time::Instant::now().checked_add(self.sandbox.deadline);
     }
 
     /// Runs one call on an idle instance (or a fresh one) under the call deadline.
@@ -148,7 +155,7 @@ impl<W: World> Plugin<W> {
             None => self.instantiate()?,
         };
         let store = &mut instance.store;
-        store.set_epoch_deadline(self.runtime.deadline_ticks(self.sandbox.deadline));
+        self.start_call(store);
         match f(&instance.bindings, store) {
             Ok(answer) => {
                 let mut idle = self.idle.lock().unwrap();
@@ -162,14 +169,23 @@ impl<W: World> Plugin<W> {
     }
 
     /// A call whose answer is `result<T, string>`: the plugin's own error is `Refused`
-    /// (and its instance, which did not fail, serves the next call).
+    /// (and its instance, which did not fail, serves the next call), unless it came
+    /// past the deadline: then host work stopped there, and the plugin passed that on.
     pub(crate) fn call_refusable<R>(
         &self,
         call: &str,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginError> {
-        self.call(call, f)?
-            .map_err(|why| self.error(call, Cause::Refused(why)))
+        let deadline = std::time::Instant::now().checked_add(self.sandbox.deadline);
+        self.call(call, f)?.map_err(|why| {
+            let cause = match deadline {
+                Some(deadline) if std::time::Instant::now() >= deadline => {
+                    Cause::Timeout(self.sandbox.deadline)
+                }
+                _ => Cause::Refused(why),
+            };
+            self.error(call, cause)
+        })
     }
 
     /// Turns a wasmtime error into a typed cause, with what the plugin last printed.

@@ -35,6 +35,10 @@ pub struct HostState {
     pub(crate) output: OutputTail,
     /// How many more lines the plugin may log now.
     pub(crate) log_budget: LogBudget,
+    /// When the current call's deadline passes. The engine interrupts the plugin's code
+    /// there; host work it asked for (a model run, a training pass) stops there too
+    /// instead of at its end.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl HostState {
@@ -56,6 +60,7 @@ impl HostState {
             plugin,
             output,
             log_budget: Default::default(),
+            deadline: None,
         })
     }
 

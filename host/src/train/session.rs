@@ -142,6 +142,8 @@ pub struct Session {
     weight_bytes: u64,
     progress: Progress,
     opened: std::time::Instant,
+    /// Passes stop at the first node after it (a plugin call's deadline).
+    deadline: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -230,6 +232,7 @@ impl Session {
             weight_bytes,
             progress: Progress::default(),
             opened: std::time::Instant::now(),
+            deadline: None,
         })
     }
 
@@ -440,6 +443,7 @@ impl Session {
             if !needed.contains(&index) || plan.skipped.contains(&index) {
                 continue;
             }
+            self.check_deadline(node)?;
             let call = self.call(node, &values, &plan)?;
             // The nodes whose inputs this step reads.
             let mut read = vec![node];
@@ -577,6 +581,21 @@ impl Session {
             opset: self.opset,
             dtype: self.dtype,
         })
+    }
+
+    /// Stops forward and backward passes at `deadline`, node by node; `None` runs them
+    /// to their end.
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
+    }
+
+    fn check_deadline(&self, node: &pb::NodeProto) -> Result<(), InferError> {
+        match self.deadline {
+            Some(deadline) if std::time::Instant::now() >= deadline => {
+                Err(self.node_error(node, "stopped before it: the call's deadline passed".into()))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn node_error(&self, node: &pb::NodeProto, message: String) -> InferError {
@@ -783,6 +802,7 @@ impl Session {
                 }
             };
             let node = &graph.node[at];
+            self.check_deadline(node)?;
             let outputs: Vec<Option<Dense>> = node.output.iter().map(|o| grads.take(o)).collect();
             if outputs.iter().all(Option::is_none) {
                 continue;

@@ -543,3 +543,36 @@ fn training_reports_its_progress_to_the_sandboxs_sink() {
         "steps only grow"
     );
 }
+
+#[test]
+fn training_stops_at_the_calls_deadline_inside_a_pass_not_after_it() {
+    let job = Job::new(&sedna::media::zoo::yolov8n(2, 160).unwrap());
+    let train = dataset(job.dir.path(), 0, 8);
+    let pairs = params(&[("model_url", "base"), ("epochs", "1"), ("batch_size", "8")]);
+    let load = |deadline| {
+        let sandbox = Sandbox {
+            deadline,
+            ..job.sandbox()
+        };
+        Plugin::<Estimator>::load(runtime(), &builtin("ONNX"), pairs.clone(), sandbox).unwrap()
+    };
+    let started = std::time::Instant::now();
+    load(Duration::from_secs(120)).train(&train, None).unwrap();
+    let whole = started.elapsed();
+    assert!(
+        whole > Duration::from_secs(1),
+        "one epoch took {whole:?}: too short to see where the deadline stops it"
+    );
+    let deadline = whole / 10;
+    let estimator = load(deadline);
+    let started = std::time::Instant::now();
+    let err = estimator.train(&train, None).unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err.cause, Cause::Timeout(_)), "{err}");
+    // The epoch is one forward pass (about a third of it) and one backward: stopped node
+    // by node, the call ends soon after its deadline, not with the pass it fell in.
+    assert!(
+        took < whole / 5,
+        "stopped after {took:?}, deadline {deadline:?}, the whole epoch {whole:?}"
+    );
+}

@@ -421,3 +421,71 @@ fn a_png_written_to_disk_decodes_to_its_pixels() {
     assert_eq!((frame.width(), frame.height()), (5, 3));
     assert_eq!(frame.pixels().get_pixel(4, 2).0, [4, 2, 200]);
 }
+
+/// Sixteen 3x3 convolutions of `channels` channels on a 256x256 input: with 64, half a
+/// second of one ONNX Runtime run on 2 cores.
+fn slow_model(channels: usize) -> Model {
+    let mut builder = ModelBuilder::new("slow");
+    builder
+        .input("x", &[Some(1), Some(channels), Some(256), Some(256)])
+        .weight("w", &weights(&[channels, channels, 3, 3], 0.5));
+    let mut last = "x".to_string();
+    for i in 0..16 {
+        let next = format!("y{i}");
+        builder.node(
+            "Conv",
+            &[&last, "w"],
+            &[&next],
+            &[Attr::Ints("pads", vec![1, 1, 1, 1])],
+        );
+        last = next;
+    }
+    builder
+        .output(&last, &[Some(1), Some(channels), Some(256), Some(256)])
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_run_past_its_deadline_stops_where_the_backend_can_stop_it() {
+    use std::time::{Duration, Instant};
+    let kind = sedna::media::backend().unwrap().kind;
+    // tract cannot stop a run: a smaller model shows that it runs to its end.
+    let channels = if kind == BackendKind::OnnxRuntime {
+        64
+    } else {
+        8
+    };
+    let model = slow_model(channels);
+    let mut session = model.session(&SessionOptions::default()).unwrap();
+    let input = weights(&[1, channels, 256, 256], 1.0);
+    let inputs = [("x", &input)];
+    // A deadline already passed: nothing runs, on either backend.
+    let err = session
+        .run_until(&inputs, Some(Instant::now()))
+        .unwrap_err();
+    assert!(err.message.contains("deadline passed"), "{err}");
+
+    let started = Instant::now();
+    session
+        .run(&inputs)
+        .expect("runs to its end without a deadline");
+    let whole = started.elapsed();
+    let started = Instant::now();
+    let stopped = session.run_until(&inputs, Some(Instant::now() + Duration::from_millis(50)));
+    let took = started.elapsed();
+    match kind {
+        BackendKind::OnnxRuntime => {
+            let err = stopped.expect_err("ONNX Runtime stops the run");
+            assert_eq!(err.kind, ErrorKind::Runtime);
+            assert!(err.message.contains("the call's deadline passed"), "{err}");
+            assert!(
+                took < whole / 2,
+                "stopped after {took:?}; a whole run {whole:?}"
+            );
+        }
+        BackendKind::Tract => assert!(stopped.is_ok(), "{:?}", stopped.err()),
+    }
+    // The session serves the next run.
+    session.run(&inputs).expect("the next run");
+}

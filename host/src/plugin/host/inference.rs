@@ -513,7 +513,8 @@ impl inference::HostGraphExecutionContext for HostState {
     ) -> wasmtime::Result<Result<Vec<NamedTensor>, Resource<InferError>>> {
         let inputs = self.take_tensors(inputs)?;
         let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        match self.table.get_mut(&context)?.0.run(&named) {
+        let deadline = self.deadline;
+        match self.table.get_mut(&context)?.0.run_until(&named, deadline) {
             Ok(outputs) => self.push_tensors(outputs),
             Err(e) => self.fail(e),
         }

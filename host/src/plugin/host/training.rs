@@ -41,11 +41,15 @@ impl HostState {
         }
     }
 
+    /// A session, its passes to stop at the current call's deadline.
     fn session(
         &mut self,
         session: &Resource<TrainingSession>,
     ) -> wasmtime::Result<&mut train::Session> {
-        Ok(&mut self.table.get_mut(session)?.0)
+        let deadline = self.deadline;
+        let session = &mut self.table.get_mut(session)?.0;
+        session.set_deadline(deadline);
+        Ok(session)
     }
 
     /// Tells the job's progress sink, if it has one, where the session is.

@@ -636,6 +636,41 @@ fn the_loss_goes_down_on_a_classifier_with_either_optimizer() {
 }
 
 #[test]
+fn a_pass_past_its_deadline_stops_at_the_next_node_and_the_next_pass_runs() {
+    let mut session = Session::open(&classifier(3), Options::default()).expect("opens");
+    let (images, classes) = batch(&mut Random(5), 6);
+    let feed = || [("image".to_string(), images.clone())];
+    let logits = ["logits".to_string()];
+    session.set_deadline(Some(std::time::Instant::now()));
+    let err = session.forward(&feed(), &logits).expect_err("stopped");
+    assert!(
+        err.message
+            .contains("stopped before it: the call's deadline passed")
+            && err.message.starts_with("node `"),
+        "{err}"
+    );
+    // A forward that ran before the deadline leaves a backward that stops too.
+    session.set_deadline(None);
+    session.forward(&feed(), &logits).expect("no deadline");
+    session.set_deadline(Some(std::time::Instant::now()));
+    let err = session
+        .backward_loss("logits", Loss::CrossEntropy, &classes)
+        .expect_err("stopped");
+    assert!(err.message.contains("deadline passed"), "{err}");
+    // A later deadline lets the next call through.
+    session.set_deadline(Some(
+        std::time::Instant::now() + std::time::Duration::from_secs(60),
+    ));
+    session
+        .forward(&feed(), &logits)
+        .expect("within its deadline");
+    session
+        .backward_loss("logits", Loss::CrossEntropy, &classes)
+        .expect("within its deadline");
+    session.step(None).expect("step");
+}
+
+#[test]
 fn every_loss_has_the_gradient_of_its_value() {
     let mut r = Random(3);
     let logits = r.tensor(&[4, 3]);
