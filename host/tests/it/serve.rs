@@ -976,3 +976,22 @@ fn an_upload_whose_client_goes_stops_its_compile_and_stores_nothing() {
     let (status, body) = host.call("PUT", "/v1/plugins/after/1.0.0", Some(&host.token()), &hem);
     assert_eq!(status, 201, "{body}");
 }
+
+#[test]
+fn an_upload_whose_compile_runs_over_its_time_is_refused_with_the_bound() {
+    // Time enough for the job's own plugins, not for this upload: sixteen functions
+    // under the 2 MiB screen, over a minute of one core's compiling.
+    let host = Host::start(&["--compile-timeout", "8"]);
+    let wasm = crate::support::component_with_functions(16, 1900 << 10);
+    let (status, body) = host.call("PUT", "/v1/plugins/slow/1.0.0", Some(&host.token()), &wasm);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "not_a_component", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("took over 8 s") && detail.contains("--compile-timeout"),
+        "{detail}"
+    );
+    let (status, _) = host.call("GET", "/v1/plugins/slow", None, b"");
+    assert_eq!(status, 404, "nothing is stored");
+    assert!(compile_children(host._process.0.id()).is_empty());
+}
