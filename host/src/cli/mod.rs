@@ -230,7 +230,9 @@ fn compiler(timeout: f64, memory: u64) -> anyhow::Result<ChildCompiler> {
     let timeout = std::time::Duration::try_from_secs_f64(timeout)
         .ok()
         .filter(|t| !t.is_zero())
-        .ok_or_else(|| anyhow::anyhow!("--compile-timeout {timeout}: give seconds above 0"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("--compile-timeout {timeout:?}: give seconds above 0 and below 2^64")
+        })?;
     let bytes = memory
         .checked_mul(1 << 20)
         .filter(|&bytes| bytes >= 64 << 20)

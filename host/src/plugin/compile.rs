@@ -140,14 +140,23 @@ fn out_of_memory(errors: &str, status: &std::process::ExitStatus) -> bool {
 #[cfg(unix)]
 fn limit_memory(command: &mut Command, bytes: u64) {
     use std::os::unix::process::CommandExt;
-    let limit = libc::rlimit {
-        rlim_cur: bytes as libc::rlim_t,
-        rlim_max: bytes as libc::rlim_t,
-    };
-    // SAFETY: the closure runs in the child between fork and exec and calls only
-    // `setrlimit` and `prctl`, which are async-signal-safe.
+    // SAFETY: the closure runs in the child between fork and exec and makes only system
+    // calls (`getrlimit`, `setrlimit`, `prctl`), which are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_DATA, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Never above a hard limit the host was started under.
+            let bytes = (bytes as libc::rlim_t).min(limit.rlim_max);
+            limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
             if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -522,3 +522,41 @@ fn a_command_whose_reader_goes_away_ends_quietly() {
         out.status
     );
 }
+
+#[test]
+fn compile_bounds_out_of_range_are_refused_with_the_flag_named() {
+    let home = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            ["--compile-timeout", "0"],
+            "--compile-timeout 0.0: give seconds above 0",
+        ),
+        (
+            ["--compile-timeout", "1e300"],
+            "--compile-timeout 1e300: give seconds above 0 and below 2^64",
+        ),
+        (
+            ["--compile-memory", "10"],
+            "--compile-memory 10: give MiB from 64",
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.push("crds");
+        assert_fails(home.path(), &all, expected);
+    }
+    // Within range, a command whose plugin compiles in the child runs.
+    let ibt = builtin_file(home.path(), "IBT");
+    let ok = sedna(
+        home.path(),
+        &[
+            "--compile-timeout",
+            "30",
+            "--compile-memory",
+            "1024",
+            "plugin",
+            "inspect",
+            &ibt,
+        ],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
