@@ -938,7 +938,7 @@ fn an_upload_whose_client_goes_stops_its_compile_and_stores_nothing() {
     let host = Host::start(&[]);
     let pid = host._process.0.id();
     // Sixteen functions under the 2 MiB screen: over a minute of one core's compiling
-    // (within the default 60 s bound on two), well within the upload limit.
+    // (within the default bound on two), well within the upload limit.
     let wasm = crate::support::component_with_functions(16, 1900 << 10);
     let address = host.url.trim_start_matches("http://");
     let mut client = std::net::TcpStream::connect(address).unwrap();
