@@ -91,7 +91,7 @@ enum Command {
     Worker(worker::WorkerCommand),
     /// Compiles the component on stdin and writes its precompiled form on stdout: the
     /// child every other command compiles in.
-    #[command(name = "compile-component", hide = true)]
+    #[command(name = crate::plugin::compile::SUBCOMMAND, hide = true)]
     CompileComponent,
 }
 

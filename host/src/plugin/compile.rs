@@ -1,10 +1,11 @@
 //! Compiling a component in a child process, bounded. Cranelift's time and memory grow
 //! faster than a component's size (eight 3.5 MB functions compiled for 290 s at 3.7 GiB),
-//! and within the size screen a component can still hold many large functions. So a
-//! host that takes uploads compiles each in a child, this program again
-//! (`sedna compile-component`), which reads the component on stdin and writes wasmtime's
-//! precompiled form on stdout, under a memory limit; the child is killed at its deadline
-//! or as soon as whoever asked stops waiting (an upload's client that disconnects).
+//! and within the size screen a component can still hold many large functions. So the
+//! `sedna` program compiles every component (an upload, a job's plugin) in a child, this
+//! program again (`sedna compile-component`), which reads the component on stdin and
+//! writes wasmtime's precompiled form on stdout, under a memory limit; the child is
+//! killed at its deadline or as soon as whoever asked stops waiting (an upload's client
+//! that disconnects).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

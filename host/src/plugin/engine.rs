@@ -24,7 +24,7 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Use the pooling allocator (fast instantiation); off, memory is mapped per instance.
     pub pooling: bool,
-    /// Compile in a bounded child process (a host that takes uploads); `None` compiles
+    /// Compile in a bounded child process (as the `sedna` program does); `None` compiles
     /// in this process.
     pub compiler: Option<ChildCompiler>,
 }
