@@ -1,6 +1,7 @@
-//! Threads for background work (training, and the augmentation that feeds it): a lower
-//! scheduling priority, so that when the cores are busy the live inference worker's
-//! threads run first and a round does not slow the stream it learns from.
+//! Threads for background work (a round's estimator calls, the training and the
+//! augmentation that feeds it): a lower scheduling priority, so that when the cores are
+//! busy the live inference worker's threads run first and a round does not slow the
+//! stream it learns from.
 
 use std::sync::OnceLock;
 
@@ -33,6 +34,24 @@ pub fn lower_priority() {
     }
 }
 
+/// Runs `work` on a background thread of its own named `name`, and waits for it: a
+/// round's stages run there, so that the estimator's own work between training steps
+/// (its loss, reading and augmenting samples) yields to the inference worker as the
+/// training threads do.
+pub fn in_background<R: Send>(name: &str, work: impl FnOnce() -> R + Send) -> std::io::Result<R> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn_scoped(scope, || {
+                lower_priority();
+                work()
+            })?;
+        Ok(thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
 /// A pool of `threads` background threads named `name-0`, `name-1`, ...
 pub fn pool(name: &'static str, threads: usize) -> Result<rayon::ThreadPool, String> {
     rayon::ThreadPoolBuilder::new()
@@ -55,4 +74,42 @@ pub fn background() -> &'static rayon::ThreadPool {
                 .expect("one thread")
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(unix)]
+    fn nice() -> i32 {
+        // SAFETY: getpriority has no memory effects; `who` 0 is the calling thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn background_work_runs_on_a_named_thread_at_lower_priority_and_returns_its_answer() {
+        let caller = std::thread::current().id();
+        let (name, id, niceness) = super::in_background("sedna-test-bg", || {
+            let thread = std::thread::current();
+            #[cfg(unix)]
+            let niceness = nice();
+            #[cfg(not(unix))]
+            let niceness = super::NICE;
+            (thread.name().map(str::to_string), thread.id(), niceness)
+        })
+        .unwrap();
+        assert_eq!(name.as_deref(), Some("sedna-test-bg"));
+        assert_ne!(id, caller);
+        assert!(niceness >= super::NICE, "nice {niceness}");
+        #[cfg(unix)]
+        assert!(nice() < super::NICE, "the caller keeps its priority");
+        // It borrows what the caller holds, and a panic in it reaches the caller.
+        let samples = [1, 2, 3];
+        assert_eq!(
+            super::in_background("sedna-test-bg", || samples.iter().sum::<i32>()).unwrap(),
+            6
+        );
+        let panicked = std::panic::catch_unwind(|| {
+            super::in_background("sedna-test-bg", || panic!("in the background"))
+        });
+        assert!(panicked.is_err());
+    }
 }

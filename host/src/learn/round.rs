@@ -250,7 +250,7 @@ impl LocalJob {
         let dir = model.parent().expect("a round's model is in a directory");
         std::fs::create_dir_all(dir)?;
         let estimator = self.estimator(&self.train_params, &self.base_model()?, dir)?;
-        let report = estimator.train(&train, None)?;
+        let report = background(|| estimator.train(&train, None))??;
         estimator.save(&format!("{GUEST_OUTPUT}/{}", OutputLayout::MODEL_FILE))?;
         write_json(&self.layout.train_report(round), &metric_map(&report))?;
         self.upload_output(&model)?;
@@ -282,11 +282,12 @@ impl LocalJob {
         let scratch = tempfile::tempdir()?;
         for model in [self.layout.model(round), self.base_model()?] {
             let estimator = self.estimator(&self.eval_params, &model, scratch.path())?;
-            let mut metrics = estimator.evaluate(&eval)?;
+            let mut metrics = background(|| estimator.evaluate(&eval))??;
             if !earlier.is_empty() {
                 // What the model still knows of earlier rounds: a deploy trigger on
                 // `earlier_map_delta` refuses a model that forgot.
-                metrics.extend(estimator.evaluate(&earlier)?.into_iter().map(|m| Metric {
+                let remembered = background(|| estimator.evaluate(&earlier))??;
+                metrics.extend(remembered.into_iter().map(|m| Metric {
                     name: format!("{EARLIER}{}", m.name),
                     values: m.values,
                 }));
@@ -476,6 +477,12 @@ pub const EARLIER: &str = "earlier_";
 
 /// A sample as a Sedna `txt` index line: the image's absolute path, or its URL when it is
 /// a copy (under `objects`) of an object, so that a worker on another node reads it too.
+/// Runs an estimator call of a round at background priority (see
+/// [`crate::threads::in_background`]): the inference worker's frames come first.
+fn background<R: Send>(call: impl FnOnce() -> R + Send) -> std::io::Result<R> {
+    crate::threads::in_background("sedna-round", call)
+}
+
 fn index_line(sample: &Sample, objects: &Path) -> String {
     let image = sample
         .image
