@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -65,43 +65,32 @@ impl ChildCompiler {
                 self.program.display()
             ))
         })?;
-        // The pipes are drained on threads of their own so that neither side blocks.
-        let mut stdin = child.stdin.take().expect("piped");
-        let input = wasm.to_vec();
-        let feeding = std::thread::spawn(move || {
-            // A child that dies early closes the pipe: its exit says why.
-            let _ = stdin.write_all(&input);
+        // The pipes are fed and drained on threads of their own, so that neither side
+        // blocks, while this one watches the clock and the cancel flag.
+        let (stdin, mut stdout, mut stderr) = (
+            child.stdin.take().expect("piped"),
+            child.stdout.take().expect("piped"),
+            child.stderr.take().expect("piped"),
+        );
+        let (status, output, errors) = std::thread::scope(|scope| {
+            // Moved in, so that the pipe closes when written; a child that dies early
+            // closes it first, and its exit says why.
+            scope.spawn(move || {
+                let mut stdin = stdin;
+                stdin.write_all(wasm)
+            });
+            let output = scope.spawn(|| read_all(&mut stdout));
+            let errors = scope.spawn(|| read_all(&mut stderr));
+            let status = self.wait(&mut child, cancel);
+            let read =
+                |pipe: std::thread::ScopedJoinHandle<Vec<u8>>| pipe.join().unwrap_or_default();
+            (status, read(output), read(errors))
         });
-        let output = drain(child.stdout.take().expect("piped"));
-        let errors = drain(child.stderr.take().expect("piped"));
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child
-                .try_wait()
-                .map_err(|e| CompileError::Failed(format!("cannot wait for the compiler: {e}")))?
-            {
-                break status;
-            }
-            let stop = if cancel.is_cancelled() {
-                Some(CompileError::Cancelled)
-            } else if started.elapsed() > self.timeout {
-                Some(CompileError::TimedOut(self.timeout))
-            } else {
-                None
-            };
-            if let Some(stop) = stop {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(stop);
-            }
-            std::thread::sleep(POLL);
-        };
-        let _ = feeding.join();
-        let output = output.join().unwrap_or_default();
-        let errors = String::from_utf8_lossy(&errors.join().unwrap_or_default()).into_owned();
+        let status = status?;
         if status.success() {
             return Ok(output);
         }
+        let errors = String::from_utf8_lossy(&errors);
         if out_of_memory(&errors, &status) {
             return Err(CompileError::OutOfMemory(self.memory));
         }
@@ -113,21 +102,43 @@ impl ChildCompiler {
             reason => reason.to_string(),
         }))
     }
+
+    /// Waits for `child` to end; kills it at the deadline or when `cancel` is set.
+    fn wait(&self, child: &mut Child, cancel: &Cancel) -> Result<ExitStatus, CompileError> {
+        let started = Instant::now();
+        loop {
+            let ended = child
+                .try_wait()
+                .map_err(|e| CompileError::Failed(format!("cannot wait for the compiler: {e}")))?;
+            if let Some(status) = ended {
+                return Ok(status);
+            }
+            let stop = if cancel.is_cancelled() {
+                CompileError::Cancelled
+            } else if started.elapsed() > self.timeout {
+                CompileError::TimedOut(self.timeout)
+            } else {
+                std::thread::sleep(POLL);
+                continue;
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(stop);
+        }
+    }
 }
 
-/// Reads a pipe to its end on a thread of its own.
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+/// All a pipe gives until it closes (what was read when it breaks).
+fn read_all(pipe: &mut impl Read) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let _ = pipe.read_to_end(&mut bytes);
+    bytes
 }
 
 /// Whether the child ran out of the memory it was given: Rust aborts on a failed
 /// allocation ("memory allocation of N bytes failed"), and an mmap refused shows as
 /// an error naming it.
-fn out_of_memory(errors: &str, status: &std::process::ExitStatus) -> bool {
+fn out_of_memory(errors: &str, status: &ExitStatus) -> bool {
     #[cfg(unix)]
     let aborted = std::os::unix::process::ExitStatusExt::signal(status) == Some(libc::SIGABRT);
     #[cfg(not(unix))]
