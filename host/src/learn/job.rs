@@ -20,14 +20,14 @@ use super::stats::RoundStats;
 use super::trigger::Trigger;
 use super::watch::DeployedModel;
 use crate::files::{ExclusiveLock, SpaceReserve};
-
-/// Bytes set aside in `outputDir` for recording a failure when the disk fills: room for
-/// SQLite's journal and a condition many times over.
-const SPACE_RESERVE: u64 = 4 << 20;
 use crate::pipeline::{DecisionTail, FrameSource, InferenceWorker};
 use crate::plugin::{Param, PluginStore, Runtime, Source};
 use crate::spec::{ConditionType, IncrementalLearningJob, Resources, Stage};
 use crate::storage::{Location, Storage};
+
+/// Bytes set aside in `outputDir` for recording a failure when the disk fills: room for
+/// SQLite's journal and a condition many times over.
+const SPACE_RESERVE: u64 = 4 << 20;
 
 /// The files of one round: what a train and an eval worker read and write, as their env
 /// names them: paths on this node, or URLs when `outputDir` is in object storage (then

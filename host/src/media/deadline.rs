@@ -32,12 +32,18 @@ pub(crate) fn watch(deadline: Instant, options: Arc<RunOptions>) -> Watch {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dog = watchdog();
-    dog.runs.lock().unwrap().push(Watched {
+    let mut runs = dog.runs.lock().unwrap();
+    // The watchdog sleeps until the earliest deadline: wake it only for an earlier one
+    // (not once a run, on the worker's hot path).
+    let earliest = runs.iter().all(|run| run.deadline > deadline);
+    runs.push(Watched {
         id,
         deadline,
         options,
     });
-    dog.changed.notify_one();
+    if earliest {
+        dog.changed.notify_one();
+    }
     Watch { id }
 }
 

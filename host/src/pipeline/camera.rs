@@ -455,12 +455,12 @@ async fn stream(shared: &Shared) -> (u64, Option<RtspError>) {
             Ok(unit) => unit,
             Err(e) => return (decoded, Some(e)),
         };
-        let (since, age_from) = start_of_age(unit.captured);
         // Decoding starts, and restarts after an error, at a key frame.
         if awaiting_key && !unit.key {
             continue;
         }
         awaiting_key = false;
+        let (since, age_from) = start_of_age(unit.captured);
         let decoding = Instant::now();
         let image = match decoder.decode(&unit.data) {
             Ok(Some(image)) => image,

@@ -2,7 +2,8 @@
 //! memory grow faster than a function's size: one upload of eight 3.5 MB functions
 //! compiled for 290 s at 3.7 GiB. Every function body is measured first (a parse, no
 //! compile), and a component with one over [`MAX_FUNCTION_BYTES`] is refused with its
-//! size; the total is bounded by the upload limit.
+//! size. What passes is bounded by the upload limit, and its compile by the child's
+//! time and memory ([`super::compile`]).
 
 use wasmparser::{Parser, Payload};
 
